@@ -1,0 +1,1 @@
+"""OCTI phone line: a telephony voice agent for poultry farmers."""

@@ -1,0 +1,77 @@
+"""What a call session needs from the caller's side, whatever carries the call.
+
+Twilio Media Streams is one channel; a browser websocket will be another. A channel
+turns its wire protocol into these events and these operations.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.audio.formats import AudioFormat
+
+
+class CallOutcome(enum.StrEnum):
+    CALLER_HUNG_UP = "caller_hung_up"
+    AGENT_ENDED = "agent_ended"
+    TRANSFERRED = "transferred"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class CallIdentity:
+    call_id: str
+    caller: str = ""
+    called: str = ""
+    channel: str = "twilio"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    audio: bytes
+    received_at: float  # perf_counter() when the message arrived, to measure the bridge delay
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackMark:
+    """The far end reports that playback reached a mark we placed (or flushed it)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Digit:
+    digit: str
+
+
+ChannelEvent = CallerAudio | PlaybackMark | Digit
+
+
+class CallChannel(Protocol):
+    audio_format: AudioFormat
+    identity: CallIdentity
+
+    def events(self) -> AsyncIterator[ChannelEvent]:
+        """Caller events until the caller hangs up or the transport closes."""
+        ...
+
+    async def send_audio(self, audio: bytes) -> None:
+        """Queue whole frames of audio for playback to the caller."""
+        ...
+
+    async def send_mark(self, name: str) -> None:
+        """Ask to be told (a PlaybackMark) once everything sent so far has been played."""
+        ...
+
+    async def clear_playback(self) -> None:
+        """Drop all queued audio at once; pending marks come back flushed, not played."""
+        ...
+
+    async def end(self, outcome: CallOutcome) -> None:
+        """Close the caller's side; the outcome decides what the caller hears next."""
+        ...

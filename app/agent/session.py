@@ -1,0 +1,247 @@
+"""One conversation between a caller's channel and the realtime model.
+
+Plain asyncio, no web framework: two loops (caller events, model events), each with one
+dispatch, share small state objects. The session never assumes Twilio; it talks to a
+`CallChannel`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Literal
+
+from app.agent.channel import CallChannel, CallerAudio, CallOutcome, Digit, PlaybackMark
+from app.agent.playback import PlaybackTracker
+from app.audio.convert import make_converter
+from app.audio.framing import FrameAssembler
+from app.config import Settings
+from app.metrics import Metrics
+from app.realtime import protocol
+from app.realtime.connection import RealtimeConnection
+
+log = logging.getLogger(__name__)
+
+# Model audio goes to the caller in messages of up to 100 ms, each followed by a mark:
+# fewer messages than 20 ms ones, while the playback tracker interpolates within a chunk.
+MESSAGE_MS = 100
+FRAME_MS = 20
+
+# Errors after which the realtime session cannot go on.
+FATAL_MODEL_ERRORS = {"session_expired", "beta_api_shape_disabled", "invalid_api_key"}
+
+
+@dataclass(slots=True)
+class Turn:
+    role: Literal["caller", "assistant"]
+    item_id: str
+    text: str = ""
+    interrupted: bool = False
+    heard_ms: float | None = None
+
+
+@dataclass(slots=True)
+class _Responses:
+    """What the model is saying: the active response, audio generated per item, muted responses."""
+
+    active: str | None = None
+    muted: set[str] = field(default_factory=set)
+    generated_ms: dict[str, float] = field(default_factory=dict)
+
+
+class CallSession:
+    def __init__(
+        self,
+        channel: CallChannel,
+        realtime: RealtimeConnection,
+        settings: Settings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._channel = channel
+        self._realtime = realtime
+        self._settings = settings
+        self._metrics = metrics or Metrics()
+        self._model_format = protocol.model_audio_format(settings)
+        caller_format = channel.audio_format
+        self._caller_format = caller_format
+        self._to_model = make_converter(caller_format, self._model_format)
+        self._to_caller = make_converter(self._model_format, caller_format)
+        self._frames = FrameAssembler(caller_format.frame_bytes(FRAME_MS), caller_format.silence_byte)
+        self._chunk_bytes = caller_format.frame_bytes(MESSAGE_MS)
+        self._playback = PlaybackTracker()
+        self._responses = _Responses()
+        # With interrupt_response the server cancels the response itself when speech starts.
+        self._auto_interrupt = protocol.turn_detection(settings)["interrupt_response"]
+        self._requested_outcome: CallOutcome | None = None
+        self.turns: list[Turn] = []
+        self.barge_ins = 0
+        self.digits: list[str] = []
+        self.usage: list[dict[str, Any]] = []
+        self._model_handlers = {
+            "response.created": self._on_response_created,
+            "response.output_audio.delta": self._on_audio_delta,
+            "response.output_audio.done": self._on_audio_done,
+            "response.output_audio_transcript.done": self._on_assistant_transcript,
+            "response.done": self._on_response_done,
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
+            "error": self._on_error,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> CallOutcome:
+        """Converse until either side ends; always releases both sides."""
+        self._metrics.active_calls += 1
+        self._metrics.counters["calls"] += 1
+        outcome = CallOutcome.ERROR
+        caller = asyncio.create_task(self._caller_loop(), name="caller-loop")
+        model = asyncio.create_task(self._model_loop(), name="model-loop")
+        try:
+            await self._realtime.send(protocol.greeting_response(self._settings.agent_greeting))
+            done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    log.error("call loop failed", exc_info=task.exception())
+                    self._requested_outcome = CallOutcome.ERROR
+            if self._requested_outcome is not None:
+                outcome = self._requested_outcome
+            elif caller in done:
+                outcome = CallOutcome.CALLER_HUNG_UP
+            else:
+                log.warning("the realtime connection closed mid-call (code %s)", self._realtime.close_code)
+                outcome = CallOutcome.ERROR
+            return outcome
+        finally:
+            for task in (caller, model):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(caller, model, return_exceptions=True)
+            await self._realtime.close()
+            await self._channel.end(outcome)
+            self._metrics.active_calls -= 1
+            self._metrics.counters[f"calls_ended_{outcome.value}"] += 1
+            log.info("call ended: %s after %d turns, %d barge-ins", outcome.value, len(self.turns), self.barge_ins)
+
+    # ------------------------------------------------------------------ caller side
+
+    async def _caller_loop(self) -> None:
+        async for event in self._channel.events():
+            match event:
+                case CallerAudio(audio=audio, received_at=received_at):
+                    await self._realtime.send(protocol.append_audio(self._to_model.convert(audio)))
+                    self._metrics.inbound_delay.observe(perf_counter() - received_at)
+                case PlaybackMark(name=name):
+                    self._playback.acknowledged(name, perf_counter())
+                case Digit(digit=digit):
+                    self.digits.append(digit)
+                    log.info("caller pressed %s", digit)
+
+    # ------------------------------------------------------------------ model side
+
+    async def _model_loop(self) -> None:
+        async for event in self._realtime.events():
+            handler = self._model_handlers.get(event["type"])
+            if handler is not None:
+                await handler(event)
+            if self._requested_outcome is not None:
+                return
+
+    async def _on_response_created(self, event: dict[str, Any]) -> None:
+        self._responses.active = event.get("response", {}).get("id")
+
+    async def _on_response_done(self, event: dict[str, Any]) -> None:
+        response = event.get("response", {})
+        if response.get("id") == self._responses.active:
+            self._responses.active = None
+        if response.get("usage"):
+            self.usage.append(response["usage"])
+        if response.get("status") == "failed":
+            log.warning("model response failed: %s", response.get("status_details"))
+
+    async def _on_audio_delta(self, event: dict[str, Any]) -> None:
+        if event.get("response_id") in self._responses.muted:
+            return  # late audio of an interrupted response
+        received_at = self._realtime.last_received_at
+        item_id = event["item_id"]
+        audio = base64.b64decode(event.get("delta", ""))
+        generated = self._responses.generated_ms
+        generated[item_id] = generated.get(item_id, 0.0) + self._model_format.duration_ms(len(audio))
+        await self._play(item_id, self._frames.push(self._to_caller.convert(audio)), received_at)
+
+    async def _on_audio_done(self, event: dict[str, Any]) -> None:
+        if event.get("response_id") in self._responses.muted:
+            return
+        await self._play(event["item_id"], self._frames.flush(), perf_counter())
+
+    async def _play(self, item_id: str, frames: bytes, received_at: float) -> None:
+        """Send whole frames to the caller in chunks, each followed by a mark for the tracker."""
+        for offset in range(0, len(frames), self._chunk_bytes):
+            chunk = frames[offset : offset + self._chunk_bytes]
+            await self._channel.send_audio(chunk)
+            now = perf_counter()
+            mark = self._playback.sent(item_id, self._caller_format.duration_ms(len(chunk)), now)
+            await self._channel.send_mark(mark)
+            self._metrics.outbound_delay.observe(now - received_at)
+
+    async def _on_speech_started(self, event: dict[str, Any]) -> None:
+        """Barge-in: silence the caller's playback at once, then tell the model what was heard."""
+        interrupted_response = self._responses.active
+        if interrupted_response is not None:
+            self._responses.muted.add(interrupted_response)
+        self._frames.clear()
+        self._to_caller.reset()
+        if self._playback.audio_queued:
+            now = perf_counter()
+            playing = self._playback.playing_item
+            queued = self._playback.queued_items()
+            heard = self._playback.heard_ms(playing, now)
+            await self._channel.clear_playback()
+            self._playback.flush()
+            self.barge_ins += 1
+            self._metrics.counters["barge_ins"] += 1
+            await self._cut_to_heard(playing, heard)
+            for unheard in queued[1:]:
+                await self._realtime.send(protocol.delete_item(unheard))
+        if interrupted_response is not None and not self._auto_interrupt:
+            await self._realtime.send(protocol.cancel_response())
+
+    async def _cut_to_heard(self, item_id: str, heard_ms: float) -> None:
+        """Truncate the item to what was heard, within the bounds the API accepts."""
+        audio_end_ms = int(min(heard_ms, self._responses.generated_ms.get(item_id, 0.0)))
+        turn = self._assistant_turn(item_id)
+        turn.interrupted = True
+        turn.heard_ms = float(max(audio_end_ms, 0))
+        if audio_end_ms > 0:
+            await self._realtime.send(protocol.truncate_item(item_id, audio_end_ms))
+        else:
+            # Nothing was heard: a zero truncate can be refused, and the model said nothing.
+            await self._realtime.send(protocol.delete_item(item_id))
+
+    async def _on_caller_transcript(self, event: dict[str, Any]) -> None:
+        self.turns.append(Turn("caller", event.get("item_id", ""), event.get("transcript", "")))
+
+    async def _on_assistant_transcript(self, event: dict[str, Any]) -> None:
+        self._assistant_turn(event.get("item_id", "")).text = event.get("transcript", "")
+
+    def _assistant_turn(self, item_id: str) -> Turn:
+        for turn in reversed(self.turns):
+            if turn.role == "assistant" and turn.item_id == item_id:
+                return turn
+        turn = Turn("assistant", item_id)
+        self.turns.append(turn)
+        return turn
+
+    async def _on_error(self, event: dict[str, Any]) -> None:
+        error = event.get("error") or {}
+        code = error.get("code")
+        if code == "response_cancel_not_active":
+            return  # harmless: the response had already finished
+        log.warning("realtime error %s: %s", code, error.get("message"))
+        self._metrics.counters["model_errors"] += 1
+        if code in FATAL_MODEL_ERRORS:
+            self._requested_outcome = CallOutcome.ERROR

@@ -1,0 +1,1 @@
+"""Audio formats and conversions between the caller's channel and the model."""

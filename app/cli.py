@@ -1,0 +1,71 @@
+"""The `octi` command: serve the phone line, and try it without a phone."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.config import get_settings
+from app.logs import configure_logging
+
+# A protocol-level ceiling: bigger frames close the socket. Below it, the channel drops
+# messages over MAX_STREAM_MESSAGE_BYTES without ending the call.
+WEBSOCKET_FRAME_LIMIT = 1024 * 1024
+
+
+def serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="octi serve", description="Run the phone agent.")
+    parser.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: PORT, 8000)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    configure_logging(settings.log_level)
+
+    import uvicorn
+
+    from app.web import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=WEBSOCKET_FRAME_LIMIT,
+        ws_per_message_deflate=False,  # μ-law in base64 does not compress; deflate only costs CPU
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def call(argv: list[str]) -> int:
+    from app.simulators.twilio_caller import cli
+
+    return cli(argv)
+
+
+def realtime_double(argv: list[str]) -> int:
+    from app.simulators.realtime_double import cli
+
+    return cli(argv)
+
+
+COMMANDS = {
+    "serve": (serve, "run the phone agent (TwiML webhook + media stream)"),
+    "call": (call, "place a simulated Twilio call against a running server"),
+    "realtime-double": (realtime_double, "run a local OpenAI Realtime GA double"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        print("usage: octi COMMAND [options]\n\ncommands:")
+        for name, (_, summary) in COMMANDS.items():
+            print(f"  {name:<16} {summary}")
+        sys.exit(0 if argv and argv[0] in {"-h", "--help"} else 2)
+    command, _ = COMMANDS[argv[0]]
+    sys.exit(command(argv[1:]))

@@ -1,0 +1,84 @@
+"""The one settings object, read from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_INSTRUCTIONS = (
+    "Tu es OCTI, un expert en aviculture qui répond au téléphone à des éleveurs de volailles. "
+    "Parle uniquement en français, avec des phrases courtes et simples, comme au téléphone : "
+    "deux ou trois phrases au plus, puis laisse la parole. "
+    "Tu connais l'incubation, la ventilation, l'alimentation, l'abreuvement, la vaccination, "
+    "la biosécurité et la santé des volailles. "
+    "Si tu n'es pas sûr, dis-le franchement et conseille d'appeler le vétérinaire de l'élevage. "
+    "En cas d'urgence sanitaire (mortalité brutale, suspicion d'influenza aviaire), "
+    "dis d'appeler immédiatement le vétérinaire et la direction départementale de la protection des populations."
+)
+
+DEFAULT_GREETING = "Bonjour, ici OCTI, votre conseiller en aviculture. Je vous écoute, quelle est votre question ?"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; environment variable names are part of the interface."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # OpenAI Realtime (or any GA-compatible server, e.g. Azure or the local double)
+    openai_api_key: SecretStr | None = None
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    openai_realtime_model: str = "gpt-realtime"
+    openai_voice: str = "marin"
+    openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    openai_transcribe_language: str = "fr"
+    turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"
+    vad_threshold: float = 0.5
+    vad_prefix_padding_ms: int = 300
+    vad_silence_duration_ms: int = 500
+    noise_reduction: Literal["far_field", "near_field", "off"] = "far_field"
+
+    # Twilio
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    public_base_url: str | None = None
+
+    # Audio between us and the model: pcm16 transcodes, pcmu passes μ-law through.
+    audio_codec: Literal["pcm16", "pcmu"] = "pcm16"
+
+    # The agent
+    agent_instructions: str = DEFAULT_INSTRUCTIONS
+    agent_greeting: str = DEFAULT_GREETING
+
+    # Service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
+
+    # Limits and timeouts
+    prewarm_ttl_seconds: float = 20.0
+    stream_token_ttl_seconds: int = 120
+    max_stream_message_bytes: int = 64 * 1024
+    realtime_connect_timeout_seconds: float = 10.0
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def realtime_configured(self) -> bool:
+        return bool(self.openai_api_key and self.openai_api_key.get_secret_value())
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        return self.host in {"127.0.0.1", "localhost", "::1"}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,61 @@
+"""Process-wide counters and latency histograms, exposed in Prometheus text format."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Bridge delays are microseconds to milliseconds; the upper buckets catch a stalled loop.
+DELAY_BUCKETS_SECONDS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+)
+
+
+@dataclass(slots=True)
+class Histogram:
+    buckets: tuple[float, ...] = DELAY_BUCKETS_SECONDS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DELAY_BUCKETS_SECONDS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding the q-quantile (inf beyond the last bucket)."""
+        if not self.count:
+            return 0.0
+        rank, seen = q * self.count, 0
+        for bound, n in zip((*self.buckets, float("inf")), self.counts):
+            seen += n
+            if seen >= rank:
+                return bound
+        return float("inf")
+
+
+@dataclass(slots=True)
+class Metrics:
+    inbound_delay: Histogram = field(default_factory=Histogram)
+    outbound_delay: Histogram = field(default_factory=Histogram)
+    counters: Counter[str] = field(default_factory=Counter)
+    active_calls: int = 0
+
+    def render(self) -> str:
+        lines = ["# TYPE octi_bridge_delay_seconds histogram"]
+        for direction, hist in (("inbound", self.inbound_delay), ("outbound", self.outbound_delay)):
+            cumulative = 0
+            for bound, n in zip((*hist.buckets, float("inf")), hist.counts):
+                cumulative += n
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                lines.append(f'octi_bridge_delay_seconds_bucket{{direction="{direction}",le="{le}"}} {cumulative}')
+            lines.append(f'octi_bridge_delay_seconds_sum{{direction="{direction}"}} {hist.total}')
+            lines.append(f'octi_bridge_delay_seconds_count{{direction="{direction}"}} {hist.count}')
+        lines.append("# TYPE octi_active_calls gauge")
+        lines.append(f"octi_active_calls {self.active_calls}")
+        for name, value in sorted(self.counters.items()):
+            lines.append(f"# TYPE octi_{name}_total counter")
+            lines.append(f"octi_{name}_total {value}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The OpenAI Realtime API (GA protocol): event builders, the connection, pre-warming."""

@@ -1,0 +1,83 @@
+"""Open the realtime websocket while Twilio is still fetching our TwiML.
+
+The webhook starts a connection keyed by CallSid; the media stream claims it moments
+later. A connection nobody claims (the stream landed on another worker, the caller hung
+up) is closed after a TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from app.realtime.connection import RealtimeConnection, RealtimeUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    task: asyncio.Task[RealtimeConnection]
+    expiry: asyncio.TimerHandle
+
+
+class PrewarmPool:
+    def __init__(self, opener: Callable[[], Awaitable[RealtimeConnection]], ttl_seconds: float) -> None:
+        self._opener = opener
+        self._ttl = ttl_seconds
+        self._pending: dict[str, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def start(self, call_sid: str) -> None:
+        if call_sid in self._pending:
+            return
+        task = asyncio.create_task(self._opener(), name=f"prewarm-{call_sid}")
+        task.add_done_callback(_swallow_failure)
+        expiry = asyncio.get_running_loop().call_later(self._ttl, self._expire, call_sid)
+        self._pending[call_sid] = _Pending(task, expiry)
+
+    async def claim(self, call_sid: str) -> RealtimeConnection | None:
+        """The pre-warmed connection for this call if it is (or becomes) usable, else None."""
+        pending = self._pending.pop(call_sid, None)
+        if pending is None:
+            return None
+        pending.expiry.cancel()
+        try:
+            connection = await pending.task
+        except (RealtimeUnavailable, asyncio.CancelledError):
+            return None
+        if not connection.is_open:
+            await connection.close()
+            return None
+        return connection
+
+    def _expire(self, call_sid: str) -> None:
+        pending = self._pending.pop(call_sid, None)
+        if pending is not None:
+            log.info("closing an unclaimed pre-warmed realtime connection")
+            asyncio.create_task(_discard(pending.task))
+
+    async def close(self) -> None:
+        pending, self._pending = list(self._pending.values()), {}
+        for entry in pending:
+            entry.expiry.cancel()
+        await asyncio.gather(*(_discard(entry.task) for entry in pending))
+
+
+async def _discard(task: asyncio.Task[RealtimeConnection]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        connection = await task
+        await connection.close()
+
+
+def _swallow_failure(task: asyncio.Task[RealtimeConnection]) -> None:
+    # The failure is reported when the stream claims it; avoid "exception never retrieved".
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("pre-warming the realtime connection failed: %s", task.exception())

@@ -1,0 +1,1 @@
+"""Twilio: webhooks, signatures, TwiML and the Media Streams wire protocol."""

@@ -1,0 +1,164 @@
+"""The phone line: what happens between Twilio's webhook, the media stream and the session.
+
+One instance per process holds the shared pieces (signature checks, tokens, pre-warmed
+connections, outcomes awaited by the <Connect> action URL, metrics). The FastAPI routes
+only translate HTTP into calls on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from starlette.websockets import WebSocket
+
+from app.agent.channel import CallOutcome
+from app.agent.session import CallSession
+from app.config import Settings
+from app.logs import current_call, mask_phone
+from app.metrics import Metrics
+from app.realtime.connection import RealtimeConnection, RealtimeUnavailable
+from app.realtime.prewarm import PrewarmPool
+from app.telephony import twiml
+from app.telephony.security import SignatureChecker, StreamTokens, public_url, websocket_url
+from app.telephony.twilio_channel import StreamRejected, TwilioChannel
+
+log = logging.getLogger(__name__)
+
+INCOMING_PATH = "/voice/incoming"
+STREAM_PATH = "/voice/stream"
+STATUS_PATH = "/voice/status"
+STREAM_ENDED_PATH = "/voice/stream-ended"
+
+START_TIMEOUT_SECONDS = 10.0
+OUTCOME_TTL_SECONDS = 600.0
+POLICY_VIOLATION = 1008
+
+
+class PhoneLine:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.signatures = SignatureChecker(settings)
+        self.tokens = StreamTokens(settings)
+        self.prewarm = PrewarmPool(self._open_realtime, settings.prewarm_ttl_seconds)
+        self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
+        self._sessions: set[asyncio.Task[CallOutcome]] = set()
+
+    async def _open_realtime(self) -> RealtimeConnection:
+        return await RealtimeConnection.open(self.settings)
+
+    # ------------------------------------------------------------------ HTTP webhooks
+
+    def signed(self, path: str, params: Mapping[str, str], signature: str | None, query: str = "") -> bool:
+        ok = self.signatures.valid(public_url(self.settings, path, query), params, signature)
+        if not ok:
+            self.metrics.counters["signature_refusals"] += 1
+            log.warning("refused a request to %s: bad or missing X-Twilio-Signature", path)
+        return ok
+
+    def answer_call(self, form: Mapping[str, str]) -> str:
+        """The TwiML answer to an incoming call (signature already checked)."""
+        call_sid = form.get("CallSid", "")
+        caller, called = form.get("From", ""), form.get("To", "")
+        log.info("incoming call %s from %s to %s", call_sid, mask_phone(caller), mask_phone(called))
+        if not self.settings.realtime_configured:
+            log.error("answering with the unavailable message: OPENAI_API_KEY is not set")
+            return twiml.unavailable()
+        if not call_sid:
+            return twiml.unavailable()
+        self.prewarm.start(call_sid)
+        return twiml.connect_stream(
+            stream_url=websocket_url(self.settings, STREAM_PATH),
+            status_url=public_url(self.settings, STATUS_PATH),
+            action_url=public_url(self.settings, STREAM_ENDED_PATH),
+            token=self.tokens.issue(call_sid),
+            call_sid=call_sid,
+            caller=caller,
+            called=called,
+        )
+
+    def after_stream(self, form: Mapping[str, str]) -> str:
+        """The <Connect> action: what the caller hears once our side closed the stream."""
+        outcome = self._outcomes.pop(form.get("CallSid", ""), (None, 0.0))[0]
+        return twiml.apology() if outcome == CallOutcome.ERROR else twiml.hangup()
+
+    def stream_status(self, form: Mapping[str, str]) -> None:
+        event, error = form.get("StreamEvent", ""), form.get("StreamError", "")
+        if event == "stream-error":
+            self.metrics.counters["stream_errors"] += 1
+            log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
+        else:
+            log.info("stream status for %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
+
+    def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
+        now = time.monotonic()
+        self._outcomes[call_sid] = (outcome, now)
+        while self._outcomes and next(iter(self._outcomes.values()))[1] < now - OUTCOME_TTL_SECONDS:
+            self._outcomes.popitem(last=False)
+
+    # ------------------------------------------------------------------ media stream
+
+    async def serve_stream(self, websocket: WebSocket) -> None:
+        """Validate, accept and run one Twilio media stream until the call ends."""
+        signature = websocket.headers.get("x-twilio-signature")
+        if not self.signatures.valid(websocket_url(self.settings, STREAM_PATH), {}, signature):
+            self.metrics.counters["signature_refusals"] += 1
+            log.warning("refused a media stream upgrade: bad or missing x-twilio-signature")
+            await websocket.close(code=POLICY_VIOLATION)
+            return
+        await websocket.accept()
+        try:
+            start = await TwilioChannel.receive_start(
+                websocket, timeout=START_TIMEOUT_SECONDS,
+                max_message_bytes=self.settings.max_stream_message_bytes, metrics=self.metrics,
+            )
+        except StreamRejected as exc:
+            log.warning("closing a media stream: %s", exc)
+            await _close_quietly(websocket, POLICY_VIOLATION)
+            return
+        current_call.set(start.call_sid)
+        if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
+            self.metrics.counters["token_refusals"] += 1
+            log.warning("closing a media stream: invalid or expired stream token")
+            await _close_quietly(websocket, POLICY_VIOLATION)
+            return
+        channel = TwilioChannel(
+            websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
+            metrics=self.metrics, on_end=self._record_outcome,
+        )
+        realtime = await self.prewarm.claim(start.call_sid)
+        if realtime is None:
+            try:
+                realtime = await self._open_realtime()
+            except RealtimeUnavailable as exc:
+                log.error("cannot reach the realtime service: %s", exc)
+                self.metrics.counters["realtime_unavailable"] += 1
+                await channel.end(CallOutcome.ERROR)
+                return
+        session = CallSession(channel, realtime, self.settings, self.metrics)
+        task = asyncio.current_task()
+        if task is not None:
+            self._sessions.add(task)
+        try:
+            await session.run()
+        finally:
+            if task is not None:
+                self._sessions.discard(task)
+
+    @property
+    def active_calls(self) -> int:
+        return self.metrics.active_calls
+
+    async def close(self) -> None:
+        await self.prewarm.close()
+
+
+async def _close_quietly(websocket: WebSocket, code: int) -> None:
+    try:
+        await websocket.close(code=code)
+    except (RuntimeError, OSError):
+        pass

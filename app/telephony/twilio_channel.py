@@ -1,0 +1,139 @@
+"""The Twilio Media Stream as a `CallChannel`: wire protocol in, session events out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from time import perf_counter
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, Digit, PlaybackMark
+from app.audio.formats import TELEPHONE_ULAW
+from app.metrics import Metrics
+from app.telephony import media_stream as wire
+
+log = logging.getLogger(__name__)
+
+# Errors a send can meet once the peer is gone; the send helpers swallow them.
+_CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
+
+
+class StreamRejected(Exception):
+    """The stream never produced a usable `start` message."""
+
+
+class TwilioChannel:
+    audio_format = TELEPHONE_ULAW
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        start: wire.Start,
+        *,
+        max_message_bytes: int,
+        metrics: Metrics,
+        on_end: Callable[[str, CallOutcome], None],
+    ) -> None:
+        self._ws = websocket
+        self.start = start
+        self.stream_sid = start.stream_sid
+        params = start.custom_parameters
+        self.identity = CallIdentity(
+            call_id=start.call_sid, caller=params.get("from", ""), called=params.get("to", ""), channel="twilio"
+        )
+        self._max_bytes = max_message_bytes
+        self._metrics = metrics
+        self._on_end = on_end
+        self._closed = False
+
+    @staticmethod
+    async def receive_start(websocket: WebSocket, *, timeout: float, max_message_bytes: int,
+                            metrics: Metrics) -> wire.Start:
+        """Read `connected` then `start`; anything else before `start` is dropped."""
+        async def read() -> wire.Start:
+            while True:
+                raw = await _receive(websocket)
+                if raw is None:
+                    raise StreamRejected("the stream closed before 'start'")
+                message = _parse(raw, max_message_bytes, metrics)
+                if isinstance(message, wire.Start):
+                    return message
+                if isinstance(message, wire.Stop):
+                    raise StreamRejected("the stream stopped before 'start'")
+
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except TimeoutError:
+            raise StreamRejected("no 'start' message in time") from None
+
+    async def events(self) -> AsyncIterator[ChannelEvent]:
+        while True:
+            raw = await _receive(self._ws)
+            if raw is None:
+                return
+            received_at = perf_counter()
+            message = _parse(raw, self._max_bytes, self._metrics)
+            if isinstance(message, wire.Media):
+                yield CallerAudio(message.payload, received_at)
+            elif isinstance(message, wire.Mark):
+                yield PlaybackMark(message.name)
+            elif isinstance(message, wire.Dtmf):
+                yield Digit(message.digit)
+            elif isinstance(message, wire.Stop):
+                return
+
+    async def _send(self, text: str) -> None:
+        if self._closed:
+            return
+        try:
+            await self._ws.send_text(text)
+        except _CLOSED_ERRORS:
+            self._closed = True
+
+    async def send_audio(self, audio: bytes) -> None:
+        await self._send(wire.media_message(self.stream_sid, audio))
+
+    async def send_mark(self, name: str) -> None:
+        await self._send(wire.mark_message(self.stream_sid, name))
+
+    async def clear_playback(self) -> None:
+        await self._send(wire.clear_message(self.stream_sid))
+
+    async def end(self, outcome: CallOutcome) -> None:
+        # Recorded first: closing the stream makes Twilio request the <Connect> action URL,
+        # whose answer (apology or hang-up) depends on it.
+        self._on_end(self.start.call_sid, outcome)
+        if not self._closed and self._ws.application_state != WebSocketState.DISCONNECTED:
+            self._closed = True
+            try:
+                await self._ws.close(code=1000 if outcome != CallOutcome.ERROR else 1011)
+            except _CLOSED_ERRORS:
+                pass
+
+
+async def _receive(websocket: WebSocket) -> str | bytes | None:
+    """The next frame, or None once the peer is gone."""
+    try:
+        message = await websocket.receive()
+    except _CLOSED_ERRORS:
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    return text if text is not None else message.get("bytes", b"")
+
+
+def _parse(raw: str | bytes, max_bytes: int, metrics: Metrics) -> wire.InboundMessage | None:
+    """Parse a frame; malformed or oversized frames are logged, counted and dropped."""
+    if len(raw) > max_bytes:
+        metrics.counters["stream_messages_dropped"] += 1
+        log.warning("dropping a %d-byte stream message (limit %d)", len(raw), max_bytes)
+        return None
+    try:
+        return wire.parse_inbound(raw)
+    except wire.MalformedMessage as exc:
+        metrics.counters["stream_messages_dropped"] += 1
+        log.warning("dropping a malformed stream message: %s", exc)
+        return None

@@ -1,0 +1,39 @@
+"""The TwiML documents we answer with, rendered from the templates in `twiml/`."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from string import Template
+from xml.sax.saxutils import escape
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "twiml"
+SAY_VOICE = "Polly.Lea"
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template((TEMPLATE_DIR / f"{name}.xml").read_text(encoding="utf-8"))
+
+
+def render(name: str, **values: str) -> str:
+    escaped = {key: escape(str(value), {'"': "&quot;"}) for key, value in values.items()}
+    return _template(name).substitute(escaped, voice=SAY_VOICE)
+
+
+def connect_stream(*, stream_url: str, status_url: str, action_url: str, token: str, call_sid: str,
+                   caller: str, called: str) -> str:
+    return render("connect_stream", stream_url=stream_url, status_url=status_url, action_url=action_url,
+                  token=token, call_sid=call_sid, caller=caller, called=called)
+
+
+def unavailable() -> str:
+    return render("unavailable")
+
+
+def apology() -> str:
+    return render("apology")
+
+
+def hangup() -> str:
+    return render("hangup")

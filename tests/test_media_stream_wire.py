@@ -1,0 +1,56 @@
+import base64
+import json
+
+import pytest
+
+from app.telephony import media_stream as wire
+
+
+def media(payload: bytes = b"\xff" * 160, **overrides) -> str:
+    message = {"event": "media", "sequenceNumber": "3", "streamSid": "MZ1",
+               "media": {"track": "inbound", "chunk": "2", "timestamp": "40",
+                         "payload": base64.b64encode(payload).decode()}}
+    message.update(overrides)
+    return json.dumps(message)
+
+
+def test_media_is_parsed_whatever_its_length():
+    for size in (1, 160, 333):
+        parsed = wire.parse_inbound(media(b"\x01" * size))
+        assert parsed == wire.Media(b"\x01" * size, 40)
+
+
+def test_start_carries_identity_and_custom_parameters():
+    raw = json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZabc",
+                      "start": {"streamSid": "MZabc", "accountSid": "AC1", "callSid": "CA1", "tracks": ["inbound"],
+                                "customParameters": {"token": "t", "from": "+33612345678"},
+                                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+    start = wire.parse_inbound(raw)
+    assert start == wire.Start("MZabc", "CA1", "AC1", {"token": "t", "from": "+33612345678"})
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x00\x01",                                                   # binary frame
+    "not json",
+    "[1, 2]",
+    json.dumps({"streamSid": "MZ1"}),                              # no event
+    json.dumps({"event": "media", "media": {"payload": "%%%"}}),   # not base64
+    json.dumps({"event": "media", "media": "x"}),
+    json.dumps({"event": "media", "media": {"payload": "AAAA", "timestamp": "soon"}}),
+    json.dumps({"event": "mark", "mark": {}}),
+    json.dumps({"event": "start", "start": {"streamSid": "MZ\"1", "callSid": "CA1"}}),
+])
+def test_malformed_messages_raise_a_clear_error(raw):
+    with pytest.raises(wire.MalformedMessage):
+        wire.parse_inbound(raw)
+
+
+def test_unknown_events_are_ignored_not_errors():
+    assert wire.parse_inbound(json.dumps({"event": "someday-new", "streamSid": "MZ1"})) is None
+
+
+def test_outbound_messages_have_twilio_shapes():
+    assert json.loads(wire.media_message("MZ1", b"\xff\x7f")) == {
+        "event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(b"\xff\x7f").decode()}}
+    assert json.loads(wire.mark_message("MZ1", "a1")) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "a1"}}
+    assert json.loads(wire.clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}

@@ -1,0 +1,24 @@
+"""G.711 μ-law <-> 16-bit linear PCM (mono, little-endian on the little-endian hosts we run on).
+
+`audioop` is stdlib up to Python 3.12 and comes from the `audioop-lts` package on 3.13+.
+Its C codec is the standard G.711 table, far faster than anything written in numpy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+with warnings.catch_warnings():
+    # Python 3.11/3.12 warn that stdlib audioop is deprecated; audioop-lts takes over on 3.13+.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+
+def ulaw_to_pcm16(data: bytes) -> bytes:
+    """Decode μ-law bytes (one per sample) to PCM16; the result is twice as long."""
+    return audioop.ulaw2lin(data, 2)
+
+
+def pcm16_to_ulaw(data: bytes) -> bytes:
+    """Encode PCM16 to μ-law. `data` must hold whole samples (an even byte count)."""
+    return audioop.lin2ulaw(data, 2)

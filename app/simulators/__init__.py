@@ -1,0 +1,1 @@
+"""Protocol-faithful doubles of Twilio and OpenAI Realtime, shipped as features."""

@@ -1,0 +1,68 @@
+"""Shared harness: the real server on an ephemeral port, between the two doubles."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from app.cli import WEBSOCKET_FRAME_LIMIT
+from app.config import Settings
+from app.telephony.line import PhoneLine
+from app.web import create_app
+
+AUDIO = Path(__file__).parent / "audio"
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+PUBLIC_URL = "https://octi.example.test"  # what Twilio believes it calls, as through ngrok
+
+
+@dataclass
+class RunningLine:
+    url: str
+    settings: Settings
+    phone_line: PhoneLine
+
+    @property
+    def metrics(self):
+        return self.phone_line.metrics
+
+    @property
+    def prewarm(self):
+        return self.phone_line.prewarm
+
+
+@asynccontextmanager
+async def running_line(**overrides) -> AsyncIterator[RunningLine]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    values = {
+        "twilio_auth_token": AUTH_TOKEN,
+        "public_base_url": PUBLIC_URL,
+        "openai_api_key": "sk-test",
+        "host": "0.0.0.0",
+        "port": port,
+    }
+    values.update(overrides)
+    settings = Settings(_env_file=None, **values)
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_config=None, access_log=False, ws_max_size=WEBSOCKET_FRAME_LIMIT, ws_per_message_deflate=False,
+    ))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningLine(f"http://127.0.0.1:{port}", settings, app.state.line)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -1,0 +1,224 @@
+"""The whole call path over real sockets: simulated Twilio caller → server → realtime double."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import httpx
+import pytest
+
+from app.simulators.twilio_caller import CallScript, Utterance, place_call
+from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
+
+QUESTION = AUDIO / "question_followup.wav"
+INTERRUPTION = AUDIO / "interruption.wav"
+
+
+async def call(line, script: CallScript, **options):
+    options.setdefault("auth_token", AUTH_TOKEN)
+    return await place_call(line.url, public_url=PUBLIC_URL, script=script, **options)
+
+
+def ask_once(**script) -> CallScript:
+    return CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=2.5, **script)
+
+
+async def test_greeting_first_then_a_spoken_answer(double):
+    double.script_next_connection(["Et pour les œufs de cane, c'est pareil ?"], answer_seconds=2.0)
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, ask_once())
+        assert line.metrics.active_calls == 0
+
+    assert result.status == "completed", result.summary()
+    assert result.violations == []
+    connection = double.connections[0]
+    assert len(double.connections) == 1, "the pre-warmed connection is the one the stream used"
+    assert connection.errors_sent == [], "every event we sent was valid GA protocol"
+
+    greeting, answer = connection.responses[:2]
+    assert greeting.trigger == "client" and "Bonjour, ici OCTI" in greeting.instructions
+    assert answer.trigger == "turn_detection" and answer.status == "completed"
+
+    first_burst, answer_burst = result.bursts[:2]
+    question = result.utterances[0]
+    assert first_burst.start_t < question.start_t, "OCTI speaks first"
+    assert answer_burst.start_t > question.speech_end_t
+    # Everything generated was played, to the frame (the tail is padded to a whole 20 ms frame).
+    assert 0 <= first_burst.played_ms - greeting.audio_ms < 20
+    assert 0 <= answer_burst.played_ms - answer.audio_ms < 20
+    assert all(not clear for clear in result.clears)
+
+
+@pytest.mark.parametrize("speed", [4.0, 1.2], ids=["answer-fully-generated", "answer-still-generating"])
+async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(double, speed):
+    double.speed = speed
+    double.script_next_connection(["Et pour les œufs de cane ?", "Attendez, une autre question."],
+                                  answer_seconds=6.0)
+    script = CallScript(
+        utterances=[Utterance(QUESTION), Utterance(INTERRUPTION, after_answer_starts_ms=1500)],
+        hangup_after=40, hangup_when_done_after_s=2.5,
+    )
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, script)
+        assert line.metrics.counters["barge_ins"] == 1
+    connection = double.connections[0]
+
+    assert result.status == "completed", result.summary()
+    assert len(result.clears) == 1
+    clear = result.clears[0]
+    interrupted = connection.responses[1]
+    if speed < 1.5:  # still generating when the caller cut in: the server cancels it itself
+        assert interrupted.status == "cancelled" and interrupted.status_reason == "turn_detected"
+    assert clear.flushed_ms > 0, "the answer was still queued at Twilio when the caller cut in"
+
+    # The truncation point is what the caller actually heard.
+    (truncation,) = connection.truncations
+    assert truncation.item_id == interrupted.item_id
+    assert abs(truncation.audio_end_ms - clear.played_ms) <= 40, (truncation, clear)
+    assert connection.errors_sent == []
+    assert "response.cancel" not in connection.client_event_counts, "the server auto-interrupts"
+
+    barge_in = result.utterances[1]
+    assert barge_in.barge_in and barge_in.clear_after_ms is not None
+    # After the clear, the caller hears the answer to the interruption, not the rest of the old one.
+    interrupted_burst = result.bursts[clear.burst]
+    assert interrupted_burst.ended_by == "clear"
+    answer_burst = result.bursts[-1]
+    assert answer_burst.index == clear.burst + 1 and answer_burst.start_t > barge_in.speech_end_t
+    assert 0 <= answer_burst.played_ms - connection.responses[2].audio_ms < 20
+
+
+async def test_malformed_twilio_messages_are_dropped_without_ending_the_call(double):
+    double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)
+    junk = [
+        b"\x00\x01binary",
+        "not json at all",
+        json.dumps({"event": "media", "streamSid": "MZ", "media": {"payload": "%%% not base64"}}),
+        json.dumps({"event": "mark", "streamSid": "MZ", "mark": {}}),
+        json.dumps({"event": "brand-new-event", "streamSid": "MZ"}),
+        json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 50_000).decode()}}),
+    ]
+    script = ask_once(raw_messages=[(0.3 + 0.05 * i, message) for i, message in enumerate(junk)])
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, script)
+        dropped = line.metrics.counters["stream_messages_dropped"]
+
+    assert result.status == "completed" and result.closed_by == "caller", result.summary()
+    assert dropped == 5  # the unknown event is ignored, not counted as malformed
+    assert double.connections[0].responses[1].status == "completed", "the call went on"
+
+
+async def test_signatures_are_required_on_webhook_and_stream(double):
+    async with running_line(openai_realtime_url=double.url) as line:
+        script = CallScript(hangup_after=1)
+        forged = await call(line, script, auth_token="not-the-auth-token")
+        unsigned = await call(line, script, sign_stream=False)
+        wrong_url = await place_call(line.url, public_url="https://attacker.example", auth_token=AUTH_TOKEN,
+                                     script=script)
+        refusals = line.metrics.counters["signature_refusals"]
+
+    assert forged.status == "refused_webhook" and forged.http_status == 403
+    assert wrong_url.status == "refused_webhook" and wrong_url.http_status == 403
+    assert unsigned.status == "refused_stream" and unsigned.stream_http_status == 403
+    assert refusals == 3
+
+
+async def test_a_stream_with_a_forged_or_replayed_token_is_closed(double):
+    def forge(message):
+        if message.get("event") == "start":
+            message["start"]["customParameters"]["token"] = "9999999999.deadbeef"
+            return message
+        return None
+
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, CallScript(hangup_after=3), send_hook=forge)
+        assert line.metrics.counters["token_refusals"] == 1
+    assert result.closed_by == "server" and result.close_code == 1008
+    assert not result.bursts, "nothing was played to a stream we could not tie to a call"
+
+
+async def test_two_simultaneous_calls_do_not_share_state(double):
+    double.transcripts = ["Et pour les œufs de cane ?", "Attendez."]
+    double.answer_seconds = 5.0
+    interrupting = CallScript(
+        utterances=[Utterance(QUESTION), Utterance(INTERRUPTION, after_answer_starts_ms=1200)],
+        hangup_after=40, hangup_when_done_after_s=2.5,
+    )
+    async with running_line(openai_realtime_url=double.url) as line:
+        a, b = await asyncio.gather(call(line, interrupting, call_sid="CA" + "a" * 32),
+                                    call(line, ask_once(), call_sid="CA" + "b" * 32))
+    assert a.status == b.status == "completed"
+    assert a.stream_sid != b.stream_sid
+    assert len(a.clears) == 1 and not any(b.clears)
+    assert len(double.connections) == 2
+    truncated = [c for c in double.connections if c.truncations]
+    assert len(truncated) == 1 and len(truncated[0].truncations) == 1
+    calm = next(c for c in double.connections if not c.truncations)
+    # The calm caller heard exactly its own greeting and answer, nothing of the other call.
+    heard = [burst.played_ms for burst in b.bursts]
+    generated = [response.audio_ms for response in calm.responses[:2]]
+    assert len(heard) == 2 and all(0 <= h - g < 20 for h, g in zip(heard, generated))
+
+
+async def test_upstream_failure_ends_the_call_with_an_apology_and_no_leaks(double):
+    double.script_next_connection(answer_seconds=1.0)
+    before = asyncio.all_tasks()
+    async with running_line(openai_realtime_url=double.url) as line:
+        calling = asyncio.create_task(call(line, CallScript(hangup_after=20)))
+        connection = await double.wait_for_connection()
+        await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+        await double.drop_all(code=1011)
+        result = await asyncio.wait_for(calling, 15)
+        assert line.metrics.active_calls == 0 and len(line.prewarm) == 0
+    assert result.closed_by == "server"
+    assert result.after_stream["source"] == "action"
+    assert any("problème technique" in text for text in result.after_stream["say_texts"])
+    assert result.after_stream["hangup"]
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    assert leaked == []
+
+
+async def test_hang_up_releases_every_task_and_socket(double):
+    before = asyncio.all_tasks()
+    async with running_line(openai_realtime_url=double.url) as line:
+        results = await asyncio.gather(*(call(line, CallScript(hangup_after=1.5)) for _ in range(3)))
+        assert all(r.status == "completed" and r.closed_by == "caller" for r in results)
+        for connection in double.connections:
+            closed = await connection.wait_closed(timeout=5)
+            assert closed.initiated_by == "client"
+        assert line.metrics.active_calls == 0 and len(line.prewarm) == 0
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    assert leaked == []
+
+
+async def test_pcmu_passthrough_reaches_the_model_as_mulaw(double):
+    double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)
+    async with running_line(openai_realtime_url=double.url, audio_codec="pcmu") as line:
+        result = await call(line, ask_once())
+    connection = double.connections[0]
+    assert connection.session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert connection.errors_sent == []
+    assert result.status == "completed" and len(result.bursts) == 2
+    assert connection.responses[1].trigger == "turn_detection"
+
+
+async def test_without_an_openai_key_the_line_says_so_and_health_reports_it():
+    async with running_line(openai_api_key=None) as line:
+        result = await call(line, CallScript(hangup_after=1))
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(line.url + "/health")).json()
+    assert result.status == "spoken_only" and result.hangup
+    assert "pas disponible" in " ".join(result.say_texts)
+    assert health["status"] == "degraded" and "OPENAI_API_KEY" in health["problems"][0]
+
+
+async def test_an_unreachable_realtime_service_is_apologised_for():
+    async with running_line(openai_realtime_url="ws://127.0.0.1:9/v1/realtime") as line:
+        result = await call(line, CallScript(hangup_after=5))
+        assert line.metrics.counters["realtime_unavailable"] == 1
+    assert result.closed_by == "server"
+    assert any("problème technique" in text for text in result.after_stream["say_texts"])

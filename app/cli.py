@@ -17,6 +17,8 @@ def serve(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="octi serve", description="Run the phone agent.")
     parser.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: PORT, 8000)")
+    parser.add_argument("--ws", default="auto", choices=["auto", "websockets", "websockets-sansio", "wsproto"],
+                        help="uvicorn's websocket implementation")
     args = parser.parse_args(argv)
     settings = get_settings()
     if args.host:
@@ -33,6 +35,7 @@ def serve(argv: list[str]) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        ws=args.ws,
         ws_max_size=WEBSOCKET_FRAME_LIMIT,
         ws_per_message_deflate=False,  # μ-law in base64 does not compress; deflate only costs CPU
         log_config=None,

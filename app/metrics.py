@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 # Bridge delays are microseconds to milliseconds; the upper buckets catch a stalled loop.
 DELAY_BUCKETS_SECONDS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+    0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
 )
 
 

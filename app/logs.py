@@ -8,7 +8,7 @@ from contextvars import ContextVar
 
 current_call: ContextVar[str] = ContextVar("current_call", default="-")
 
-_PHONE = re.compile(r"\+?\d[\d ]{6,}\d")
+_PHONE = re.compile(r"(?<![\w+])\+?\d[\d ]{6,}\d(?!\w)")
 
 
 def mask_phone(number: str | None) -> str:

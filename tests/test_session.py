@@ -1,0 +1,128 @@
+"""The call session is plain asyncio: drive it through an in-memory channel, no web server."""
+
+from __future__ import annotations
+
+import asyncio
+import audioop
+import json
+import wave
+from collections.abc import AsyncIterator
+from time import perf_counter
+
+from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent
+from app.agent.session import CallSession
+from app.audio.formats import TELEPHONE_ULAW
+from app.config import Settings
+from app.realtime.connection import RealtimeConnection
+from tests.harness import AUDIO
+
+FRAME = 160
+
+
+def telephone_frames(path) -> list[bytes]:
+    with wave.open(str(path)) as wav:
+        pcm = wav.readframes(wav.getnframes())
+        pcm, _ = audioop.ratecv(pcm, 2, 1, wav.getframerate(), 8000, None)
+    ulaw = audioop.lin2ulaw(pcm, 2)
+    return [ulaw[i : i + FRAME] for i in range(0, len(ulaw) - FRAME + 1, FRAME)]
+
+
+class MemoryChannel:
+    """A caller's side kept in memory: records what the session sends, never acknowledges marks."""
+
+    audio_format = TELEPHONE_ULAW
+
+    def __init__(self) -> None:
+        self.identity = CallIdentity("CA-memory")
+        self.inbox: asyncio.Queue[ChannelEvent | None] = asyncio.Queue()
+        self.sent: list[tuple[str, object]] = []
+        self.ended: CallOutcome | None = None
+
+    async def events(self) -> AsyncIterator[ChannelEvent]:
+        while (event := await self.inbox.get()) is not None:
+            yield event
+
+    async def send_audio(self, audio: bytes) -> None:
+        self.sent.append(("audio", audio))
+
+    async def send_mark(self, name: str) -> None:
+        self.sent.append(("mark", name))
+
+    async def clear_playback(self) -> None:
+        self.sent.append(("clear", None))
+
+    async def end(self, outcome: CallOutcome) -> None:
+        self.ended = outcome
+
+    async def speak(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            await self.inbox.put(CallerAudio(frame, perf_counter()))
+            await asyncio.sleep(0)
+
+
+async def open_session(double, channel: MemoryChannel) -> tuple[CallSession, asyncio.Task]:
+    settings = Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url=double.url)
+    realtime = await RealtimeConnection.open(settings)
+    session = CallSession(channel, realtime, settings)
+    return session, asyncio.create_task(session.run())
+
+
+async def test_model_audio_reaches_the_channel_as_whole_frames_each_followed_by_a_unique_mark(double):
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    await asyncio.sleep(0.05)
+    await channel.inbox.put(None)  # hang up
+    assert await running == CallOutcome.CALLER_HUNG_UP
+    assert channel.ended == CallOutcome.CALLER_HUNG_UP
+
+    kinds = [kind for kind, _ in channel.sent]
+    assert kinds and kinds[0] == "audio"
+    assert all(a == "audio" and b == "mark" for a, b in zip(kinds[::2], kinds[1::2])), "a mark after each chunk"
+    chunks = [payload for kind, payload in channel.sent if kind == "audio"]
+    assert all(len(chunk) % FRAME == 0 and FRAME <= len(chunk) <= 5 * FRAME for chunk in chunks)
+    marks = [payload for kind, payload in channel.sent if kind == "mark"]
+    assert len(set(marks)) == len(marks)
+    greeting = connection.responses[0]
+    assert 0 <= len(b"".join(chunks)) / 8 - greeting.audio_ms < 20  # all of it, padded to a whole frame
+    assert (await connection.wait_closed()).initiated_by == "client"
+
+
+async def test_unacknowledged_audio_is_never_counted_as_heard(double):
+    double.script_next_connection(greeting_seconds=6.0)
+    double.speed = 1.0
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.output_audio.delta", timeout=10)
+    await channel.speak(telephone_frames(AUDIO / "question_followup.wav"))  # talks over the greeting
+    truncate = await connection.wait_for(lambda e: e["type"] in {"conversation.item.truncate",
+                                                                 "conversation.item.delete"}, timeout=10)
+    await channel.inbox.put(None)
+    await running
+
+    assert ("clear", None) in channel.sent
+    # No mark came back: at most the chunk at the head of the queue can have been playing.
+    if truncate["type"] == "conversation.item.truncate":
+        assert 0 < truncate["audio_end_ms"] <= 100
+    assert session.barge_ins == 1 and session.turns[0].interrupted
+    assert connection.errors_sent == []
+
+
+async def test_the_session_ends_when_the_model_goes_away(double):
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    await double.wait_for_connection()
+    await double.drop_all(code=1011)
+    assert await asyncio.wait_for(running, 5) == CallOutcome.ERROR
+    assert channel.ended == CallOutcome.ERROR
+
+
+async def test_a_fatal_model_error_ends_the_call(double):
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    await double.wait_for_connection()
+    await double.fail_all(code="session_expired", message="Your session hit the maximum duration of 60 minutes.",
+                          error_type="invalid_request_error", close_code=1000)
+    assert await asyncio.wait_for(running, 5) == CallOutcome.ERROR

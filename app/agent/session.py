@@ -176,7 +176,7 @@ class CallSession:
     async def _on_audio_done(self, event: dict[str, Any]) -> None:
         if event.get("response_id") in self._responses.muted:
             return
-        await self._play(event["item_id"], self._frames.flush(), perf_counter())
+        await self._play(event["item_id"], self._frames.flush(), self._realtime.last_received_at)
 
     async def _play(self, item_id: str, frames: bytes, received_at: float) -> None:
         """Send whole frames to the caller in chunks, each followed by a mark for the tracker."""

@@ -7,7 +7,6 @@ only translate HTTP into calls on it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -46,7 +45,6 @@ class PhoneLine:
         self.tokens = StreamTokens(settings)
         self.prewarm = PrewarmPool(self._open_realtime, settings.prewarm_ttl_seconds)
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
-        self._sessions: set[asyncio.Task[CallOutcome]] = set()
 
     async def _open_realtime(self) -> RealtimeConnection:
         return await RealtimeConnection.open(self.settings)
@@ -64,6 +62,7 @@ class PhoneLine:
         """The TwiML answer to an incoming call (signature already checked)."""
         call_sid = form.get("CallSid", "")
         caller, called = form.get("From", ""), form.get("To", "")
+        current_call.set(call_sid or "-")
         log.info("incoming call %s from %s to %s", call_sid, mask_phone(caller), mask_phone(called))
         if not self.settings.realtime_configured:
             log.error("answering with the unavailable message: OPENAI_API_KEY is not set")
@@ -139,15 +138,7 @@ class PhoneLine:
                 self.metrics.counters["realtime_unavailable"] += 1
                 await channel.end(CallOutcome.ERROR)
                 return
-        session = CallSession(channel, realtime, self.settings, self.metrics)
-        task = asyncio.current_task()
-        if task is not None:
-            self._sessions.add(task)
-        try:
-            await session.run()
-        finally:
-            if task is not None:
-                self._sessions.discard(task)
+        await CallSession(channel, realtime, self.settings, self.metrics).run()
 
     @property
     def active_calls(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
 
 from app.config import Settings, get_settings
 from app.metrics import Metrics
@@ -26,30 +26,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="OCTI phone line", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.line = line
 
-    async def signed_form(request: Request, path: str) -> dict[str, str] | None:
-        form = {key: str(value) for key, value in (await request.form()).items()}
-        signature = request.headers.get("x-twilio-signature")
-        return form if line.signed(path, form, signature, request.url.query) else None
+    def signed_form(path: str):
+        """A dependency: the form Twilio posted to `path`, or 403 when its signature is wrong."""
+        async def read(request: Request) -> dict[str, str]:
+            form = {key: str(value) for key, value in (await request.form()).items()}
+            if not line.signed(path, form, request.headers.get("x-twilio-signature"), request.url.query):
+                raise HTTPException(status_code=403, detail="Invalid Twilio signature")
+            return form
+        return Depends(read)
 
     @app.post(INCOMING_PATH)
-    async def incoming_call(request: Request) -> Response:
-        form = await signed_form(request, INCOMING_PATH)
-        if form is None:
-            return Response("Invalid Twilio signature", status_code=403)
+    async def incoming_call(form: dict[str, str] = signed_form(INCOMING_PATH)) -> Response:
         return Response(line.answer_call(form), media_type=TWIML)
 
     @app.post(STREAM_ENDED_PATH)
-    async def stream_ended(request: Request) -> Response:
-        form = await signed_form(request, STREAM_ENDED_PATH)
-        if form is None:
-            return Response("Invalid Twilio signature", status_code=403)
+    async def stream_ended(form: dict[str, str] = signed_form(STREAM_ENDED_PATH)) -> Response:
         return Response(line.after_stream(form), media_type=TWIML)
 
     @app.post(STATUS_PATH)
-    async def stream_status(request: Request) -> Response:
-        form = await signed_form(request, STATUS_PATH)
-        if form is None:
-            return Response("Invalid Twilio signature", status_code=403)
+    async def stream_status(form: dict[str, str] = signed_form(STATUS_PATH)) -> Response:
         line.stream_status(form)
         return Response(status_code=204)
 

@@ -28,6 +28,8 @@ import numpy as np
 import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from app.audio import analysis  # noqa: E402
+from app.audio.analysis import db, level_at  # noqa: E402
 from app.audio.resampler import StreamingResampler  # noqa: E402
 
 with warnings.catch_warnings():
@@ -89,22 +91,7 @@ def tone(freq: float, rate: int, seconds: float = 1.5) -> np.ndarray:
 
 
 def spectrum(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Amplitude per 1 Hz bin over one second starting at 0.3 s (past every start-up transient)."""
-    x = samples[int(0.3 * rate) : int(0.3 * rate) + rate].astype(np.float64)
-    if x.size < rate:
-        x = np.pad(x, (0, rate - x.size))
-    n = np.arange(rate)
-    window = (
-        0.35875
-        - 0.48829 * np.cos(2 * np.pi * n / rate)
-        + 0.14128 * np.cos(4 * np.pi * n / rate)
-        - 0.01168 * np.cos(6 * np.pi * n / rate)
-    )  # Blackman-Harris, -92 dB sidelobes
-    return 2 * np.abs(np.fft.rfft(x * window)) / window.sum()
-
-
-def db(x: float) -> float:
-    return 20 * np.log10(max(x, 1e-12))
+    return analysis.spectrum(samples, rate, start_s=0.3)  # past every start-up transient
 
 
 def rejection_db(factory: Callable[[int, int], Process], in_rate: int, out_rate: int) -> float:
@@ -125,7 +112,7 @@ def passband_db(factory: Callable[[int, int], Process], in_rate: int, out_rate: 
     gains = []
     for freq in (100, 300, 1000, 2000, 3000, 3400):
         amps = spectrum(stream(factory(in_rate, out_rate), tone(freq, in_rate), in_rate)[0], out_rate)
-        gains.append(db(amps[freq - 5 : freq + 6].max() / AMPLITUDE))
+        gains.append(db(level_at(amps, freq) / AMPLITUDE))
     return min(gains), max(gains)
 
 

@@ -7,6 +7,8 @@ integer-Hz test tones sit on bins); rejection figures are relative to the input 
 import numpy as np
 import pytest
 
+from app.audio import analysis
+from app.audio.analysis import db, level_at
 from app.audio.convert import make_converter
 from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW, AudioFormat
 from app.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
@@ -26,27 +28,9 @@ def run(in_rate: int, out_rate: int, samples: np.ndarray) -> np.ndarray:
 
 
 def spectrum(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Amplitude per 1 Hz bin of one second after the warm-up (a tone of amplitude A reads A)."""
-    start = int(WARMUP_S * rate)
-    x = samples[start : start + rate].astype(np.float64)
-    assert x.size == rate
-    n = np.arange(rate)
-    # 4-term Blackman-Harris: sidelobes at -92 dB, well below what we measure.
-    window = (
-        0.35875
-        - 0.48829 * np.cos(2 * np.pi * n / rate)
-        + 0.14128 * np.cos(4 * np.pi * n / rate)
-        - 0.01168 * np.cos(6 * np.pi * n / rate)
-    )
-    return 2 * np.abs(np.fft.rfft(x * window)) / window.sum()
-
-
-def db(ratio: float) -> float:
-    return 20 * np.log10(max(ratio, 1e-12))  # an all-zero output (alias below 0.5 LSB) reads -240 dB
-
-
-def level_at(amps: np.ndarray, freq: int) -> float:
-    return float(amps[max(freq - 5, 0) : freq + 6].max())  # the window's main lobe is +-4 bins
+    """One second after the filter's warm-up."""
+    assert samples.size >= int(WARMUP_S * rate) + rate
+    return analysis.spectrum(samples, rate, WARMUP_S)
 
 
 # --- anti-aliasing and anti-imaging -------------------------------------------------------

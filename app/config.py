@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     vad_threshold: float = 0.5
     vad_prefix_padding_ms: int = 300
     vad_silence_duration_ms: int = 500
+    # True: the service cancels its answer itself when the caller starts talking; False: we do.
+    vad_interrupt_response: bool = True
     noise_reduction: Literal["far_field", "near_field", "off"] = "far_field"
 
     # Twilio

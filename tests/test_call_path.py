@@ -95,6 +95,24 @@ async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(double, s
     assert 0 <= heard_after - connection.responses[2].audio_ms < 20
 
 
+async def test_without_auto_interrupt_the_bridge_cancels_the_answer_itself(double):
+    double.speed = 1.2  # the answer is still being generated when the caller cuts in
+    double.script_next_connection(["Et pour les œufs de cane ?", "Attendez."], answer_seconds=6.0)
+    script = CallScript(
+        utterances=[Utterance(QUESTION), Utterance(INTERRUPTION, after_answer_starts_ms=1000)],
+        hangup_after=40, hangup_when_done_after_s=2.5,
+    )
+    async with running_line(openai_realtime_url=double.url, vad_interrupt_response=False) as line:
+        result = await call(line, script)
+    connection = double.connections[0]
+    assert connection.session["audio"]["input"]["turn_detection"]["interrupt_response"] is False
+    assert connection.client_event_counts["response.cancel"] == 1
+    interrupted = connection.responses[1]
+    assert interrupted.status == "cancelled" and interrupted.status_reason == "client_cancelled"
+    assert len(result.clears) == 1 and len(connection.truncations) == 1
+    assert connection.errors_sent == []
+
+
 async def test_malformed_twilio_messages_are_dropped_without_ending_the_call(double):
     double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)
     junk = [

@@ -26,14 +26,14 @@ def _format_object(fmt: AudioFormat) -> dict[str, Any]:
 def turn_detection(settings: Settings, *, create_response: bool = True) -> dict[str, Any]:
     if settings.turn_detection == "semantic_vad":
         return {"type": "semantic_vad", "eagerness": "auto", "create_response": create_response,
-                "interrupt_response": True}
+                "interrupt_response": settings.vad_interrupt_response}
     return {
         "type": "server_vad",
         "threshold": settings.vad_threshold,
         "prefix_padding_ms": settings.vad_prefix_padding_ms,
         "silence_duration_ms": settings.vad_silence_duration_ms,
         "create_response": create_response,
-        "interrupt_response": True,
+        "interrupt_response": settings.vad_interrupt_response,
     }
 
 

@@ -1,0 +1,1 @@
+"""The knowledge base OCTI answers from: stores, ingestion, retrieval for calls."""

@@ -1,0 +1,64 @@
+"""The knowledge store contract, shared by the embedded store and Weaviate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a document, as ingestion cut it."""
+
+    id: str          # stable: derived from source and position
+    source: str      # the document's path, as given to `octi kb ingest`
+    title: str       # the document's title (plus the section heading when there is one)
+    text: str
+    position: int    # order of the chunk in its document
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A chunk found by a search, with its fused relevance score (higher is better)."""
+
+    id: str
+    source: str
+    title: str
+    text: str
+    score: float
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    backend: str                  # "embedded" or "weaviate"
+    ok: bool                      # the store answers searches
+    vectors: bool                 # the dense leg is active (False: keywords only)
+    chunks: int = 0
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class KnowledgeStore(Protocol):
+    async def search(self, query: str, limit: int = 5) -> list[Passage]:
+        """Ranked passages for a question (hybrid keyword + vector, relativeScoreFusion)."""
+        ...
+
+    async def replace_document(self, source: str, checksum: str, chunks: Sequence[Chunk]) -> None:
+        """Store a document's chunks, replacing whatever the store held for that source."""
+        ...
+
+    async def document_checksum(self, source: str) -> str | None:
+        """The checksum stored with a document, to skip re-ingesting unchanged files."""
+        ...
+
+    async def delete_document(self, source: str) -> None: ...
+
+    async def count(self) -> int:
+        """Number of chunks stored."""
+        ...
+
+    async def health(self) -> StoreHealth: ...
+
+    async def close(self) -> None: ...

@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     agent_instructions: str = DEFAULT_INSTRUCTIONS
     agent_greeting: str = DEFAULT_GREETING
 
+    # Knowledge base and retrieval (RAG)
+    knowledge_backend: Literal["embedded", "weaviate"] = "embedded"
+    weaviate_url: str | None = None
+    weaviate_api_key: SecretStr | None = None
+    weaviate_collection: str = "OctiKnowledge"
+    rag_mode: Literal["inject", "tool", "off"] = "inject"
+    rag_timeout_ms: int = 300
+    rag_top_k: int = 4
+    # Weight of the vector leg in the hybrid fusion (1 - alpha for keywords), as Weaviate's alpha.
+    rag_alpha: float = 0.5
+
     # Service
     host: str = "127.0.0.1"
     port: int = 8000

@@ -44,7 +44,9 @@ async def test_greeting_first_then_a_spoken_answer(double):
 
     greeting, answer = connection.responses[:2]
     assert greeting.trigger == "client" and "Bonjour, ici OCTI" in greeting.instructions
-    assert answer.trigger == "turn_detection" and answer.status == "completed"
+    # RAG injection (the default): we create the answer once the question's passages are in.
+    assert answer.trigger == "client" and answer.status == "completed"
+    assert answer.instructions.startswith(line.settings.agent_instructions)
 
     question = result.utterances[0]
     assert result.bursts[0].start_t < question.start_t, "OCTI speaks first"
@@ -221,14 +223,14 @@ async def test_hang_up_releases_every_task_and_socket(double):
 
 async def test_pcmu_passthrough_reaches_the_model_as_mulaw(double):
     double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)
-    async with running_line(openai_realtime_url=double.url, audio_codec="pcmu") as line:
+    async with running_line(openai_realtime_url=double.url, audio_codec="pcmu", rag_mode="off") as line:
         result = await call(line, ask_once())
     connection = double.connections[0]
     assert connection.session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
     assert connection.errors_sent == []
     assert result.status == "completed"
     answer = connection.responses[1]
-    assert answer.trigger == "turn_detection"
+    assert answer.trigger == "turn_detection", "without RAG the model answers on its own"
     assert 0 <= played_between(result, result.utterances[0].speech_end_t, float("inf")) - answer.audio_ms < 20
 
 

@@ -1,5 +1,6 @@
 import asyncio
 
+from app.agent.session import realtime_session_update
 from app.config import Settings
 from app.realtime.connection import RealtimeConnection
 from app.realtime.prewarm import PrewarmPool
@@ -8,7 +9,7 @@ from app.realtime.prewarm import PrewarmPool
 def opener(url: str):
     settings = Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url=url,
                         realtime_connect_timeout_seconds=2)
-    return lambda: RealtimeConnection.open(settings)
+    return lambda: RealtimeConnection.open(settings, realtime_session_update(settings))
 
 
 async def test_the_stream_claims_the_connection_opened_by_the_webhook(double):

@@ -6,6 +6,7 @@ import pydantic
 import pytest
 from openai.types.realtime import RealtimeClientEvent
 
+from app.agent.session import realtime_session_update
 from app.config import Settings
 from app.realtime import protocol
 
@@ -49,8 +50,20 @@ def test_defaults_suit_a_noisy_barn_and_french_callers():
     assert session["audio"]["input"]["turn_detection"]["interrupt_response"] is True
 
 
+@pytest.mark.parametrize("mode", ["inject", "tool", "off"])
+def test_the_agent_session_follows_the_rag_mode(mode):
+    event = realtime_session_update(Settings(_env_file=None, rag_mode=mode))
+    assert_strictly_valid(event)
+    session = event["session"]
+    assert session["audio"]["input"]["turn_detection"]["create_response"] is (mode != "inject")
+    assert [tool["name"] for tool in session.get("tools", [])] == (["search_knowledge"] if mode == "tool" else [])
+
+
 def test_other_client_events_are_valid():
     for event in (
+        protocol.response_create(),
+        protocol.response_create("Réponds à partir des extraits."),
+        protocol.function_output("call_1", '{"passages": []}'),
         protocol.greeting_response("Bonjour"),
         json.loads(protocol.append_audio(b"\x00\x01" * 10)),
         protocol.truncate_item("item_1", 1200),

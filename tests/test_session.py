@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from time import perf_counter
 
 from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent
-from app.agent.session import CallSession
+from app.agent.session import CallSession, realtime_session_update
 from app.audio.formats import TELEPHONE_ULAW
 from app.config import Settings
 from app.realtime.connection import RealtimeConnection
@@ -62,7 +62,7 @@ class MemoryChannel:
 
 async def open_session(double, channel: MemoryChannel) -> tuple[CallSession, asyncio.Task]:
     settings = Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url=double.url)
-    realtime = await RealtimeConnection.open(settings)
+    realtime = await RealtimeConnection.open(settings, realtime_session_update(settings))
     session = CallSession(channel, realtime, settings)
     return session, asyncio.create_task(session.run())
 

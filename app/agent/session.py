@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -17,6 +18,14 @@ from typing import Any, Literal
 
 from app.agent.channel import CallChannel, CallerAudio, CallOutcome, Digit, PlaybackMark
 from app.agent.playback import PlaybackTracker
+from app.agent.rag import (
+    SEARCH_TOOL,
+    Retrieval,
+    Retriever,
+    instructions_with_context,
+    retrieval_query,
+    tool_output,
+)
 from app.audio.convert import make_converter
 from app.audio.framing import FrameAssembler
 from app.config import Settings
@@ -35,6 +44,20 @@ FRAME_MS = 20
 FATAL_MODEL_ERRORS = {"session_expired", "beta_api_shape_disabled", "invalid_api_key"}
 
 
+# How long a new answer may wait for the model's previous response to finish.
+RESPONSE_IDLE_TIMEOUT_SECONDS = 2.0
+
+
+def realtime_session_update(settings: Settings) -> dict[str, Any]:
+    """The realtime session this agent needs: with RAG injection the model must not answer on
+    its own (we answer once the passages are in); in tool mode it gets the search tool."""
+    return protocol.session_update(
+        settings,
+        create_response=settings.rag_mode != "inject",
+        tools=[SEARCH_TOOL] if settings.rag_mode == "tool" else None,
+    )
+
+
 @dataclass(slots=True)
 class Turn:
     role: Literal["caller", "assistant"]
@@ -42,6 +65,7 @@ class Turn:
     text: str = ""
     interrupted: bool = False
     heard_ms: float | None = None
+    retrieval: Retrieval | None = None
 
 
 @dataclass(slots=True)
@@ -51,6 +75,7 @@ class _Responses:
     active: str | None = None
     muted: set[str] = field(default_factory=set)
     generated_ms: dict[str, float] = field(default_factory=dict)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class CallSession:
@@ -60,6 +85,7 @@ class CallSession:
         realtime: RealtimeConnection,
         settings: Settings,
         metrics: Metrics | None = None,
+        retriever: Retriever | None = None,
     ) -> None:
         self._channel = channel
         self._realtime = realtime
@@ -74,6 +100,13 @@ class CallSession:
         self._chunk_bytes = caller_format.frame_bytes(MESSAGE_MS)
         self._playback = PlaybackTracker()
         self._responses = _Responses()
+        self._responses.idle.set()
+        self._rag_mode = settings.rag_mode
+        self._retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms,
+                                                 limit=settings.rag_top_k, metrics=metrics)
+        # The caller turn being answered with context: retrieval, then response.create.
+        self._pending_answer: asyncio.Task[None] | None = None
+        self._tool_calls: set[asyncio.Task[None]] = set()
         # With interrupt_response the server cancels the response itself when speech starts.
         self._auto_interrupt = protocol.turn_detection(settings)["interrupt_response"]
         self._requested_outcome: CallOutcome | None = None
@@ -89,6 +122,8 @@ class CallSession:
             "response.done": self._on_response_done,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
+            "conversation.item.input_audio_transcription.failed": self._on_transcription_failed,
+            "response.function_call_arguments.done": self._on_function_call,
             "error": self._on_error,
         }
 
@@ -117,10 +152,13 @@ class CallSession:
                 outcome = CallOutcome.ERROR
             return outcome
         finally:
-            for task in (caller, model):
+            tasks = [caller, model, *self._tool_calls]
+            if self._pending_answer is not None:
+                tasks.append(self._pending_answer)
+            for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(caller, model, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
             await self._realtime.close()
             await self._channel.end(outcome)
             self._metrics.active_calls -= 1
@@ -153,11 +191,13 @@ class CallSession:
 
     async def _on_response_created(self, event: dict[str, Any]) -> None:
         self._responses.active = event.get("response", {}).get("id")
+        self._responses.idle.clear()
 
     async def _on_response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response", {})
         if response.get("id") == self._responses.active:
             self._responses.active = None
+            self._responses.idle.set()
         if response.get("usage"):
             self.usage.append(response["usage"])
         if response.get("status") == "failed":
@@ -190,6 +230,7 @@ class CallSession:
 
     async def _on_speech_started(self, event: dict[str, Any]) -> None:
         """Barge-in: silence the caller's playback at once, then tell the model what was heard."""
+        self._cancel_pending_answer()
         interrupted_response = self._responses.active
         if interrupted_response is not None:
             self._responses.muted.add(interrupted_response)
@@ -223,7 +264,69 @@ class CallSession:
             await self._realtime.send(protocol.delete_item(item_id))
 
     async def _on_caller_transcript(self, event: dict[str, Any]) -> None:
-        self.turns.append(Turn("caller", event.get("item_id", ""), event.get("transcript", "")))
+        previous = next((t.text for t in reversed(self.turns) if t.role == "caller" and t.text), None)
+        turn = Turn("caller", event.get("item_id", ""), event.get("transcript", ""))
+        self.turns.append(turn)
+        if self._rag_mode == "inject":
+            self._answer_turn(turn, retrieval_query(previous, turn.text) if turn.text.strip() else None)
+
+    async def _on_transcription_failed(self, event: dict[str, Any]) -> None:
+        log.warning("caller transcription failed: %s", (event.get("error") or {}).get("message"))
+        if self._rag_mode == "inject":  # the model still heard the audio: answer without context
+            self._answer_turn(Turn("caller", event.get("item_id", "")), None)
+
+    # ------------------------------------------------------------------ retrieval (RAG)
+
+    def _answer_turn(self, turn: Turn, query: str | None) -> None:
+        self._cancel_pending_answer()
+        self._pending_answer = asyncio.create_task(self._answer_with_context(turn, query), name="rag-answer")
+
+    def _cancel_pending_answer(self) -> None:
+        """A barge-in before the answer started: the caller is still talking, drop that turn's work."""
+        if self._pending_answer is not None and not self._pending_answer.done():
+            self._pending_answer.cancel()
+        self._pending_answer = None
+
+    async def _answer_with_context(self, turn: Turn, query: str | None) -> None:
+        if query is None:
+            retrieval = Retrieval("", "error", error="no transcript")
+        else:
+            retrieval = await self._retriever.retrieve(query)
+        turn.retrieval = retrieval
+        try:
+            await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("answering while the previous response is still active")
+        await self._realtime.send(protocol.response_create(
+            instructions_with_context(self._settings.agent_instructions, retrieval)))
+
+    async def _on_function_call(self, event: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._run_tool(event), name="tool-call")
+        self._tool_calls.add(task)
+        task.add_done_callback(self._tool_calls.discard)
+
+    async def _run_tool(self, event: dict[str, Any]) -> None:
+        """Run a function the model called; failures go back to the model, never end the call."""
+        call_id, name = event.get("call_id", ""), event.get("name", "")
+        try:
+            arguments = json.loads(event.get("arguments") or "{}")
+        except ValueError:
+            arguments = None
+        if name == SEARCH_TOOL["name"] and isinstance(arguments, dict) and isinstance(arguments.get("query"), str):
+            retrieval = await self._retriever.retrieve(arguments["query"])
+            caller_turn = next((t for t in reversed(self.turns) if t.role == "caller"), None)
+            if caller_turn is not None:
+                caller_turn.retrieval = retrieval
+            output = tool_output(retrieval)
+        else:
+            output = json.dumps({"error": f"appel de fonction invalide : {name}"}, ensure_ascii=False)
+        await self._realtime.send(protocol.function_output(call_id, output))
+        # The model speaks the result in a new response, once the one that called the tool is done.
+        try:
+            await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("answering a tool call while a response is still active")
+        await self._realtime.send(protocol.response_create())
 
     async def _on_assistant_transcript(self, event: dict[str, Any]) -> None:
         self._assistant_turn(event.get("item_id", "")).text = event.get("transcript", "")

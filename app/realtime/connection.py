@@ -14,7 +14,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from app.config import Settings
-from app.realtime.protocol import session_update
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,8 @@ class RealtimeConnection:
         self.last_received_at = 0.0
 
     @classmethod
-    async def open(cls, settings: Settings, *, configure: dict[str, Any] | None = None) -> "RealtimeConnection":
-        """Connect and send the session configuration (the server answers asynchronously)."""
+    async def open(cls, settings: Settings, configure: dict[str, Any]) -> "RealtimeConnection":
+        """Connect and send the session configuration (`session.update`; answered asynchronously)."""
         try:
             socket = await asyncio.wait_for(
                 connect(
@@ -67,7 +66,7 @@ class RealtimeConnection:
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise RealtimeUnavailable(f"cannot open the realtime websocket: {exc!r}") from exc
         connection = cls(socket)
-        if not await connection.send(configure if configure is not None else session_update(settings)):
+        if not await connection.send(configure):
             raise RealtimeUnavailable("the realtime websocket closed during set-up")
         return connection
 

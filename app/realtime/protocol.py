@@ -37,38 +37,46 @@ def turn_detection(settings: Settings, *, create_response: bool = True) -> dict[
     }
 
 
-def session_update(settings: Settings, *, instructions: str | None = None) -> dict[str, Any]:
+def session_update(settings: Settings, *, create_response: bool = True,
+                   tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The session configuration; without `create_response` the model waits for our response.create."""
     fmt = _format_object(model_audio_format(settings))
     audio_input: dict[str, Any] = {
         "format": fmt,
         "transcription": {"model": settings.openai_transcribe_model,
                           "language": settings.openai_transcribe_language},
         "noise_reduction": None if settings.noise_reduction == "off" else {"type": settings.noise_reduction},
-        "turn_detection": turn_detection(settings),
+        "turn_detection": turn_detection(settings, create_response=create_response),
     }
-    return {
-        "type": "session.update",
-        "session": {
-            "type": "realtime",
-            "model": settings.openai_realtime_model,
-            "output_modalities": ["audio"],
-            "instructions": instructions if instructions is not None else settings.agent_instructions,
-            "audio": {"input": audio_input, "output": {"format": fmt, "voice": settings.openai_voice}},
-        },
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": settings.openai_realtime_model,
+        "output_modalities": ["audio"],
+        "instructions": settings.agent_instructions,
+        "audio": {"input": audio_input, "output": {"format": fmt, "voice": settings.openai_voice}},
     }
+    if tools:
+        session["tools"] = tools
+        session["tool_choice"] = "auto"
+    return {"type": "session.update", "session": session}
+
+
+def response_create(instructions: str | None = None) -> dict[str, Any]:
+    """Ask for a response; `instructions` replace the session's for this response only."""
+    return {"type": "response.create", "response": {"instructions": instructions} if instructions else {}}
+
+
+def function_output(call_id: str, output: str) -> dict[str, Any]:
+    return {"type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
 
 
 def greeting_response(greeting: str) -> dict[str, Any]:
     """The assistant speaks first: a response whose only job is to say the greeting."""
-    return {
-        "type": "response.create",
-        "response": {
-            "instructions": (
-                "Commence l'appel en disant exactement cette phrase, en français, "
-                f"sans rien ajouter : « {greeting} »"
-            ),
-        },
-    }
+    return response_create(
+        "Commence l'appel en disant exactement cette phrase, en français, "
+        f"sans rien ajouter : « {greeting} »"
+    )
 
 
 def append_audio(audio: bytes) -> str:

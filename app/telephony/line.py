@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from starlette.websockets import WebSocket
 
 from app.agent.channel import CallOutcome
-from app.agent.session import CallSession
+from app.agent.session import CallSession, realtime_session_update
 from app.config import Settings
 from app.logs import current_call, mask_phone
 from app.metrics import Metrics
@@ -47,7 +47,7 @@ class PhoneLine:
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
 
     async def _open_realtime(self) -> RealtimeConnection:
-        return await RealtimeConnection.open(self.settings)
+        return await RealtimeConnection.open(self.settings, realtime_session_update(self.settings))
 
     # ------------------------------------------------------------------ HTTP webhooks
 

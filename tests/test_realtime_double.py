@@ -869,3 +869,35 @@ def test_cli_arguments_and_module_entry_point() -> None:
     )
     assert result.returncode == 0
     assert "--answer-seconds" in result.stdout and "--api-key" in result.stdout
+
+
+async def test_a_tool_offered_to_the_model_is_called_with_the_callers_words(double: RealtimeDouble) -> None:
+    tool = {"type": "function", "name": "search_knowledge", "description": "d",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
+    async with open_session(double) as client:
+        await update_session(client, tools=[tool], tool_choice="auto")
+        await client.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Et pour les dindes ?"}]}})
+        await client.send({"type": "response.create"})
+        done = await client.until("response.done")
+        call = done["response"]["output"][0]
+        assert call["type"] == "function_call" and call["name"] == "search_knowledge"
+        assert json.loads(call["arguments"]) == {"query": "Et pour les dindes ?"}
+        arguments_done = client.of_type("response.function_call_arguments.done")[0]
+        assert arguments_done["call_id"] == call["call_id"]
+        assert "".join(e["delta"] for e in client.of_type("response.function_call_arguments.delta")) == call["arguments"]
+        assert not client.of_type("response.output_audio.delta")
+
+        # With the function's output in, the next response answers in voice.
+        await client.send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": call["call_id"], "output": '{"passages": []}'}})
+        await client.send({"type": "response.create"})
+        answer = await client.until(lambda e: e["type"] == "response.done" and e is not done)
+        assert answer["response"]["output"][0]["type"] == "message"
+        assert client.of_type("response.output_audio.delta")
+        for event in client.events:
+            check_server_event(event)
+    connection = double.connections[0]
+    assert [r.kind for r in connection.responses] == ["function_call", "answer"]
+    assert connection.responses[0].function_call["name"] == "search_knowledge"
+    assert connection.errors_sent == []

@@ -297,6 +297,7 @@ class ResponseRecord:
     audio_ms: int = 0  # audio generated (sent) so far
     transcript: str = ""  # what the client received as transcript/text
     usage: dict[str, Any] | None = None
+    function_call: dict[str, Any] | None = None  # {call_id, name, arguments} when the model called a tool
 
 
 @dataclass(frozen=True)
@@ -1108,6 +1109,13 @@ class DoubleConnection:
         max_output_tokens = params.get("max_output_tokens")
         if max_output_tokens is None:
             max_output_tokens = session.get("max_output_tokens", "inf")
+        tools = params["tools"] if params.get("tools") is not None else list(session.get("tools") or [])
+        tool_choice = params.get("tool_choice") or session.get("tool_choice") or "auto"
+        call = _planned_function_call(tools, tool_choice, context)
+        if call is not None and not oob:
+            await self._call_function(call, params, trigger, context, instructions, modalities, voice,
+                                      output_format, max_output_tokens, tools)
+            return
         kind = "greeting" if self._responses_started == 0 else "answer"
         planned_ms = max(1, round(1000 * (self.greeting_seconds if kind == "greeting" else self.answer_seconds)))
         limit_reason = None
@@ -1154,7 +1162,7 @@ class DoubleConnection:
             asset_start=asset_start,
             script=asset.transcript(asset_start, planned_ms),
             max_output_tokens=max_output_tokens,
-            tools=params["tools"] if params.get("tools") is not None else list(session.get("tools") or []),
+            tools=tools,
             limit_reason=limit_reason,
             oob=oob,
         )
@@ -1187,6 +1195,62 @@ class DoubleConnection:
         run.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _call_function(
+        self,
+        call: tuple[str, dict[str, Any]],
+        params: dict[str, Any],
+        trigger: str,
+        context: list[_Item],
+        instructions: str,
+        modalities: list[str],
+        voice: Any,
+        output_format: dict[str, Any],
+        max_output_tokens: Any,
+        tools: list[Any],
+    ) -> None:
+        """A response whose only output is a function call, with the GA event sequence."""
+        name, arguments = call[0], json.dumps(call[1], ensure_ascii=False)
+        response_id, item_id, call_id = self._new_id("resp"), self._new_id("item"), self._new_id("call")
+        self._responses_started += 1
+        record = ResponseRecord(
+            id=response_id, trigger=trigger, conversation="auto", instructions=instructions,
+            input_items=[_public(item) for item in context],
+            conversation_items=[_public(item) for item in self._items],
+            output_modalities=list(modalities), voice=voice, output_format=output_format,
+            metadata=params.get("metadata"), kind="function_call", planned_ms=0, item_id=item_id,
+            function_call={"call_id": call_id, "name": name, "arguments": arguments},
+        )
+        item = _Item(data={"id": item_id, "type": "function_call", "object": "realtime.item",
+                           "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""})
+        run = _Run(record=record, item=item, context=context, audio=False, format_kind="pcm16", asset_start=0,
+                   script="", max_output_tokens=max_output_tokens, tools=tools, limit_reason=None, oob=False)
+        item.run = run
+        self.responses.append(record)
+        self._runs.add(run)
+        self._active = run
+        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0, "call_id": call_id}
+        await self._send({"type": "response.created", "response": self._response_object(run)})
+        await self._send({"type": "response.output_item.added", "response_id": response_id, "output_index": 0,
+                          "item": _public(item)})
+        previous = self._items[-1].data["id"] if self._items else None
+        self._insert(item, len(self._items))
+        await self._send({"type": "conversation.item.added", "item": _public(item), "previous_item_id": previous})
+        half = len(arguments) // 2
+        for piece in (arguments[:half], arguments[half:]):
+            await self._send({"type": "response.function_call_arguments.delta", **ids, "delta": piece})
+        item.data["arguments"] = arguments
+        await self._send({"type": "response.function_call_arguments.done", **ids, "name": name,
+                          "arguments": arguments})
+        self._detach(run)
+        record.status = "completed"
+        item.data["status"] = "completed"
+        record.usage = self._usage(run)
+        await self._send({"type": "response.output_item.done", "response_id": response_id, "output_index": 0,
+                          "item": _public(item)})
+        await self._send({"type": "conversation.item.done", "item": _public(item), "previous_item_id": previous})
+        await self._send({"type": "response.done", "response": self._response_object(run)})
+        await self._send_rate_limits(record.usage)
 
     def _response_context(self, given: list[dict[str, Any]] | None, references: dict[int, str]) -> list[_Item]:
         if given is None:
@@ -1422,6 +1486,30 @@ def _decode_base64(value: str, param: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ClientEventError("invalid_value", f"Invalid '{param}': expected base64-encoded audio.", param) from None
+
+
+def _planned_function_call(
+    tools: list[Any], tool_choice: Any, context: list[_Item]
+) -> tuple[str, dict[str, Any]] | None:
+    """Whether the model (as the double plays it) calls a tool: when one is offered and the newest
+    item is the caller's message, it calls the first function tool with the caller's words as its
+    first string parameter; once a function output follows, it answers in voice."""
+    functions = [tool for tool in tools if isinstance(tool, dict) and tool.get("type") == "function"]
+    if not functions or tool_choice == "none" or not context:
+        return None
+    newest = context[-1].data
+    if newest.get("type") != "message" or newest.get("role") != "user":
+        return None
+    tool = functions[0]
+    if isinstance(tool_choice, dict) and tool_choice.get("name"):
+        tool = next((t for t in functions if t.get("name") == tool_choice["name"]), tool)
+    words = " ".join(
+        part.get("transcript") or part.get("text") or ""
+        for part in newest.get("content") or [] if isinstance(part, dict)
+    ).strip()
+    properties = ((tool.get("parameters") or {}).get("properties") or {})
+    first_string = next((key for key, spec in properties.items() if (spec or {}).get("type") == "string"), None)
+    return tool.get("name") or "function", ({first_string: words} if first_string else {})
 
 
 def _item_cost(item: _Item) -> tuple[int, int]:

@@ -56,10 +56,17 @@ def realtime_double(argv: list[str]) -> int:
     return cli(argv)
 
 
+def knowledge(argv: list[str]) -> int:
+    from app.knowledge.cli import cli
+
+    return cli(argv)
+
+
 COMMANDS = {
     "serve": (serve, "run the phone agent (TwiML webhook + media stream)"),
     "call": (call, "place a simulated Twilio call against a running server"),
     "realtime-double": (realtime_double, "run a local OpenAI Realtime GA double"),
+    "kb": (knowledge, "the knowledge base: ingest, search, stats, eval"),
 }
 
 

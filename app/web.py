@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        await line.start()
         yield
         await line.close()
 
@@ -55,6 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         problems = []
+        knowledge = await line.knowledge_health()
+        if knowledge.get("ok") is False:
+            problems.append(f"knowledge base unavailable, answers go without context: {knowledge.get('detail')}")
+        elif knowledge.get("vectors") is False:
+            problems.append(f"knowledge base on keywords only: {knowledge.get('detail')}")
         if not settings.realtime_configured:
             problems.append("OPENAI_API_KEY is not set: calls are answered with an apology")
         if line.signatures.refuses_everything:
@@ -66,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "realtime": {"configured": settings.realtime_configured, "url": settings.openai_realtime_url,
                          "model": settings.openai_realtime_model},
             "twilio": {"signatures_enforced": line.signatures.enforced},
+            "knowledge": knowledge,
             "audio_codec": settings.audio_codec,
             "active_calls": line.active_calls,
         }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +15,8 @@ import uvicorn
 
 from app.cli import WEBSOCKET_FRAME_LIMIT
 from app.config import Settings
+from app.knowledge.seed import ensure_seeded
+from app.knowledge.stores import open_store
 from app.telephony.line import PhoneLine
 from app.web import create_app
 
@@ -36,6 +40,23 @@ class RunningLine:
         return self.phone_line.prewarm
 
 
+_seeded_template: Path | None = None
+
+
+async def seeded_data_dir() -> Path:
+    """A fresh DATA_DIR holding the sample pack, seeded once per test session and copied."""
+    global _seeded_template
+    if _seeded_template is None:
+        template = Path(tempfile.mkdtemp(prefix="octi-kb-template-"))
+        store = open_store(Settings(_env_file=None, data_dir=template))
+        await ensure_seeded(store)
+        await store.close()
+        _seeded_template = template
+    target = Path(tempfile.mkdtemp(prefix="octi-data-"))
+    shutil.copytree(_seeded_template, target, dirs_exist_ok=True)
+    return target
+
+
 @asynccontextmanager
 async def running_line(**overrides) -> AsyncIterator[RunningLine]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -50,6 +71,7 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
         "port": port,
     }
     values.update(overrides)
+    data_dir = values.setdefault("data_dir", await seeded_data_dir())
     settings = Settings(_env_file=None, **values)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(
@@ -66,3 +88,4 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
         server.should_exit = True
         await task
         sock.close()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -7,6 +7,7 @@ only translate HTTP into calls on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -15,8 +16,12 @@ from collections.abc import Mapping
 from starlette.websockets import WebSocket
 
 from app.agent.channel import CallOutcome
+from app.agent.rag import Retriever
 from app.agent.session import CallSession, realtime_session_update
 from app.config import Settings
+from app.knowledge.seed import ensure_seeded
+from app.knowledge.store import KnowledgeStore
+from app.knowledge.stores import open_store
 from app.logs import current_call, mask_phone
 from app.metrics import Metrics
 from app.realtime.connection import RealtimeConnection, RealtimeUnavailable
@@ -35,16 +40,60 @@ STREAM_ENDED_PATH = "/voice/stream-ended"
 START_TIMEOUT_SECONDS = 10.0
 OUTCOME_TTL_SECONDS = 600.0
 POLICY_VIOLATION = 1008
+HEALTH_CHECK_SECONDS = 1.0
 
 
 class PhoneLine:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None,
+                 knowledge: KnowledgeStore | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.knowledge = knowledge
+        self.knowledge_error = ""
+        self.retriever = Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
+                                   metrics=self.metrics)
+        self._seeding: asyncio.Task[int] | None = None
         self.signatures = SignatureChecker(settings)
         self.tokens = StreamTokens(settings)
         self.prewarm = PrewarmPool(self._open_realtime, settings.prewarm_ttl_seconds)
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
+
+    async def start(self) -> None:
+        """Open the knowledge base; the sample pack is seeded in the background on first run."""
+        if self.settings.rag_mode == "off":
+            return
+        if self.knowledge is None:
+            try:
+                self.knowledge = open_store(self.settings)
+            except (ValueError, OSError) as exc:
+                self.knowledge_error = str(exc)
+                log.error("no knowledge base, calls go on without context: %s", exc)
+                return
+        self.retriever = Retriever(self.knowledge, budget_ms=self.settings.rag_timeout_ms,
+                                   limit=self.settings.rag_top_k, metrics=self.metrics)
+        self._seeding = asyncio.create_task(self._seed(self.knowledge), name="seed-knowledge")
+
+    async def _seed(self, store: KnowledgeStore) -> int:
+        try:
+            return await ensure_seeded(store)
+        except Exception as exc:  # the line works without the sample pack
+            self.knowledge_error = f"seeding the sample pack failed: {exc}"
+            log.error("%s", self.knowledge_error)
+            return 0
+
+    async def knowledge_health(self) -> dict[str, object]:
+        if self.settings.rag_mode == "off":
+            return {"mode": "off"}
+        if self.knowledge is None:
+            return {"mode": self.settings.rag_mode, "ok": False, "detail": self.knowledge_error}
+        try:
+            health = await asyncio.wait_for(self.knowledge.health(), HEALTH_CHECK_SECONDS)
+        except Exception as exc:
+            return {"mode": self.settings.rag_mode, "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        return {"mode": self.settings.rag_mode, "backend": health.backend, "ok": health.ok,
+                "vectors": health.vectors, "chunks": health.chunks,
+                "detail": health.detail or self.knowledge_error,
+                "seeding": self._seeding is not None and not self._seeding.done()}
 
     async def _open_realtime(self) -> RealtimeConnection:
         return await RealtimeConnection.open(self.settings, realtime_session_update(self.settings))
@@ -138,7 +187,7 @@ class PhoneLine:
                 self.metrics.counters["realtime_unavailable"] += 1
                 await channel.end(CallOutcome.ERROR)
                 return
-        await CallSession(channel, realtime, self.settings, self.metrics).run()
+        await CallSession(channel, realtime, self.settings, self.metrics, self.retriever).run()
 
     @property
     def active_calls(self) -> int:
@@ -146,6 +195,11 @@ class PhoneLine:
 
     async def close(self) -> None:
         await self.prewarm.close()
+        if self._seeding is not None:
+            self._seeding.cancel()
+            await asyncio.gather(self._seeding, return_exceptions=True)
+        if self.knowledge is not None:
+            await self.knowledge.close()
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:

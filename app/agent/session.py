@@ -75,7 +75,12 @@ class _Responses:
     active: str | None = None
     muted: set[str] = field(default_factory=set)
     generated_ms: dict[str, float] = field(default_factory=dict)
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
+
+
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()  # no response yet: the model is idle
+    return event
 
 
 class CallSession:
@@ -100,10 +105,9 @@ class CallSession:
         self._chunk_bytes = caller_format.frame_bytes(MESSAGE_MS)
         self._playback = PlaybackTracker()
         self._responses = _Responses()
-        self._responses.idle.set()
         self._rag_mode = settings.rag_mode
         self._retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms,
-                                                 limit=settings.rag_top_k, metrics=metrics)
+                                                 limit=settings.rag_top_k, metrics=self._metrics)
         # The caller turn being answered with context: retrieval, then response.create.
         self._pending_answer: asyncio.Task[None] | None = None
         self._tool_calls: set[asyncio.Task[None]] = set()

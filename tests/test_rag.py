@@ -145,3 +145,20 @@ async def test_barge_in_during_retrieval_cancels_that_turns_answer(double):
     assert second.retrieval is not None
     answers = connection.responses[1:]
     assert len(answers) == 1 and answers[0].trigger == "client"
+
+
+async def test_a_slow_store_past_the_budget_leaves_the_turn_without_context(double):
+    double.script_next_connection([ASKED], answer_seconds=1.0)
+    store = SlowStore(delay=5.0)
+    channel, session, running = await open_session(double, store, rag_timeout_ms=200)
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)  # greeting
+    await channel.speak(telephone_frames(QUESTION) + [b"\xff" * 160] * 40)
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10, new_only=True)
+    await channel.inbox.put(None)
+    await running
+
+    (turn,) = [turn for turn in session.turns if turn.role == "caller"]
+    assert turn.retrieval.outcome == "timeout" and turn.retrieval.elapsed_ms < 5000
+    answer = connection.responses[1]
+    assert answer.status == "completed" and "n'a pas répondu à temps" in answer.instructions

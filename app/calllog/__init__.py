@@ -1,0 +1,1 @@
+"""Call logs: every call, turn, passage, latency and cost, stored and reviewable."""

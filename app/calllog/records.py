@@ -1,0 +1,112 @@
+"""What the phone line reports about a call, as it happens.
+
+The call session emits these records; a writer task stores them without ever blocking
+the audio path. They are plain data (JSON-serialisable through `to_dict`) so they can be
+spooled to disk while the database is away and replayed when it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+Outcome = Literal["caller_hung_up", "agent_ended", "transferred", "error", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    call_sid: str
+    stream_sid: str
+    channel: str                 # "twilio" (later "browser")
+    caller_masked: str           # for display, e.g. "+336••••••78"
+    caller_hash: str             # salted hash: groups the calls of one number without storing it
+    caller_number: str | None    # only when STORE_CALLER_NUMBER=true
+    called: str
+    started_at: datetime         # UTC, when the stream started (the call timeline's zero)
+    codec: str                   # AUDIO_CODEC
+    model: str
+    rag_mode: str
+    recorded: bool = False
+    kind: Literal["call_started"] = "call_started"
+
+
+@dataclass(frozen=True, slots=True)
+class PassageUsed:
+    id: str
+    source: str
+    title: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecorded:
+    call_sid: str
+    index: int                   # order in the call, from 0
+    role: Literal["caller", "assistant"]
+    text: str                    # the assistant's is cut to what was heard when interrupted
+    start_ms: float | None       # offsets on the call timeline (ms since the stream started)
+    end_ms: float | None
+    interrupted: bool = False
+    heard_ms: float | None = None
+    passages: tuple[PassageUsed, ...] = ()
+    retrieval_ms: float | None = None
+    retrieval_outcome: str | None = None     # ok, empty, timeout, error, cancelled, unavailable
+    # Latencies of an assistant turn: caller speech end → first model audio → first frame sent.
+    speech_end_to_model_audio_ms: float | None = None
+    model_audio_to_caller_ms: float | None = None
+    kind: Literal["turn"] = "turn"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    call_sid: str
+    at: datetime
+    type: str                    # error, upstream_failure, dtmf, signature_refused, stream_error, …
+    detail: str = ""
+    kind: Literal["event"] = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    call_sid: str
+    ended_at: datetime
+    outcome: Outcome
+    answered_at: datetime | None
+    duration_s: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    turns: int = 0
+    barge_ins: int = 0
+    recording_path: str | None = None
+    kind: Literal["call_ended"] = "call_ended"
+
+
+CallRecord = CallStarted | TurnRecorded | CallEvent | CallEnded
+
+
+def to_dict(record: CallRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(record)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+_KINDS = {cls.__dataclass_fields__["kind"].default: cls for cls in (CallStarted, TurnRecorded, CallEvent, CallEnded)}
+
+
+def from_dict(data: dict[str, Any]) -> CallRecord:
+    cls = _KINDS[data["kind"]]
+    values = dict(data)
+    for name, spec in cls.__dataclass_fields__.items():
+        if spec.type in ("datetime", "datetime | None") and isinstance(values.get(name), str):
+            values[name] = datetime.fromisoformat(values[name])
+    if cls is TurnRecorded:
+        values["passages"] = tuple(PassageUsed(**p) for p in values.get("passages", ()))
+    return cls(**values)

@@ -66,6 +66,22 @@ class Settings(BaseSettings):
     # Weight of the vector leg in the hybrid fusion (1 - alpha for keywords), as Weaviate's alpha.
     rag_alpha: float = 0.5
 
+    # Call logs and review
+    database_url: str | None = None          # default: SQLite under DATA_DIR
+    store_caller_number: bool = False        # the raw number is stored only when asked
+    caller_hash_salt: SecretStr | None = None  # default: derived from TWILIO_AUTH_TOKEN
+    record_calls: bool = False               # stereo WAV per call; the greeting then says so
+    review_username: str | None = None
+    review_password: SecretStr | None = None  # plain, or a "pbkdf2_sha256$…" hash
+    review_token: SecretStr | None = None
+    # USD per 1M tokens: text in / cached / out, audio in / cached / out (re-check before use).
+    model_prices: dict[str, dict[str, float]] = {
+        "gpt-realtime": {"text_in": 4.0, "text_cached": 0.4, "text_out": 16.0,
+                         "audio_in": 32.0, "audio_cached": 0.4, "audio_out": 64.0},
+        "gpt-realtime-mini": {"text_in": 0.6, "text_cached": 0.06, "text_out": 2.4,
+                              "audio_in": 10.0, "audio_cached": 0.3, "audio_out": 20.0},
+    }
+
     # Service
     host: str = "127.0.0.1"
     port: int = 8000
@@ -86,6 +102,10 @@ class Settings(BaseSettings):
     @property
     def realtime_configured(self) -> bool:
         return bool(self.openai_api_key and self.openai_api_key.get_secret_value())
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'calls.sqlite3').resolve()}"
 
     @property
     def binds_loopback_only(self) -> bool:

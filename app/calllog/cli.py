@@ -1,0 +1,356 @@
+"""`octi calls …`: read and tidy the call log from a terminal.
+
+    octi calls list [--limit N] [--page P] [--search TEXT] [--outcome O] [--since DATE] [--until DATE] [--json]
+    octi calls show ID|CALL_SID [--json]
+    octi calls export --format csv|json [--output FILE] [--details] [filters as for list]
+    octi calls purge --older-than 30d|12h
+
+The database is the configured one (DATABASE_URL, else SQLite under DATA_DIR); migrations
+run first. DATE is YYYY-MM-DD (UTC) or a number of days back ("7d"); --since/--until are
+inclusive. Search covers the transcripts of both sides, ignoring case and accents; every
+word must appear. Exit codes: 0 success, 1 call not found, 2 usage error or database
+unavailable. `cli()` runs its own event loop: call it from synchronous code only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import re
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.calllog.migrate import upgrade_database
+from app.calllog.records import to_dict
+from app.calllog.store import CallLogStore
+from app.calllog.views import CallDetail, CallQuery, CallSummary
+from app.config import get_settings
+
+CSV_COLUMNS = ("id", "call_sid", "started_at", "caller", "duration_s", "turns", "barge_ins", "outcome",
+               "cost_usd", "flags")
+EXPORT_PAGE = 500
+_DURATION = re.compile(r"^\s*(\d+)\s*([dh])\s*$", re.IGNORECASE)
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_age(value: str) -> timedelta:
+    """ "30d" → 30 days, "12h" → 12 hours."""
+    match = _DURATION.match(value)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a number of days or hours, like 30d or 12h: {value!r}")
+    amount, unit = int(match.group(1)), match.group(2).lower()
+    return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
+
+
+def parse_day(value: str, *, today: date | None = None) -> date:
+    """ "2025-11-20", or "7d" for seven days before today (UTC)."""
+    match = _DURATION.match(value)
+    if match and match.group(2).lower() == "d":
+        return (today or datetime.now(UTC).date()) - timedelta(days=int(match.group(1)))
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD or a number of days like 7d: {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--search", metavar="TEXT", help="words in the transcripts (case and accents ignored)")
+    parser.add_argument("--outcome", help="caller_hung_up, agent_ended, transferred, error, timeout")
+    parser.add_argument("--since", type=parse_day, metavar="DATE", help="started on or after (YYYY-MM-DD or 7d)")
+    parser.add_argument("--until", type=parse_day, metavar="DATE", help="started on or before (YYYY-MM-DD)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="octi calls", description="Read and tidy OCTI's call log.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    listing = commands.add_parser("list", help="the latest calls, newest first")
+    listing.add_argument("--limit", type=_positive, default=25, help="calls per page (default 25)")
+    listing.add_argument("--page", type=_positive, default=1, help="page number (default 1)")
+    _add_filters(listing)
+    listing.add_argument("--json", action="store_true", help="print a JSON object")
+
+    show = commands.add_parser("show", help="one call: header, conversation, events")
+    show.add_argument("call", metavar="ID", help="the call's number in the list, or its CallSid")
+    show.add_argument("--json", action="store_true", help="print a JSON object")
+
+    export = commands.add_parser("export", help="every matching call, as CSV or JSON")
+    export.add_argument("--format", choices=["csv", "json"], required=True)
+    export.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    export.add_argument("--details", action="store_true", help="JSON only: include turns, passages and events")
+    _add_filters(export)
+
+    purge = commands.add_parser("purge", help="delete calls (and their recordings) past retention")
+    purge.add_argument("--older-than", type=parse_age, required=True, metavar="AGE",
+                       help="age of the calls to delete: Nd (days) or Nh (hours), e.g. 30d")
+    return parser
+
+
+def _query(args: argparse.Namespace, *, page: int = 1, per_page: int = 25) -> CallQuery:
+    if args.since and args.until and args.since > args.until:
+        raise UsageError(f"--since {args.since} is after --until {args.until}")
+    return CallQuery(text=args.search or None, outcome=args.outcome or None, date_from=args.since,
+                     date_to=args.until, page=page, per_page=per_page)
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    minutes, seconds = divmod(int(round(value)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _offset(value: float | None) -> str:
+    return "  --.-s" if value is None else f"{value / 1000:7.1f}s"
+
+
+def summary_dict(summary: CallSummary) -> dict[str, Any]:
+    return {
+        "id": summary.id, "call_sid": summary.call_sid, "started_at": summary.started_at.isoformat(),
+        "caller": summary.caller_masked, "duration_s": summary.duration_s, "turns": summary.turns,
+        "barge_ins": summary.barge_ins, "outcome": summary.outcome, "cost_usd": round(summary.cost_usd, 6),
+        "flags": list(summary.flags), "recorded": summary.recorded,
+    }
+
+
+def detail_dict(detail: CallDetail) -> dict[str, Any]:
+    data = summary_dict(detail.summary)
+    data.update({
+        "stream_sid": detail.stream_sid, "channel": detail.channel, "called": detail.called,
+        "caller_hash": detail.caller_hash, "codec": detail.codec, "model": detail.model,
+        "rag_mode": detail.rag_mode,
+        "answered_at": detail.answered_at.isoformat() if detail.answered_at else None,
+        "ended_at": detail.ended_at.isoformat() if detail.ended_at else None,
+        "tokens": {"input": detail.input_tokens, "output": detail.output_tokens,
+                   "input_audio": detail.input_audio_tokens, "output_audio": detail.output_audio_tokens,
+                   "cached": detail.cached_tokens},
+        "turns": [_without(to_dict(turn), "call_sid", "kind") for turn in detail.turns],
+        "events": [_without(to_dict(event), "call_sid", "kind") for event in detail.events],
+    })
+    return data
+
+
+def _without(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    for key in keys:
+        data.pop(key, None)
+    return data
+
+
+def format_list(summaries: list[CallSummary], total: int, page: int, per_page: int) -> str:
+    if not summaries:
+        return "no call found\n" if total == 0 else f"no call on page {page} ({total} in all)\n"
+    header = ("ID", "STARTED (UTC)", "CALLER", "DURATION", "TURNS", "BARGE", "OUTCOME", "COST $", "FLAGS")
+    rows = [(str(s.id), _when(s.started_at), s.caller_masked or "?", _seconds(s.duration_s), str(s.turns),
+             str(s.barge_ins), s.outcome or "(ongoing)", f"{s.cost_usd:.4f}", ",".join(s.flags))
+            for s in summaries]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    right = {0, 3, 4, 5, 7}
+    lines = ["  ".join(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+                       for i, cell in enumerate(row)).rstrip() for row in [header, *rows]]
+    first = (page - 1) * per_page + 1
+    lines.append(f"calls {first}-{first + len(summaries) - 1} of {total}")
+    return "\n".join(lines) + "\n"
+
+
+def format_detail(detail: CallDetail) -> str:
+    s = detail.summary
+    lines = [
+        f"call {s.id}  {s.call_sid}",
+        f"  started   {_when(s.started_at)} UTC   answered {_when(detail.answered_at)}   ended {_when(detail.ended_at)}",
+        f"  duration  {_seconds(s.duration_s)}   outcome {s.outcome or '(ongoing)'}   "
+        f"turns {s.turns}   barge-ins {s.barge_ins}",
+        f"  caller    {s.caller_masked or '?'} (hash {detail.caller_hash[:12] or '-'})   called {detail.called or '-'}"
+        f"   channel {detail.channel or '-'}   stream {detail.stream_sid or '-'}",
+        f"  model     {detail.model or '-'}   codec {detail.codec or '-'}   rag {detail.rag_mode or '-'}",
+        f"  tokens    in {detail.input_tokens} (audio {detail.input_audio_tokens}, cached {detail.cached_tokens})"
+        f"   out {detail.output_tokens} (audio {detail.output_audio_tokens})   cost ${s.cost_usd:.4f}",
+        f"  flags     {', '.join(s.flags) or '-'}   recorded {'yes' if s.recorded else 'no'}",
+        "",
+        "conversation:" if detail.turns else "conversation: (no turn)",
+    ]
+    for turn in detail.turns:
+        who = "CALLER" if turn.role == "caller" else "OCTI  "
+        lines.append(textwrap.fill(turn.text or "(nothing heard)", width=100,
+                                   initial_indent=f"  [{_offset(turn.start_ms)}] {who} ",
+                                   subsequent_indent=" " * 20))
+        notes = []
+        if turn.role == "caller" and (turn.retrieval_outcome or turn.retrieval_ms is not None):
+            notes.append(f"retrieval {turn.retrieval_outcome or '?'} in {_ms(turn.retrieval_ms)}")
+        if turn.speech_end_to_model_audio_ms is not None:
+            notes.append(f"speech end -> model audio {_ms(turn.speech_end_to_model_audio_ms)}")
+        if turn.model_audio_to_caller_ms is not None:
+            notes.append(f"model audio -> caller {_ms(turn.model_audio_to_caller_ms)}")
+        if turn.interrupted:
+            notes.append(f"interrupted, heard {_ms(turn.heard_ms)}")
+        if notes:
+            lines.append(" " * 20 + "(" + "; ".join(notes) + ")")
+        for rank, passage in enumerate(turn.passages, start=1):
+            lines.append(" " * 20 + f"{rank}. [{passage.score:.3f}] {passage.title}  ({passage.source} #{passage.id})")
+    lines.append("")
+    lines.append("events:" if detail.events else "events: (none)")
+    for event in detail.events:
+        lines.append(f"  {_when(event.at)}  {event.type}" + (f"  {event.detail}" if event.detail else ""))
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(summaries: Sequence[CallSummary], *, header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    for s in summaries:
+        writer.writerow([s.id, s.call_sid, s.started_at.isoformat(), s.caller_masked,
+                         "" if s.duration_s is None else f"{s.duration_s:.1f}", s.turns, s.barge_ins,
+                         s.outcome or "", f"{s.cost_usd:.6f}", ";".join(s.flags)])
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+async def _list(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    query = _query(args, page=args.page, per_page=args.limit)
+    summaries, total = await store.list_calls(query)
+    if args.json:
+        out.write(json.dumps({"total": total, "page": args.page, "per_page": args.limit,
+                              "calls": [summary_dict(s) for s in summaries]}, ensure_ascii=False, indent=2) + "\n")
+    else:
+        out.write(format_list(summaries, total, args.page, args.limit))
+    return 0
+
+
+async def _show(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    key = args.call.strip()
+    call_id = int(key) if key.isdigit() else await store.find_call_id(key)
+    detail = await store.get_call(call_id) if call_id is not None else None
+    if detail is None:
+        err.write(f"octi calls show: no call {key}\n")
+        return 1
+    if args.json:
+        out.write(json.dumps(detail_dict(detail), ensure_ascii=False, indent=2) + "\n")
+    else:
+        out.write(format_detail(detail))
+    return 0
+
+
+async def _export(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.details and args.format != "json":
+        raise UsageError("--details goes with --format json")
+    query = _query(args, per_page=EXPORT_PAGE)
+    chunks: list[str] = []
+    items: list[dict[str, Any]] = []
+    count = 0
+    while True:
+        summaries, total = await store.list_calls(query)
+        if args.format == "csv":
+            chunks.append(csv_text(summaries, header=query.page == 1))
+        else:
+            for summary in summaries:
+                detail = await store.get_call(summary.id) if args.details else None
+                items.append(detail_dict(detail) if detail else summary_dict(summary))
+        count += len(summaries)
+        if len(summaries) < query.per_page or count >= total:
+            break
+        query = replace(query, page=query.page + 1)
+    text = "".join(chunks) if args.format == "csv" else json.dumps(items, ensure_ascii=False, indent=2) + "\n"
+    if args.output:
+        path = Path(args.output)
+        await asyncio.to_thread(_write_file, path, text)
+        err.write(f"{count} call(s) exported to {path}\n")
+    else:
+        out.write(text)
+    return 0
+
+
+def _write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="")
+
+
+async def _purge(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    age: timedelta = args.older_than
+    now = datetime.now(UTC)
+    calls, recordings = await store.purge(age, now=now)
+    cutoff = now - age
+    out.write(f"deleted {calls} call(s) started before {_when(cutoff)} UTC "
+              f"(with their turns, passages and events) and {recordings} recording file(s)\n")
+    return 0
+
+
+_COMMANDS = {"list": _list, "show": _show, "export": _export, "purge": _purge}
+
+
+async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    settings = get_settings()
+    url = settings.effective_database_url
+    try:
+        await upgrade_database(url)
+    except Exception as exc:  # unreachable server, unwritable DATA_DIR, a newer schema, …
+        err.write(f"octi calls: cannot prepare the call log database: {_reason(exc)}\n")
+        return 2
+    store = await CallLogStore.open(url, prices=settings.model_prices)
+    try:
+        return await _COMMANDS[args.command](store, args, out, err)
+    except UsageError as exc:
+        err.write(f"octi calls {args.command}: {exc}\n")
+        return 2
+    except (SQLAlchemyError, OSError) as exc:
+        err.write(f"octi calls: call log database unavailable: {_reason(exc)}\n")
+        return 2
+    finally:
+        await store.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def cli(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Entry point of `octi calls`; `argv` are the arguments after "calls"."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # --help or a usage error
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    try:
+        return asyncio.run(_run(args, out or sys.stdout, err or sys.stderr))
+    except KeyboardInterrupt:
+        (err or sys.stderr).write("interrupted\n")
+        return 130
+
+
+__all__ = ["cli", "parse_age", "parse_day", "format_list", "format_detail", "csv_text", "summary_dict",
+           "detail_dict"]

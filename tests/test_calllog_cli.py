@@ -1,0 +1,194 @@
+"""`octi calls …` against the configured database: SQLite under a temporary DATA_DIR."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.calllog.cli import CSV_COLUMNS, cli, parse_age, parse_day
+from app.calllog.migrate import upgrade_database
+from app.calllog.records import CallEvent, CallRecord, PassageUsed
+from app.calllog.store import CallLogStore
+from app.config import get_settings
+from tests.test_calllog_store import caller, ended, octi, started
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def calls_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Settings read afresh, DATA_DIR in tmp_path, the default (SQLite) database, no stray .env."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def seed(records: list[CallRecord]) -> None:
+    async def run() -> None:
+        url = get_settings().effective_database_url
+        await upgrade_database(url)
+        store = await CallLogStore.open(url)
+        try:
+            await store.apply(records)
+        finally:
+            await store.close()
+    asyncio.run(run())
+
+
+@pytest.fixture
+def three_calls(calls_env: Path) -> Path:
+    """An old recorded call, yesterday's call with an error, and one going on now."""
+    wav = calls_env / "data" / "recordings" / "CAOLD.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(b"RIFF")
+    old, yesterday = NOW - timedelta(days=40), NOW - timedelta(days=1)
+    seed([
+        started("CAOLD", old, caller_masked="+336••••••11", recorded=True),
+        caller("CAOLD", 0, "Mes poussins s'entassent sous la lampe", retrieval_ms=35.0, retrieval_outcome="ok",
+               passages=(PassageUsed("pous-1", "sample_pack/poussins.md", "Démarrage des poussins", 0.873),)),
+        octi("CAOLD", 1, "Ils ont froid : augmentez le chauffage.", speech_end_to_model_audio_ms=512.0,
+             model_audio_to_caller_ms=31.0, interrupted=True, heard_ms=1800.0),
+        CallEvent("CAOLD", old + timedelta(seconds=12), "dtmf", "3"),
+        ended("CAOLD", old, seconds=75.0, barge_ins=1, cost_usd=0.0123, recording_path=str(wav)),
+
+        started("CAYDAY", yesterday, caller_masked="+336••••••22"),
+        caller("CAYDAY", 0, "La litière est collée sous les abreuvoirs", retrieval_outcome="empty"),
+        CallEvent("CAYDAY", yesterday + timedelta(seconds=3), "upstream_failure", "realtime closed (1011)"),
+        ended("CAYDAY", yesterday, outcome="error", seconds=20.0),
+
+        started("CANOW", NOW, caller_masked="+336••••••33"),
+        caller("CANOW", 0, "Bonjour, une question sur les œufs"),
+    ])
+    return wav
+
+
+def test_parsing_ages_and_days() -> None:
+    assert parse_age("30d") == timedelta(days=30) and parse_age("12h") == timedelta(hours=12)
+    assert parse_day("2025-11-20") == date(2025, 11, 20)
+    assert parse_day("7d", today=date(2025, 11, 20)) == date(2025, 11, 13)
+
+
+def test_list_newest_first_with_filters(three_calls: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["ID", "STARTED", "(UTC)"]
+    assert [line.split()[0] for line in lines[1:4]] == ["3", "2", "1"]
+    assert "(ongoing)" in lines[1] and "error" in lines[2] and "no_knowledge,error" in lines[2]
+    assert "1:15" in lines[3] and "interrupted" in lines[3] and "+336••••••11" in lines[3]
+    assert lines[-1] == "calls 1-3 of 3"
+
+    assert cli(["list", "--limit", "1", "--page", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[0] == "2" and out.splitlines()[-1] == "calls 2-2 of 3"
+
+    assert cli(["list", "--search", "LITIERE"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "calls 1-1 of 1"
+    assert cli(["list", "--outcome", "caller_hung_up", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["total"] == 1 and listing["calls"][0]["call_sid"] == "CAOLD"
+    assert listing["calls"][0]["flags"] == ["interrupted"] and listing["calls"][0]["recorded"] is True
+    assert cli(["list", "--since", "2d"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "calls 1-2 of 2"
+    assert cli(["list", "--until", (NOW - timedelta(days=30)).date().isoformat()]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "calls 1-1 of 1"
+    assert cli(["list", "--search", "tracteur"]) == 0
+    assert capsys.readouterr().out == "no call found\n"
+
+
+def test_show_prints_the_conversation(three_calls: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("call 1  CAOLD\n")
+    assert "outcome caller_hung_up" in out and "cost $0.0123" in out and "recorded yes" in out
+    caller_line = next(line for line in out.splitlines() if "CALLER" in line)
+    assert "[    0.0s] CALLER Mes poussins s'entassent sous la lampe" in caller_line
+    assert "retrieval ok in 35 ms" in out
+    assert "1. [0.873] Démarrage des poussins  (sample_pack/poussins.md #pous-1)" in out
+    assert "[    4.0s] OCTI   Ils ont froid : augmentez le chauffage." in out
+    assert "speech end -> model audio 512 ms; model audio -> caller 31 ms; interrupted, heard 1800 ms" in out
+    assert out.index("CALLER") < out.index("OCTI   Ils") < out.index("events:")
+    assert "  dtmf  3" in out
+
+    assert cli(["show", "CAYDAY"]) == 0                       # by CallSid too
+    out = capsys.readouterr().out
+    assert out.startswith("call 2  CAYDAY") and "upstream_failure  realtime closed (1011)" in out
+    assert "flags     no_knowledge, error" in out
+
+    assert cli(["show", "3", "--json"]) == 0
+    detail = json.loads(capsys.readouterr().out)
+    assert detail["call_sid"] == "CANOW" and detail["outcome"] is None
+    assert detail["turns"][0]["text"] == "Bonjour, une question sur les œufs"
+
+    assert cli(["show", "42"]) == 1
+    assert "no call 42" in capsys.readouterr().err
+
+
+def test_export_csv_and_json(three_calls: Path, calls_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["export", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert [row["call_sid"] for row in rows] == ["CANOW", "CAYDAY", "CAOLD"]
+    assert rows[1] == {"id": "2", "call_sid": "CAYDAY", "started_at": (NOW - timedelta(days=1)).isoformat(),
+                       "caller": "+336••••••22", "duration_s": "20.0", "turns": "2", "barge_ins": "0",
+                       "outcome": "error", "cost_usd": "0.010000", "flags": "no_knowledge;error"}
+    assert rows[0]["duration_s"] == "" and rows[0]["outcome"] == ""
+
+    target = calls_env / "out" / "calls.json"
+    assert cli(["export", "--format", "json", "--details", "--output", str(target), "--outcome", "error"]) == 0
+    assert "1 call(s) exported to" in capsys.readouterr().err
+    [call] = json.loads(target.read_text(encoding="utf-8"))
+    assert call["call_sid"] == "CAYDAY" and call["events"][0]["type"] == "upstream_failure"
+    assert call["turns"][0]["retrieval_outcome"] == "empty"
+
+    assert cli(["export", "--format", "csv", "--details"]) == 2
+    assert "--details goes with --format json" in capsys.readouterr().err
+
+
+def test_purge_deletes_old_calls_and_their_recordings(three_calls: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["purge", "--older-than", "30d"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("deleted 1 call(s) started before ") and out.endswith("and 1 recording file(s)\n")
+    assert not three_calls.exists()
+    assert cli(["list", "--json"]) == 0
+    assert [c["call_sid"] for c in json.loads(capsys.readouterr().out)["calls"]] == ["CANOW", "CAYDAY"]
+
+    assert cli(["purge", "--older-than", "12h"]) == 0
+    assert capsys.readouterr().out.startswith("deleted 1 call(s)")
+
+    assert cli(["purge", "--older-than", "30"]) == 2
+    assert "like 30d or 12h" in capsys.readouterr().err
+
+
+def test_a_fresh_data_dir_gets_its_database(calls_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert not (calls_env / "data").exists()
+    assert cli(["list"]) == 0
+    assert capsys.readouterr().out == "no call found\n"
+    assert (calls_env / "data" / "calls.sqlite3").exists()
+
+
+def test_an_unreachable_database_is_reported(calls_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:9/octi")
+    get_settings.cache_clear()
+    assert cli(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("octi calls: cannot prepare the call log database:") and "9" in err
+
+
+def test_usage_errors(calls_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli([]) == 2
+    assert cli(["list", "--since", "yesterday"]) == 2
+    assert cli(["list", "--since", "2025-11-20", "--until", "2025-11-01"]) == 2
+    assert "is after --until" in capsys.readouterr().err
+    assert cli(["--help"]) == 0

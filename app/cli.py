@@ -62,11 +62,25 @@ def knowledge(argv: list[str]) -> int:
     return cli(argv)
 
 
+def calls(argv: list[str]) -> int:
+    from app.calllog.cli import cli
+
+    return cli(argv)
+
+
+def review(argv: list[str]) -> int:
+    from app.review.auth import cli
+
+    return cli(argv)
+
+
 COMMANDS = {
     "serve": (serve, "run the phone agent (TwiML webhook + media stream)"),
     "call": (call, "place a simulated Twilio call against a running server"),
     "realtime-double": (realtime_double, "run a local OpenAI Realtime GA double"),
     "kb": (knowledge, "the knowledge base: ingest, search, stats, eval"),
+    "calls": (calls, "the call log: list, show, export, purge"),
+    "review": (review, "reviewer access: hash-password for REVIEW_PASSWORD"),
 }
 
 

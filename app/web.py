@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocke
 
 from app.config import Settings, get_settings
 from app.metrics import Metrics
+from app.review import build_review_router
 from app.telephony.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH, PhoneLine
 
 TWIML = "application/xml"
@@ -73,9 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          "model": settings.openai_realtime_model},
             "twilio": {"signatures_enforced": line.signatures.enforced},
             "knowledge": knowledge,
+            "call_log": line.calllog.status(),
             "audio_codec": settings.audio_codec,
             "active_calls": line.active_calls,
         }
+
+    app.include_router(build_review_router(line.call_log_reader, settings))
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -28,6 +28,8 @@ from app.agent.rag import (
 )
 from app.audio.convert import make_converter
 from app.audio.framing import FrameAssembler
+from app.calllog.journal import CallJournal, heard_text
+from app.calllog.records import PassageUsed
 from app.config import Settings
 from app.metrics import Metrics
 from app.realtime import protocol
@@ -43,6 +45,8 @@ FRAME_MS = 20
 # Errors after which the realtime session cannot go on.
 FATAL_MODEL_ERRORS = {"session_expired", "beta_api_shape_disabled", "invalid_api_key"}
 
+
+RECORDING_NOTICE = "Cet appel est enregistré pour améliorer notre service."
 
 # How long a new answer may wait for the model's previous response to finish.
 RESPONSE_IDLE_TIMEOUT_SECONDS = 2.0
@@ -60,12 +64,21 @@ def realtime_session_update(settings: Settings) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class Turn:
+    index: int
     role: Literal["caller", "assistant"]
     item_id: str
     text: str = ""
     interrupted: bool = False
     heard_ms: float | None = None
     retrieval: Retrieval | None = None
+    # Offsets on the call timeline (ms since the stream started).
+    start_ms: float | None = None
+    end_ms: float | None = None
+    # Assistant turns: when the model's first audio arrived (perf_counter), and the latencies
+    # from the caller's end of speech to it, and from it to the first frame sent to the caller.
+    model_audio_at: float | None = None
+    speech_end_to_model_audio_ms: float | None = None
+    model_audio_to_caller_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +104,7 @@ class CallSession:
         settings: Settings,
         metrics: Metrics | None = None,
         retriever: Retriever | None = None,
+        journal: CallJournal | None = None,
     ) -> None:
         self._channel = channel
         self._realtime = realtime
@@ -118,6 +132,13 @@ class CallSession:
         self.barge_ins = 0
         self.digits: list[str] = []
         self.usage: list[dict[str, Any]] = []
+        self._journal = journal or CallJournal(channel.identity.call_id, lambda record: None,
+                                               model=settings.openai_realtime_model, prices={})
+        self._recorder = self._journal.recorder
+        self._t0 = perf_counter()  # the call timeline's zero: the stream has just started
+        # Caller speech per future user item: [audio_start_ms, audio_end_ms] on the timeline.
+        self._speech: dict[str, list[float | None]] = {}
+        self._speech_end_ms: float | None = None  # the caller's last end of speech not yet answered
         self._model_handlers = {
             "response.created": self._on_response_created,
             "response.output_audio.delta": self._on_audio_delta,
@@ -125,6 +146,7 @@ class CallSession:
             "response.output_audio_transcript.done": self._on_assistant_transcript,
             "response.done": self._on_response_done,
             "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
             "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
             "conversation.item.input_audio_transcription.failed": self._on_transcription_failed,
             "response.function_call_arguments.done": self._on_function_call,
@@ -141,7 +163,7 @@ class CallSession:
         caller = asyncio.create_task(self._caller_loop(), name="caller-loop")
         model = asyncio.create_task(self._model_loop(), name="model-loop")
         try:
-            await self._realtime.send(protocol.greeting_response(self._settings.agent_greeting))
+            await self._realtime.send(protocol.greeting_response(self._greeting()))
             done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task.exception() is not None:
@@ -153,6 +175,7 @@ class CallSession:
                 outcome = CallOutcome.CALLER_HUNG_UP
             else:
                 log.warning("the realtime connection closed mid-call (code %s)", self._realtime.close_code)
+                self._journal.event("upstream_failure", f"realtime connection closed (code {self._realtime.close_code})")
                 outcome = CallOutcome.ERROR
             return outcome
         finally:
@@ -168,6 +191,12 @@ class CallSession:
             self._metrics.active_calls -= 1
             self._metrics.counters[f"calls_ended_{outcome.value}"] += 1
             log.info("call ended: %s after %d turns, %d barge-ins", outcome.value, len(self.turns), self.barge_ins)
+            await self._journal.ended(outcome.value, self.usage, turns=len(self.turns), barge_ins=self.barge_ins)
+
+    def _greeting(self) -> str:
+        if self._recorder is not None:  # the greeting tells callers that the call is recorded
+            return f"{self._settings.agent_greeting} {RECORDING_NOTICE}"
+        return self._settings.agent_greeting
 
     # ------------------------------------------------------------------ caller side
 
@@ -177,11 +206,14 @@ class CallSession:
                 case CallerAudio(audio=audio, received_at=received_at):
                     await self._realtime.send(protocol.append_audio(self._to_model.convert(audio)))
                     self._metrics.inbound_delay.observe(perf_counter() - received_at)
+                    if self._recorder is not None:
+                        self._recorder.caller_audio(audio)
                 case PlaybackMark(name=name):
                     self._playback.acknowledged(name, perf_counter())
                 case Digit(digit=digit):
                     self.digits.append(digit)
                     log.info("caller pressed %s", digit)
+                    self._journal.event("dtmf", digit, self._timeline_ms(perf_counter()))
 
     # ------------------------------------------------------------------ model side
 
@@ -202,6 +234,10 @@ class CallSession:
         if response.get("id") == self._responses.active:
             self._responses.active = None
             self._responses.idle.set()
+        for item in response.get("output") or []:
+            turn = self._find_assistant_turn(item.get("id", ""))
+            if turn is not None:
+                self._journal_assistant(turn)
         if response.get("usage"):
             self.usage.append(response["usage"])
         if response.get("status") == "failed":
@@ -213,6 +249,12 @@ class CallSession:
         received_at = self._realtime.last_received_at
         item_id = event["item_id"]
         audio = base64.b64decode(event.get("delta", ""))
+        turn = self._assistant_turn(item_id)
+        if turn.model_audio_at is None:
+            turn.model_audio_at = received_at
+            if self._speech_end_ms is not None:  # the first answer audio since the caller spoke
+                turn.speech_end_to_model_audio_ms = self._timeline_ms(received_at) - self._speech_end_ms
+                self._speech_end_ms = None
         generated = self._responses.generated_ms
         generated[item_id] = generated.get(item_id, 0.0) + self._model_format.duration_ms(len(audio))
         await self._play(item_id, self._frames.push(self._to_caller.convert(audio)), received_at)
@@ -228,12 +270,17 @@ class CallSession:
             chunk = frames[offset : offset + self._chunk_bytes]
             await self._channel.send_audio(chunk)
             now = perf_counter()
+            if offset == 0:
+                self._first_sent(item_id, now)
+            if self._recorder is not None:
+                self._recorder.assistant_audio(chunk, self._timeline_ms(now))
             mark = self._playback.sent(item_id, self._caller_format.duration_ms(len(chunk)), now)
             await self._channel.send_mark(mark)
             self._metrics.outbound_delay.observe(now - received_at)
 
     async def _on_speech_started(self, event: dict[str, Any]) -> None:
         """Barge-in: silence the caller's playback at once, then tell the model what was heard."""
+        self._speech[event.get("item_id", "")] = [float(event.get("audio_start_ms", 0)), None]
         self._cancel_pending_answer()
         interrupted_response = self._responses.active
         if interrupted_response is not None:
@@ -247,6 +294,8 @@ class CallSession:
             heard = self._playback.heard_ms(playing, now)
             await self._channel.clear_playback()
             self._playback.flush()
+            if self._recorder is not None:
+                self._recorder.clear(self._timeline_ms(now))
             self.barge_ins += 1
             self._metrics.counters["barge_ins"] += 1
             await self._cut_to_heard(playing, heard)
@@ -261,23 +310,30 @@ class CallSession:
         turn = self._assistant_turn(item_id)
         turn.interrupted = True
         turn.heard_ms = float(max(audio_end_ms, 0))
+        self._journal_assistant(turn)
         if audio_end_ms > 0:
             await self._realtime.send(protocol.truncate_item(item_id, audio_end_ms))
         else:
             # Nothing was heard: a zero truncate can be refused, and the model said nothing.
             await self._realtime.send(protocol.delete_item(item_id))
 
+    async def _on_speech_stopped(self, event: dict[str, Any]) -> None:
+        end_ms = float(event.get("audio_end_ms", 0))
+        self._speech.setdefault(event.get("item_id", ""), [None, None])[1] = end_ms
+        self._speech_end_ms = end_ms
+
     async def _on_caller_transcript(self, event: dict[str, Any]) -> None:
         previous = next((t.text for t in reversed(self.turns) if t.role == "caller" and t.text), None)
-        turn = Turn("caller", event.get("item_id", ""), event.get("transcript", ""))
-        self.turns.append(turn)
+        turn = self._new_turn("caller", event.get("item_id", ""), event.get("transcript", ""))
+        turn.start_ms, turn.end_ms = self._speech.pop(turn.item_id, [None, None])
+        self._journal_caller(turn)
         if self._rag_mode == "inject":
             self._answer_turn(turn, retrieval_query(previous, turn.text) if turn.text.strip() else None)
 
     async def _on_transcription_failed(self, event: dict[str, Any]) -> None:
         log.warning("caller transcription failed: %s", (event.get("error") or {}).get("message"))
         if self._rag_mode == "inject":  # the model still heard the audio: answer without context
-            self._answer_turn(Turn("caller", event.get("item_id", "")), None)
+            self._answer_turn(self._new_turn("caller", event.get("item_id", "")), None)
 
     # ------------------------------------------------------------------ retrieval (RAG)
 
@@ -297,6 +353,7 @@ class CallSession:
         else:
             retrieval = await self._retriever.retrieve(query)
         turn.retrieval = retrieval
+        self._journal_caller(turn)
         try:
             await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -321,6 +378,7 @@ class CallSession:
             caller_turn = next((t for t in reversed(self.turns) if t.role == "caller"), None)
             if caller_turn is not None:
                 caller_turn.retrieval = retrieval
+                self._journal_caller(caller_turn)
             output = tool_output(retrieval)
         else:
             output = json.dumps({"error": f"appel de fonction invalide : {name}"}, ensure_ascii=False)
@@ -335,13 +393,49 @@ class CallSession:
     async def _on_assistant_transcript(self, event: dict[str, Any]) -> None:
         self._assistant_turn(event.get("item_id", "")).text = event.get("transcript", "")
 
-    def _assistant_turn(self, item_id: str) -> Turn:
-        for turn in reversed(self.turns):
-            if turn.role == "assistant" and turn.item_id == item_id:
-                return turn
-        turn = Turn("assistant", item_id)
+    def _new_turn(self, role: Literal["caller", "assistant"], item_id: str, text: str = "") -> Turn:
+        turn = Turn(len(self.turns), role, item_id, text)
         self.turns.append(turn)
         return turn
+
+    def _find_assistant_turn(self, item_id: str) -> Turn | None:
+        return next((t for t in reversed(self.turns) if t.role == "assistant" and t.item_id == item_id), None)
+
+    def _assistant_turn(self, item_id: str) -> Turn:
+        return self._find_assistant_turn(item_id) or self._new_turn("assistant", item_id)
+
+    # ------------------------------------------------------------------ call log
+
+    def _timeline_ms(self, at: float) -> float:
+        return (at - self._t0) * 1000
+
+    def _first_sent(self, item_id: str, now: float) -> None:
+        turn = self._assistant_turn(item_id)
+        if turn.start_ms is None:
+            turn.start_ms = self._timeline_ms(now)
+            if turn.model_audio_at is not None:
+                turn.model_audio_to_caller_ms = (now - turn.model_audio_at) * 1000
+
+    def _journal_caller(self, turn: Turn) -> None:
+        retrieval = turn.retrieval
+        self._journal.turn(
+            turn.index, "caller", turn.text, start_ms=turn.start_ms, end_ms=turn.end_ms,
+            passages=tuple(PassageUsed(p.id, p.source, p.title, p.score) for p in retrieval.passages)
+            if retrieval else (),
+            retrieval_ms=retrieval.elapsed_ms if retrieval else None,
+            retrieval_outcome=retrieval.outcome if retrieval else None,
+        )
+
+    def _journal_assistant(self, turn: Turn) -> None:
+        generated = self._responses.generated_ms.get(turn.item_id, 0.0)
+        heard = turn.heard_ms if turn.interrupted and turn.heard_ms is not None else generated
+        self._journal.turn(
+            turn.index, "assistant", heard_text(turn.text, heard, generated) if turn.interrupted else turn.text,
+            start_ms=turn.start_ms, end_ms=turn.start_ms + heard if turn.start_ms is not None else None,
+            interrupted=turn.interrupted, heard_ms=turn.heard_ms,
+            speech_end_to_model_audio_ms=turn.speech_end_to_model_audio_ms,
+            model_audio_to_caller_ms=turn.model_audio_to_caller_ms,
+        )
 
     async def _on_error(self, event: dict[str, Any]) -> None:
         error = event.get("error") or {}
@@ -350,5 +444,6 @@ class CallSession:
             return  # harmless: the response had already finished
         log.warning("realtime error %s: %s", code, error.get("message"))
         self._metrics.counters["model_errors"] += 1
+        self._journal.event("model_error", f"{code}: {error.get('message')}")
         if code in FATAL_MODEL_ERRORS:
             self._requested_outcome = CallOutcome.ERROR

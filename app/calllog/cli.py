@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import re
-import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import replace
@@ -340,16 +339,9 @@ def _reason(exc: BaseException) -> str:
 
 def cli(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Entry point of `octi calls`; `argv` are the arguments after "calls"."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exit_:  # --help or a usage error
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    try:
-        return asyncio.run(_run(args, out or sys.stdout, err or sys.stderr))
-    except KeyboardInterrupt:
-        (err or sys.stderr).write("interrupted\n")
-        return 130
+    from app.cli import run_async_command
+
+    return run_async_command(_parser(), _run, argv, out, err)
 
 
 __all__ = ["cli", "parse_age", "parse_day", "format_list", "format_detail", "csv_text", "summary_dict",

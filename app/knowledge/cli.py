@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import textwrap
 from collections.abc import Sequence
 from typing import TextIO
@@ -220,13 +219,6 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point of `octi kb`; `argv` are the arguments after "kb"."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exit_:  # --help or a usage error
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    try:
-        return asyncio.run(_run(args, sys.stdout, sys.stderr))
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    from app.cli import run_async_command
+
+    return run_async_command(_parser(), _run, argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import wave
 
+import httpx
 import numpy as np
 
 from app.calllog.store import CallLogStore
@@ -113,3 +114,27 @@ async def test_the_database_down_during_a_call_loses_nothing(double, tmp_path):
         detail = await store.get_call(await store.find_call_id(result.call_sid))
     assert detail.summary.outcome == "caller_hung_up"
     assert [turn.role for turn in detail.turns] == ["assistant", "caller", "assistant"]
+
+
+async def test_refusals_are_logged_and_reviewers_see_calls_through_the_api(double):
+    double.script_next_connection([ASKED], answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, review_token="review-secret") as line:
+        forged = await place_call(line.url, public_url=PUBLIC_URL, auth_token="wrong", script=CallScript(),
+                                  call_sid="CA" + "f" * 32)
+        result = await call(line, CallScript(utterances=[Utterance(QUESTION)], hangup_after=30,
+                                             hangup_when_done_after_s=2.5))
+        await stored_call(line, result.call_sid)
+        async with httpx.AsyncClient(base_url=line.url) as http:
+            refused = await http.get("/api/calls")
+            listed = await http.get("/api/calls", params={"text": "couveuse"},
+                                    headers={"Authorization": "Bearer review-secret"})
+            forged_id = next(c["id"] for c in (await http.get(
+                "/api/calls", headers={"Authorization": "Bearer review-secret"})).json()["items"]
+                if c["call_sid"] == forged.call_sid)
+            forged_detail = (await http.get(f"/api/calls/{forged_id}",
+                                            headers={"Authorization": "Bearer review-secret"})).json()
+    assert forged.status == "refused_webhook"
+    assert refused.status_code == 401
+    items = listed.json()["items"]
+    assert [item["call_sid"] for item in items] == [result.call_sid], "search across transcripts"
+    assert [event["type"] for event in forged_detail["events"]] == ["signature_refused"]

@@ -53,7 +53,7 @@ NAMING_CONVENTION = {
 # Caller-turn retrieval outcomes that mean "OCTI had no knowledge to answer with".
 NO_KNOWLEDGE_OUTCOMES = ("empty", "timeout", "error", "unavailable")
 # Event types that flag a call as having had an error.
-ERROR_EVENT_TYPES = ("error", "upstream_failure")
+ERROR_EVENT_TYPES = ("error", "upstream_failure", "model_error", "stream_error")
 
 # Ligatures NFKD leaves alone but French writes both ways; curly apostrophes of transcripts.
 _FOLD_EXTRA = str.maketrans({"œ": "oe", "æ": "ae", "’": "'", "‘": "'", "ʼ": "'"})

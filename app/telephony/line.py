@@ -72,7 +72,8 @@ class PhoneLine:
     async def start(self) -> None:
         """Start the call-log writer and open the knowledge base (seeded in the background)."""
         secret = self.settings.caller_hash_salt
-        self._caller_salt = caller_salt(secret.get_secret_value() if secret else None, self.settings.data_dir)
+        self._caller_salt = await asyncio.to_thread(
+            caller_salt, secret.get_secret_value() if secret else None, self.settings.data_dir)
         await self.calllog.start()
         if self.settings.rag_mode == "off":
             return
@@ -119,7 +120,13 @@ class PhoneLine:
         if not ok:
             self.metrics.counters["signature_refusals"] += 1
             log.warning("refused a request to %s: bad or missing X-Twilio-Signature", path)
+            self._refusal(params.get("CallSid", ""), f"bad or missing X-Twilio-Signature on {path}")
         return ok
+
+    def _refusal(self, call_sid: str, detail: str) -> None:
+        """Refusals naming a call go to its log, so reviewers see forged or replayed requests."""
+        if call_sid:
+            self.calllog.submit(CallEvent(call_sid, datetime.now(UTC), "signature_refused", detail))
 
     def answer_call(self, form: Mapping[str, str]) -> str:
         """The TwiML answer to an incoming call (signature already checked)."""
@@ -188,6 +195,7 @@ class PhoneLine:
         if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
             self.metrics.counters["token_refusals"] += 1
             log.warning("closing a media stream: invalid or expired stream token")
+            self._refusal(start.call_sid, "media stream with an invalid or expired stream token")
             await _close_quietly(websocket, POLICY_VIOLATION)
             return
         channel = TwilioChannel(

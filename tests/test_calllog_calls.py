@@ -74,6 +74,10 @@ async def test_a_call_leaves_its_record_turns_passages_latencies_and_recording(d
     assert question.text == ASKED and question.retrieval_outcome == "ok"
     assert question.passages[0].source == "sample_pack/incubation-temperature-humidite.md"
     assert question.start_ms is not None and question.end_ms > question.start_ms
+    # Offsets on the call timeline: the caller's own speech, not the VAD's silence after it.
+    asked = result.utterances[0]
+    assert abs(question.end_ms / 1000 - asked.speech_end_t) < 0.25, (question, asked)
+    assert abs(question.start_ms / 1000 - asked.speech_start_t) < 0.45  # the VAD's prefix padding
     clear = result.clears[0]
     assert interrupted.interrupted and abs(interrupted.heard_ms - clear.played_ms) <= 40
     assert interrupted.text.endswith("…") and len(interrupted.text) < len(connection.responses[1].transcript)

@@ -318,8 +318,12 @@ class CallSession:
             await self._realtime.send(protocol.delete_item(item_id))
 
     async def _on_speech_stopped(self, event: dict[str, Any]) -> None:
+        speech = self._speech.setdefault(event.get("item_id", ""), [None, None])
         end_ms = float(event.get("audio_end_ms", 0))
-        self._speech.setdefault(event.get("item_id", ""), [None, None])[1] = end_ms
+        if self._settings.turn_detection == "server_vad":
+            # audio_end_ms includes the silence the VAD waited for: the caller stopped before it.
+            end_ms = max(end_ms - self._settings.vad_silence_duration_ms, speech[0] or 0.0)
+        speech[1] = end_ms
         self._speech_end_ms = end_ms
 
     async def _on_caller_transcript(self, event: dict[str, Any]) -> None:

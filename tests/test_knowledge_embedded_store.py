@@ -5,12 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from app.config import Settings
 from app.knowledge.embedded import EmbeddedStore
-from app.knowledge.embedding import DIM, Embedder
+from app.knowledge.embedding import Embedder
 from tests.knowledge_fakes import BagOfWords, no_cpu_support
 from app.knowledge.errors import KnowledgeUnavailable
 from app.knowledge.store import Chunk
@@ -36,13 +35,6 @@ def chunks(source: str) -> list[Chunk]:
 async def fill(store: EmbeddedStore) -> None:
     for source in DOCS:
         await store.replace_document(source, f"sha-{source}", chunks(source))
-
-
-@pytest.fixture
-def embedder() -> Embedder:
-    embedder = Embedder(BagOfWords)
-    yield embedder
-    embedder.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.knowledge.embedding import DIM, Embedder
-from tests.knowledge_fakes import BagOfWords, no_cpu_support
+from tests.knowledge_fakes import no_cpu_support
 from app.knowledge.errors import KnowledgeUnavailable
 from app.knowledge.store import Chunk
 from app.knowledge.weaviate_store import VECTOR_NAME, WeaviateStore, chunk_uuid, parse_weaviate_url
@@ -27,13 +27,6 @@ CHUNKS = [
 ]
 # A budget cut must return well before the client's own ~60 s retry loop would.
 GENEROUS_BOUND_S = 5.0
-
-
-@pytest.fixture
-def embedder() -> Embedder:
-    embedder = Embedder(BagOfWords)
-    yield embedder
-    embedder.close()
 
 
 @pytest.fixture

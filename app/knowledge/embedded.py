@@ -37,7 +37,7 @@ from .embedding import DIM, Embedder, passage_input
 from .errors import KnowledgeUnavailable
 from .french import FOLD_VERSION, fold, fts_match_expression, query_terms
 from .fusion import leg_weights, relative_score_fusion
-from .store import Chunk, Passage, StoreHealth
+from .store import Chunk, HybridSearch, Passage, StoreHealth
 
 __all__ = ["EmbeddedStore", "KEYWORD_POOL", "VECTOR_POOL"]
 
@@ -164,7 +164,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class EmbeddedStore:
+class EmbeddedStore(HybridSearch):
     """KnowledgeStore on a local SQLite file; see the module docstring."""
 
     backend = "embedded"
@@ -264,16 +264,6 @@ class EmbeddedStore:
             self._index.add(pks, matrix)
 
     # -- search ------------------------------------------------------------------------
-
-    async def search(self, query: str, limit: int = 5) -> list[Passage]:
-        """Hybrid search; [] when the question has no content word (fillers, stopwords only)."""
-        terms = query_terms(query)
-        if not terms or limit <= 0:
-            return []
-        vector = None
-        if self._embedder is not None and self.alpha > 0:
-            vector = await self._embedder.embed_query(query)
-        return await self._search_terms(terms, vector, limit, self.alpha)
 
     async def search_vector(
         self, query: str, vector: np.ndarray | None, limit: int = 5, alpha: float | None = None

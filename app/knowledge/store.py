@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from app.knowledge.french import query_terms
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from app.knowledge.embedding import Embedder
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +70,24 @@ class KnowledgeStore(Protocol):
     async def health(self) -> StoreHealth: ...
 
     async def close(self) -> None: ...
+
+
+class HybridSearch(ABC):
+    """`search` for stores that rank with a query vector: embed once, then `search_vector`."""
+
+    _embedder: Embedder | None
+    alpha: float
+
+    async def search(self, query: str, limit: int = 5) -> list[Passage]:
+        """Hybrid search; [] when the question has no content word (fillers, stopwords only)."""
+        if not query_terms(query) or limit <= 0:
+            return []
+        vector = None
+        if self._embedder is not None and self.alpha > 0:  # a zero-weight vector leg is not run
+            vector = await self._embedder.embed_query(query)
+        return await self.search_vector(query, vector, limit)
+
+    @abstractmethod
+    async def search_vector(self, query: str, vector: np.ndarray | None, limit: int = 5,
+                            alpha: float | None = None) -> list[Passage]:
+        """Search with a precomputed query vector (None: keywords only)."""

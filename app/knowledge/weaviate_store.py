@@ -58,7 +58,7 @@ from weaviate.exceptions import (
 from .embedding import Embedder, passage_input
 from .errors import KnowledgeUnavailable
 from .french import STOPWORDS, fold, query_terms
-from .store import Chunk, Passage, StoreHealth
+from .store import Chunk, HybridSearch, Passage, StoreHealth
 
 __all__ = ["DEFAULT_GRPC_PORT", "VECTOR_NAME", "WeaviateStore", "parse_weaviate_url"]
 
@@ -122,7 +122,7 @@ def _unavailable(exc: BaseException, what: str) -> KnowledgeUnavailable:
     return error
 
 
-class WeaviateStore:
+class WeaviateStore(HybridSearch):
     """KnowledgeStore on a Weaviate collection; connects lazily, never waits past its budgets."""
 
     backend = "weaviate"
@@ -270,15 +270,6 @@ class WeaviateStore:
             log.debug("closing the weaviate client failed: %s", exc)
 
     # -- search ------------------------------------------------------------------------
-
-    async def search(self, query: str, limit: int = 5) -> list[Passage]:
-        terms = query_terms(query)
-        if not terms or limit <= 0:
-            return []
-        vector = None
-        if self._embedder is not None and self.alpha > 0:
-            vector = await self._embedder.embed_query(query)
-        return await self.search_vector(query, vector, limit)
 
     async def search_vector(
         self, query: str, vector: np.ndarray | None, limit: int = 5, alpha: float | None = None

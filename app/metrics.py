@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+from time import perf_counter
 
 # Bridge delays are microseconds to milliseconds; the upper buckets catch a stalled loop.
 DELAY_BUCKETS_SECONDS = (
@@ -41,22 +43,41 @@ class Histogram:
 class Metrics:
     inbound_delay: Histogram = field(default_factory=Histogram)
     outbound_delay: Histogram = field(default_factory=Histogram)
+    # How late the event loop runs a timer: time every message waits before the bridge sees it.
+    loop_lag: Histogram = field(default_factory=Histogram)
     counters: Counter[str] = field(default_factory=Counter)
     active_calls: int = 0
 
     def render(self) -> str:
         lines = ["# TYPE octi_bridge_delay_seconds histogram"]
         for direction, hist in (("inbound", self.inbound_delay), ("outbound", self.outbound_delay)):
-            cumulative = 0
-            for bound, n in zip((*hist.buckets, float("inf")), hist.counts):
-                cumulative += n
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(f'octi_bridge_delay_seconds_bucket{{direction="{direction}",le="{le}"}} {cumulative}')
-            lines.append(f'octi_bridge_delay_seconds_sum{{direction="{direction}"}} {hist.total}')
-            lines.append(f'octi_bridge_delay_seconds_count{{direction="{direction}"}} {hist.count}')
+            lines += _histogram_lines("octi_bridge_delay_seconds", hist, f'direction="{direction}"')
+        lines.append("# TYPE octi_event_loop_lag_seconds histogram")
+        lines += _histogram_lines("octi_event_loop_lag_seconds", self.loop_lag)
         lines.append("# TYPE octi_active_calls gauge")
         lines.append(f"octi_active_calls {self.active_calls}")
         for name, value in sorted(self.counters.items()):
             lines.append(f"# TYPE octi_{name}_total counter")
             lines.append(f"octi_{name}_total {value}")
         return "\n".join(lines) + "\n"
+
+
+def _histogram_lines(name: str, hist: Histogram, labels: str = "") -> list[str]:
+    lines, cumulative = [], 0
+    prefix = f"{labels}," if labels else ""
+    for bound, n in zip((*hist.buckets, float("inf")), hist.counts):
+        cumulative += n
+        le = "+Inf" if bound == float("inf") else repr(bound)
+        lines.append(f'{name}_bucket{{{prefix}le="{le}"}} {cumulative}')
+    suffix = f"{{{labels}}}" if labels else ""
+    lines.append(f"{name}_sum{suffix} {hist.total}")
+    lines.append(f"{name}_count{suffix} {hist.count}")
+    return lines
+
+
+async def watch_loop_lag(metrics: Metrics, interval: float = 0.1) -> None:
+    """Sample how late the loop wakes a timer, for as long as the service runs."""
+    while True:
+        expected = perf_counter() + interval
+        await asyncio.sleep(interval)
+        metrics.loop_lag.observe(max(perf_counter() - expected, 0.0))

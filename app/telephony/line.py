@@ -30,7 +30,7 @@ from app.knowledge.seed import ensure_seeded
 from app.knowledge.store import KnowledgeStore
 from app.knowledge.stores import open_store
 from app.logs import current_call, mask_phone
-from app.metrics import Metrics
+from app.metrics import Metrics, watch_loop_lag
 from app.realtime.connection import RealtimeConnection, RealtimeUnavailable
 from app.realtime.prewarm import PrewarmPool
 from app.telephony import twiml
@@ -64,6 +64,7 @@ class PhoneLine:
         self._reader: CallLogStore | None = None
         self._reader_lock = asyncio.Lock()
         self._caller_salt = b""
+        self._lag_watch: asyncio.Task[None] | None = None
         self.signatures = SignatureChecker(settings)
         self.tokens = StreamTokens(settings)
         self.prewarm = PrewarmPool(self._open_realtime, settings.prewarm_ttl_seconds)
@@ -75,6 +76,7 @@ class PhoneLine:
         self._caller_salt = await asyncio.to_thread(
             caller_salt, secret.get_secret_value() if secret else None, self.settings.data_dir)
         await self.calllog.start()
+        self._lag_watch = asyncio.create_task(watch_loop_lag(self.metrics), name="loop-lag")
         if self.settings.rag_mode == "off":
             return
         if self.knowledge is None:
@@ -251,6 +253,9 @@ class PhoneLine:
         return self.metrics.active_calls
 
     async def close(self) -> None:
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
+            await asyncio.gather(self._lag_watch, return_exceptions=True)
         await self.prewarm.close()
         if self._seeding is not None:
             self._seeding.cancel()

@@ -1,8 +1,9 @@
 """The phone line: what happens between Twilio's webhook, the media stream and the session.
 
 One instance per process holds the shared pieces (signature checks, tokens, pre-warmed
-connections, outcomes awaited by the <Connect> action URL, metrics). The FastAPI routes
-only translate HTTP into calls on it.
+connections, outcomes awaited by the <Connect> action URL, the knowledge base and its
+retriever, the call-log writer, metrics). The FastAPI routes only translate HTTP into calls
+on it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from starlette.websockets import WebSocket
 

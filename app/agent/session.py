@@ -129,6 +129,7 @@ class CallSession:
         self._auto_interrupt = protocol.turn_detection(settings)["interrupt_response"]
         self._requested_outcome: CallOutcome | None = None
         self.turns: list[Turn] = []
+        self._assistant_turns: dict[str, Turn] = {}
         self.barge_ins = 0
         self.digits: list[str] = []
         self.usage: list[dict[str, Any]] = []
@@ -403,10 +404,14 @@ class CallSession:
         return turn
 
     def _find_assistant_turn(self, item_id: str) -> Turn | None:
-        return next((t for t in reversed(self.turns) if t.role == "assistant" and t.item_id == item_id), None)
+        return self._assistant_turns.get(item_id)
 
     def _assistant_turn(self, item_id: str) -> Turn:
-        return self._find_assistant_turn(item_id) or self._new_turn("assistant", item_id)
+        """Looked up on every audio delta: by item id, not by scanning the turns."""
+        turn = self._assistant_turns.get(item_id)
+        if turn is None:
+            turn = self._assistant_turns[item_id] = self._new_turn("assistant", item_id)
+        return turn
 
     # ------------------------------------------------------------------ call log
 

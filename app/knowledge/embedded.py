@@ -430,14 +430,7 @@ class EmbeddedStore(HybridSearch):
         )
 
     async def health(self) -> StoreHealth:
-        vectors = False
-        reason = ""
-        if self._embedder is None:
-            reason = "no embedding model configured: keyword search only"
-        elif not await self._embedder.ensure_loaded():
-            reason = f"embedding model unavailable ({self._embedder.load_error}): keyword search only"
-        else:
-            vectors = True
+        vectors, reason = await self.vector_status()
         try:
             stats = await self._run(self._stats_sync)
         except Exception as exc:  # health must answer, whatever broke

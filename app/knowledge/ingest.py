@@ -252,16 +252,11 @@ def read_markdown(text: str, fallback_title: str) -> Document:
             flush()
             i += 1
             continue
-        if paragraph and _SETEXT_H1.match(line):
+        setext = 1 if _SETEXT_H1.match(line) else 2 if _SETEXT_H2.match(line) else 0
+        if paragraph and setext:
             raw = " ".join(paragraph)
             paragraph.clear()
-            heading(1, raw)
-            i += 1
-            continue
-        if paragraph and _SETEXT_H2.match(line):
-            raw = " ".join(paragraph)
-            paragraph.clear()
-            heading(2, raw)
+            heading(setext, raw)
             i += 1
             continue
         if _THEMATIC_BREAK.match(line):

@@ -87,6 +87,14 @@ class HybridSearch(ABC):
             vector = await self._embedder.embed_query(query)
         return await self.search_vector(query, vector, limit)
 
+    async def vector_status(self) -> tuple[bool, str]:
+        """Whether the vector leg runs, and why not when it does not."""
+        if self._embedder is None:
+            return False, "no embedding model configured: keyword search only"
+        if not await self._embedder.ensure_loaded():
+            return False, f"embedding model unavailable ({self._embedder.load_error}): keyword search only"
+        return True, ""
+
     @abstractmethod
     async def search_vector(self, query: str, vector: np.ndarray | None, limit: int = 5,
                             alpha: float | None = None) -> list[Passage]:

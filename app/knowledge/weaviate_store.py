@@ -419,14 +419,7 @@ class WeaviateStore(HybridSearch):
 
     async def health(self) -> StoreHealth:
         extra: dict[str, Any] = {"url": self.url, "collection": self.collection_name}
-        vectors = False
-        reason = ""
-        if self._embedder is None:
-            reason = "no embedding model configured: keyword search only"
-        elif not await self._embedder.ensure_loaded():
-            reason = f"embedding model unavailable ({self._embedder.load_error}): keyword search only"
-        else:
-            vectors = True
+        vectors, reason = await self.vector_status()
 
         async def probe() -> int:
             collection = await self._get_collection()

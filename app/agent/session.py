@@ -236,7 +236,7 @@ class CallSession:
             self._responses.active = None
             self._responses.idle.set()
         for item in response.get("output") or []:
-            turn = self._find_assistant_turn(item.get("id", ""))
+            turn = self._assistant_turns.get(item.get("id", ""))
             if turn is not None:
                 self._journal_assistant(turn)
         if response.get("usage"):
@@ -359,12 +359,15 @@ class CallSession:
             retrieval = await self._retriever.retrieve(query)
         turn.retrieval = retrieval
         self._journal_caller(turn)
+        await self._respond(instructions_with_context(self._settings.agent_instructions, retrieval))
+
+    async def _respond(self, instructions: str | None = None) -> None:
+        """Ask for an answer once the model's current response is over (one at a time per conversation)."""
         try:
             await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
         except TimeoutError:
             log.warning("answering while the previous response is still active")
-        await self._realtime.send(protocol.response_create(
-            instructions_with_context(self._settings.agent_instructions, retrieval)))
+        await self._realtime.send(protocol.response_create(instructions))
 
     async def _on_function_call(self, event: dict[str, Any]) -> None:
         task = asyncio.create_task(self._run_tool(event), name="tool-call")
@@ -388,12 +391,7 @@ class CallSession:
         else:
             output = json.dumps({"error": f"appel de fonction invalide : {name}"}, ensure_ascii=False)
         await self._realtime.send(protocol.function_output(call_id, output))
-        # The model speaks the result in a new response, once the one that called the tool is done.
-        try:
-            await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
-        except TimeoutError:
-            log.warning("answering a tool call while a response is still active")
-        await self._realtime.send(protocol.response_create())
+        await self._respond()  # the model speaks the result once the response that called the tool is done
 
     async def _on_assistant_transcript(self, event: dict[str, Any]) -> None:
         self._assistant_turn(event.get("item_id", "")).text = event.get("transcript", "")
@@ -402,9 +400,6 @@ class CallSession:
         turn = Turn(len(self.turns), role, item_id, text)
         self.turns.append(turn)
         return turn
-
-    def _find_assistant_turn(self, item_id: str) -> Turn | None:
-        return self._assistant_turns.get(item_id)
 
     def _assistant_turn(self, item_id: str) -> Turn:
         """Looked up on every audio delta: by item id, not by scanning the turns."""

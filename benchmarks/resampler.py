@@ -11,6 +11,8 @@ carried from chunk to chunk.  Figures, per direction:
   held back  input the implementation has taken but not yet answered for (mean / max over
              20 ms chunks): latency on top of the signal delay
   µs/frame   wall time per 20 ms chunk (bytes in, bytes out), best of several runs
+Then the time per chunk of the two converters the relay runs (`make_converter`, μ-law codec
+included): caller frames to the model, and model audio in 20 ms and 100 ms chunks back.
 soxr is a dev-only dependency; it is imported here and nowhere in the app.
 """
 
@@ -30,6 +32,9 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.audio import analysis  # noqa: E402
 from app.audio.analysis import db, level_at  # noqa: E402
+from app.audio.convert import make_converter  # noqa: E402
+from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW, AudioFormat  # noqa: E402
+from app.audio.g711 import pcm16_to_ulaw  # noqa: E402
 from app.audio.resampler import StreamingResampler  # noqa: E402
 
 with warnings.catch_warnings():
@@ -151,7 +156,20 @@ def us_per_frame(factory: Callable[[int, int], Process], in_rate: int, out_rate:
     rng = np.random.default_rng(2)
     n = in_rate * FRAME_MS // 1000
     frames = [(rng.standard_normal(n) * 4000).astype("<i2").tobytes() for _ in range(100)]
-    process = factory(in_rate, out_rate)
+    return best_us(factory(in_rate, out_rate), frames)
+
+
+def converter_us(source: AudioFormat, target: AudioFormat, chunk_ms: int) -> float:
+    rng = np.random.default_rng(3)
+    n = source.rate * chunk_ms // 1000
+    chunks = [(rng.standard_normal(n) * 4000).astype("<i2").tobytes() for _ in range(100)]
+    if source.encoding == "pcmu":
+        chunks = [pcm16_to_ulaw(c) for c in chunks]
+    return best_us(make_converter(source, target).convert, chunks)
+
+
+def best_us(process: Process, frames: list[bytes]) -> float:
+    """Wall time per call of `process` over `frames`, in µs."""
     for f in frames:  # warm up: past start-up buffering, caches and allocators settled
         process(f)
     # Many short runs and the best of them: on a shared machine, the quiet runs are the truth.
@@ -193,6 +211,14 @@ def main() -> None:
     print(f"Targets (>= {TARGET_DB:.0f} dB, <= {TARGET_MS:.0f} ms total, <= {TARGET_US:.0f} µs per frame):")
     for verdict in verdicts:
         print("  " + verdict)
+    print("\nConverters (make_converter, μ-law codec included), µs per chunk:")
+    for source, target, chunk_ms in (
+        (TELEPHONE_ULAW, REALTIME_PCM16, 20),
+        (REALTIME_PCM16, TELEPHONE_ULAW, 20),
+        (REALTIME_PCM16, TELEPHONE_ULAW, 100),
+    ):
+        label = f"{source.encoding} {source.rate // 1000}k -> {target.encoding} {target.rate // 1000}k"
+        print(f"  {label:<24} {chunk_ms:>3} ms {converter_us(source, target, chunk_ms):>7.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from app.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
+from app.audio.g711 import pcm16_to_ulaw, ulaw_encoding_table, ulaw_to_pcm16
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int16)
 
@@ -49,3 +49,9 @@ def test_lengths_and_sign_are_preserved():
     decoded = np.frombuffer(ulaw_to_pcm16(ulaw), "<i2")
     assert decoded[0] == 0
     assert np.array_equal(np.sign(decoded[1:]), [1, -1, 1, -1])
+
+
+def test_encoding_table_gives_the_codec_s_code_for_every_sample():
+    table = ulaw_encoding_table()
+    assert table.shape == (65536,) and table.dtype == np.uint8
+    assert table[ALL_INT16.view(np.uint16)].tobytes() == pcm16_to_ulaw(ALL_INT16.tobytes())

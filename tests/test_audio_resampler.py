@@ -156,6 +156,54 @@ def test_any_chunking_gives_the_one_shot_output(in_rate, out_rate):
     assert np.max(np.abs(chunked.astype(np.int32) - one_shot)) <= 1
 
 
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 8000), (8000, 24000)])
+def test_long_chunks_after_an_odd_byte_give_the_one_shot_output(in_rate, out_rate):
+    """Long chunks are resampled in pieces; the byte carried over must still lead the first one."""
+    rng = np.random.default_rng(29)
+    data = (rng.standard_normal(2 * in_rate) * 9000).clip(-32768, 32767).astype("<i2").tobytes()
+    one_shot = np.frombuffer(StreamingResampler(in_rate, out_rate).process(data), "<i2")
+    streamed = StreamingResampler(in_rate, out_rate)
+    cuts = [0, 1, 30001, 30002, len(data)]
+    parts = [streamed.process(data[a:b]) for a, b in zip(cuts, cuts[1:])]
+    chunked = np.frombuffer(b"".join(parts), "<i2")
+    assert chunked.size == one_shot.size
+    assert np.max(np.abs(chunked.astype(np.int32) - one_shot)) <= 1
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 8000), (8000, 24000)])
+def test_reused_buffers_leave_nothing_behind(in_rate, out_rate):
+    """A big loud chunk leaves stale samples past the end of the smaller chunks after it."""
+    rng = np.random.default_rng(5)
+    loud = (rng.standard_normal(in_rate) * 20000).clip(-32768, 32767).astype("<i2").tobytes()
+    probe = tone(700, in_rate, seconds=0.1).tobytes()
+    chunks = [probe[i : i + 200] for i in range(0, len(probe), 200)]
+    fresh = StreamingResampler(in_rate, out_rate)
+    expected = [fresh.process(c) for c in chunks]
+    used = StreamingResampler(in_rate, out_rate)
+    used.process(loud)
+    used.reset()
+    # Same shapes as the fresh instance's chunks, so exactly the same arithmetic.
+    assert [used.process(c) for c in chunks] == expected
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 8000), (8000, 24000), (8000, 8000)])
+def test_ulaw_output_is_the_pcm16_output_encoded(in_rate, out_rate):
+    rng = np.random.default_rng(17)
+    # Loud enough to saturate now and then: the clipped samples must encode the same too.
+    x = (rng.standard_normal(in_rate // 2) * 14000).clip(-32768, 32767).astype("<i2").tobytes()
+    sizes = [int(n) for n in rng.integers(0, 2000, 40)] + [1, 3, 4800, 7]  # odd byte counts included
+    plain = StreamingResampler(in_rate, out_rate)
+    fused = StreamingResampler(in_rate, out_rate, ulaw_out=True)
+    pos, i = 0, 0
+    while pos < len(x):
+        chunk = x[pos : pos + sizes[i % len(sizes)]]
+        assert fused.process(chunk) == pcm16_to_ulaw(plain.process(chunk))
+        pos, i = pos + len(chunk), i + 1
+    assert StreamingResampler(in_rate, out_rate, ulaw_out=True).process(x) == pcm16_to_ulaw(
+        StreamingResampler(in_rate, out_rate).process(x)
+    )
+
+
 def test_reset_returns_to_the_initial_state():
     rng = np.random.default_rng(3)
     noise = (rng.standard_normal(1001) * 8000).astype("<i2").tobytes()
@@ -198,6 +246,25 @@ def test_ulaw_round_trip_through_24k_preserves_a_speech_band_tone():
     delay = StreamingResampler(8000, 24000).delay_ms + StreamingResampler(24000, 8000).delay_ms
     # Two μ-law quantisations (about 38 dB each) dominate; the resamplers add nothing visible.
     assert snr_against_ideal(out, 8000, 1200, delay) > 33
+
+
+def test_converters_are_decode_resample_encode():
+    """The relay's two directions, frame by frame, against the plain building blocks."""
+    rng = np.random.default_rng(23)
+    caller = pcm16_to_ulaw((rng.standard_normal(8000) * 8000).clip(-32768, 32767).astype("<i2").tobytes())
+    to_model = make_converter(TELEPHONE_ULAW, REALTIME_PCM16)
+    up = StreamingResampler(8000, 24000)
+    for i in range(0, len(caller), 160):
+        frame = caller[i : i + 160]
+        assert to_model.convert(frame) == up.process(ulaw_to_pcm16(frame))
+    model = (rng.standard_normal(24000) * 12000).clip(-32768, 32767).astype("<i2").tobytes()
+    to_caller = make_converter(REALTIME_PCM16, TELEPHONE_ULAW)
+    down = StreamingResampler(24000, 8000)
+    pos = 0
+    for size in [4800, 960, 9600, 481, 2399, 12000, 4800] * 3:
+        chunk = model[pos : pos + size]
+        assert to_caller.convert(chunk) == pcm16_to_ulaw(down.process(chunk))
+        pos += size
 
 
 def test_pcm16_source_carries_a_split_sample():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from app.audio.formats import AudioFormat
-from app.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
+from app.audio.g711 import ulaw_to_pcm16
 from app.audio.resampler import StreamingResampler
 
 
@@ -36,38 +36,27 @@ class _Passthrough:
 
 
 class _Converter:
-    """Decode to PCM16 if needed, resample if the rates differ, encode to μ-law if needed."""
+    """Decode μ-law if needed, then resample and encode in one StreamingResampler.
 
-    __slots__ = ("_decode", "_resampler", "_encode", "_carry")
+    The resampler also covers equal rates (PCM16 handed back as is, or encoded), and it
+    carries a PCM16 byte split across chunks, so the converter itself keeps no state.
+    """
+
+    __slots__ = ("_decode", "_resampler")
 
     def __init__(self, source: AudioFormat, target: AudioFormat) -> None:
         self._decode = source.encoding == "pcmu"
-        self._encode = target.encoding == "pcmu"
-        self._resampler = StreamingResampler(source.rate, target.rate) if source.rate != target.rate else None
-        self._carry = b""
+        ulaw_out = target.encoding == "pcmu"
+        self._resampler = StreamingResampler(source.rate, target.rate, ulaw_out=ulaw_out)
 
     def convert(self, data: bytes) -> bytes:
         if self._decode:
             # One μ-law byte is one whole sample: nothing can be left dangling.
-            pcm = ulaw_to_pcm16(data)
-        else:
-            # PCM16 may arrive split mid-sample; keep the odd byte for the next chunk.
-            pcm = self._carry + data if self._carry else data
-            if len(pcm) & 1:
-                self._carry = bytes(pcm[-1:])
-                pcm = pcm[:-1]
-            else:
-                self._carry = b""
-        if self._resampler is not None:
-            pcm = self._resampler.process(pcm)
-        if self._encode:
-            return pcm16_to_ulaw(pcm)
-        return bytes(pcm)
+            data = ulaw_to_pcm16(data)
+        return self._resampler.process(data)
 
     def reset(self) -> None:
-        self._carry = b""
-        if self._resampler is not None:
-            self._resampler.reset()
+        self._resampler.reset()
 
 
 def make_converter(source: AudioFormat, target: AudioFormat) -> AudioConverter:

@@ -322,3 +322,114 @@ async def test_postgresql_going_away_mid_run_and_coming_back(make_writer) -> Non
     finally:
         await _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         drop_pg_database(name)
+
+
+# ---------------------------------------------------------------------- lingering for larger batches
+
+@pytest.fixture
+def applied(monkeypatch: pytest.MonkeyPatch) -> list[list[CallRecord]]:
+    """The batches committed by `CallLogStore.apply`, in order: one entry per transaction."""
+    batches: list[list[CallRecord]] = []
+    original = CallLogStore.apply
+
+    async def apply(self: CallLogStore, records: Any) -> None:
+        await original(self, records)
+        batches.append(list(records))
+
+    monkeypatch.setattr(CallLogStore, "apply", apply)
+    return batches
+
+
+async def submit_one_at_a_time(writer: CallLogWriter, records: list[CallRecord]) -> None:
+    """Submit with a pause after each record, so an idle writer would take each on its own."""
+    for record in records:
+        writer.submit(record)
+        await asyncio.sleep(0.02)
+
+
+async def test_without_a_linger_records_trickling_in_make_many_transactions(make_writer, applied) -> None:
+    writer = make_writer(linger=0)
+    await writer.start()
+    records = full_call("CA1")
+    await submit_one_at_a_time(writer, records)
+    assert await writer.flush(timeout=10)
+    await writer.close()
+    assert len(applied) > 1 and [r for batch in applied for r in batch] == records
+
+
+async def test_a_linger_gathers_records_trickling_in_and_flush_cuts_it_short(make_writer, applied) -> None:
+    writer = make_writer(linger=30)
+    await writer.start()
+    records = calls_of(3)
+    await submit_one_at_a_time(writer, records)
+    assert applied == [] and writer.status()["queued"] == len(records)   # still lingering
+
+    assert await writer.flush(timeout=5)                     # well under the linger
+    assert applied == [records]                              # one transaction, in order
+    status = writer.status()
+    assert (status["written"], status["spooled"], status["queued"]) == (len(records), 0, 0)
+    assert await counts(writer.url) == {"calls": 3, "turns": 6, "turn_passages": 6, "call_events": 6}
+
+    await writer.close()
+
+
+async def test_a_linger_ends_by_itself(make_writer, applied) -> None:
+    writer = make_writer(linger=0.2)
+    await writer.start()
+    records = full_call("CA1")
+    await submit_one_at_a_time(writer, records)
+    await wait_until(lambda: writer.status()["written"] == len(records))   # no flush, no close
+    assert [r for batch in applied for r in batch] == records
+    await writer.close()
+
+
+async def test_a_full_batch_does_not_linger(make_writer, applied) -> None:
+    writer = make_writer(linger=30, batch_size=5)
+    await writer.start()
+    records = calls_of(2)[:12]
+    await submit_one_at_a_time(writer, records)
+    await wait_until(lambda: writer.status()["written"] == 10)
+    await asyncio.sleep(0.1)
+    assert applied == [records[:5], records[5:10]]           # the last two still linger
+    assert await writer.flush(timeout=5)
+    assert applied == [records[:5], records[5:10], records[10:]]
+    await writer.close()
+
+
+async def test_close_does_not_wait_for_the_linger(make_writer, applied, tmp_path: Path) -> None:
+    writer = make_writer(linger=30)
+    await writer.start()
+    records = calls_of(4)
+    await submit_one_at_a_time(writer, records)
+    assert applied == []
+    await asyncio.wait_for(writer.close(timeout=20), 5)      # close's own timeout would spool
+    assert applied == [records]
+    status = writer.status()
+    assert (status["state"], status["written"], status["spooled"]) == ("closed", len(records), 0)
+    assert not (tmp_path / "data" / SPOOL_NAME).exists()
+    assert await counts(writer.url) == {"calls": 4, "turns": 8, "turn_passages": 8, "call_events": 8}
+
+
+async def test_records_behind_the_spool_do_not_linger(make_writer, applied, tmp_path: Path) -> None:
+    blocker = tmp_path / "db"
+    blocker.write_text("a file where the database directory should be")
+    url = sqlite_url(blocker / "calls.sqlite3")
+    writer = make_writer(url, linger=30)
+    spool = tmp_path / "data" / SPOOL_NAME
+    await writer.start()
+    records = calls_of(2)
+    writer.submit(records[0])
+    assert not await writer.flush(timeout=1)                 # ends the linger: the database is down
+    await wait_until(lambda: writer.status()["spooled"] == 1)
+
+    await submit_one_at_a_time(writer, records[1:])          # straight behind it, to the spool
+    await wait_until(lambda: writer.status()["spooled"] == len(records) and writer.status()["queued"] == 0)
+    assert [from_dict(line) for line in spool_lines(spool)] == records
+
+    blocker.unlink()
+    assert await writer.flush(timeout=10)                    # replayed, in order
+    await writer.close()
+    status = writer.status()
+    assert (status["replayed"], status["written"], status["spool_pending"]) == (len(records), 0, 0)
+    assert [r for batch in applied for r in batch] == records
+    assert await counts(url) == {"calls": 2, "turns": 4, "turn_passages": 4, "call_events": 4}

@@ -4,6 +4,14 @@ The call session hands each record to `submit`, which never blocks and never rai
 record goes into a bounded asyncio queue, and a background task stores the queue in
 batches (`CallLogStore.apply`, one transaction per batch).
 
+Records come a few at a time, and each transaction costs far more than its rows (with
+aiosqlite every statement is a hop to its thread and back), so the writer lingers: once a
+record is queued it waits up to `linger` seconds (0 disables it) from that record's arrival
+for more, and then applies them together. No record lingers longer than that, and none at
+all when the batch is full (`batch_size`, or the queue is), when the writer is closing,
+while someone waits in `flush` (which cuts a linger short, so it stays prompt), or while
+the spool is in use (see below).
+
 When the database cannot be used (a connection, OS or operational error, or any error
 while the database does not answer a ping), the batch is appended to the spool,
 `DATA_DIR/calllog-spool.jsonl` (one `to_dict` record per line, written and fsynced by a
@@ -41,6 +49,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -101,6 +110,7 @@ class CallLogWriter:
         retry_max: float = 30.0,
         migrate: bool = True,
         close_timeout: float = 10.0,
+        linger: float = 0.5,
     ) -> None:
         self.url = url                    # may be changed: the next (re)connection uses it
         self.spool_path = Path(spool_path)
@@ -111,10 +121,14 @@ class CallLogWriter:
         self.retry_max = max(retry_max, retry_initial)
         self.migrate = migrate
         self.close_timeout = close_timeout
+        self.linger = max(linger, 0.0)
 
         self._queue: asyncio.Queue[CallRecord] = asyncio.Queue(maxsize=max(queue_size, 1))
         self._work = asyncio.Event()        # something to do: a record, an overflow, close
         self._progress = asyncio.Event()    # the writer went round its loop (for `flush`)
+        self._hurry = asyncio.Event()       # stop lingering: a full batch, close, flush, the spool
+        self._first_queued = 0.0            # time.monotonic() at or before the oldest queued record
+        self._flushing = 0                  # callers waiting in `flush`: no lingering meanwhile
         self._executor: ThreadPoolExecutor | None = None
         self._jobs: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()       # counters also updated from the spool thread
@@ -150,12 +164,17 @@ class CallLogWriter:
             if self._closed:
                 self._spool_in_background([record])  # a call that ended after shutdown began
                 return
+            if self._queue.empty():
+                self._first_queued = time.monotonic()   # the linger counts from here
             self._queue.put_nowait(record)
             self._work.set()
+            if self._batch_ready():
+                self._hurry.set()
         except asyncio.QueueFull:
             try:
                 self._spool_in_background([*self._drain_queue(), record])
                 self._work.set()
+                self._hurry.set()   # the spool is in use now: no more lingering
             except Exception:
                 log.exception("call log: a record could not be spooled")
         except Exception:
@@ -189,6 +208,7 @@ class CallLogWriter:
             return
         self._closing = True
         self._work.set()
+        self._hurry.set()
         task = self._task
         if task is not None and not task.done():
             done, _ = await asyncio.wait({task}, timeout=self.close_timeout if timeout is None else timeout)
@@ -220,11 +240,15 @@ class CallLogWriter:
                     await asyncio.wait_for(self._progress.wait(), 0.02)
                 except TimeoutError:
                     pass
+        self._flushing += 1
+        self._hurry.set()   # a lingering batch goes now
         try:
             await asyncio.wait_for(settle(), timeout)
             return True
         except TimeoutError:
             return False
+        finally:
+            self._flushing -= 1
 
     def status(self) -> dict[str, Any]:
         """For /health: the database state and what went where."""
@@ -264,6 +288,10 @@ class CallLogWriter:
                     if not self._closing and loop.time() >= self._next_retry:
                         await self._replay()
                         continue
+                delay = self._linger_left()
+                if delay > 0:
+                    await self._linger(delay)
+                    continue   # look again: the spool may be in use now, or the writer closing
                 batch = self._take_batch()
                 if batch:
                     if self.spool_pending > 0:
@@ -293,6 +321,27 @@ class CallLogWriter:
             await asyncio.wait_for(self._work.wait(), timeout)
         except TimeoutError:
             pass
+
+    def _linger_left(self) -> float:
+        """Seconds to wait for more records before applying the queue (0 or less: apply now).
+        Never on the spool path: during an outage records are to reach the disk at once."""
+        now = time.monotonic()
+        if (self.linger <= 0 or self._closing or self._flushing
+                or self.spool_pending > 0 or self._queue.empty() or self._batch_ready()):
+            return 0.0
+        return self._first_queued + self.linger - now
+
+    async def _linger(self, delay: float) -> None:
+        # No await between the caller's checks and this wait, so a `_hurry.set()` is never missed.
+        self._hurry.clear()
+        try:
+            await asyncio.wait_for(self._hurry.wait(), delay)
+        except TimeoutError:
+            pass
+
+    def _batch_ready(self) -> bool:
+        # A full queue too: lingering must not push records into the spool by overflow.
+        return self._queue.qsize() >= self.batch_size or self._queue.full()
 
     def _take_batch(self) -> list[CallRecord]:
         batch: list[CallRecord] = []

@@ -189,10 +189,14 @@ class CallSession:
                 await asyncio.gather(*tasks, return_exceptions=True)
             await self._realtime.close()
             await self._channel.end(outcome)
-            self._metrics.active_calls -= 1
             self._metrics.counters[f"calls_ended_{outcome.value}"] += 1
             log.info("call ended: %s after %d turns, %d barge-ins", outcome.value, len(self.turns), self.barge_ins)
-            await self._journal.ended(outcome.value, self.usage, turns=len(self.turns), barge_ins=self.barge_ins)
+            try:
+                await self._journal.ended(outcome.value, self.usage, turns=len(self.turns), barge_ins=self.barge_ins)
+            finally:
+                # Active until its log is handed over: "no active call" then means every call's
+                # end record is queued, which shutdown and the call-log tests rely on.
+                self._metrics.active_calls -= 1
 
     def _greeting(self) -> str:
         if self._recorder is not None:  # the greeting tells callers that the call is recorded

@@ -245,6 +245,55 @@ async def test_apply_is_idempotent(store: CallLogStore, database_url: str) -> No
     assert await dump(database_url) == first
 
 
+async def test_a_batch_of_many_calls_keeps_the_last_version_of_each_turn(store: CallLogStore,
+                                                                         database_url: str) -> None:
+    # Interleaved as a live server sends them: six calls (three not started yet), each caller
+    # turn sent twice or three times, the last time sometimes with fewer passages.
+    sids = [f"CA{n}" for n in range(6)]
+    records: list[CallRecord] = [started(sid, T0 + timedelta(minutes=n)) for n, sid in enumerate(sids) if n % 2 == 0]
+    latest: dict[tuple[str, int], TurnRecorded] = {}
+    for index in range(4):
+        versions: dict[str, list[TurnRecorded]] = {}
+        for n, sid in enumerate(sids):
+            if index % 2:
+                versions[sid] = [octi(sid, index, f"Réponse {index}", interrupted=n % 2 == 1,
+                                      heard_ms=1200.0 if n % 2 else None)]
+                continue
+            words = f"Question {index} de {sid}"
+            versions[sid] = [caller(sid, index, words),
+                             caller(sid, index, words, passages=PASSAGES, retrieval_ms=40.0, retrieval_outcome="ok")]
+            if n % 3 == 0:
+                versions[sid].append(caller(sid, index, words + " (corrigée)", passages=PASSAGES[1:],
+                                            retrieval_ms=55.0, retrieval_outcome="ok"))
+        for round_ in range(3):
+            for sid in sids:
+                if round_ < len(versions[sid]):
+                    records.append(versions[sid][round_])
+                    latest[(sid, index)] = versions[sid][round_]
+        records.append(CallEvent(sids[index], T0 + timedelta(seconds=index), "dtmf", str(index)))
+        records.append(CallEvent(sids[index], T0 + timedelta(seconds=index), "dtmf", str(index)))  # in-batch replay
+    records += [ended(sid, T0 + timedelta(minutes=n), turns=0, barge_ins=0) for n, sid in enumerate(sids) if n < 3]
+
+    await store.apply(records)
+    for n, sid in enumerate(sids):
+        detail = await store.get_call(await store.find_call_id(sid))
+        assert detail is not None
+        assert detail.turns == [latest[(sid, index)] for index in range(4)]
+        assert (detail.summary.turns, detail.summary.barge_ins) == (4, 2 if n % 2 else 0)
+        assert len(detail.events) == (1 if n < 4 else 0)
+    first = await dump(database_url)
+    assert [len(first[table]) for table in TABLES] == [6, 24, 2 * 12 - 4, 4]
+
+    await store.apply(records)                              # the whole batch again changes nothing
+    assert await dump(database_url) == first
+    for start in range(0, len(records), 7):                 # nor does it in smaller batches, as a replay
+        await store.apply(records[start:start + 7])         # might: an earlier version is then applied
+    again = await dump(database_url)                        # again for a while, so only the ids of
+    for stored in (first, again):                           # passages re-added in between may change
+        stored["turn_passages"] = sorted(row[1:] for row in stored["turn_passages"])
+    assert again == first
+
+
 async def test_a_turn_sent_again_replaces_the_previous_version(store: CallLogStore) -> None:
     await store.apply([started("CA1"), caller("CA1", 0, "Mes poules ne pondent plus")])
     await store.apply([caller("CA1", 0, "Mes poules ne pondent plus", passages=PASSAGES[:1],

@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -49,7 +49,8 @@ from app.calllog.views import FLAG_ERROR, FLAG_INTERRUPTED, FLAG_NO_KNOWLEDGE, C
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 500  # ids per IN (…) when deleting: well under every database's parameter limit
+_CHUNK = 500  # parameters per IN (…): well under every database's limit
+T = TypeVar("T")
 
 
 def _utc(value: datetime) -> datetime:
@@ -60,6 +61,28 @@ def event_key(event: CallEvent) -> str:
     """What makes an event the same event when it is sent again."""
     raw = "\x1f".join((_utc(event.at).isoformat(timespec="microseconds"), event.type, event.detail))
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _ended_begun(record: CallEnded) -> datetime:
+    """When an ended call began: its answer, else its end less its duration."""
+    return record.answered_at or _utc(record.ended_at) - timedelta(seconds=max(record.duration_s, 0.0))
+
+
+def _chunks(items: list[T], size: int = _CHUNK) -> Iterator[list[T]]:
+    """`items` in slices small enough for an IN (…) list."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _turn_values(record: TurnRecorded) -> dict[str, Any]:
+    """The columns of a turn row that come from the record."""
+    return {
+        "role": record.role, "text": record.text, "search_text": fold(record.text),
+        "start_ms": record.start_ms, "end_ms": record.end_ms, "interrupted": record.interrupted,
+        "heard_ms": record.heard_ms, "retrieval_ms": record.retrieval_ms, "retrieval_outcome": record.retrieval_outcome,
+        "speech_end_to_model_audio_ms": record.speech_end_to_model_audio_ms,
+        "model_audio_to_caller_ms": record.model_audio_to_caller_ms,
+    }
 
 
 def _like_pattern(word: str) -> str:
@@ -101,54 +124,84 @@ class CallLogStore:
     # ------------------------------------------------------------------ writing
 
     async def apply(self, records: Sequence[CallRecord]) -> None:
-        """Store `records`, in order, in one transaction (all or nothing). Idempotent."""
+        """Store `records`, in order, in one transaction (all or nothing). Idempotent.
+
+        A constant number of statements per batch, not per record: the calls, turns and
+        passages the batch touches are loaded at once, the records applied to them in memory
+        in order (a later version of a turn overwrites an earlier one), then written in one go."""
         if not records:
             return
+        for record in records:
+            if not isinstance(record, CallRecord):
+                raise TypeError(f"not a call record: {record!r}")
         async with self._sessions() as session, session.begin():
-            calls: dict[str, CallRow] = {}
+            calls = await self._load_calls(session, records)
+            turns: dict[tuple[int, int], TurnRecorded] = {}   # the latest version of each turn
+            events: list[dict[str, Any]] = []
             recount: set[int] = set()
             for record in records:
+                call = calls[record.call_sid]
                 if isinstance(record, CallStarted):
-                    await self._apply_started(session, calls, record)
+                    self._apply_started(call, record)
                 elif isinstance(record, TurnRecorded):
-                    call = await self._call(session, calls, record.call_sid, datetime.now(UTC))
-                    await self._apply_turn(session, call, record)
+                    turns[(call.id, record.index)] = record
                     recount.add(call.id)
                 elif isinstance(record, CallEvent):
-                    await self._apply_event(session, calls, record)
-                elif isinstance(record, CallEnded):
-                    call = await self._apply_ended(session, calls, record)
-                    recount.add(call.id)
+                    self._placeholder_start(call, record.at)
+                    events.append({"call_id": call.id, "at": _utc(record.at), "type": record.type,
+                                   "detail": record.detail, "dedupe_key": event_key(record)})
                 else:
-                    raise TypeError(f"not a call record: {record!r}")
-            for call in calls.values():
-                if call.id in recount:
-                    await self._recount(session, call)
+                    self._apply_ended(call, record)
+                    recount.add(call.id)
+            await self._apply_turns(session, turns)
+            if events:
+                await session.execute(self._insert_ignoring_conflicts(EventRow), events)
+            await self._recount(session, [call for call in calls.values() if call.id in recount])
 
-    def _insert_ignoring_conflicts(self, table: Any, values: dict[str, Any]) -> Any:
+    def _insert_ignoring_conflicts(self, table: Any) -> Any:
         """INSERT … ON CONFLICT DO NOTHING: two writers (or a replay) may race on a key."""
+        # The Core table, not the mapped class: executed with a list of rows it is one executemany.
         if self.dialect == "postgresql":
-            return postgresql.insert(table).values(**values).on_conflict_do_nothing()
+            return postgresql.insert(table.__table__).on_conflict_do_nothing()
         if self.dialect == "sqlite":
-            return sqlite.insert(table).values(**values).on_conflict_do_nothing()
+            return sqlite.insert(table.__table__).on_conflict_do_nothing()
         raise RuntimeError(f"unsupported database for the call log: {self.dialect}")
 
-    async def _call(self, session: AsyncSession, calls: dict[str, CallRow], call_sid: str,
-                    started_at: datetime) -> CallRow:
-        """The call's row, created as a placeholder (started at `started_at`) when missing."""
-        call = calls.get(call_sid)
-        if call is None:
-            query = select(CallRow).where(CallRow.call_sid == call_sid)
-            call = (await session.scalars(query)).first()
-            if call is None:
-                await session.execute(self._insert_ignoring_conflicts(
-                    CallRow, {"call_sid": call_sid, "placeholder": True, "started_at": _utc(started_at)}))
-                call = (await session.scalars(query)).one()
-            calls[call_sid] = call
-        return call
+    async def _load_calls(self, session: AsyncSession, records: Sequence[CallRecord]) -> dict[str, CallRow]:
+        """The rows of the batch's calls by call_sid. A missing call is created as a
+        placeholder, started when the first of its records in the batch says."""
+        starts: dict[str, datetime] = {}
+        for record in records:
+            if record.call_sid not in starts:
+                starts[record.call_sid] = self._record_start(record)
+        calls = await self._select_calls(session, list(starts))
+        missing = [sid for sid in starts if sid not in calls]
+        if missing:
+            await session.execute(self._insert_ignoring_conflicts(CallRow), [
+                {"call_sid": sid, "placeholder": True, "started_at": _utc(starts[sid])} for sid in missing])
+            calls.update(await self._select_calls(session, missing))
+        return calls
 
-    async def _apply_started(self, session: AsyncSession, calls: dict[str, CallRow], record: CallStarted) -> None:
-        call = await self._call(session, calls, record.call_sid, record.started_at)
+    @staticmethod
+    async def _select_calls(session: AsyncSession, call_sids: list[str]) -> dict[str, CallRow]:
+        calls: dict[str, CallRow] = {}
+        for chunk in _chunks(call_sids):
+            for call in await session.scalars(select(CallRow).where(CallRow.call_sid.in_(chunk))):
+                calls[call.call_sid] = call
+        return calls
+
+    @staticmethod
+    def _record_start(record: CallRecord) -> datetime:
+        """When a call first known from this record is taken to have started."""
+        if isinstance(record, CallStarted):
+            return record.started_at
+        if isinstance(record, CallEvent):
+            return record.at
+        if isinstance(record, CallEnded):
+            return _ended_begun(record)
+        return datetime.now(UTC)
+
+    def _apply_started(self, call: CallRow, record: CallStarted) -> None:
         call.placeholder = False
         call.stream_sid = record.stream_sid
         call.channel = record.channel
@@ -169,50 +222,59 @@ class CallLogStore:
         if call.placeholder and _utc(at) < call.started_at:
             call.started_at = _utc(at)
 
-    async def _apply_turn(self, session: AsyncSession, call: CallRow, record: TurnRecorded) -> None:
-        turn = (await session.scalars(
-            select(TurnRow).where(TurnRow.call_id == call.id, TurnRow.turn_index == record.index))).first()
-        if turn is None:
-            turn = TurnRow(call_id=call.id, turn_index=record.index)
-            session.add(turn)
-        turn.role = record.role
-        turn.text = record.text
-        turn.search_text = fold(record.text)
-        turn.start_ms = record.start_ms
-        turn.end_ms = record.end_ms
-        turn.interrupted = record.interrupted
-        turn.heard_ms = record.heard_ms
-        turn.retrieval_ms = record.retrieval_ms
-        turn.retrieval_outcome = record.retrieval_outcome
-        turn.speech_end_to_model_audio_ms = record.speech_end_to_model_audio_ms
-        turn.model_audio_to_caller_ms = record.model_audio_to_caller_ms
-        await session.flush()
-        # Passages are updated in place by rank, so sending the same turn again changes nothing.
-        existing = {p.rank: p for p in await session.scalars(select(PassageRow).where(PassageRow.turn_id == turn.id))}
-        for rank, passage in enumerate(record.passages):
-            row = existing.pop(rank, None)
+    async def _apply_turns(self, session: AsyncSession, turns: dict[tuple[int, int], TurnRecorded]) -> None:
+        """Write the latest version of each turn, and its passages."""
+        if not turns:
+            return
+        rows: dict[tuple[int, int], TurnRow] = {}
+        for chunk in _chunks(list(turns), _CHUNK // 2):
+            for row in await session.scalars(
+                    select(TurnRow).where(tuple_(TurnRow.call_id, TurnRow.turn_index).in_(chunk))):
+                rows[(row.call_id, row.turn_index)] = row
+        turn_ids: dict[tuple[int, int], int] = {}
+        new: list[dict[str, Any]] = []
+        for key, record in turns.items():
+            values = _turn_values(record)
+            row = rows.get(key)
             if row is None:
-                row = PassageRow(turn_id=turn.id, rank=rank)
-                session.add(row)
-            row.passage_id = passage.id
-            row.source = passage.source
-            row.title = passage.title
-            row.score = float(passage.score)
-        for row in existing.values():
-            await session.delete(row)
+                new.append({"call_id": key[0], "turn_index": key[1], **values})
+                continue
+            turn_ids[key] = row.id
+            for name, value in values.items():
+                setattr(row, name, value)   # the ORM writes only what changed: a replay writes nothing
+        if new:
+            # Core INSERT … RETURNING: batched in one statement, where ORM inserts go one row at a
+            # time on SQLite (it cannot match RETURNING rows to objects there otherwise).
+            inserted = await session.execute(
+                insert(TurnRow.__table__).returning(TurnRow.id, TurnRow.call_id, TurnRow.turn_index), new)
+            for turn_id, call_id, turn_index in inserted:
+                turn_ids[(call_id, turn_index)] = turn_id
+        # Passages are updated in place by rank, so sending the same turn again changes nothing.
+        # Only the turns that existed before this batch can have passages stored.
+        stored: dict[int, dict[int, PassageRow]] = {}
+        for chunk in _chunks([row.id for row in rows.values()]):
+            for passage in await session.scalars(select(PassageRow).where(PassageRow.turn_id.in_(chunk))):
+                stored.setdefault(passage.turn_id, {})[passage.rank] = passage
+        new = []
+        for key, record in turns.items():
+            turn_id = turn_ids[key]
+            existing = stored.get(turn_id, {})
+            for rank, passage in enumerate(record.passages):
+                values = {"passage_id": passage.id, "source": passage.source, "title": passage.title,
+                          "score": float(passage.score)}
+                row = existing.pop(rank, None)
+                if row is None:
+                    new.append({"turn_id": turn_id, "rank": rank, **values})
+                    continue
+                for name, value in values.items():
+                    setattr(row, name, value)
+            for row in existing.values():
+                await session.delete(row)
+        if new:
+            await session.execute(insert(PassageRow.__table__), new)
 
-    async def _apply_event(self, session: AsyncSession, calls: dict[str, CallRow], record: CallEvent) -> None:
-        call = await self._call(session, calls, record.call_sid, record.at)
-        self._placeholder_start(call, record.at)
-        await session.execute(self._insert_ignoring_conflicts(EventRow, {
-            "call_id": call.id, "at": _utc(record.at), "type": record.type, "detail": record.detail,
-            "dedupe_key": event_key(record),
-        }))
-
-    async def _apply_ended(self, session: AsyncSession, calls: dict[str, CallRow], record: CallEnded) -> CallRow:
-        begun = record.answered_at or _utc(record.ended_at) - timedelta(seconds=max(record.duration_s, 0.0))
-        call = await self._call(session, calls, record.call_sid, begun)
-        self._placeholder_start(call, begun)
+    def _apply_ended(self, call: CallRow, record: CallEnded) -> None:
+        self._placeholder_start(call, _ended_begun(record))
         call.ended_at = _utc(record.ended_at)
         call.answered_at = _utc(record.answered_at) if record.answered_at else None
         call.duration_s = record.duration_s
@@ -227,7 +289,6 @@ class CallLogStore:
         call.barge_ins = record.barge_ins
         call.recording_path = record.recording_path
         self._fill_cost(call)
-        return call
 
     def _fill_cost(self, call: CallRow) -> None:
         """Price an ended call that came without a cost, once its model is known."""
@@ -241,15 +302,23 @@ class CallLogStore:
             "output_audio_tokens": call.output_audio_tokens,
         }, self._prices)
 
-    async def _recount(self, session: AsyncSession, call: CallRow) -> None:
+    @staticmethod
+    async def _recount(session: AsyncSession, calls: Sequence[CallRow]) -> None:
         """Turns and barge-ins are never fewer than the stored turns show (a call still going
         on has no `CallEnded` counts yet). Stable under replays: it only ever raises them."""
+        if not calls:
+            return
         await session.flush()
-        total, interrupted = (await session.execute(
-            select(func.count(TurnRow.id), func.count(TurnRow.id).filter(TurnRow.interrupted))
-            .where(TurnRow.call_id == call.id))).one()
-        call.turns = max(call.turns or 0, total)
-        call.barge_ins = max(call.barge_ins or 0, interrupted)
+        counts: dict[int, tuple[int, int]] = {}
+        for chunk in _chunks([call.id for call in calls]):
+            for call_id, total, interrupted in await session.execute(
+                    select(TurnRow.call_id, func.count(TurnRow.id), func.count(TurnRow.id).filter(TurnRow.interrupted))
+                    .where(TurnRow.call_id.in_(chunk)).group_by(TurnRow.call_id)):
+                counts[call_id] = (total, interrupted)
+        for call in calls:
+            total, interrupted = counts.get(call.id, (0, 0))
+            call.turns = max(call.turns or 0, total)
+            call.barge_ins = max(call.barge_ins or 0, interrupted)
 
     # ------------------------------------------------------------------ reading
 

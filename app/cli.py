@@ -11,10 +11,6 @@ from typing import TextIO
 from app.config import get_settings
 from app.logs import configure_logging
 
-# A protocol-level ceiling: bigger frames close the socket. Below it, the channel drops
-# messages over MAX_STREAM_MESSAGE_BYTES without ending the call.
-WEBSOCKET_FRAME_LIMIT = 1024 * 1024
-
 
 def run_async_command(
     parser: argparse.ArgumentParser,
@@ -37,10 +33,14 @@ def run_async_command(
 
 
 def serve(argv: list[str]) -> int:
+    import uvicorn
+
+    from app.web import WEBSOCKET_IMPLEMENTATIONS, create_app, server_config
+
     parser = argparse.ArgumentParser(prog="octi serve", description="Run the phone agent.")
     parser.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: PORT, 8000)")
-    parser.add_argument("--ws", default="auto", choices=["auto", "websockets", "websockets-sansio", "wsproto"],
+    parser.add_argument("--ws", default="streaming", choices=WEBSOCKET_IMPLEMENTATIONS,
                         help="uvicorn's websocket implementation")
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -49,21 +49,7 @@ def serve(argv: list[str]) -> int:
     if args.port:
         settings.port = args.port
     configure_logging(settings.log_level)
-
-    import uvicorn
-
-    from app.web import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws=args.ws,
-        ws_max_size=WEBSOCKET_FRAME_LIMIT,
-        ws_per_message_deflate=False,  # μ-law in base64 does not compress; deflate only costs CPU
-        log_config=None,
-        access_log=False,
-    )
+    uvicorn.Server(server_config(create_app(settings), settings.host, settings.port, args.ws)).run()
     return 0
 
 

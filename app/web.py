@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
 
 from app.config import Settings, get_settings
@@ -13,6 +14,30 @@ from app.review import build_review_router
 from app.telephony.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH, PhoneLine
 
 TWIML = "application/xml"
+
+# A protocol-level ceiling: bigger frames close the socket. Below it, the channel drops
+# messages over MAX_STREAM_MESSAGE_BYTES without ending the call.
+WEBSOCKET_FRAME_LIMIT = 1024 * 1024
+
+# uvicorn's websocket implementations by name; "streaming" (ours, the default) is its sans-I/O
+# one with fast paths for the media stream's small frames (app.websocket).
+WEBSOCKET_IMPLEMENTATIONS = ("streaming", "auto", "websockets", "websockets-sansio", "wsproto")
+
+
+def server_config(app: FastAPI, host: str, port: int, ws: str = "streaming") -> uvicorn.Config:
+    """How the phone line is served, for `octi serve` and the tests alike."""
+    from app.websocket import StreamingWebSocketProtocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws=StreamingWebSocketProtocol if ws == "streaming" else ws,
+        ws_max_size=WEBSOCKET_FRAME_LIMIT,
+        ws_per_message_deflate=False,  # μ-law in base64 does not compress; deflate only costs CPU
+        log_config=None,
+        access_log=False,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

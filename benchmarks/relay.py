@@ -1090,8 +1090,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 300])
     p.add_argument("--codec", nargs="+", default=["pcm16", "pcmu"], choices=["pcm16", "pcmu"])
-    p.add_argument("--ws", nargs="+", default=["auto"], choices=["auto", "websockets", "websockets-sansio", "wsproto"],
-                   help="uvicorn websocket implementation(s) for the server (default auto)")
+    p.add_argument("--ws", nargs="+", default=["streaming"],
+                   choices=["streaming", "auto", "websockets", "websockets-sansio", "wsproto"],
+                   help="uvicorn websocket implementation(s) for the server (default streaming: the server's "
+                        "own, app.websocket)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds each call lasts (default 60)")
     p.add_argument("--generators", type=int, help=f"load-generator processes (default: <= {CALLS_PER_GENERATOR} "
                                                    "calls each)")

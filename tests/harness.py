@@ -13,12 +13,11 @@ from pathlib import Path
 
 import uvicorn
 
-from app.cli import WEBSOCKET_FRAME_LIMIT
 from app.config import Settings
 from app.knowledge.seed import ensure_seeded
 from app.knowledge.stores import open_store
 from app.telephony.line import PhoneLine
-from app.web import create_app
+from app.web import create_app, server_config
 
 AUDIO = Path(__file__).parent / "audio"
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -74,9 +73,7 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
     data_dir = values.setdefault("data_dir", await seeded_data_dir())
     settings = Settings(_env_file=None, **values)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(
-        app, log_config=None, access_log=False, ws_max_size=WEBSOCKET_FRAME_LIMIT, ws_per_message_deflate=False,
-    ))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State
 
 from app.config import Settings
+from app.websocket import MaskingKeys, masked_text_frame
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 class RealtimeConnection:
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
+        self._masking_keys = MaskingKeys()
         # perf_counter() when the last server frame arrived, before parsing: the start of
         # the bridge delay for the audio it carries.
         self.last_received_at = 0.0
@@ -83,23 +85,33 @@ class RealtimeConnection:
     def close_code(self) -> int | None:
         return self._socket.close_code
 
+    @property
+    def writable(self) -> bool:
+        """Whether `send_now` may write: the socket is open and its buffer is not full."""
+        socket = self._socket
+        return socket.protocol.state is State.OPEN and socket.transport.get_write_buffer_size() < WRITE_BUFFER_HIGH_WATER
+
+    def send_now(self, text: str) -> bool:
+        """Frame and write one event at once; only when `writable`. False if the transport died.
+
+        Taken by nearly every audio append (50 a second per call). The library's `send` costs
+        several times as much in locks, context managers, awaits and a getrandom per frame; it
+        is needed only to wait for a full buffer or a closing socket. The library writes
+        whatever it frames at once, so nothing of its own can be waiting to go out first.
+        """
+        try:
+            self._socket.transport.write(masked_text_frame(text.encode(), self._masking_keys.take()))
+            return True
+        except (OSError, RuntimeError):
+            return False
+
     async def send(self, event: dict[str, Any] | str) -> bool:
         """Send one client event; False (never an exception) when the socket is gone."""
         text = event if isinstance(event, str) else json.dumps(event)
-        socket = self._socket
-        # Fast path, taken by nearly every audio append (50 a second per call): frame and
-        # write at once. The library's `send` costs twice as much in locks, context
-        # managers and awaits, which it needs only to wait for a full buffer or a closing
-        # socket, so those cases still go through it.
-        if socket.protocol.state is State.OPEN and socket.transport.get_write_buffer_size() < WRITE_BUFFER_HIGH_WATER:
-            try:
-                socket.protocol.send_text(text.encode())
-                socket.send_data()
-                return True
-            except (OSError, RuntimeError):  # the transport died under us
-                return False
+        if self.writable:
+            return self.send_now(text)
         try:
-            await socket.send(text)
+            await self._socket.send(text)
             return True
         except ConnectionClosed:
             return False

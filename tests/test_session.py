@@ -9,7 +9,7 @@ import wave
 from collections.abc import AsyncIterator
 from time import perf_counter
 
-from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent
+from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, EventTaker
 from app.agent.session import CallSession, realtime_session_update
 from app.audio.formats import TELEPHONE_ULAW
 from app.config import Settings
@@ -38,9 +38,11 @@ class MemoryChannel:
         self.sent: list[tuple[str, object]] = []
         self.ended: CallOutcome | None = None
 
-    async def events(self) -> AsyncIterator[ChannelEvent]:
+    async def events(self, take_now: EventTaker | None = None) -> AsyncIterator[ChannelEvent]:
+        # Offered at once first, as the Twilio channel does, so both of the session's paths run.
         while (event := await self.inbox.get()) is not None:
-            yield event
+            if take_now is None or not take_now(event):
+                yield event
 
     async def send_audio(self, audio: bytes) -> None:
         self.sent.append(("audio", audio))

@@ -7,7 +7,7 @@ turns its wire protocol into these events and these operations.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,13 +51,22 @@ class Digit:
 
 ChannelEvent = CallerAudio | PlaybackMark | Digit
 
+# Takes an event at once, from the transport's own callback; False declines it (it then comes
+# through the channel's iterator, in order with the rest).
+EventTaker = Callable[[ChannelEvent], bool]
+
 
 class CallChannel(Protocol):
     audio_format: AudioFormat
     identity: CallIdentity
 
-    def events(self) -> AsyncIterator[ChannelEvent]:
-        """Caller events until the caller hangs up or the transport closes."""
+    def events(self, take_now: EventTaker | None = None) -> AsyncIterator[ChannelEvent]:
+        """Caller events until the caller hangs up or the transport closes.
+
+        A channel whose transport allows it hands each event to `take_now` as it arrives,
+        without a task switch; those `take_now` declines, and all events of a channel that
+        cannot, come through the iterator, in order.
+        """
         ...
 
     async def send_audio(self, audio: bytes) -> None:

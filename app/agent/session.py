@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
 
-from app.agent.channel import CallChannel, CallerAudio, CallOutcome, Digit, PlaybackMark
+from app.agent.channel import CallChannel, CallerAudio, CallOutcome, ChannelEvent, Digit, PlaybackMark
 from app.agent.playback import PlaybackTracker
 from app.agent.rag import (
     SEARCH_TOOL,
@@ -206,19 +206,39 @@ class CallSession:
     # ------------------------------------------------------------------ caller side
 
     async def _caller_loop(self) -> None:
-        async for event in self._channel.events():
-            match event:
-                case CallerAudio(audio=audio, received_at=received_at):
-                    await self._realtime.send(protocol.append_audio(self._to_model.convert(audio)))
-                    self._metrics.inbound_delay.observe(perf_counter() - received_at)
-                    if self._recorder is not None:
-                        self._recorder.caller_audio(audio)
-                case PlaybackMark(name=name):
-                    self._playback.acknowledged(name, perf_counter())
-                case Digit(digit=digit):
-                    self.digits.append(digit)
-                    log.info("caller pressed %s", digit)
-                    self._journal.event("dtmf", digit, self._timeline_ms(perf_counter()))
+        async for event in self._channel.events(self._take_caller_event):
+            if type(event) is CallerAudio:
+                await self._realtime.send(protocol.append_audio(self._to_model.convert(event.audio)))
+                self._caller_audio_sent(event)
+            else:
+                self._on_caller_signal(event)
+
+    def _take_caller_event(self, event: ChannelEvent) -> bool:
+        """An event handled as it arrives, from the channel's transport callback: no task
+        switch for the 50 audio frames a second. Audio is declined (and comes through
+        `_caller_loop`, in order) while the realtime socket cannot take an append at once."""
+        if type(event) is CallerAudio:
+            if not self._realtime.writable:
+                return False
+            self._realtime.send_now(protocol.append_audio(self._to_model.convert(event.audio)))
+            self._caller_audio_sent(event)
+        else:
+            self._on_caller_signal(event)
+        return True
+
+    def _caller_audio_sent(self, event: CallerAudio) -> None:
+        self._metrics.inbound_delay.observe(perf_counter() - event.received_at)
+        if self._recorder is not None:
+            self._recorder.caller_audio(event.audio)
+
+    def _on_caller_signal(self, event: ChannelEvent) -> None:
+        match event:
+            case PlaybackMark(name=name):
+                self._playback.acknowledged(name, perf_counter())
+            case Digit(digit=digit):
+                self.digits.append(digit)
+                log.info("caller pressed %s", digit)
+                self._journal.event("dtmf", digit, self._timeline_ms(perf_counter()))
 
     # ------------------------------------------------------------------ model side
 

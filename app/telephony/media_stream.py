@@ -90,7 +90,8 @@ def parse_inbound(raw: str | bytes) -> InboundMessage | None:
         if not isinstance(payload, str):
             raise MalformedMessage("'media' without a payload")
         try:
-            audio = base64.b64decode(payload, validate=True)
+            # Strict: anything but the base64 alphabet and proper padding is refused.
+            audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError):
             raise MalformedMessage("media payload is not base64") from None
         try:

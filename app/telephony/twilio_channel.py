@@ -9,10 +9,11 @@ from time import perf_counter
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, Digit, PlaybackMark
+from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, Digit, EventTaker, PlaybackMark
 from app.audio.formats import TELEPHONE_ULAW
 from app.metrics import Metrics
 from app.telephony import media_stream as wire
+from app.websocket import TEXT_RECEIVER_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +69,34 @@ class TwilioChannel:
         except TimeoutError:
             raise StreamRejected("no 'start' message in time") from None
 
-    async def events(self) -> AsyncIterator[ChannelEvent]:
-        while True:
-            raw = await _receive(self._ws)
-            if raw is None:
-                return
-            received_at = perf_counter()
-            message = _parse(raw, self._max_bytes, self._metrics)
-            if isinstance(message, wire.Media):
-                yield CallerAudio(message.payload, received_at)
-            elif isinstance(message, wire.Mark):
-                yield PlaybackMark(message.name)
-            elif isinstance(message, wire.Dtmf):
-                yield Digit(message.digit)
-            elif isinstance(message, wire.Stop):
-                return
+    async def events(self, take_now: EventTaker | None = None) -> AsyncIterator[ChannelEvent]:
+        set_receiver = self._ws.scope.get("extensions", {}).get(TEXT_RECEIVER_EXTENSION) if take_now else None
+        if set_receiver is not None:
+            set_receiver(lambda raw: self._offer(raw, take_now))
+        try:
+            while True:
+                raw = await _receive(self._ws)
+                if raw is None:
+                    return
+                message = _parse(raw, self._max_bytes, self._metrics)
+                if isinstance(message, wire.Stop):
+                    return
+                event = _event(message, perf_counter())
+                if event is not None:
+                    yield event
+        finally:
+            if set_receiver is not None:
+                set_receiver(None)
+
+    def _offer(self, raw: str, take_now: EventTaker) -> bool:
+        """A message straight from the socket: its event goes to `take_now`; False sends the
+        message through `events` instead (a `stop`, which ends it, or an event declined)."""
+        received_at = perf_counter()
+        message = _parse(raw, self._max_bytes, self._metrics)
+        if isinstance(message, wire.Stop):
+            return False
+        event = _event(message, received_at)
+        return event is None or take_now(event)
 
     async def _send(self, text: str) -> None:
         if self._closed:
@@ -123,6 +137,17 @@ async def _receive(websocket: WebSocket) -> str | bytes | None:
         return None
     text = message.get("text")
     return text if text is not None else message.get("bytes", b"")
+
+
+def _event(message: wire.InboundMessage | None, received_at: float) -> ChannelEvent | None:
+    """The session's event for a parsed message; None for those the session does not see."""
+    if isinstance(message, wire.Media):
+        return CallerAudio(message.payload, received_at)
+    if isinstance(message, wire.Mark):
+        return PlaybackMark(message.name)
+    if isinstance(message, wire.Dtmf):
+        return Digit(message.digit)
+    return None
 
 
 def _parse(raw: str | bytes, max_bytes: int, metrics: Metrics) -> wire.InboundMessage | None:

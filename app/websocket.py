@@ -36,8 +36,10 @@ except ImportError:  # websockets built without its C extension
 
 log = logging.getLogger(__name__)
 
-# ASGI scope extension under which `StreamingWebSocketProtocol` offers `set_text_receiver`.
+# ASGI scope extensions under which `StreamingWebSocketProtocol` offers `set_text_receiver`
+# and `send_texts_now`.
 TEXT_RECEIVER_EXTENSION = "octi.text_receiver"
+TEXT_SENDER_EXTENSION = "octi.text_sender"
 
 # Messages queued for the application beyond which reading from the socket pauses. Twilio sends
 # 50 a second; 32 is 640 ms of audio, so a busy event loop does not stall the stream, while a
@@ -104,7 +106,8 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
     handed to the library whole. At the first frame of any other kind (fragmented, reserved
     bits, unmasked, oversized, invalid UTF-8, unknown opcode), this connection hands the rest
     of its bytes to the library for good, which then fails or reassembles as RFC 6455 says.
-    Outgoing: text messages on an open, writable connection are framed and written at once.
+    Outgoing: text messages on an open, writable connection are framed and written at once;
+    `send_texts_now` (under TEXT_SENDER_EXTENSION) writes several in one system call.
 
     The scope's extensions offer `set_text_receiver` (under TEXT_RECEIVER_EXTENSION): while
     a receiver is set and nothing is queued ahead, each text message goes to it first, and
@@ -123,6 +126,7 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         if self.handshake_initiated and not self.close_sent:  # the scope exists; the app has not run yet
             self.scope["extensions"][TEXT_RECEIVER_EXTENSION] = self.set_text_receiver
+            self.scope["extensions"][TEXT_SENDER_EXTENSION] = self.send_texts_now
 
     def set_text_receiver(self, receiver: Callable[[str], bool] | None) -> None:
         self._text_receiver = receiver
@@ -145,18 +149,25 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.handshake_complete:  # frames sent before the application accepted wait for it
             self._parse_pending()
 
-    async def send(self, message: Any) -> None:
-        text = message.get("text") if message["type"] == "websocket.send" else None
-        if (
-            text is not None
-            and self.handshake_complete
+    def send_texts_now(self, *texts: str) -> bool:
+        """Write text messages at once, in one write; False (nothing written) when the
+        connection cannot take them now: not open yet, closing, or its buffer full. The
+        ASGI `send` then knows what to do."""
+        if not (
+            self.handshake_complete
             and not self.close_sent
             and self.initial_response is None
             and not self.disconnected
             and self.writable.is_set()
             and self.conn.state is State.OPEN
         ):
-            self.transport.write(text_frame(text.encode()))
+            return False
+        self.transport.write(b"".join([text_frame(text.encode()) for text in texts]))
+        return True
+
+    async def send(self, message: Any) -> None:
+        text = message.get("text") if message["type"] == "websocket.send" else None
+        if text is not None and self.send_texts_now(text):
             return
         await super().send(message)
         if message["type"] == "websocket.accept" and self._pending and self._fast:

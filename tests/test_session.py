@@ -44,11 +44,9 @@ class MemoryChannel:
             if take_now is None or not take_now(event):
                 yield event
 
-    async def send_audio(self, audio: bytes) -> None:
+    async def send_audio(self, audio: bytes, mark: str) -> None:
         self.sent.append(("audio", audio))
-
-    async def send_mark(self, name: str) -> None:
-        self.sent.append(("mark", name))
+        self.sent.append(("mark", mark))
 
     async def clear_playback(self) -> None:
         self.sent.append(("clear", None))

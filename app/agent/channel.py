@@ -69,12 +69,9 @@ class CallChannel(Protocol):
         """
         ...
 
-    async def send_audio(self, audio: bytes) -> None:
-        """Queue whole frames of audio for playback to the caller."""
-        ...
-
-    async def send_mark(self, name: str) -> None:
-        """Ask to be told (a PlaybackMark) once everything sent so far has been played."""
+    async def send_audio(self, audio: bytes, mark: str) -> None:
+        """Queue whole frames of audio for playback to the caller, then the mark `mark`: a
+        PlaybackMark comes back once everything sent so far has been played."""
         ...
 
     async def clear_playback(self) -> None:

@@ -293,14 +293,13 @@ class CallSession:
         """Send whole frames to the caller in chunks, each followed by a mark for the tracker."""
         for offset in range(0, len(frames), self._chunk_bytes):
             chunk = frames[offset : offset + self._chunk_bytes]
-            await self._channel.send_audio(chunk)
+            mark = self._playback.sent(item_id, self._caller_format.duration_ms(len(chunk)), perf_counter())
+            await self._channel.send_audio(chunk, mark)
             now = perf_counter()
             if offset == 0:
                 self._first_sent(item_id, now)
             if self._recorder is not None:
                 self._recorder.assistant_audio(chunk, self._timeline_ms(now))
-            mark = self._playback.sent(item_id, self._caller_format.duration_ms(len(chunk)), now)
-            await self._channel.send_mark(mark)
             self._metrics.outbound_delay.observe(now - received_at)
 
     async def _on_speech_started(self, event: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEve
 from app.audio.formats import TELEPHONE_ULAW
 from app.metrics import Metrics
 from app.telephony import media_stream as wire
-from app.websocket import TEXT_RECEIVER_EXTENSION
+from app.websocket import TEXT_RECEIVER_EXTENSION, TEXT_SENDER_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class TwilioChannel:
         self._metrics = metrics
         self._on_end = on_end
         self._closed = False
+        # Writes several messages in one system call when the connection can take them now.
+        self._send_now = websocket.scope.get("extensions", {}).get(TEXT_SENDER_EXTENSION)
 
     @staticmethod
     async def receive_start(websocket: WebSocket, *, timeout: float, max_message_bytes: int,
@@ -98,19 +100,17 @@ class TwilioChannel:
         event = _event(message, received_at)
         return event is None or take_now(event)
 
-    async def _send(self, text: str) -> None:
-        if self._closed:
+    async def _send(self, *texts: str) -> None:
+        if self._closed or (self._send_now is not None and self._send_now(*texts)):
             return
         try:
-            await self._ws.send_text(text)
+            for text in texts:
+                await self._ws.send_text(text)
         except _CLOSED_ERRORS:
             self._closed = True
 
-    async def send_audio(self, audio: bytes) -> None:
-        await self._send(wire.media_message(self.stream_sid, audio))
-
-    async def send_mark(self, name: str) -> None:
-        await self._send(wire.mark_message(self.stream_sid, name))
+    async def send_audio(self, audio: bytes, mark: str) -> None:
+        await self._send(wire.media_message(self.stream_sid, audio), wire.mark_message(self.stream_sid, mark))
 
     async def clear_playback(self) -> None:
         await self._send(wire.clear_message(self.stream_sid))

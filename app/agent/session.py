@@ -216,7 +216,11 @@ class CallSession:
     def _take_caller_event(self, event: ChannelEvent) -> bool:
         """An event handled as it arrives, from the channel's transport callback: no task
         switch for the 50 audio frames a second. Audio is declined (and comes through
-        `_caller_loop`, in order) while the realtime socket cannot take an append at once."""
+        `_caller_loop`, in order) while the realtime socket cannot take an append at once.
+
+        Order holds because a channel offers nothing while declined events wait, and
+        `_caller_loop` writes each one it gets before it yields to the event loop (even the
+        library's `send` frames and writes before it waits for the buffer to drain)."""
         if type(event) is CallerAudio:
             if not self._realtime.writable:
                 return False

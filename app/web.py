@@ -12,6 +12,7 @@ from app.config import Settings, get_settings
 from app.metrics import Metrics
 from app.review import build_review_router
 from app.telephony.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH, PhoneLine
+from app.websocket import StreamingWebSocketProtocol
 
 TWIML = "application/xml"
 
@@ -26,8 +27,6 @@ WEBSOCKET_IMPLEMENTATIONS = ("streaming", "auto", "websockets", "websockets-sans
 
 def server_config(app: FastAPI, host: str, port: int, ws: str = "streaming") -> uvicorn.Config:
     """How the phone line is served, for `octi serve` and the tests alike."""
-    from app.websocket import StreamingWebSocketProtocol
-
     return uvicorn.Config(
         app,
         host=host,

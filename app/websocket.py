@@ -119,7 +119,9 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
         # permessage-deflate would transform payloads and set RSV1: the library's job.
         self._fast = not self.config.ws_per_message_deflate
         self._max_size = self.config.ws_max_size
-        self._pending = bytearray()  # bytes after the handshake request, not parsed yet
+        # Bytes after the handshake request not parsed yet (an unfinished frame, or frames
+        # that came before the application accepted): a bytearray, or b"" when there are none.
+        self._pending: bytes | bytearray = b""
         self._text_receiver: Callable[[str], bool] | None = None
 
     def handle_connect(self, event: Any) -> None:
@@ -144,10 +146,13 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         if self._pending:
             self._pending += data
+        elif self.handshake_complete:
+            self._parse(data)  # the usual case: whole frames, parsed without a copy
+            return
         else:
             self._pending = bytearray(data)
         if self.handshake_complete:  # frames sent before the application accepted wait for it
-            self._parse_pending()
+            self._parse(self._pending)
 
     def send_texts_now(self, *texts: str) -> bool:
         """Write text messages at once, in one write; False (nothing written) when the
@@ -171,10 +176,10 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         await super().send(message)
         if message["type"] == "websocket.accept" and self._pending and self._fast:
-            self._parse_pending()
+            self._parse(self._pending)
 
-    def _parse_pending(self) -> None:
-        buf = self._pending
+    def _parse(self, buf: bytes | bytearray) -> None:
+        """Take every whole frame in `buf`; an unfinished one is kept in `_pending`."""
         end = len(buf)
         pos = 0
         while end - pos >= 2 and self._fast:
@@ -201,7 +206,7 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
             if opcode >= _CLOSE:
                 super().data_received(bytes(buf[pos:stop]))
                 if self.transport.is_closing():
-                    buf.clear()
+                    self._pending = b""
                     return
             else:
                 payload = apply_mask(buf[head + 4 : stop], buf[head : head + 4])
@@ -216,14 +221,13 @@ class StreamingWebSocketProtocol(WebSocketsSansIOProtocol):
                 else:
                     self._deliver({"type": "websocket.receive", "bytes": payload})
             pos = stop
-        del buf[:pos]
+        self._pending = bytearray(buf[pos:]) if pos < end else b""
 
-    def _hand_over(self, buf: bytearray, pos: int) -> None:
+    def _hand_over(self, buf: bytes | bytearray, pos: int) -> None:
         """From the frame at `pos` on, the library parses this connection."""
         self._fast = False
-        rest = bytes(buf[pos:])
-        buf.clear()
-        super().data_received(rest)
+        self._pending = b""
+        super().data_received(bytes(buf[pos:]))
 
     def _offer(self, text: str) -> bool:
         """Whether the receiver took the message; never when messages wait in the queue."""

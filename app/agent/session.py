@@ -208,7 +208,7 @@ class CallSession:
     async def _caller_loop(self) -> None:
         async for event in self._channel.events(self._take_caller_event):
             if type(event) is CallerAudio:
-                await self._realtime.send(protocol.append_audio(self._to_model.convert(event.audio)))
+                await self._realtime.send(self._append(event))
                 self._caller_audio_sent(event)
             else:
                 self._on_caller_signal(event)
@@ -224,11 +224,14 @@ class CallSession:
         if type(event) is CallerAudio:
             if not self._realtime.writable:
                 return False
-            self._realtime.send_now(protocol.append_audio(self._to_model.convert(event.audio)))
+            self._realtime.send_now(self._append(event))
             self._caller_audio_sent(event)
         else:
             self._on_caller_signal(event)
         return True
+
+    def _append(self, event: CallerAudio) -> bytes:
+        return protocol.append_audio(self._to_model.convert(event.audio))
 
     def _caller_audio_sent(self, event: CallerAudio) -> None:
         self._metrics.inbound_delay.observe(perf_counter() - event.received_at)

@@ -91,8 +91,9 @@ class RealtimeConnection:
         socket = self._socket
         return socket.protocol.state is State.OPEN and socket.transport.get_write_buffer_size() < WRITE_BUFFER_HIGH_WATER
 
-    def send_now(self, text: str) -> bool:
-        """Frame and write one event at once; only when `writable`. False if the transport died.
+    def send_now(self, event: bytes) -> bool:
+        """Frame and write one event (UTF-8 JSON) at once; only when `writable`. False if the
+        transport died.
 
         Taken by nearly every audio append (50 a second per call). The library's `send` costs
         several times as much in locks, context managers, awaits and a getrandom per frame; it
@@ -100,18 +101,21 @@ class RealtimeConnection:
         whatever it frames at once, so nothing of its own can be waiting to go out first.
         """
         try:
-            self._socket.transport.write(masked_text_frame(text.encode(), self._masking_keys.take()))
+            self._socket.transport.write(masked_text_frame(event, self._masking_keys.take()))
             return True
         except (OSError, RuntimeError):
             return False
 
-    async def send(self, event: dict[str, Any] | str) -> bool:
-        """Send one client event; False (never an exception) when the socket is gone."""
-        text = event if isinstance(event, str) else json.dumps(event)
+    async def send(self, event: dict[str, Any] | str | bytes) -> bool:
+        """Send one client event (a dict, or JSON text or UTF-8 bytes); False (never an
+        exception) when the socket is gone."""
+        if isinstance(event, dict):
+            event = json.dumps(event)
+        payload = event.encode() if isinstance(event, str) else event
         if self.writable:
-            return self.send_now(text)
+            return self.send_now(payload)
         try:
-            await self._socket.send(text)
+            await self._socket.send(payload, text=True)
             return True
         except ConnectionClosed:
             return False

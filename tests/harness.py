@@ -56,12 +56,34 @@ async def seeded_data_dir() -> Path:
     return target
 
 
-@asynccontextmanager
-async def running_line(**overrides) -> AsyncIterator[RunningLine]:
+def loopback_socket() -> tuple[socket.socket, int]:
+    """A socket bound to an ephemeral loopback port, and the port, for a server to listen on."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    return sock, sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def serving_on(sock: socket.socket, config: uvicorn.Config) -> AsyncIterator[uvicorn.Server]:
+    """uvicorn serving `config` on `sock` for the block; stopped (and the socket closed) after."""
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # start-up failed: raise its error
+            await asyncio.sleep(0.01)
+        yield server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        sock.close()
+
+
+@asynccontextmanager
+async def running_line(**overrides) -> AsyncIterator[RunningLine]:
+    sock, port = loopback_socket()
     values = {
         "twilio_auth_token": AUTH_TOKEN,
         "public_base_url": PUBLIC_URL,
@@ -73,16 +95,8 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
     data_dir = values.setdefault("data_dir", await seeded_data_dir())
     settings = Settings(_env_file=None, **values)
     app = create_app(settings)
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
     try:
-        yield RunningLine(f"http://127.0.0.1:{port}", settings, app.state.line)
+        async with serving_on(sock, server_config(app, "127.0.0.1", port)):
+            yield RunningLine(f"http://127.0.0.1:{port}", settings, app.state.line)
     finally:
-        server.should_exit = True
-        await task
-        sock.close()
         shutil.rmtree(data_dir, ignore_errors=True)

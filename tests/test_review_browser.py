@@ -7,15 +7,14 @@ Set REVIEW_SCREENSHOTS=/some/dir to also save narrow-viewport screenshots of the
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import uvicorn
 
+from tests.harness import loopback_socket, serving_on
 from tests.test_review_pages import (
     PASSWORD,
     RECORDED_TURNS,
@@ -47,23 +46,10 @@ def chromium_path() -> Path:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[str]:
     reader = FakeReader(sample_calls(), {1: write_wav(tmp_path / "call-1.wav")})
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, port = loopback_socket()
     app = make_app(reader, signin_settings())
-    served = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-    task = asyncio.create_task(served.serve(sockets=[sock]))
-    while not served.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serving_on(sock, uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        served.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest.fixture

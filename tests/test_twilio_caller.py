@@ -44,6 +44,7 @@ from app.simulators.twilio_caller import (
     cli,
     place_call,
 )
+from tests.harness import loopback_socket, serving_on
 
 AUDIO = Path(__file__).parent / "audio"
 TOKEN = "test-auth-token-0123456789abcdef"
@@ -243,20 +244,9 @@ class Customer:
 
 @contextlib.asynccontextmanager
 async def serving(app: Starlette):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", ws="websockets-sansio"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
+    sock, port = loopback_socket()
+    async with serving_on(sock, uvicorn.Config(app, lifespan="off", log_level="warning", ws="websockets-sansio")):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def call(customer: Customer, script: CallScript, **kwargs: Any):

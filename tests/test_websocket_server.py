@@ -33,6 +33,7 @@ from websockets.streams import StreamReader
 import app.websocket as websocket_module
 from app.web import WEBSOCKET_FRAME_LIMIT, server_config
 from app.websocket import PAUSE_READING_AT, TEXT_RECEIVER_EXTENSION, MaskingKeys, masked_text_frame, text_frame
+from tests.harness import loopback_socket, serving_on
 
 TIMEOUT = 5.0  # seconds for any single wait; nothing here should take a fraction of that
 IMPLEMENTATIONS = ["streaming", "websockets-sansio"]  # ours, and uvicorn's stock sans-I/O one
@@ -156,23 +157,10 @@ def echo_app(sessions: list[Session]) -> Starlette:
 @asynccontextmanager
 async def serving(implementation: str, app: Starlette | None = None) -> AsyncIterator[EchoServer]:
     """An echo server (or `app`) on an ephemeral loopback port, served as tests/harness.py `running_line` does."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, port = loopback_socket()
     sessions: list[Session] = []
-    server = uvicorn.Server(server_config(app or echo_app(sessions), "127.0.0.1", port, ws=implementation))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with serving_on(sock, server_config(app or echo_app(sessions), "127.0.0.1", port, ws=implementation)) as server:
         yield EchoServer(implementation, port, server, sessions)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT)
-        sock.close()
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

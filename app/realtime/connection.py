@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State
 
+from app import json_wire
 from app.config import Settings
 from app.websocket import MaskingKeys, masked_text_frame
 
@@ -126,7 +127,7 @@ class RealtimeConnection:
             async for raw in self._socket:
                 self.last_received_at = perf_counter()
                 try:
-                    event = json.loads(raw)
+                    event = json_wire.loads(raw)
                 except ValueError:
                     log.warning("dropping a non-JSON frame from the realtime server")
                     continue

@@ -6,7 +6,7 @@ Every builder returns a plain dict that validates against `openai.types.realtime
 
 from __future__ import annotations
 
-import base64
+from binascii import b2a_base64
 from typing import Any
 
 from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW, AudioFormat
@@ -81,7 +81,7 @@ def greeting_response(greeting: str) -> dict[str, Any]:
 
 def append_audio(audio: bytes) -> bytes:
     """The event as UTF-8 JSON, ready to frame: no str round trip for 50 appends a second."""
-    return b'{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(audio) + b'"}'
+    return b'{"type":"input_audio_buffer.append","audio":"' + b2a_base64(audio, newline=False) + b'"}'
 
 
 def truncate_item(item_id: str, audio_end_ms: int) -> dict[str, Any]:

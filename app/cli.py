@@ -49,7 +49,11 @@ def serve(argv: list[str]) -> int:
     if args.port:
         settings.port = args.port
     configure_logging(settings.log_level)
-    uvicorn.Server(server_config(create_app(settings), settings.host, settings.port, args.ws)).run()
+    try:
+        uvicorn.Server(server_config(create_app(settings), settings.host, settings.port, args.ws)).run()
+    except KeyboardInterrupt:
+        # uvicorn has shut down gracefully, then raises the captured Ctrl-C/SIGINT again.
+        return 130
     return 0
 
 

@@ -8,6 +8,7 @@ Run from the repo root:
       --ws websockets websockets-sansio wsproto                # uvicorn's websocket implementations
   .venv/bin/python benchmarks/relay.py --calls 100 200 --codec pcm16 --pin           # server alone on CPU 0
   .venv/bin/python benchmarks/relay.py --calls 100 --codec pcm16 --pin --profile 20   # py-spy the server
+  .venv/bin/python benchmarks/relay.py --calls 200 300 --codec pcm16 --peers lean     # cheap peers, see below
   .venv/bin/python benchmarks/relay.py --report /tmp/octi-relay-XXXX/results.json     # print a past run again
 
 (--ws wsproto and --profile need `.venv/bin/pip install wsproto py-spy`.)
@@ -37,6 +38,14 @@ on the machine took meanwhile. A GET /health every 250 ms shows how far behind t
 event loop runs, which the bridge delays (measured from the moment a message is read) cannot
 show. Every call must end "completed", hung up by the caller, with no protocol violation;
 failures are counted.
+
+--peers lean swaps both peers for the lean ones of benchmarks/lean_peers.py (same wire
+protocols, a fraction of the CPU): the double becomes a hand-framed asyncio Realtime server that
+never JSON-decodes an append, and each generator runs up to 150 calls on one shared 20 ms
+ticker with pre-built messages and Twilio's playback buffer kept as counters. Callers then speak
+only the speech part of each WAV (so 'talked %' is lower). The server is unchanged; use it
+where the faithful peers would saturate the machine (from ~150 calls on 2 cores). The run
+label says "lean-peers"; the default is --peers faithful.
 
 Every process started here is killed at the end (also on Ctrl-C or an error); every loop is
 bounded in count and time. Logs and the raw results go to --out (a fresh /tmp dir by default).
@@ -80,6 +89,8 @@ OTHERS_PCT = 20.0  # CPU used by other jobs during the window (% of one core) ab
 SERVER_BEHIND_MS = 250.0  # /health p99 round trip above which the server's event loop is behind
 GEN_LAG_P99_MS, GEN_LAG_MAX_MS = 20.0, 250.0  # generators' loop lag above which callers' figures are doubtful
 CALLS_PER_GENERATOR = 75
+CALLS_PER_LEAN_GENERATOR = 150  # a lean fleet costs a fraction of the faithful callers
+LEAN_PEERS = Path(__file__).resolve().with_name("lean_peers.py")
 FRAME_MS = 20
 
 
@@ -371,6 +382,9 @@ def worker_main(config_path: str, result_path: str) -> int:
     import functools
 
     sys.path.insert(0, str(REPO))
+    cfg = json.loads(Path(config_path).read_text())
+    if cfg.get("peers") == "lean":
+        return _lean_worker(cfg, result_path)
     from app.simulators import twilio_wire as wire
     from app.simulators.twilio_caller import CallScript, Utterance, place_call
 
@@ -387,12 +401,11 @@ def worker_main(config_path: str, result_path: str) -> int:
     for wav in WAVS:
         wire.speech_bounds(wire.wav_to_ulaw(Path(wav)))
 
-    cfg = json.loads(Path(config_path).read_text())
     print("READY", flush=True)
     go = json.loads(sys.stdin.readline() or "{}")
     if "t0" not in go:
         return 1
-    t0, w_start, w_end = go["t0"], go["window_start"], go["window_end"]
+    t0 = go["t0"]
     duration = cfg["duration"]
 
     async def one_call(spec: dict[str, Any]) -> dict[str, Any]:
@@ -438,39 +451,67 @@ def worker_main(config_path: str, result_path: str) -> int:
         del r
         return summary
 
-    async def main() -> dict[str, Any]:
-        lags: list[float] = []
-        max_lag = 0.0
+    async def calls() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(one_call(spec) for spec in cfg["calls"]))
 
-        async def probe() -> None:  # the generator's own loop lag, 20 ms ticks, bounded in time
-            nonlocal max_lag
-            loop = asyncio.get_running_loop()
-            end = t0 + cfg["max_seconds"]
-            next_tick = loop.time()
-            while time.monotonic() < end:
-                next_tick += FRAME_MS / 1000
-                await asyncio.sleep(max(0.0, next_tick - loop.time()))
-                lag = (loop.time() - next_tick) * 1000
-                max_lag = max(max_lag, lag)
-                if w_start <= time.monotonic() <= w_end:
-                    lags.append(lag)
-                if lag > 1000:
-                    next_tick = loop.time()  # do not try to catch up a long stall tick by tick
+    result = asyncio.run(_probed(calls, cfg, go))
+    Path(result_path).write_text(json.dumps(result))
+    return 0
 
-        prober = asyncio.create_task(probe())
-        try:
-            calls = await asyncio.gather(*(one_call(spec) for spec in cfg["calls"]))
-        finally:
-            prober.cancel()
-        lags.sort()
-        return {
-            "calls": calls,
-            "loop_lag_window_p99_ms": lags[int(0.99 * (len(lags) - 1))] if lags else None,
-            "loop_lag_window_max_ms": lags[-1] if lags else None,
-            "loop_lag_max_ms": max_lag,
-        }
 
-    result = asyncio.run(main())
+async def _probed(calls: Any, cfg: dict[str, Any], go: dict[str, Any]) -> dict[str, Any]:
+    """Run the generator's calls beside a probe of its own loop lag (20 ms ticks, bounded in time)."""
+    import asyncio
+
+    t0, w_start, w_end = go["t0"], go["window_start"], go["window_end"]
+    lags: list[float] = []
+    max_lag = 0.0
+
+    async def probe() -> None:
+        nonlocal max_lag
+        loop = asyncio.get_running_loop()
+        end = t0 + cfg["max_seconds"]
+        next_tick = loop.time()
+        while time.monotonic() < end:
+            next_tick += FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            lag = (loop.time() - next_tick) * 1000
+            max_lag = max(max_lag, lag)
+            if w_start <= time.monotonic() <= w_end:
+                lags.append(lag)
+            if lag > 1000:
+                next_tick = loop.time()  # do not try to catch up a long stall tick by tick
+
+    prober = asyncio.create_task(probe())
+    try:
+        results = await calls()
+    finally:
+        prober.cancel()
+    lags.sort()
+    return {
+        "calls": results,
+        "loop_lag_window_p99_ms": lags[int(0.99 * (len(lags) - 1))] if lags else None,
+        "loop_lag_window_max_ms": lags[-1] if lags else None,
+        "loop_lag_max_ms": max_lag,
+    }
+
+
+def _lean_worker(cfg: dict[str, Any], result_path: str) -> int:
+    """A generator of lean calls (benchmarks/lean_peers.py): one process, one shared 20 ms ticker."""
+    sys.path.insert(0, str(LEAN_PEERS.parent))
+    import lean_peers
+
+    speech = lean_peers.Utterances(WAVS)  # the callers' frames, encoded once before the start
+    print("READY", flush=True)
+    go = json.loads(sys.stdin.readline() or "{}")
+    if "t0" not in go:
+        return 1
+
+    async def calls() -> list[dict[str, Any]]:
+        return await lean_peers.run_fleet(cfg["url"], cfg["calls"], duration=cfg["duration"], t0=go["t0"],
+                                          public_url=cfg["public_url"], auth_token=AUTH_TOKEN, speech=speech)
+
+    result = lean_peers.run_async(_probed(calls, cfg, go))
     Path(result_path).write_text(json.dumps(result))
     return 0
 
@@ -547,10 +588,11 @@ class RunConfig:
     out: Path
     server_env: dict[str, str] = field(default_factory=dict)
     idle_before: float = float("nan")  # machine busy % just before the run (see --wait-idle)
+    peers: str = "faithful"  # or "lean": benchmarks/lean_peers.py as double and callers
 
     @property
     def label(self) -> str:
-        return self.ws + (" pinned" if self.pin else "")
+        return self.ws + (" pinned" if self.pin else "") + (" lean-peers" if self.peers == "lean" else "")
 
 
 @dataclass
@@ -572,7 +614,8 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
     other_cpus = set(all_cpus[1:]) if server_cpus else None
 
     dport, sport = free_port(), free_port()
-    double = procs.start("double", [*octi, "realtime-double", "--port", str(dport), "--speed", str(rc.speed),
+    double_cmd = [*octi, "realtime-double"] if rc.peers == "faithful" else [sys.executable, str(LEAN_PEERS), "realtime"]
+    double = procs.start("double", [*double_cmd, "--port", str(dport), "--speed", str(rc.speed),
                                     "--answer-seconds", str(rc.answer_seconds), "--api-key", API_KEY,
                                     "--log-level", "WARNING"], log=out / "double.log", cpus=other_cpus)
     wait_until(lambda: port_open(dport), 30, "realtime double", double)
@@ -614,7 +657,7 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         cfg_path, res_path = out / f"gen{g}.json", out / f"gen{g}.result.json"
         res_path.unlink(missing_ok=True)
         cfg_path.write_text(json.dumps({"url": url, "public_url": public, "duration": rc.duration, "calls": share,
-                                        "max_seconds": max_seconds}))
+                                        "max_seconds": max_seconds, "peers": rc.peers}))
         generators.append(procs.start(f"gen{g}", [sys.executable, str(Path(__file__).resolve()), "--worker",
                                                   str(cfg_path), str(res_path)],
                                       log=out / f"gen{g}.log", pipes=True, cpus=other_cpus))
@@ -988,7 +1031,9 @@ def print_tables(runs: list[RunResult]) -> None:
             f, rc = run.figures, run.config
             if not f:
                 continue
-            print(f"  {rc.calls} calls, ws {rc.label}: window {f['window_s']:.1f} s with {f['active_calls']:.0f} calls "
+            peers = ("lean peers (double = benchmarks/lean_peers.py realtime, gens = lean fleets)"
+                     if rc.peers == "lean" else "faithful peers")
+            print(f"  {rc.calls} calls, ws {rc.label}, {peers}: window {f['window_s']:.1f} s with {f['active_calls']:.0f} calls "
                   f"active; server CPU {f['server_cpu_s']:.1f} s, {f['server_stime_share_pct']:.0f} % of it in "
                   f"the kernel (stime); {f['inbound_n']} inbound / {f['outbound_n']} outbound delays observed; "
                   f"/health round trip p50 {_ms(f['health_p50_ms'], '>5000')} p99 "
@@ -1076,7 +1121,7 @@ def _config_from_strings(values: dict[str, str]) -> RunConfig:
         generators=int(values["generators"]), ramp=float(values["ramp"]), settle=float(values["settle"]),
         speed=float(values["speed"]), answer_seconds=float(values["answer_seconds"]),
         profile=float(values["profile"]), pin=values.get("pin") == "True", out=Path(values["out"]),
-        server_env=_literal_dict(values.get("server_env", "{}")))
+        server_env=_literal_dict(values.get("server_env", "{}")), peers=values.get("peers", "faithful"))
 
 
 def _literal_dict(text: str) -> dict[str, str]:
@@ -1096,7 +1141,10 @@ def main(argv: list[str] | None = None) -> int:
                         "own, app.websocket)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds each call lasts (default 60)")
     p.add_argument("--generators", type=int, help=f"load-generator processes (default: <= {CALLS_PER_GENERATOR} "
-                                                   "calls each)")
+                                                   f"calls each, {CALLS_PER_LEAN_GENERATOR} with --peers lean)")
+    p.add_argument("--peers", choices=["faithful", "lean"], default="faithful",
+                   help="the double and callers: the project's simulators (default), or the lean ones of "
+                        "benchmarks/lean_peers.py, cheap enough for 200-300 calls on a small machine")
     p.add_argument("--ramp", type=float, help="seconds over which the calls start (default N/40, 2..8)")
     p.add_argument("--settle", type=float, default=10.0, help="window starts this long after the last call "
                                                               "started (default 10)")
@@ -1137,7 +1185,8 @@ def main(argv: list[str] | None = None) -> int:
         for ws in args.ws:
             for n in args.calls:
                 ramp = args.ramp if args.ramp is not None else min(8.0, max(2.0, n / 40))
-                gens = args.generators or max(1, math.ceil(n / CALLS_PER_GENERATOR))
+                per_generator = CALLS_PER_LEAN_GENERATOR if args.peers == "lean" else CALLS_PER_GENERATOR
+                gens = args.generators or max(1, math.ceil(n / per_generator))
                 window = args.duration - 0.5 - ramp - args.settle
                 if window < 5:
                     p.error(f"{n} calls: a {args.duration:g} s call leaves a {window:.1f} s window after the "
@@ -1146,7 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
                     p.error(f"--profile {args.profile:g} is longer than the {window:.1f} s window")
                 configs.append(RunConfig(codec, n, ws, args.duration, min(gens, n), ramp, args.settle, args.speed,
                                          args.answer_seconds, args.profile, args.pin, out,
-                                         dict(item.split("=", 1) for item in args.server_env)))
+                                         dict(item.split("=", 1) for item in args.server_env), peers=args.peers))
 
     print(f"Relay benchmark: {len(configs)} run(s), {args.duration:g} s calls; {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {platform.platform()}; logs and raw results in {out}")

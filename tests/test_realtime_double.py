@@ -16,11 +16,12 @@ from typing import Any, AsyncIterator, Callable
 import numpy as np
 import pytest
 from openai.types.realtime import RealtimeServerEvent
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.simulators.realtime_double import ASSET_TEXT, RealtimeDouble, TruncationRecord, build_arg_parser
+from app.simulators.realtime_schema import undeclared_keys
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -40,24 +41,12 @@ ALLOWED_EXTRAS = {"session.object", "session.id", "session.expires_at"}
 # Helpers
 
 
-def _extras(value: Any, path: str = "") -> list[str]:
-    found: list[str] = []
-    if isinstance(value, BaseModel):
-        found += [f"{path}.{key}" if path else key for key in (value.model_extra or {})]
-        for name in value.model_fields_set:
-            found += _extras(getattr(value, name), f"{path}.{name}" if path else name)
-    elif isinstance(value, list):
-        for element in value:
-            found += _extras(element, path)
-    return found
-
-
 def check_server_event(event: dict[str, Any]) -> None:
     """The event must validate against the SDK's RealtimeServerEvent, with no stray keys."""
     model = SERVER_EVENT.validate_python(event)
     assert model.type == event["type"]
     assert isinstance(event["event_id"], str) and event["event_id"].startswith("event_")
-    unexpected = set(_extras(model)) - ALLOWED_EXTRAS
+    unexpected = set(undeclared_keys(model)) - ALLOWED_EXTRAS
     assert not unexpected, f"{event['type']} carries undeclared keys {unexpected}"
 
 

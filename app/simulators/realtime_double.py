@@ -111,12 +111,12 @@ SPEECH_START_MS = 100  # energy above threshold this long starts a turn
 VAD_WINDOW_MS = 10
 DELTA_MS_RANGE = (20, 250)
 
-_UNITS_PER_MS = 48  # timeline unit = 1/48000 s: a whole number of units per sample at 8 and 24 kHz
-_FORMAT_KINDS = {"audio/pcm": "pcm", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
+UNITS_PER_MS = 48  # timeline unit = 1/48000 s: a whole number of units per sample at 8 and 24 kHz
+FORMAT_KINDS = {"audio/pcm": "pcm", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
 _RATE = {"pcm": 24000, "pcmu": 8000, "pcma": 8000}
-_BYTES_PER_MS = {"pcm": 48, "pcmu": 8, "pcma": 8}
-_ID_ALPHABET = string.ascii_letters + string.digits
-_KEEP_ON_NULL = frozenset({"instructions", "output_modalities", "tools", "tool_choice", "max_output_tokens"})
+BYTES_PER_MS = {"pcm": 48, "pcmu": 8, "pcma": 8}
+ID_ALPHABET = string.ascii_letters + string.digits
+KEEP_ON_NULL = frozenset({"instructions", "output_modalities", "tools", "tool_choice", "max_output_tokens"})
 _VOICE_LOCKED_MESSAGE = "Cannot update a conversation's voice if assistant audio is present."
 
 
@@ -134,7 +134,7 @@ class VoiceAsset:
 
     def slice_audio(self, kind: str, start_ms: int, duration_ms: int) -> bytes:
         """`duration_ms` of audio from `start_ms`, wrapping around the end of the recording."""
-        data, per_ms = self.audio[kind], _BYTES_PER_MS[kind]
+        data, per_ms = self.audio[kind], BYTES_PER_MS[kind]
         out = bytearray()
         position, left = start_ms % self.duration_ms, duration_ms
         while left > 0:
@@ -151,8 +151,8 @@ class VoiceAsset:
         position, left = start_ms % self.duration_ms, duration_ms
         while left > 0:
             take = min(left, self.duration_ms - position)
-            begin = _snap(text, round(position * length / self.duration_ms))
-            end = _snap(text, round((position + take) * length / self.duration_ms))
+            begin = snap_to_word(text, round(position * length / self.duration_ms))
+            end = snap_to_word(text, round((position + take) * length / self.duration_ms))
             piece = text[begin:end].strip()
             if piece:
                 pieces.append(piece)
@@ -161,7 +161,7 @@ class VoiceAsset:
         return " ".join(pieces)
 
 
-def _snap(text: str, index: int) -> int:
+def snap_to_word(text: str, index: int) -> int:
     """Move a character index forward to the start of a word, so slices hold whole words."""
     if index <= 0:
         return 0
@@ -182,8 +182,8 @@ def load_voice_asset(path: Path = ASSET_PATH) -> VoiceAsset:
         if shape != (1, 2, 24000):
             raise ValueError(f"{path}: expected PCM16 mono 24 kHz, got channels/width/rate {shape}")
         pcm = wav.readframes(wav.getnframes())
-    duration_ms = len(pcm) // _BYTES_PER_MS["pcm"]
-    pcm = pcm[: duration_ms * _BYTES_PER_MS["pcm"]]
+    duration_ms = len(pcm) // BYTES_PER_MS["pcm"]
+    pcm = pcm[: duration_ms * BYTES_PER_MS["pcm"]]
     narrow, _ = audioop.ratecv(pcm, 2, 1, 24000, 8000, None)
     narrow = narrow[: duration_ms * 16].ljust(duration_ms * 16, b"\0")
     return VoiceAsset(
@@ -239,7 +239,7 @@ class EnergyVad:
         """Consume PCM16 at `rate`; return ("start", onset) / ("stop", end) events in order."""
         data = self._pending + pcm if self._pending else pcm
         window = rate // 1000 * VAD_WINDOW_MS * 2
-        step = VAD_WINDOW_MS * _UNITS_PER_MS
+        step = VAD_WINDOW_MS * UNITS_PER_MS
         view = memoryview(data)
         events: list[tuple[str, int]] = []
         offset = 0
@@ -521,7 +521,7 @@ class DoubleConnection:
     @property
     def audio_ms_appended(self) -> int:
         """Milliseconds of input audio appended over the whole session."""
-        return self._total_units // _UNITS_PER_MS
+        return self._total_units // UNITS_PER_MS
 
     @property
     def live(self) -> bool:
@@ -652,7 +652,7 @@ class DoubleConnection:
     # -- sending ---------------------------------------------------------------------------
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_{''.join(self._ids.choices(_ID_ALPHABET, k=21))}"
+        return f"{prefix}_{''.join(self._ids.choices(ID_ALPHABET, k=21))}"
 
     async def _send(self, event: dict[str, Any], record: dict[str, Any] | None = None) -> None:
         event["event_id"] = self._new_id("event")
@@ -701,7 +701,7 @@ class DoubleConnection:
     @staticmethod
     def _client_record(event: ParsedClientEvent, units: int) -> dict[str, Any]:
         if event.type == "input_audio_buffer.append":
-            record: dict[str, Any] = {"type": event.type, "audio_ms": units / _UNITS_PER_MS}
+            record: dict[str, Any] = {"type": event.type, "audio_ms": units / UNITS_PER_MS}
             if event.event_id is not None:
                 record["event_id"] = event.event_id
             return record
@@ -772,7 +772,7 @@ class DoubleConnection:
             if key == "audio":
                 _merge_audio(session["audio"], value or {})
                 continue
-            if value is None and key in _KEEP_ON_NULL:
+            if value is None and key in KEEP_ON_NULL:
                 continue  # null leaves these as they are
             session[key] = value
         _check_modalities(session["output_modalities"], "session.output_modalities")
@@ -789,7 +789,7 @@ class DoubleConnection:
 
     @property
     def _input_kind(self) -> str:
-        return _FORMAT_KINDS[self.session["audio"]["input"]["format"].get("type") or "audio/pcm"]
+        return FORMAT_KINDS[self.session["audio"]["input"]["format"].get("type") or "audio/pcm"]
 
     @property
     def _turn_detection(self) -> dict[str, Any] | None:
@@ -836,13 +836,13 @@ class DoubleConnection:
     async def _on_speech_started(self, onset_units: int) -> None:
         detection = self._turn_detection or {}
         prefix_ms = detection.get("prefix_padding_ms", SEMANTIC_PREFIX_MS)
-        start = max(onset_units - prefix_ms * _UNITS_PER_MS, self._buffer_start_units)
+        start = max(onset_units - prefix_ms * UNITS_PER_MS, self._buffer_start_units)
         self._speech_item_id = self._new_id("item")
         self._speech_start_units = start
         await self._send(
             {
                 "type": "input_audio_buffer.speech_started",
-                "audio_start_ms": start // _UNITS_PER_MS,
+                "audio_start_ms": start // UNITS_PER_MS,
                 "item_id": self._speech_item_id,
             }
         )
@@ -856,11 +856,11 @@ class DoubleConnection:
         await self._send(
             {
                 "type": "input_audio_buffer.speech_stopped",
-                "audio_end_ms": end_units // _UNITS_PER_MS,
+                "audio_end_ms": end_units // UNITS_PER_MS,
                 "item_id": item_id,
             }
         )
-        audio_ms = (end_units - self._speech_start_units) // _UNITS_PER_MS
+        audio_ms = (end_units - self._speech_start_units) // UNITS_PER_MS
         self._buffer_start_units = end_units
         await self._commit_user_audio(item_id, audio_ms)
         if detection.get("create_response", True):
@@ -874,17 +874,17 @@ class DoubleConnection:
 
     async def _on_commit(self, event: ParsedClientEvent) -> None:
         buffered = self._total_units - self._buffer_start_units
-        if buffered < MIN_COMMIT_MS * _UNITS_PER_MS:
+        if buffered < MIN_COMMIT_MS * UNITS_PER_MS:
             raise ClientEventError(
                 "input_audio_buffer_commit_empty",
                 f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms "
-                f"of audio, but buffer only has {buffered / _UNITS_PER_MS:.2f}ms of audio.",
+                f"of audio, but buffer only has {buffered / UNITS_PER_MS:.2f}ms of audio.",
             )
         item_id = self._speech_item_id or self._new_id("item")
         self._speech_item_id = None
         self._buffer_start_units = self._total_units
         self._vad.reset(self._total_units)
-        await self._commit_user_audio(item_id, buffered // _UNITS_PER_MS)
+        await self._commit_user_audio(item_id, buffered // UNITS_PER_MS)
 
     async def _on_clear(self, event: ParsedClientEvent) -> None:
         self._buffer_start_units = self._total_units
@@ -984,7 +984,7 @@ class DoubleConnection:
                     audio = part.pop("audio")
                     raw = _decode_base64(audio, f"item.content[{index}].audio")
                     item.input_audio[index] = audio
-                    item.audio_ms += len(raw) // _BYTES_PER_MS[self._input_kind]
+                    item.audio_ms += len(raw) // BYTES_PER_MS[self._input_kind]
         data.update(id=item_id, object="realtime.item", status="completed")
         self._insert(item, position)
         previous_id = self._items[position - 1].data["id"] if position > 0 else None
@@ -1048,7 +1048,7 @@ class DoubleConnection:
             raise ClientEventError(None, f"Audio content of {item.audio_ms}ms is already shorter than {audio_end_ms}ms")
         self.truncations.append(TruncationRecord(item_id, content_index, audio_end_ms, item.audio_ms, run.record.id))
         item.audio_ms = audio_end_ms
-        cut = _snap(run.script, round(len(run.script) * audio_end_ms / run.record.planned_ms))
+        cut = snap_to_word(run.script, round(len(run.script) * audio_end_ms / run.record.planned_ms))
         item.data["content"][0]["transcript"] = run.script[:cut].rstrip()
         await self._send(
             {
@@ -1158,7 +1158,7 @@ class DoubleConnection:
             item=item,
             context=context,
             audio=audio,
-            format_kind=_FORMAT_KINDS[output_format["type"]],
+            format_kind=FORMAT_KINDS[output_format["type"]],
             asset_start=asset_start,
             script=asset.transcript(asset_start, planned_ms),
             max_output_tokens=max_output_tokens,
@@ -1271,7 +1271,7 @@ class DoubleConnection:
             for part_index, part in enumerate(element.get("content") or []):
                 if isinstance(part, dict) and part.get("type") == "input_audio" and part.get("audio"):
                     raw = _decode_base64(part["audio"], f"response.input[{index}].content[{part_index}].audio")
-                    transient.audio_ms += len(raw) // _BYTES_PER_MS[self._input_kind]
+                    transient.audio_ms += len(raw) // BYTES_PER_MS[self._input_kind]
             context.append(transient)
         return context
 
@@ -1291,7 +1291,7 @@ class DoubleConnection:
                 step = min(self._rng.randint(*DELTA_MS_RANGE), record.planned_ms - position)
                 chunk = asset.slice_audio(run.format_kind, run.asset_start + position, step) if run.audio else b""
                 position += step
-                upto = _snap(script, round(len(script) * position / record.planned_ms))
+                upto = snap_to_word(script, round(len(script) * position / record.planned_ms))
                 text = script[run.sent_chars : upto]
                 # Count each piece right before its send: the write happens at once, and a cancel
                 # can only land on the await after it, so the counts always match what was sent.

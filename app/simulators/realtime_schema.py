@@ -31,6 +31,7 @@ __all__ = [
     "find_unknown_parameter",
     "parse_client_event",
     "server_event_adapter",
+    "undeclared_keys",
     "validate_server_event",
 ]
 
@@ -207,6 +208,21 @@ def _split_item_references(data: dict[str, Any], event_id: str | None) -> tuple[
 def find_unknown_parameter(model: BaseModel, prefix: str = "") -> str | None:
     """Dotted path of the first key the models did not declare, or None."""
     return next(_iter_unknown(model, prefix), None)
+
+
+def undeclared_keys(value: Any, path: str = "") -> list[str]:
+    """Dotted paths of every key the models did not declare in `value` (a model, or a list of them;
+    a list's elements share its path). For checking what a simulated server sends; client events
+    go through `find_unknown_parameter`, which stops at the first."""
+    found: list[str] = []
+    if isinstance(value, BaseModel):
+        found += [_join(path, key) for key in (value.model_extra or {})]
+        for name in value.model_fields_set:
+            found += undeclared_keys(getattr(value, name), _join(path, name))
+    elif isinstance(value, list):
+        for element in value:
+            found += undeclared_keys(element, path)
+    return found
 
 
 def _iter_unknown(value: Any, path: str) -> Iterator[str]:

@@ -1,0 +1,1788 @@
+"""Lean peers for benchmarks/relay.py: the same wire protocols as the faithful simulators, for little CPU.
+
+The faithful peers (`octi realtime-double`, which validates every client event with pydantic,
+and `app.simulators.twilio_caller.place_call`, one websockets client, timer and pump per call)
+cost about 1 % of a core per call together; on a small machine they saturate it long before
+the server does. These peers speak the same protocols to the unchanged server:
+
+* `realtime`: a plain asyncio server speaking the OpenAI Realtime GA protocol as far as the
+  server uses it (handshake with the bearer key, RFC 6455 frames parsed here and written with
+  `app.websocket`'s helpers, pings and closing handshake). It reads each connection once per
+  20 ms sweep rather than at every append's arrival (a wake-up per append cost more than the
+  rest). Audio appends are recognised by their prefix and never JSON-decoded; an append is silence when its base64 is exactly that of digital silence (a C-speed compare),
+  and a VAD on that (speech after 60 ms of sound, its end after the session's silence
+  duration, positions on the appended-audio timeline) commits turns and answers them as the
+  double does. Answers are slices of the double's recording, base64-encoded once at start-up
+  for each output format, streamed in 20-250 ms deltas faster than real time by --speed.
+  Every event shape it sends is validated once at start-up against `openai.types.realtime`
+  (a scripted session against a fake transport), not per message.
+* `run_fleet`: N Twilio callers in one process. Each call makes the signed webhook POST and
+  the signed websocket upgrade with its TwiML token once; then one shared 20 ms ticker sends
+  every call's media frame (pre-built JSON around pre-encoded payloads, one masked write per
+  call per tick). Calls talk in turns like the faithful benchmark (an utterance, the speech
+  part of a WAV, then silence until OCTI has been silent for 700 ms after its answer) and keep
+  Twilio's playback buffer as counters: media ms queue up and drain 20 ms per tick, marks are
+  echoed when playback reaches them, `clear` empties the buffer and echoes pending marks.
+  Server frames are checked by exact prefixes; anything else goes through the faithful
+  `twilio_wire.check_server_frame`.
+
+Run: `.venv/bin/python benchmarks/lean_peers.py realtime --port P --speed 2 --answer-seconds 3 --api-key K`
+     `.venv/bin/python benchmarks/lean_peers.py calls --url http://127.0.0.1:8000 --calls 2 --duration 20`
+     `.venv/bin/python benchmarks/lean_peers.py check`   (validate the event templates and exit)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import copy
+import json
+import logging
+import os
+import random
+import socket
+import sys
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from websockets.utils import accept_key
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from app.simulators import twilio_wire as wire  # noqa: E402
+from app.simulators.realtime_double import (  # noqa: E402 - the double's settings, which the lean peer mirrors
+    BETA_CLOSE_CODE,
+    BYTES_PER_MS,
+    DEFAULT_MODEL,
+    DEFAULT_SEMANTIC_VAD,
+    DEFAULT_SERVER_VAD,
+    DEFAULT_VOICE,
+    DELTA_MS_RANGE,
+    FORMAT_KINDS,
+    ID_ALPHABET,
+    KEEP_ON_NULL,
+    MIN_COMMIT_MS,
+    SEMANTIC_PREFIX_MS,
+    SEMANTIC_SILENCE_MS,
+    SESSION_LIFETIME_SECONDS,
+    UNITS_PER_MS,
+    load_voice_asset,
+    snap_to_word,
+)
+from app.simulators.realtime_schema import undeclared_keys, validate_server_event  # noqa: E402
+from app.websocket import MaskingKeys, apply_mask, frame_header, masked_text_frame, text_frame  # noqa: E402
+
+log = logging.getLogger("lean_peers")
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+FIN = 0x80
+MAX_MESSAGE = 32 * 2**20
+MAX_HEAD = 16 * 1024
+
+
+def run_async(main: Any) -> Any:
+    """Run `main` on uvloop when installed: the peers should cost as little CPU as they can."""
+    try:
+        import uvloop
+    except ImportError:
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+# --------------------------------------------------------------------------- RFC 6455 framing
+# Frames are written with app.websocket's helpers; parsing is here, since a peer must also take
+# fragments and control frames, which the server's fast path hands to the websockets library.
+
+
+class WsEndpoint(asyncio.Protocol):
+    """Either side of a websocket: its HTTP head, then frames, fragments, pings and closing.
+
+    A client sets `keys` (its frames go masked, the server's must come unmasked); a server
+    leaves it None. Subclasses implement `on_head`, `on_text` and `on_binary`.
+    """
+
+    keys: MaskingKeys | None = None
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self._head = b""
+        self._rbuf = b""
+        self._frag: tuple[int, list[bytes]] | None = None
+        self.close_sent = False
+        self.close_rcvd: int | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.open:
+            self.feed(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > MAX_HEAD:
+                self.on_oversized_head()
+            return
+        head, rest = self._head[:end], self._head[end + 4:]
+        self._head = b""
+        if self.on_head(head):
+            self.open = True
+            if rest:
+                self.feed(rest)
+
+    # -- outgoing
+    def control_frame(self, opcode: int, payload: bytes) -> bytes:
+        if self.keys is None:
+            return frame_header(FIN | opcode, len(payload), masked=False) + payload
+        key = self.keys.take()
+        return frame_header(FIN | opcode, len(payload), masked=True) + key + apply_mask(payload, key)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.close_sent and not self.lost:
+            self.transport.write(data)
+
+    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+        if self.close_sent or self.lost or self.transport is None:
+            return
+        payload = b"" if code is None else code.to_bytes(2, "big") + reason.encode()[:120]
+        self.transport.write(self.control_frame(OP_CLOSE, payload))
+        self.close_sent = True
+        if self.close_rcvd is not None:
+            self.transport.close()
+
+    # -- incoming
+    def feed(self, data: bytes) -> None:
+        if self._rbuf:
+            data = self._rbuf + data
+            self._rbuf = b""
+        n, pos = len(data), 0
+        masked_in = self.keys is None
+        while n - pos >= 2:
+            b0, b1 = data[pos], data[pos + 1]
+            length, hp = b1 & 0x7F, pos + 2
+            if length == 126:
+                if n - hp < 2:
+                    break
+                length, hp = (data[hp] << 8) | data[hp + 1], hp + 2
+            elif length == 127:
+                if n - hp < 8:
+                    break
+                length, hp = int.from_bytes(data[hp:hp + 8], "big"), hp + 8
+            key = None
+            if b1 & 0x80:
+                if n - hp < 4:
+                    break
+                key, hp = data[hp:hp + 4], hp + 4
+            if (key is not None) != masked_in or b0 & 0x70:
+                self.fail(1002, "masking or reserved bits")
+                return
+            if length > MAX_MESSAGE:
+                self.fail(1009, "message too big")
+                return
+            end = hp + length
+            if end > n:
+                break
+            payload = apply_mask(data[hp:end], key) if key is not None else data[hp:end]
+            pos = end
+            self._frame(b0 & 0x80, b0 & 0x0F, payload)
+            if self.close_rcvd is not None or self.lost:
+                return
+        if pos < n:
+            self._rbuf = data[pos:]
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode == OP_TEXT or opcode == OP_BINARY:
+            if self._frag is not None:
+                self.fail(1002, "new message inside a fragmented one")
+            elif fin:
+                (self.on_text if opcode == OP_TEXT else self.on_binary)(payload)
+            else:
+                self._frag = (opcode, [payload])
+        elif opcode == OP_CONT:
+            if self._frag is None:
+                self.fail(1002, "continuation without a message")
+                return
+            self._frag[1].append(payload)
+            if fin:
+                kind, parts = self._frag
+                self._frag = None
+                message = b"".join(parts)
+                (self.on_text if kind == OP_TEXT else self.on_binary)(message)
+        elif opcode >= OP_CLOSE and (not fin or len(payload) > 125):
+            self.fail(1002, "fragmented or oversized control frame")
+        elif opcode == OP_PING:
+            self.write(self.control_frame(OP_PONG, payload))
+        elif opcode == OP_PONG:
+            pass
+        elif opcode == OP_CLOSE:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            self.close_rcvd = code
+            self.on_close_frame(code)
+            if not self.close_sent:
+                self.send_close(code if code != 1005 else None)  # echo, then the TCP close
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self.fail(1002, f"unknown opcode {opcode}")
+
+    def fail(self, code: int, reason: str) -> None:
+        log.warning("websocket protocol error: %s", reason)
+        self.send_close(code, reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.on_closed()
+
+    # -- for subclasses
+    def on_head(self, head: bytes) -> bool:
+        """Handle the HTTP head (without its blank line); whether the websocket is now open."""
+        raise NotImplementedError
+
+    def on_oversized_head(self) -> None:
+        assert self.transport is not None
+        self.transport.close()
+
+    def on_text(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def on_binary(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def on_close_frame(self, code: int) -> None:
+        pass
+
+    def on_closed(self) -> None:
+        pass
+
+
+def parse_http_head(head: bytes) -> tuple[str, dict[str, str]]:
+    """(first line, headers with lower-case names) of an HTTP request or response head."""
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0], headers
+
+
+# --------------------------------------------------------------------------- the lean realtime peer
+
+DEFAULT_INSTRUCTIONS = "You are a helpful, friendly voice assistant. (Default instructions of the lean realtime peer.)"
+SPEECH_START_MS = 60  # sound this long starts a turn
+UNITS_PER_BYTE = {"pcm": 1, "pcmu": 6, "pcma": 6}  # PCM16 24 kHz: 2 bytes a sample, 2 units a sample
+SILENCE_BYTE = {"pcm": b"\x00", "pcmu": b"\xff", "pcma": b"\xd5"}
+APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
+APPEND_SUFFIX = b'"}'
+
+
+class Voice:
+    """The double's recording in every output format, as base64 made once; deltas are slices.
+
+    Base64 maps 3 bytes to 4 characters, so a slice of the precomputed text is the encoding
+    of the matching audio whenever it starts and ends on a multiple of 3 bytes: any whole ms
+    of PCM16 24 kHz (48 bytes), multiples of 3 ms of G.711 (8 bytes a ms). The recording is
+    cut to a whole number of such grains and doubled, so a delta never needs to wrap.
+    """
+
+    def __init__(self) -> None:
+        self.asset = asset = load_voice_asset()
+        self.b64: dict[str, bytes] = {}
+        self.grain: dict[str, int] = {}
+        self.duration_ms: dict[str, int] = {}
+        for kind, per_ms in BYTES_PER_MS.items():
+            grain = 1 if per_ms % 3 == 0 else 3
+            duration = asset.duration_ms // grain * grain
+            raw = asset.audio[kind][:duration * per_ms]
+            self.grain[kind], self.duration_ms[kind] = grain, duration
+            self.b64[kind] = base64.b64encode(raw + raw)
+
+    def delta(self, kind: str, start_ms: int, ms: int) -> bytes:
+        per_ms = BYTES_PER_MS[kind]
+        begin = (start_ms % self.duration_ms[kind]) * per_ms // 3 * 4
+        return self.b64[kind][begin:begin + ms * per_ms // 3 * 4]
+
+
+class _Response:
+    __slots__ = ("id", "item_id", "planned_ms", "position", "asset_start", "script", "sent_chars",
+                 "handle", "status", "reason", "format", "voice", "output_kind", "head", "transcript", "previous")
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+        self.position = 0
+        self.sent_chars = 0
+        self.status = "in_progress"
+        self.reason: str | None = None
+        self.transcript = ""
+
+
+class RealtimeConnection(WsEndpoint):
+    """One session of the lean realtime peer."""
+
+    def __init__(self, peer: "LeanRealtimePeer", index: int) -> None:
+        super().__init__()
+        self.peer = peer
+        self.index = index
+        self._rng = random.Random(index)
+        self._tag = "".join(self._rng.choices(ID_ALPHABET, k=12))  # ids: prefix_ + 12 random + 9-digit counter
+        self._count = 0
+        self.model = DEFAULT_MODEL
+        self.conversation_id = self.new_id("conv")
+        self.session: dict[str, Any] = {}
+        self.items: dict[str, list[Any]] = {}  # id -> [role, audio_ms, generated_ms]
+        self.last_item: str | None = None
+        self.active: _Response | None = None
+        self.responses = 0
+        self.asset_cursor = 0
+        self.utterances = 0
+        self.total_units = 0
+        self.buffer_start = 0
+        # VAD state, for input in `in_kind`
+        self.in_kind = ""
+        self.speaking = False
+        self.voiced = 0
+        self.silent = 0
+        self.onset = 0
+        self.speech_item: str | None = None
+        self.speech_start = 0
+
+    # -- ids and sending
+    def new_id(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}_{self._tag}{self._count:09d}"
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        event["event_id"] = self.new_id("event")
+        return text_frame(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+
+    def emit(self, *events: dict[str, Any]) -> None:
+        self.write(b"".join(self.encode(e) for e in events))
+
+    def error_event(self, code: str | None, message: str, param: str | None = None,
+                    event_id: str | None = None, error_type: str = "invalid_request_error") -> dict[str, Any]:
+        error = {"type": error_type, "code": code, "message": message, "param": param, "event_id": event_id}
+        if len(self.peer.errors_sent) < 100:  # for tests and logs: what the client did wrong
+            self.peer.errors_sent.append(error)
+        if self.peer.log_errors:
+            log.warning("connection %d: error %s: %s", self.index, code, message)
+        return {"type": "error", "error": dict(error)}
+
+    # -- handshake
+    def on_oversized_head(self) -> None:
+        self._refuse(431, "Request Header Fields Too Large", None)
+
+    def _refuse(self, status: int, reason: str, error: dict[str, Any] | None) -> None:
+        body = (json.dumps({"error": error}) + "\n").encode() if error else b""
+        assert self.transport is not None
+        self.transport.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        self.transport.close()
+        self.lost = True
+
+    def on_head(self, head: bytes) -> bool:
+        first, headers = parse_http_head(head)
+        parts = first.split(" ")
+        if len(parts) != 3 or parts[0] != "GET":
+            self._refuse(405, "Method Not Allowed", None)
+            return False
+        target = urlsplit(parts[1])
+        if not target.path.startswith("/v1/realtime"):
+            self._refuse(404, "Not Found", {"message": "Not found", "type": "invalid_request_error",
+                                             "param": None, "code": None})
+            return False
+        key = headers.get("sec-websocket-key", "")
+        if (headers.get("upgrade", "").lower() != "websocket" or headers.get("sec-websocket-version") != "13"
+                or len(key) != 24):
+            self._refuse(400, "Bad Request", None)
+            return False
+        scheme, _, bearer = headers.get("authorization", "").partition(" ")
+        bearer = bearer.strip()
+        if scheme.lower() != "bearer" or not bearer:
+            self._refuse(401, "Unauthorized", {
+                "message": "You didn't provide an API key. Send it in an Authorization header using Bearer auth "
+                           "(Authorization: Bearer YOUR_KEY).",
+                "type": "invalid_request_error", "param": None, "code": None})
+            return False
+        if self.peer.api_key is not None and bearer != self.peer.api_key:
+            shown = f"{bearer[:3]}...{bearer[-4:]}" if len(bearer) > 8 else "***"
+            self._refuse(401, "Unauthorized", {"message": f"Incorrect API key provided: {shown}.",
+                                               "type": "invalid_request_error", "param": None,
+                                               "code": "invalid_api_key"})
+            return False
+        for name, value in (pair.split("=", 1) for pair in target.query.split("&") if "=" in pair):
+            if name == "model" and value:
+                self.model = value
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
+        self.open = True
+        if "realtime=v1" in headers.get("openai-beta", "").replace(" ", "").lower():
+            self.emit(self.error_event("beta_api_shape_disabled",
+                                       "The Realtime Beta API is no longer supported. Remove the 'OpenAI-Beta: "
+                                       "realtime=v1' header and use the GA Realtime API."))
+            self.send_close(BETA_CLOSE_CODE, "beta_api_shape_disabled")
+            return False
+        self.start_session()
+        return True
+
+    def start_session(self) -> None:
+        self.session = self.default_session()
+        self.configure()
+        self.emit({"type": "session.created", "session": copy.deepcopy(self.session)})
+
+    def on_closed(self) -> None:
+        if self.active is not None and self.active.handle is not None:
+            self.active.handle.cancel()
+        self.active = None
+        self.peer.connections.discard(self)
+
+    # -- session
+    def default_session(self) -> dict[str, Any]:
+        return {
+            "type": "realtime", "object": "realtime.session", "id": self.new_id("sess"), "model": self.model,
+            "output_modalities": ["audio"], "instructions": DEFAULT_INSTRUCTIONS, "tools": [], "tool_choice": "auto",
+            "max_output_tokens": "inf", "tracing": None, "truncation": "auto", "prompt": None, "include": None,
+            "expires_at": int(time.time()) + SESSION_LIFETIME_SECONDS,
+            "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 24000}, "transcription": None,
+                          "noise_reduction": None, "turn_detection": dict(DEFAULT_SERVER_VAD)},
+                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": DEFAULT_VOICE, "speed": 1.0},
+            },
+        }
+
+    def configure(self) -> None:
+        """Derive the hot-path settings (formats, VAD) from the session."""
+        audio = self.session["audio"]
+        kind = FORMAT_KINDS.get(audio["input"]["format"].get("type") or "audio/pcm", "pcm")
+        if self.in_kind != kind:
+            self.in_kind = kind
+            self.speaking, self.voiced, self.silent = False, 0, 0
+        self.units_per_byte = UNITS_PER_BYTE[kind]
+        self.silence_fill = SILENCE_BYTE[kind]
+        self.frame_bytes = 20 * BYTES_PER_MS[kind]  # the server appends 20 ms at a time
+        silent_b64 = base64.b64encode(self.silence_fill * self.frame_bytes)
+        self.silent_append = APPEND_PREFIX + silent_b64 + APPEND_SUFFIX
+        self.silent_units = self.frame_bytes * self.units_per_byte
+        self.out_kind = FORMAT_KINDS.get(audio["output"]["format"].get("type") or "audio/pcm", "pcm")
+        detection = audio["input"]["turn_detection"]
+        self.vad = detection is not None
+        if detection is not None:
+            if detection["type"] == "server_vad":
+                silence_ms = detection.get("silence_duration_ms", 500)
+                self.prefix_ms = detection.get("prefix_padding_ms", 300)
+            else:
+                silence_ms = SEMANTIC_SILENCE_MS[detection.get("eagerness") or "auto"]
+                self.prefix_ms = SEMANTIC_PREFIX_MS
+            self.stop_units = silence_ms * UNITS_PER_MS
+            self.create_response = detection.get("create_response", True)
+            self.interrupt_response = detection.get("interrupt_response", True)
+        self.transcribe = audio["input"].get("transcription") is not None
+
+    def update_session(self, update: dict[str, Any], event_id: str | None) -> dict[str, Any]:
+        if update.get("type") != "realtime":
+            return self.error_event("invalid_value", f"Invalid value: '{update.get('type')}'. This session's type is "
+                                    "'realtime' and cannot be changed.", "session.type", event_id)
+        session = copy.deepcopy(self.session)
+        for key, value in update.items():
+            if key in ("type", "model"):
+                continue
+            if key == "audio":
+                _merge_audio(session["audio"], value or {})
+            elif value is None and key in KEEP_ON_NULL:
+                continue
+            else:
+                session[key] = value
+        self.session = session
+        self.configure()
+        return {"type": "session.updated", "session": copy.deepcopy(session)}
+
+    # -- client events
+    def on_binary(self, payload: bytes) -> None:
+        self.emit(self.error_event("invalid_json", "We could not parse the JSON body of your request: binary frames "
+                                   "are not supported, send each event as a JSON text frame."))
+
+    def on_text(self, payload: bytes) -> None:
+        # The hot path: 50 appends a second per call, of digital silence most of the time.
+        if payload == self.silent_append:
+            self.total_units += self.silent_units
+            if self.vad:
+                self.audio(self.silent_units, True)
+            return
+        if payload.startswith(APPEND_PREFIX) and payload.endswith(APPEND_SUFFIX):
+            chars = len(payload) - len(APPEND_PREFIX) - len(APPEND_SUFFIX)
+            if chars % 4 == 0 and payload.find(b'"', len(APPEND_PREFIX), len(payload) - 2) < 0:
+                pad = (payload[-3] == 61) + (payload[-4] == 61) if chars else 0  # '=' padding
+                size = chars // 4 * 3 - pad
+                units = size * self.units_per_byte
+                self.total_units += units
+                if self.vad:
+                    silent = payload[len(APPEND_PREFIX):-2] == base64.b64encode(self.silence_fill * size)
+                    self.audio(units, silent)
+                return
+        self.on_event(payload)
+
+    def audio(self, units: int, silent: bool) -> None:
+        """VAD on the audio timeline: speech after SPEECH_START_MS of sound, its end after the silence duration."""
+        if not self.speaking:
+            if silent:
+                self.voiced = 0
+                return
+            if self.voiced == 0:
+                self.onset = self.total_units - units
+            self.voiced += units
+            if self.voiced >= SPEECH_START_MS * UNITS_PER_MS:
+                self.speaking, self.silent = True, 0
+                self.speech_started()
+        elif silent:
+            self.silent += units
+            if self.silent >= self.stop_units:
+                self.speaking, self.voiced = False, 0
+                self.speech_stopped()
+        else:
+            self.silent = 0
+
+    def on_event(self, payload: bytes) -> None:
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            self.emit(self.error_event("invalid_json", f"We could not parse the JSON body of your request: {exc}"))
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self.emit(self.error_event("invalid_type", "Invalid type for event: expected an object with a 'type'."))
+            return
+        kind, event_id = event["type"], event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        handler = {
+            "session.update": self.on_session_update,
+            "input_audio_buffer.append": self.on_json_append,
+            "input_audio_buffer.commit": self.on_commit,
+            "input_audio_buffer.clear": self.on_clear,
+            "response.create": self.on_response_create,
+            "response.cancel": self.on_response_cancel,
+            "conversation.item.truncate": self.on_truncate,
+            "conversation.item.delete": self.on_delete,
+            "conversation.item.create": self.on_item_create,
+        }.get(kind)
+        if handler is None:
+            self.emit(self.error_event(None, f"The lean realtime peer does not implement '{kind}'.", "type", event_id))
+            return
+        handler(event, event_id)
+
+    def on_session_update(self, event: dict[str, Any], event_id: str | None) -> None:
+        update = event.get("session")
+        if not isinstance(update, dict):
+            self.emit(self.error_event("missing_required_parameter", "Missing required parameter: 'session'.",
+                                       "session", event_id))
+            return
+        self.emit(self.update_session(update, event_id))
+
+    def on_json_append(self, event: dict[str, Any], event_id: str | None) -> None:
+        """An append that is not in the compact form: decoded the slow way."""
+        try:
+            raw = base64.b64decode(event.get("audio", ""), validate=True)
+        except ValueError:
+            self.emit(self.error_event("invalid_value", "Invalid 'audio': expected base64-encoded audio.", "audio",
+                                       event_id))
+            return
+        units = len(raw) * self.units_per_byte
+        self.total_units += units
+        if self.vad:
+            self.audio(units, raw == self.silence_fill * len(raw))
+
+    def on_commit(self, event: dict[str, Any], event_id: str | None) -> None:
+        buffered = self.total_units - self.buffer_start
+        if buffered < MIN_COMMIT_MS * UNITS_PER_MS:
+            self.emit(self.error_event(
+                "input_audio_buffer_commit_empty",
+                f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms of "
+                f"audio, but buffer only has {buffered / UNITS_PER_MS:.2f}ms of audio.", None, event_id))
+            return
+        item_id = self.speech_item or self.new_id("item")
+        self.speech_item = None
+        self.buffer_start = self.total_units
+        self.speaking, self.voiced, self.silent = False, 0, 0
+        self.emit(*self.commit_events(item_id, buffered // UNITS_PER_MS))
+
+    def on_clear(self, event: dict[str, Any], event_id: str | None) -> None:
+        self.buffer_start = self.total_units
+        self.speech_item = None
+        self.speaking, self.voiced, self.silent = False, 0, 0
+        self.emit({"type": "input_audio_buffer.cleared"})
+
+    def on_response_create(self, event: dict[str, Any], event_id: str | None) -> None:
+        if self.active is not None:
+            self.emit(self.error_event("conversation_already_has_active_response",
+                                       active_message(self.active.id), None, event_id))
+            return
+        self.start_response()
+
+    def on_response_cancel(self, event: dict[str, Any], event_id: str | None) -> None:
+        wanted = event.get("response_id")
+        if self.active is None or (wanted and wanted != self.active.id):
+            self.emit(self.error_event("response_cancel_not_active", "Cancellation failed: no active response found",
+                                       None, event_id))
+            return
+        self.cancel("client_cancelled")
+
+    def on_truncate(self, event: dict[str, Any], event_id: str | None) -> None:
+        item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
+        content_index = event.get("content_index", 0)
+        item = self.items.get(item_id) if isinstance(item_id, str) else None
+        if item is None:
+            self.emit(self.error_event("item_truncate_invalid_item_id", f"Error truncating item: the item with id "
+                                       f"'{item_id}' does not exist.", "item_id", event_id))
+        elif item[0] != "assistant" or item[2] == 0:
+            self.emit(self.error_event("unsupported_content_type", "Only model output audio messages can be "
+                                       "truncated", None, event_id))
+        elif content_index != 0:
+            self.emit(self.error_event("invalid_value", f"Invalid value: {content_index}. Item '{item_id}' has its "
+                                       "audio at content index 0.", "content_index", event_id))
+        elif not isinstance(end_ms, int) or end_ms < 0 or end_ms > item[1]:
+            self.emit(self.error_event(None, f"Audio content of {item[1]}ms is already shorter than {end_ms}ms",
+                                       "audio_end_ms", event_id))
+        else:
+            item[1] = end_ms
+            self.emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
+                       "audio_end_ms": end_ms})
+
+    def on_delete(self, event: dict[str, Any], event_id: str | None) -> None:
+        item_id = event.get("item_id")
+        if not isinstance(item_id, str) or self.items.pop(item_id, None) is None:
+            self.emit(self.error_event("item_delete_invalid_item_id", f"Error deleting item: the item with id "
+                                       f"'{item_id}' does not exist.", "item_id", event_id))
+            return
+        self.emit({"type": "conversation.item.deleted", "item_id": item_id})
+
+    def on_item_create(self, event: dict[str, Any], event_id: str | None) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict) or item.get("type") not in ("message", "function_call_output"):
+            self.emit(self.error_event(None, "The lean realtime peer only creates message and function_call_output "
+                                       "items.", "item.type", event_id))
+            return
+        data = {k: v for k, v in item.items() if k != "audio"}
+        data.update(id=item.get("id") or self.new_id("item"), object="realtime.item", status="completed")
+        previous, self.last_item = self.last_item, data["id"]
+        self.items[data["id"]] = [data.get("role", "tool"), 0, 0]
+        self.emit({"type": "conversation.item.added", "item": data, "previous_item_id": previous},
+                  {"type": "conversation.item.done", "item": data, "previous_item_id": previous})
+
+    # -- turns
+    def speech_started(self) -> None:
+        start = max(self.onset - self.prefix_ms * UNITS_PER_MS, self.buffer_start)
+        self.speech_item = self.new_id("item")
+        self.speech_start = start
+        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": start // UNITS_PER_MS,
+                   "item_id": self.speech_item})
+        if self.interrupt_response and self.active is not None:
+            self.cancel("turn_detected")
+
+    def speech_stopped(self) -> None:
+        end = self.total_units
+        item_id = self.speech_item or self.new_id("item")
+        self.speech_item = None
+        audio_ms = (end - self.speech_start) // UNITS_PER_MS
+        self.buffer_start = end
+        stopped = {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end // UNITS_PER_MS,
+                   "item_id": item_id}
+        self.emit(stopped, *self.commit_events(item_id, audio_ms))
+        if self.create_response:
+            if self.active is not None:  # only with interrupt_response false, as the service
+                self.emit(self.error_event("conversation_already_has_active_response", active_message(self.active.id)))
+            else:
+                self.start_response()
+
+    def commit_events(self, item_id: str, audio_ms: int) -> list[dict[str, Any]]:
+        previous, self.last_item = self.last_item, item_id
+        self.items[item_id] = ["user", audio_ms, 0]
+        item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "completed", "role": "user",
+                "content": [{"type": "input_audio", "transcript": None}]}
+        events = [{"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous},
+                  {"type": "conversation.item.added", "item": item, "previous_item_id": previous},
+                  {"type": "conversation.item.done", "item": item, "previous_item_id": previous}]
+        self.utterances += 1
+        if self.transcribe:
+            transcript = f"[question de l'appelant n°{self.utterances}]"
+            events.append({"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id,
+                           "content_index": 0, "delta": transcript})
+            events.append({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                           "content_index": 0, "transcript": transcript,
+                           "usage": {"type": "duration", "seconds": round(audio_ms / 1000, 3)}})
+        return events
+
+    # -- responses
+    def start_response(self) -> None:
+        peer = self.peer
+        r = _Response()
+        seconds = peer.greeting_seconds if self.responses == 0 else peer.answer_seconds
+        self.responses += 1
+        kind = self.out_kind
+        grain = peer.voice.grain[kind]
+        r.planned_ms = max(grain, round(1000 * seconds) // grain * grain)
+        r.asset_start = self.asset_cursor
+        self.asset_cursor = (self.asset_cursor + r.planned_ms) % peer.voice.duration_ms[kind]
+        r.script = peer.voice.asset.transcript(r.asset_start, r.planned_ms)
+        r.id, r.item_id = self.new_id("resp"), self.new_id("item")
+        r.output_kind = kind
+        r.format = dict(self.session["audio"]["output"]["format"])
+        r.voice = self.session["audio"]["output"]["voice"]
+        r.head = ('{"type":"response.output_audio.delta","response_id":"%s","item_id":"%s","output_index":0,'
+                  '"content_index":0,"delta":"' % (r.id, r.item_id)).encode()
+        r.previous, self.last_item = self.last_item, r.item_id
+        self.items[r.item_id] = ["assistant", 0, 0]
+        self.active = r
+        item = {"id": r.item_id, "type": "message", "object": "realtime.item", "status": "in_progress",
+                "role": "assistant", "content": []}
+        ids = self.part_ids(r)
+        self.emit({"type": "response.created", "response": self.response_object(r)},
+                  {"type": "response.output_item.added", "response_id": r.id, "output_index": 0, "item": item},
+                  {"type": "conversation.item.added", "item": item, "previous_item_id": r.previous},
+                  {"type": "response.content_part.added", **ids, "part": {"type": "audio", "transcript": ""}})
+        r.handle = peer.schedule(0, self.step, r)
+
+    @staticmethod
+    def part_ids(r: _Response) -> dict[str, Any]:
+        return {"response_id": r.id, "item_id": r.item_id, "output_index": 0, "content_index": 0}
+
+    def step(self, r: _Response) -> None:
+        """One audio delta (and the transcript piece it covers); the next one `step / speed` later."""
+        if self.active is not r or self.lost or self.close_sent:
+            return
+        peer = self.peer
+        grain = peer.voice.grain[r.output_kind]
+        step = min(self._rng.randint(*DELTA_MS_RANGE) // grain * grain or grain, r.planned_ms - r.position)
+        chunk = peer.voice.delta(r.output_kind, r.asset_start + r.position, step)
+        r.position += step
+        script = r.script
+        upto = snap_to_word(script, round(len(script) * r.position / r.planned_ms))
+        out = []
+        if upto > r.sent_chars:
+            text, r.sent_chars = script[r.sent_chars:upto], upto
+            r.transcript += text
+            out.append(self.encode({"type": "response.output_audio_transcript.delta", **self.part_ids(r),
+                                    "delta": text}))
+        event_id = self.new_id("event").encode()
+        out.append(text_frame(b"".join((r.head, chunk, b'","event_id":"', event_id, b'"}'))))
+        item = self.items.get(r.item_id)
+        if item is not None:
+            item[1] += step
+            item[2] += step
+        self.write(b"".join(out))
+        delay = step / 1000 / peer.speed if peer.speed > 0 else 0
+        r.handle = peer.schedule(delay, self.step if r.position < r.planned_ms else self.finish, r)
+
+    def finish(self, r: _Response) -> None:
+        if self.active is not r:
+            return
+        self.active = None
+        r.status, r.transcript = "completed", r.script
+        ids = self.part_ids(r)
+        item = self.assistant_item(r, "completed")
+        events = [{"type": "response.output_audio.done", **ids},
+                  {"type": "response.output_audio_transcript.done", **ids, "transcript": r.script},
+                  {"type": "response.content_part.done", **ids, "part": {"type": "audio", "transcript": r.script}},
+                  {"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item}]
+        if r.item_id in self.items:
+            events.append({"type": "conversation.item.done", "item": item, "previous_item_id": r.previous})
+        response = self.response_object(r)
+        events += [{"type": "response.done", "response": response}, self.rate_limits(response["usage"])]
+        self.emit(*events)
+
+    def cancel(self, reason: str) -> None:
+        """As the service: no more deltas, then `response.done` cancelled."""
+        r = self.active
+        if r is None:
+            return
+        self.active = None
+        if r.handle is not None:
+            r.handle.cancel()
+        r.status, r.reason = "cancelled", reason
+        response = self.response_object(r)
+        self.emit({"type": "response.done", "response": response}, self.rate_limits(response["usage"]))
+
+    def assistant_item(self, r: _Response, status: str) -> dict[str, Any]:
+        return {"id": r.item_id, "type": "message", "object": "realtime.item", "status": status, "role": "assistant",
+                "content": [{"type": "output_audio", "transcript": r.transcript}]}
+
+    def response_object(self, r: _Response) -> dict[str, Any]:
+        done = r.status != "in_progress"
+        output_tokens = r.position // 50 + len(r.transcript) // 4
+        input_audio = self.total_units // UNITS_PER_MS // 100
+        return {
+            "object": "realtime.response", "id": r.id, "status": r.status,
+            "status_details": {"type": r.status, "reason": r.reason} if r.status == "cancelled" else None,
+            "output": [self.assistant_item(r, "completed" if r.status == "completed" else "incomplete")] if done
+            else [],
+            "conversation_id": self.conversation_id, "output_modalities": ["audio"], "max_output_tokens": "inf",
+            "audio": {"output": {"format": r.format, "voice": r.voice}},
+            "usage": {"total_tokens": 250 + input_audio + output_tokens, "input_tokens": 250 + input_audio,
+                      "output_tokens": output_tokens,
+                      "input_token_details": {"text_tokens": 250, "audio_tokens": input_audio, "image_tokens": 0,
+                                              "cached_tokens": 0,
+                                              "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0,
+                                                                        "image_tokens": 0}},
+                      "output_token_details": {"text_tokens": len(r.transcript) // 4,
+                                               "audio_tokens": r.position // 50}} if done else None,
+            "metadata": None,
+        }
+
+    @staticmethod
+    def rate_limits(usage: dict[str, Any] | None) -> dict[str, Any]:
+        used = usage["total_tokens"] if usage else 0
+        return {"type": "rate_limits.updated", "rate_limits": [
+            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+            {"name": "tokens", "limit": 800000, "remaining": max(0, 800000 - used), "reset_seconds": 0.6}]}
+
+
+def active_message(response_id: str) -> str:
+    return (f"Conversation already has an active response in progress: {response_id}. "
+            "Wait until the response is finished before creating a new one.")
+
+
+def _merge_audio(target: dict[str, Any], update: dict[str, Any]) -> None:
+    for side in ("input", "output"):
+        part = update.get(side)
+        if not isinstance(part, dict):
+            continue
+        current = target[side]
+        for key, value in part.items():
+            if key == "format":
+                if value is not None:
+                    kind = value.get("type") or "audio/pcm"
+                    current["format"] = {"type": "audio/pcm", "rate": 24000} if kind == "audio/pcm" else {"type": kind}
+            elif key == "turn_detection":
+                base = DEFAULT_SERVER_VAD if (value or {}).get("type") == "server_vad" else DEFAULT_SEMANTIC_VAD
+                current[key] = None if value is None else {**base, **{k: v for k, v in value.items() if v is not None}}
+            elif key == "noise_reduction":
+                current[key] = None if value is None else {**(current.get(key) or {}), **value}
+            else:
+                current[key] = value
+
+
+class SweptTransport:
+    """A connected socket that the peer's sweep reads, written with plain `send`.
+
+    The server writes one append per caller frame, 50 a second per call, spread in time: read
+    as they come, each costs a wake-up, an epoll round and a recv (about 20 µs all told, ten
+    times the parsing). Read by a sweep every few ms, each connection costs one recv per sweep
+    whatever arrived meanwhile. Writes go out at once; what the kernel does not take waits for
+    the socket to be writable, in order.
+    """
+
+    __slots__ = ("peer", "sock", "fd", "protocol", "pending", "closing", "closed")
+
+    def __init__(self, peer: "LeanRealtimePeer", sock: Any, protocol: WsEndpoint) -> None:
+        self.peer, self.sock, self.fd, self.protocol = peer, sock, sock.fileno(), protocol
+        self.pending: deque[memoryview] = deque()
+        self.closing = self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.pending:
+            self.pending.append(memoryview(data))
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.abort()
+            return
+        if sent < len(data):
+            self.pending.append(memoryview(data)[sent:])
+            self.peer.loop.add_writer(self.fd, self._flush)
+
+    def _flush(self) -> None:
+        pending = self.pending
+        while pending:
+            try:
+                sent = self.sock.send(pending[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.abort()
+                return
+            if sent < len(pending[0]):
+                pending[0] = pending[0][sent:]
+                return
+            pending.popleft()
+        self.peer.loop.remove_writer(self.fd)
+        if self.closing:
+            self._close_now()
+
+    def close(self) -> None:
+        if not self.closing and not self.closed:
+            self.closing = True
+            if not self.pending:
+                self._close_now()
+
+    def abort(self) -> None:
+        self.pending.clear()
+        self._close_now()
+
+    def _close_now(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.peer.swept.discard(self)
+        self.peer.loop.remove_writer(self.fd)
+        self.sock.close()
+        self.peer.loop.call_soon(self.protocol.connection_lost, None)
+
+
+class LeanRealtimePeer:
+    """The lean realtime server: `async with LeanRealtimePeer(port=0) as peer:` then point OPENAI_REALTIME_URL at peer.url.
+
+    sweep_ms > 0 (default 20): connections are read by a sweep every sweep_ms (see
+    SweptTransport); 0: as data comes, through asyncio transports and protocols.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None, speed: float = 2.0,
+                 answer_seconds: float = 3.0, greeting_seconds: float = 2.5, voice: Voice | None = None,
+                 sweep_ms: float = 20.0) -> None:
+        self.host, self.port = host, port
+        self.sweep_ms = sweep_ms
+        self.swept: set[SweptTransport] = set()
+        self._listener: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.api_key = api_key
+        self.speed = speed
+        self.answer_seconds, self.greeting_seconds = answer_seconds, greeting_seconds
+        self.voice = voice or Voice()
+        self.connections: set[RealtimeConnection] = set()
+        self.errors_sent: list[dict[str, Any]] = []
+        self.log_errors = True
+        self.opened = 0
+        self.server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.schedule: Callable[..., Any] = self._schedule
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    def _schedule(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
+        assert self._loop is not None
+        if delay <= 0:
+            return self._loop.call_soon(callback, *args)
+        return self._loop.call_later(delay, callback, *args)
+
+    def connection(self) -> RealtimeConnection:
+        conn = RealtimeConnection(self, self.opened)
+        self.opened += 1
+        self.connections.add(conn)
+        return conn
+
+    async def start(self) -> "LeanRealtimePeer":
+        self._loop = asyncio.get_running_loop()
+        if self.sweep_ms <= 0:
+            self.server = await self._loop.create_server(self.connection, self.host, self.port)
+            self.port = self.server.sockets[0].getsockname()[1]
+            return self
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(1024)
+        listener.setblocking(False)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._loop.add_reader(listener.fileno(), self._accept)
+        self._sweeper = asyncio.create_task(self._sweep())
+        return self
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self.connection()
+            transport = SweptTransport(self, sock, conn)
+            conn.connection_made(transport)  # type: ignore[arg-type]
+            self.swept.add(transport)
+
+    async def _sweep(self) -> None:
+        """Every sweep_ms: one recv per connection, whatever arrived since the last sweep."""
+        period = self.sweep_ms / 1000
+        now, sleep = time.monotonic, asyncio.sleep
+        due = now()
+        while True:
+            due += period
+            delay = due - now()
+            if delay < -1:
+                due = now()  # after a long stall, start again rather than sweep back to back
+            await sleep(delay if delay > 0 else 0)
+            for transport in list(self.swept):
+                if transport.closed:
+                    continue
+                try:
+                    data = transport.sock.recv(65536)  # under malloc's mmap threshold: no mmap per recv
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    transport.abort()
+                    continue
+                if not data:  # the client closed its side
+                    transport.abort()
+                    continue
+                try:
+                    transport.protocol.data_received(data)
+                except Exception:  # a bug here must cost one connection, not the peer
+                    log.exception("connection failed")
+                    transport.abort()
+
+    async def stop(self) -> None:
+        if self.server is None and self._listener is None:
+            return
+        for conn in list(self.connections):
+            conn.send_close(1001, "going away")
+            if conn.transport is not None:
+                conn.transport.close()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        if self._listener is not None:
+            self.loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+            for transport in list(self.swept):
+                transport.abort()
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                await asyncio.gather(self._sweeper, return_exceptions=True)
+            await asyncio.sleep(0)  # let the connections' connection_lost run
+
+    async def __aenter__(self) -> "LeanRealtimePeer":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+
+# ----- start-up validation of every event shape the peer sends
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        pass
+
+
+class _Reader(WsEndpoint):
+    """The client's side of a scripted session's bytes: the text messages in them."""
+
+    keys = MaskingKeys()  # a client: the peer's frames must come unmasked
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[bytes] = []
+
+    def on_text(self, payload: bytes) -> None:
+        self.texts.append(payload)
+
+    def fail(self, code: int, reason: str) -> None:
+        raise ValueError(f"the peer wrote an invalid frame: {reason}")
+
+
+def scripted_session(session_update: dict[str, Any], voice: Voice | None = None) -> list[dict[str, Any]]:
+    """Every event a scripted session sends, decoded: connect, configure, greeting, a turn answered,
+    a barge-in with truncate and delete, cancel, commit, clear, item create, errors."""
+    peer = LeanRealtimePeer(voice=voice, answer_seconds=0.6, greeting_seconds=0.4)
+    queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+
+    class Handle:
+        def __init__(self, entry: tuple[Callable[..., Any], tuple[Any, ...]]) -> None:
+            self.entry = entry
+
+        def cancel(self) -> None:
+            if self.entry in queue:
+                queue.remove(self.entry)
+
+    def schedule(delay: float, callback: Callable[..., Any], *args: Any) -> Handle:
+        entry = (callback, args)
+        queue.append(entry)
+        return Handle(entry)
+
+    def run_all() -> None:
+        while queue:
+            callback, args = queue.popleft()
+            callback(*args)
+
+    peer.schedule = schedule
+    peer.log_errors = False  # the script provokes errors on purpose
+    conn = peer.connection()
+    transport = _FakeTransport()
+    conn.transport = transport  # type: ignore[assignment]
+    conn.open = True
+    conn.start_session()
+
+    def send(event: dict[str, Any] | bytes) -> None:
+        conn.on_text(event if isinstance(event, bytes) else json.dumps(event).encode())
+
+    def append(ms: int, silent: bool) -> None:
+        size = conn.frame_bytes
+        for _ in range(ms // 20):
+            audio = conn.silence_fill * size if silent else bytes((i * 37) % 256 for i in range(size))
+            send(APPEND_PREFIX + base64.b64encode(audio) + APPEND_SUFFIX)
+
+    send(session_update)
+    send({"type": "response.create", "response": {"instructions": "Dis bonjour."}})
+    send({"type": "response.create"})  # while one is active: error
+    run_all()
+    append(400, False)
+    append(700, True)  # speech stopped, committed, transcribed, answered
+    for _ in range(2):  # two deltas of the answer, so that it can be truncated
+        callback, args = queue.popleft()
+        callback(*args)
+    answer = conn.last_item
+    send({"type": "conversation.item.truncate", "item_id": answer, "content_index": 0, "audio_end_ms": 10})
+    send({"type": "conversation.item.delete", "item_id": answer})
+    send({"type": "conversation.item.delete", "item_id": "item_unknown"})
+    run_all()
+    append(400, False)
+    append(700, True)
+    append(400, False)  # speech while the answer streams: cancelled (turn_detected)
+    send({"type": "response.cancel"})
+    run_all()
+    send({"type": "input_audio_buffer.clear"})
+    append(200, False)
+    send({"type": "input_audio_buffer.commit"})
+    send({"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_1",
+                                                        "output": "{}"}})
+    send({"type": "response.create"})
+    send({"type": "response.cancel"})
+    run_all()
+    reader = _Reader()
+    reader.feed(bytes(transport.out))
+    return [json.loads(text) for text in reader.texts]
+
+
+_SHAPE_KEYS = {"type", "status", "role", "reason", "code"}  # values that make a distinct template
+
+
+def _shape(value: Any) -> Any:
+    """The structure of an event (keys and value types), to validate each distinct one once."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, v if k in _SHAPE_KEYS else _shape(v)) for k, v in value.items()
+                            if k not in ("delta", "transcript")))
+    if isinstance(value, list):
+        return tuple(_shape(v) for v in value[:1])
+    return type(value).__name__
+
+
+# The service's session object carries these on top of the request model's fields (as
+# tests/test_realtime_double.py allows for the faithful double).
+ALLOWED_EXTRAS = {"session.object", "session.id", "session.expires_at"}
+
+
+def validate_templates(session_updates: list[dict[str, Any]] | None = None,
+                       voice: Voice | None = None) -> Counter[str]:
+    """Validate each distinct event shape the peer sends against `openai.types.realtime`
+    (undeclared keys refused); returns the types validated. Raises ValueError on the first failure."""
+    voice = voice or Voice()
+    if session_updates is None:
+        session_updates = [example_session_update(codec) for codec in ("pcm16", "pcmu")]
+    seen: set[Any] = set()
+    types: Counter[str] = Counter()
+    for update in session_updates:
+        for event in scripted_session(update, voice):
+            shape = _shape(event)
+            if shape in seen:
+                continue
+            seen.add(shape)
+            try:
+                model = validate_server_event(event)
+            except Exception as exc:
+                raise ValueError(f"{event['type']} does not validate: {exc}\n{json.dumps(event)[:600]}") from exc
+            unexpected = set(undeclared_keys(model)) - ALLOWED_EXTRAS
+            if unexpected:
+                raise ValueError(f"{event['type']} carries keys the GA models do not declare: {sorted(unexpected)}")
+            if not str(event.get("event_id", "")).startswith("event_"):
+                raise ValueError(f"{event['type']} without an event_id")
+            types[event["type"]] += 1
+    return types
+
+
+def example_session_update(codec: str) -> dict[str, Any]:
+    """A session.update shaped like the server's (app.realtime.protocol.session_update)."""
+    fmt = {"type": "audio/pcmu"} if codec == "pcmu" else {"type": "audio/pcm", "rate": 24000}
+    return {"type": "session.update", "session": {
+        "type": "realtime", "model": DEFAULT_MODEL, "output_modalities": ["audio"], "instructions": "Tu es OCTI.",
+        "audio": {"input": {"format": fmt, "transcription": {"model": "gpt-4o-mini-transcribe", "language": "fr"},
+                            "noise_reduction": {"type": "far_field"},
+                            "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                                               "silence_duration_ms": 500, "create_response": True,
+                                               "interrupt_response": True}},
+                  "output": {"format": fmt, "voice": "alloy"}}}}
+
+
+async def serve_realtime(args: argparse.Namespace) -> None:
+    voice = Voice()
+    types = validate_templates(voice=voice)
+    log.info("validated %d event shapes over %d types", sum(types.values()), len(types))
+    peer = LeanRealtimePeer(args.host, args.port, api_key=args.api_key, speed=args.speed,
+                            answer_seconds=args.answer_seconds, greeting_seconds=args.greeting_seconds, voice=voice,
+                            sweep_ms=args.sweep_ms)
+    async with peer:
+        print(f"lean realtime peer listening on {peer.url}", flush=True)
+        await asyncio.Event().wait()
+
+
+# --------------------------------------------------------------------------- the lean caller fleet
+
+WEBHOOK_PATH = "/voice/incoming"
+WEBHOOK_USER_AGENT = "TwilioProxy/1.1"
+STREAM_USER_AGENT = "Twilio.TmeWs/1.0"
+FRAME_MS = wire.FRAME_MS
+FRAME_BYTES = wire.FRAME_BYTES
+ULAW_BYTES_PER_MS = wire.BYTES_PER_MS
+BURST_GAP_MS = 200
+SILENCE_BEFORE_REPLY_MS = 700
+CLOSE_WAIT_S = 2.0
+MEDIA_FMT = (b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
+             b'"payload":"%s"},"streamSid":"%s"}')
+MARK_FMT = b'{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
+SILENCE_B64 = base64.b64encode(wire.SILENCE_FRAME)
+
+
+class Utterances:
+    """The callers' speech, once per process: the speech part of each WAV as base64 μ-law frames."""
+
+    def __init__(self, wavs: list[Path]) -> None:
+        self.frames: list[list[bytes]] = []
+        self.duration_ms: list[float] = []
+        for path in wavs:
+            ulaw = wire.wav_to_ulaw(path)
+            bounds = wire.speech_bounds(ulaw) or (0.0, len(ulaw) / ULAW_BYTES_PER_MS)
+            speech = ulaw[int(bounds[0] * ULAW_BYTES_PER_MS):int(bounds[1] * ULAW_BYTES_PER_MS)]
+            self.frames.append([base64.b64encode(speech[i:i + FRAME_BYTES].ljust(FRAME_BYTES, wire.MULAW_SILENCE))
+                                for i in range(0, len(speech), FRAME_BYTES)])
+            self.duration_ms.append(len(speech) / ULAW_BYTES_PER_MS)
+
+
+class Ticker:
+    """One 20 ms clock for every call of the process, on absolute deadlines (a late tick never
+    shifts the later ones; ticks missed are caught up one by one, as the faithful pump does)."""
+
+    def __init__(self) -> None:
+        self.calls: list[LeanCall] = []
+        self.lags_ms: list[float] = []  # per tick: how late it ran
+        self.n = 0
+        self.start = 0.0
+        self.stopped = False
+        self.ended = 0  # calls finished since the list was last pruned
+
+    async def run(self) -> None:
+        self.start = time.monotonic()
+        sleep, now = asyncio.sleep, time.monotonic
+        while not self.stopped:
+            deadline = self.start + self.n * FRAME_MS / 1000
+            delay = deadline - now()
+            await sleep(delay if delay > 0 else 0)
+            self.lags_ms.append((now() - deadline) * 1000)
+            n = self.n
+            for call in self.calls:
+                call.tick(n)
+            if self.ended:
+                self.ended = 0
+                self.calls = [call for call in self.calls if not call.finished]
+            self.n += 1
+
+    def add(self, call: "LeanCall") -> None:
+        call.first_tick = self.n  # its tick 0 is the next one
+        call.stream_t0 = self.start + self.n * FRAME_MS / 1000
+        self.calls.append(call)
+
+
+class LeanCall(WsEndpoint):
+    """One caller's media stream: a websocket client with Twilio's side of the protocol."""
+
+    def __init__(self, fleet: "Fleet", index: int, call_sid: str, account_sid: str) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.index = index
+        self.call_sid, self.account_sid = call_sid, account_sid
+        self.stream_sid = wire.new_sid("MZ")
+        sid = self.stream_sid.encode()
+        self.sid = sid
+        self.media_prefix = b'{"event":"media","streamSid":"' + sid + b'","media":{"payload":"'
+        self.mark_prefix = b'{"event": "mark", "streamSid": "' + sid + b'", "mark": {"name": "'
+        self.clear_message = b'{"event":"clear","streamSid":"' + sid + b'"}'
+        self.keys: MaskingKeys = fleet.keys
+        self.handshake: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._key = ""
+        self.first_tick = 0
+        self.stream_t0: float | None = None
+        self.finished = False
+        self.closed_by: str | None = None
+        self.close_code: int | None = None
+        self.seq = 0
+        self.chunk = 0
+        self.violations: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self.n_errors = 0
+        self.marks_echoed = 0
+        self.last_tick = 0
+        # playback buffer, as counters (bytes of μ-law)
+        self.queued = 0
+        self.played = 0
+        self.marks: deque[tuple[int, bytes]] = deque()
+        self.bursts: list[list[Any]] = []  # [start_t, end_t, played_ms, underruns]
+        self.current: list[Any] | None = None
+        self.ran_dry = False
+        self.last_audio_end_ms: float | None = None
+        self.last_burst_start_ms = float("-inf")  # no burst yet
+        self.clears = 0
+        # speech
+        self.order = [(index + k) % len(fleet.speech.frames) for k in range(len(fleet.speech.frames))]
+        self.next_utt = 0
+        self.speaking: list[bytes] | None = None
+        self.speak_pos = 0
+        self.prev_start_ms: int | None = None
+        self.prev_end_ms: float | None = None
+        self.utterances: list[list[Any]] = []  # [start_t, duration_ms, answer_latency_ms]
+
+    # -- websocket plumbing
+    def upgrade(self, path: str, host: str, signature: str | None) -> None:
+        self._key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
+                 f"Sec-WebSocket-Key: {self._key}", "Sec-WebSocket-Version: 13", f"User-Agent: {STREAM_USER_AGENT}"]
+        if signature is not None:
+            lines.append(f"X-Twilio-Signature: {signature}")
+        assert self.transport is not None
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def on_head(self, head: bytes) -> bool:
+        first, headers = parse_http_head(head)
+        parts = first.split(" ", 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if status == 101 and headers.get("sec-websocket-accept") != accept_key(self._key):
+            status = -1
+        if not self.handshake.done():
+            self.handshake.set_result(status)
+        if status != 101:
+            assert self.transport is not None
+            self.transport.close()
+        return status == 101
+
+    def on_closed(self) -> None:
+        if not self.handshake.done():
+            self.handshake.set_result(0)
+        if self.closed_by is None:
+            self.closed_by = "server"
+            self.close_code = self.close_rcvd if self.close_rcvd is not None else 1006
+        self._end()
+
+    def on_close_frame(self, code: int) -> None:
+        if self.closed_by is None:
+            self.closed_by, self.close_code = "server", code
+
+    def _end(self) -> None:
+        self._off_ticker()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _off_ticker(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.fleet.ticker.ended += 1
+            if self.current is not None:
+                self._end_burst()
+
+    # -- sending
+    def _message(self, payload: bytes) -> bytes:
+        return masked_text_frame(payload, self.keys.take())
+
+    def _json(self, message: dict[str, Any]) -> bytes:
+        return self._message(json.dumps(message, separators=(",", ":")).encode())
+
+    def start_stream(self, custom_parameters: dict[str, str]) -> None:
+        self.seq += 1
+        start = wire.start_message(self.seq, stream_sid=self.stream_sid, account_sid=self.account_sid,
+                                   call_sid=self.call_sid, custom_parameters=custom_parameters)
+        self.write(self._json(wire.connected_message()) + self._json(start))
+
+    def _mark(self, name: bytes) -> bytes:
+        self.seq += 1
+        self.marks_echoed += 1
+        return self._message(MARK_FMT % (self.seq, self.sid, name))
+
+    def hang_up(self) -> None:
+        self.seq += 1
+        self.write(self._json(wire.stop_message(self.seq, stream_sid=self.stream_sid, account_sid=self.account_sid,
+                                                call_sid=self.call_sid)))
+        self.closed_by, self.close_code = "caller", 1000
+        self.send_close(1000)
+        self._off_ticker()  # the reader still takes the server's close
+        asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self._force_close)
+
+    def _force_close(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.close()
+
+    # -- the 20 ms tick
+    def tick(self, n: int) -> None:
+        if self.finished:
+            return
+        tick_ms = (n - self.first_tick) * FRAME_MS
+        self.last_tick = n
+        if tick_ms >= self.fleet.hangup_ms:
+            self.hang_up()
+            return
+        out = []
+        marks = self.marks
+        while marks and marks[0][0] <= self.played:
+            out.append(self._mark(marks.popleft()[1]))
+        # playback: 20 ms drained from the buffer
+        backlog = self.queued - self.played
+        take = FRAME_BYTES if backlog >= FRAME_BYTES else backlog
+        if take:
+            self.played += take
+            current = self.current
+            if current is None:
+                current = self.current = [tick_ms / 1000, None, 0.0, 0]
+                self.bursts.append(current)
+                self.last_burst_start_ms = tick_ms
+            elif self.ran_dry:
+                current[3] += 1
+            current[2] += take / ULAW_BYTES_PER_MS
+            self.last_audio_end_ms = tick_ms + take / ULAW_BYTES_PER_MS
+        elif self.current is not None and tick_ms - (self.last_audio_end_ms or 0) >= BURST_GAP_MS:
+            self._end_burst()
+        self.ran_dry = take < FRAME_BYTES
+        # the caller's frame
+        if self.speaking is None and self._ready(tick_ms):
+            which = self.order[self.next_utt % len(self.order)]
+            self.next_utt += 1
+            self.speaking, self.speak_pos = self.fleet.speech.frames[which], 0
+            duration = self.fleet.speech.duration_ms[which]
+            self.prev_start_ms = tick_ms
+            self.prev_end_ms = tick_ms + duration
+            self.utterances.append([tick_ms / 1000, duration, None])
+        if self.speaking is None:
+            payload = SILENCE_B64
+        else:
+            payload = self.speaking[self.speak_pos]
+            self.speak_pos += 1
+            if self.speak_pos >= len(self.speaking):
+                self.speaking = None
+        self.seq += 1
+        self.chunk += 1
+        out.append(self._message(MEDIA_FMT % (self.seq, self.chunk, tick_ms, payload, self.sid)))
+        self.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _ready(self, tick_ms: int) -> bool:
+        """As the faithful caller: OCTI spoke since the previous utterance began, its playback
+        is idle and everything has been quiet for 700 ms."""
+        since = self.prev_start_ms if self.prev_start_ms is not None else -1
+        if self.last_burst_start_ms < since or self.queued != self.played or self.last_audio_end_ms is None:
+            return False
+        quiet_since = max(self.prev_end_ms or 0, self.last_audio_end_ms)
+        return tick_ms - quiet_since >= SILENCE_BEFORE_REPLY_MS
+
+    def _end_burst(self) -> None:
+        assert self.current is not None
+        self.current[1] = (self.last_audio_end_ms or 0) / 1000
+        self.current = None
+        self.ran_dry = False
+
+    # -- server messages
+    def on_binary(self, payload: bytes) -> None:
+        self.violations["31950 binary_frame"] += 1
+
+    def on_text(self, payload: bytes) -> None:
+        try:
+            if payload.startswith(self.media_prefix) and payload.endswith(b'"}}'):
+                chars = len(payload) - len(self.media_prefix) - 3
+                start = len(self.media_prefix)
+                if chars and chars % 4 == 0 and payload[start:start + 4] not in (b"UklG", b"LnNu") \
+                        and payload.find(b'"', start, len(payload) - 3) < 0:
+                    pad = (payload[-4] == 61) + (payload[-5] == 61)
+                    self._media(chars // 4 * 3 - pad)
+                    return
+            elif payload.startswith(self.mark_prefix) and payload.endswith(b'"}}'):
+                name = payload[len(self.mark_prefix) - 1:-2]  # the name as a JSON string
+                if name.count(b'"') == 2 and b"\\" not in name and len(name) > 2:
+                    self._add_mark(name)
+                    return
+            elif payload == self.clear_message:
+                self._clear()
+                return
+            self._checked(payload)
+        except Exception as exc:  # one bad frame must not end the call; keep the trace
+            self.n_errors += 1
+            if len(self.errors) < 5:
+                self.errors.append(f"handling a server frame: {type(exc).__name__}: {exc}")
+
+    def _checked(self, payload: bytes) -> None:
+        """Anything but the exact shapes the server sends: checked the faithful (slower) way."""
+        checked = wire.check_server_frame(payload.decode("utf-8", errors="replace"), stream_sid=self.stream_sid)
+        for v in checked.violations:
+            self.violations[f"{v.code} {v.kind}"] += 1
+        message = checked.message
+        if message is None:
+            return
+        if message.event == "media":
+            self._media(len(message.payload))
+        elif message.event == "mark":
+            self._add_mark(json.dumps(message.name).encode())
+        else:
+            self._clear()
+
+    def _media(self, size: int) -> None:
+        room = wire.PLAYBACK_LIMIT_BYTES - (self.queued - self.played)
+        if size > room:
+            self.violations["31931 media_discarded"] += 1
+            size = max(0, room)
+        self.queued += size
+
+    def _add_mark(self, name: bytes) -> None:
+        if self.queued == self.played:
+            self.write(self._mark(name))  # nothing left to play: due at once
+        else:
+            self.marks.append((self.queued, name))
+
+    def _clear(self) -> None:
+        self.clears += 1
+        self.queued = self.played
+        if self.marks:
+            self.write(b"".join(self._mark(name) for _, name in self.marks))
+            self.marks.clear()
+        if self.current is not None:
+            self._end_burst()
+
+    # -- the result
+    def summary(self, launched: float, webhook_ms: float | None, lags_ms: list[float]) -> dict[str, Any]:
+        bursts = self.bursts
+        for u, following in zip(self.utterances, [*self.utterances[1:], None]):
+            until = following[0] if following else float("inf")
+            answer = next((b for b in bursts if u[0] < b[0] < until), None)
+            u[2] = round((answer[0] - (u[0] + u[1] / 1000)) * 1000, 1) if answer else None
+        window = lags_ms[self.first_tick:self.last_tick + 1]
+        return {
+            "index": self.index, "status": "completed", "closed_by": self.closed_by, "close_code": self.close_code,
+            "violations": sum(self.violations.values()), "violation_kinds": dict(self.violations),
+            "errors": self.errors[:5], "n_errors": self.n_errors, "frames_sent": self.chunk,
+            "duration_s": self.chunk * FRAME_MS / 1000, "max_tick_lag_ms": max(window, default=0.0),
+            "launched": launched, "stream_t0": self.stream_t0, "webhook_ms": webhook_ms, "clears": self.clears,
+            "bursts": bursts, "utterances": self.utterances, "marks_echoed": self.marks_echoed,
+        }
+
+
+class Fleet:
+    """What the calls of one process share: the ticker, the speech frames, masking keys, an HTTP client."""
+
+    def __init__(self, server_url: str, *, public_url: str | None, auth_token: str | None, duration: float,
+                 speech: Utterances) -> None:
+        from twilio.request_validator import RequestValidator
+
+        self.server_url = server_url.rstrip("/")
+        self.public_url = (public_url or server_url).rstrip("/")
+        self.validator = RequestValidator(auth_token) if auth_token else None
+        self.hangup_ms = round(duration * 1000)
+        self.duration = duration
+        self.speech = speech
+        self.keys = MaskingKeys()
+        self.ticker = Ticker()
+        self.http: Any = None
+        self.background: set[asyncio.Task[Any]] = set()
+
+    def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        if self.validator is None:
+            return {}
+        return {"X-Twilio-Signature": self.validator.compute_signature(url, params)}
+
+    def status_callback(self, url: str | None, call: LeanCall, event: str) -> None:
+        """Twilio's stream status callback, in the background; failures do not matter here."""
+        if not url:
+            return
+        params = {"AccountSid": call.account_sid, "CallSid": call.call_sid, "StreamSid": call.stream_sid,
+                  "StreamName": call.stream_sid, "StreamEvent": event,
+                  "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
+        target = wire.map_to_server(url, server_url=self.server_url, public_url=self.public_url, websocket=False)
+
+        async def post() -> None:
+            try:
+                await self.http.post(target, data=params, headers=self.sign(url, params))
+            except Exception:  # noqa: BLE001 - a callback's fate does not change the call
+                pass
+
+        task = asyncio.create_task(post())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def call(self, index: int, call_sid: str) -> dict[str, Any]:
+        """One call: the signed webhook, the signed upgrade with the TwiML token, then the ticker's."""
+        launched = time.monotonic()
+        account_sid = wire.new_sid("AC")
+        params = wire.inbound_call_params(call_sid=call_sid, account_sid=account_sid, from_number="+33612345678",
+                                          to_number="+33198765432")
+        url = self.public_url + WEBHOOK_PATH
+        try:
+            started = time.monotonic()
+            response = await self.http.post(self.server_url + WEBHOOK_PATH, data=params,
+                                            headers=self.sign(url, params))
+            webhook_ms = (time.monotonic() - started) * 1000
+        except Exception as exc:  # noqa: BLE001 - counted as a failed call
+            return {"index": index, "status": "webhook_unreachable", "errors": [repr(exc)], "launched": launched}
+        if response.status_code != 200:
+            return {"index": index, "status": "refused_webhook", "errors": [f"HTTP {response.status_code}"],
+                    "launched": launched}
+        try:
+            twiml = wire.parse_twiml(response.content)
+        except wire.TwimlError as exc:
+            return {"index": index, "status": "invalid_twiml", "errors": [str(exc)], "launched": launched}
+        if twiml.stream is None:
+            return {"index": index, "status": "spoken_only", "errors": [], "launched": launched}
+        stream_url = wire.resolve_twiml_url(twiml.stream.url, document_url=url, websocket=True)
+        status_url = (wire.resolve_twiml_url(twiml.stream.status_callback, document_url=url, websocket=False)
+                      if twiml.stream.status_callback else None)
+        target = urlsplit(wire.map_to_server(stream_url, server_url=self.server_url, public_url=self.public_url,
+                                             websocket=True))
+        signature = self.validator.compute_signature(stream_url, {}) if self.validator else None
+        loop = asyncio.get_running_loop()
+        call = LeanCall(self, index, call_sid, account_sid)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: call, target.hostname, target.port or 80), 10)
+            call.upgrade(target.path + (f"?{target.query}" if target.query else ""), target.netloc, signature)
+            status = await asyncio.wait_for(call.handshake, 10)
+        except (OSError, TimeoutError) as exc:
+            if call.transport is not None:
+                call.transport.close()
+            return {"index": index, "status": "stream_unreachable", "errors": [repr(exc)], "launched": launched,
+                    "webhook_ms": webhook_ms}
+        if status != 101:
+            return {"index": index, "status": "refused_stream", "errors": [f"upgrade answered {status}"],
+                    "launched": launched, "webhook_ms": webhook_ms}
+        call.start_stream(dict(twiml.stream.parameters))
+        self.ticker.add(call)
+        self.status_callback(status_url, call, "stream-started")
+        try:
+            await asyncio.wait_for(asyncio.shield(call.done), self.duration + 60)
+        except TimeoutError:
+            call.errors.append("the call did not end in time")
+            call.n_errors += 1
+            if call.transport is not None:
+                call.transport.abort()
+        self.status_callback(status_url, call, "stream-stopped")
+        return call.summary(launched, webhook_ms, self.ticker.lags_ms)
+
+
+async def run_fleet(server_url: str, calls: list[dict[str, Any]], *, duration: float, t0: float | None = None,
+                    public_url: str | None = None, auth_token: str | None = None,
+                    speech: Utterances | None = None, wavs: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Place `calls` ({index, offset, call_sid}) at t0 + offset (time.monotonic()); each lasts `duration` s.
+
+    Returns one summary per call, shaped like benchmarks/relay.py's for a faithful call.
+    """
+    import httpx
+
+    if speech is None:
+        speech = Utterances(wavs or sorted((REPO / "tests" / "audio").glob("*.wav")))
+    fleet = Fleet(server_url, public_url=public_url, auth_token=auth_token, duration=duration, speech=speech)
+    t0 = time.monotonic() if t0 is None else t0
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+    async with httpx.AsyncClient(timeout=15, trust_env=False, limits=limits,
+                                 headers={"User-Agent": WEBHOOK_USER_AGENT}) as http:
+        fleet.http = http
+        ticker = asyncio.create_task(fleet.ticker.run())
+
+        async def one(spec: dict[str, Any]) -> dict[str, Any]:
+            await asyncio.sleep(max(0.0, t0 + spec.get("offset", 0.0) - time.monotonic()))
+            try:
+                return await fleet.call(spec["index"], spec.get("call_sid") or wire.new_sid("CA"))
+            except Exception as exc:  # noqa: BLE001 - counted as a failed call
+                return {"index": spec["index"], "status": "exception", "errors": [repr(exc)],
+                        "launched": time.monotonic()}
+
+        try:
+            results = await asyncio.gather(*(one(spec) for spec in calls))
+        finally:
+            fleet.ticker.stopped = True
+            await asyncio.wait({ticker}, timeout=1)
+            if not ticker.done():
+                ticker.cancel()
+        if fleet.background:
+            await asyncio.wait(set(fleet.background), timeout=10)
+    return list(results)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    rt = sub.add_parser("realtime", help="serve the lean realtime peer")
+    rt.add_argument("--host", default="127.0.0.1")
+    rt.add_argument("--port", type=int, default=8765)
+    rt.add_argument("--api-key", help="require this bearer key (default: any non-empty key)")
+    rt.add_argument("--speed", type=float, default=2.0, help="streaming speed vs real time; 0 = unpaced")
+    rt.add_argument("--answer-seconds", type=float, default=3.0)
+    rt.add_argument("--greeting-seconds", type=float, default=2.5)
+    rt.add_argument("--sweep-ms", type=float, default=20.0,
+                    help="read every connection once per this many ms (default 20); 0: read as data comes")
+    rt.add_argument("--log-level", default="INFO")
+    calls = sub.add_parser("calls", help="place lean calls to a running server and print their summaries")
+    calls.add_argument("--url", default="http://127.0.0.1:8000")
+    calls.add_argument("--public-url")
+    calls.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"))
+    calls.add_argument("--calls", type=int, default=1)
+    calls.add_argument("--duration", type=float, default=20.0)
+    calls.add_argument("--ramp", type=float, default=1.0)
+    sub.add_parser("check", help="validate the realtime peer's event templates and exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "realtime":
+            run_async(serve_realtime(args))
+        elif args.command == "check":
+            types = validate_templates()
+            print(f"{sum(types.values())} event shapes over {len(types)} types validate: {', '.join(sorted(types))}")
+        else:
+            specs = [{"index": i, "offset": i * args.ramp / max(1, args.calls)} for i in range(args.calls)]
+            results = run_async(run_fleet(args.url, specs, duration=args.duration, public_url=args.public_url,
+                                          auth_token=args.auth_token))
+            for r in results:
+                print(json.dumps(r))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:  # typically the port is taken
+        print(f"lean peers: {exc}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

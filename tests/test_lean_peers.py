@@ -1,0 +1,106 @@
+"""The lean benchmark peers (benchmarks/lean_peers.py) against the real server, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from app.agent.session import realtime_session_update
+from app.config import Settings
+from app.web import create_app, server_config
+from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, loopback_socket, serving_on
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "lean_peers.py"
+_spec = importlib.util.spec_from_file_location("lean_peers", _PATH)
+lean = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("lean_peers", lean)
+_spec.loader.exec_module(lean)
+
+API_KEY = "sk-lean-test"
+# What the server needs from the peer, beyond which it does not look.
+NEEDED = {"session.created", "session.updated", "input_audio_buffer.speech_started",
+          "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
+          "conversation.item.input_audio_transcription.completed", "response.created",
+          "response.output_item.added", "response.content_part.added", "response.output_audio.delta",
+          "response.output_audio_transcript.delta", "response.output_audio.done",
+          "response.output_audio_transcript.done", "response.content_part.done", "response.output_item.done",
+          "response.done", "conversation.item.truncated", "conversation.item.deleted", "error"}
+
+
+def test_event_templates_validate_against_the_sdk_types() -> None:
+    # The peer's own example updates, then the very session.update the server sends for each codec.
+    assert NEEDED <= set(lean.validate_templates())
+    updates = [realtime_session_update(Settings(_env_file=None, audio_codec=codec, rag_mode="off"))
+               for codec in ("pcm16", "pcmu")]
+    assert NEEDED <= set(lean.validate_templates(updates))
+
+
+@pytest.mark.parametrize("sweep_ms", [20.0, 0.0], ids=["swept-reads", "transport-reads"])
+async def test_handshake_auth_pings_fragments_and_close(sweep_ms: float) -> None:
+    async with lean.LeanRealtimePeer(api_key=API_KEY, sweep_ms=sweep_ms) as peer:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(peer.url, additional_headers={"Authorization": "Bearer sk-wrong-key"}):
+                pass
+        assert refused.value.response.status_code == 401
+        async with connect(peer.url + "?model=gpt-realtime", additional_headers={"Authorization": f"Bearer {API_KEY}"},
+                           compression=None, ping_interval=None) as ws:
+            created = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert created["type"] == "session.created" and created["session"]["model"] == "gpt-realtime"
+            await asyncio.wait_for(await ws.ping(b"lean"), 5)  # answered with a pong
+            update = json.dumps(lean.example_session_update("pcmu"))
+            await ws.send([update[:40], update[40:120], update[120:]])  # a fragmented text message
+            updated = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert updated["type"] == "session.updated"
+            assert updated["session"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+            await ws.send(json.dumps({"type": "response.cancel"}))
+            error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert error["error"]["code"] == "response_cancel_not_active"
+        assert ws.close_code == 1000  # our close was echoed
+
+
+@pytest.mark.parametrize(("codec", "sweep_ms"), [("pcm16", 20.0), ("pcmu", 0.0)])
+async def test_two_lean_calls_through_the_real_server(codec: str, sweep_ms: float) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="octi-lean-"))
+    try:
+        async with lean.LeanRealtimePeer(api_key=API_KEY, speed=4.0, answer_seconds=1.5, greeting_seconds=1.0,
+                                         sweep_ms=sweep_ms) as peer:
+            sock, port = loopback_socket()
+            settings = Settings(_env_file=None, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC_URL,
+                                openai_api_key=API_KEY, openai_realtime_url=peer.url, host="127.0.0.1", port=port,
+                                rag_mode="off", audio_codec=codec, data_dir=data_dir)
+            app = create_app(settings)
+            async with serving_on(sock, server_config(app, "127.0.0.1", port)):
+                results = await lean.run_fleet(
+                    f"http://127.0.0.1:{port}", [{"index": i, "offset": 0.1 * i} for i in range(2)], duration=7.0,
+                    public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, wavs=sorted(AUDIO.glob("*.wav")))
+                metrics = app.state.line.metrics
+                for _ in range(100):  # the server ends its sessions just after the callers hang up
+                    if metrics.active_calls == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                counters = dict(metrics.counters)
+            assert peer.errors_sent == [], "every client event the server sent was understood"
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    assert counters.get("calls_ended_caller_hung_up") == 2, counters
+    assert not counters.get("model_errors") and not counters.get("token_refusals"), counters
+    for r in results:
+        assert (r["status"], r["closed_by"], r["close_code"]) == ("completed", "caller", 1000), r
+        assert r["violations"] == 0 and r["errors"] == [] and r["n_errors"] == 0, r
+        assert r["frames_sent"] == 350 and r["duration_s"] == 7.0
+        greeting, *answers = r["bursts"]
+        assert greeting[0] < 0.5 and greeting[2] == pytest.approx(1000, abs=20), r["bursts"]
+        assert r["utterances"] and r["utterances"][0][2] is not None, "the first question was answered"
+        assert answers and answers[0][2] == pytest.approx(1500, abs=20), r["bursts"]
+        assert r["marks_echoed"] >= 20, "a mark per 100 ms of audio played comes back"
+        assert r["clears"] == 0

@@ -75,7 +75,7 @@ from app.simulators.realtime_double import (  # noqa: E402 - the double's settin
     load_voice_asset,
     snap_to_word,
 )
-from app.simulators.realtime_schema import undeclared_keys, validate_server_event  # noqa: E402
+from app.simulators.realtime_schema import unexpected_server_keys, validate_server_event  # noqa: E402
 from app.websocket import MaskingKeys, apply_mask, frame_header, masked_text_frame, text_frame  # noqa: E402
 
 log = logging.getLogger("lean_peers")
@@ -1199,11 +1199,6 @@ def _shape(value: Any) -> Any:
     return type(value).__name__
 
 
-# The service's session object carries these on top of the request model's fields (as
-# tests/test_realtime_double.py allows for the faithful double).
-ALLOWED_EXTRAS = {"session.object", "session.id", "session.expires_at"}
-
-
 def validate_templates(session_updates: list[dict[str, Any]] | None = None,
                        voice: Voice | None = None) -> Counter[str]:
     """Validate each distinct event shape the peer sends against `openai.types.realtime`
@@ -1223,7 +1218,7 @@ def validate_templates(session_updates: list[dict[str, Any]] | None = None,
                 model = validate_server_event(event)
             except Exception as exc:
                 raise ValueError(f"{event['type']} does not validate: {exc}\n{json.dumps(event)[:600]}") from exc
-            unexpected = set(undeclared_keys(model)) - ALLOWED_EXTRAS
+            unexpected = unexpected_server_keys(model)
             if unexpected:
                 raise ValueError(f"{event['type']} carries keys the GA models do not declare: {sorted(unexpected)}")
             if not str(event.get("event_id", "")).startswith("event_"):

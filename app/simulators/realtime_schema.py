@@ -31,7 +31,7 @@ __all__ = [
     "find_unknown_parameter",
     "parse_client_event",
     "server_event_adapter",
-    "undeclared_keys",
+    "unexpected_server_keys",
     "validate_server_event",
 ]
 
@@ -210,19 +210,14 @@ def find_unknown_parameter(model: BaseModel, prefix: str = "") -> str | None:
     return next(_iter_unknown(model, prefix), None)
 
 
-def undeclared_keys(value: Any, path: str = "") -> list[str]:
-    """Dotted paths of every key the models did not declare in `value` (a model, or a list of them;
-    a list's elements share its path). For checking what a simulated server sends; client events
-    go through `find_unknown_parameter`, which stops at the first."""
-    found: list[str] = []
-    if isinstance(value, BaseModel):
-        found += [_join(path, key) for key in (value.model_extra or {})]
-        for name in value.model_fields_set:
-            found += undeclared_keys(getattr(value, name), _join(path, name))
-    elif isinstance(value, list):
-        for element in value:
-            found += undeclared_keys(element, path)
-    return found
+# The service's session object carries these on top of the request model's fields.
+_SERVICE_SESSION_EXTRAS = frozenset({"session.object", "session.id", "session.expires_at"})
+
+
+def unexpected_server_keys(model: BaseModel) -> set[str]:
+    """Dotted paths of the keys in a validated server event that the models do not declare,
+    beyond those the service itself sends: what a simulated server must never add."""
+    return set(_iter_unknown(model, "")) - _SERVICE_SESSION_EXTRAS
 
 
 def _iter_unknown(value: Any, path: str) -> Iterator[str]:

@@ -124,6 +124,14 @@ class EchoServer:
         return session
 
 
+async def receive_data(websocket: WebSocket) -> tuple[str | bytes | None, int | None]:
+    """The next message's text or bytes and None; (None, close code) once the client is gone."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None, message["code"]
+    return (message["text"] if message.get("text") is not None else message["bytes"]), None
+
+
 def echo_app(sessions: list[Session]) -> Starlette:
     """Echoes text as text and bytes as bytes; `?accept_delay=` and `?read_delay=` slow it down."""
 
@@ -135,11 +143,9 @@ def echo_app(sessions: list[Session]) -> Starlette:
             await websocket.accept()
             await asyncio.sleep(float(websocket.query_params.get("read_delay", 0)))
             while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    session.disconnect_code = message["code"]
+                data, session.disconnect_code = await receive_data(websocket)
+                if data is None:
                     return
-                data = message["text"] if message.get("text") is not None else message["bytes"]
                 session.received.append(data)
                 try:
                     if isinstance(data, str):
@@ -585,11 +591,9 @@ class Receiving:
                     await asyncio.wait_for(self.declined.wait(), TIMEOUT)
                     await asyncio.sleep(self.nap_after_first_decline)
                 while True:
-                    message = await websocket.receive()
-                    if message["type"] == "websocket.disconnect":
-                        self.disconnect_code = message["code"]
+                    data, self.disconnect_code = await receive_data(websocket)
+                    if data is None:
                         return
-                    data = message["text"] if message.get("text") is not None else message["bytes"]
                     self.received.append(data)
                     self.log.append(data)
                     if set_receiver is not None and data == self.detach_on:

@@ -236,10 +236,8 @@ class CallLogWriter:
         async def settle() -> None:
             while not self._settled():
                 self._progress.clear()
-                try:  # spool-thread jobs end without a signal: look again now and then
-                    await asyncio.wait_for(self._progress.wait(), 0.02)
-                except TimeoutError:
-                    pass
+                # Spool-thread jobs end without a signal: look again now and then.
+                await _until_set(self._progress, 0.02)
         self._flushing += 1
         self._hurry.set()   # a lingering batch goes now
         try:
@@ -317,10 +315,7 @@ class CallLogWriter:
             return
         timeout = max(self._next_retry - loop.time(), 0.0) if self.spool_pending > 0 else None
         self._progress.set()
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout)
-        except TimeoutError:
-            pass
+        await _until_set(self._work, timeout)
 
     def _linger_left(self) -> float:
         """Seconds to wait for more records before applying the queue (0 or less: apply now).
@@ -334,10 +329,7 @@ class CallLogWriter:
     async def _linger(self, delay: float) -> None:
         # No await between the caller's checks and this wait, so a `_hurry.set()` is never missed.
         self._hurry.clear()
-        try:
-            await asyncio.wait_for(self._hurry.wait(), delay)
-        except TimeoutError:
-            pass
+        await _until_set(self._hurry, delay)
 
     def _batch_ready(self) -> bool:
         # A full queue too: lingering must not push records into the spool by overflow.
@@ -697,3 +689,11 @@ class CallLogWriter:
                 rejected.write("\n".join(lines) + "\n")
         except OSError as exc:
             log.error("call log: cannot write %s: %s", self.rejected_path, exc)
+
+
+async def _until_set(event: asyncio.Event, timeout: float | None) -> None:
+    """Wait until `event` is set or `timeout` seconds (None: no limit) have passed."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass

@@ -627,6 +627,14 @@ async def send_one_by_one(client: RawClient, receiving: Receiving, messages: lis
         await until(lambda: len(receiving.log) >= expected, f"{message[:20]!r} reached the application")
 
 
+async def deliver(client: RawClient, receiving: Receiving, messages: list[str | bytes], delivery: str) -> None:
+    """Send `messages` "one-by-one" (see `send_one_by_one`) or "all-in-one-write"."""
+    if delivery == "one-by-one":
+        await send_one_by_one(client, receiving, messages)
+    else:
+        await client.write(b"".join(frame_of(m) for m in messages))
+
+
 async def finish(client: RawClient, receiving: Receiving, messages: list[str | bytes]) -> None:
     """Wait until every message reached the application, then close; none may be duplicated."""
     await until(lambda: len(receiving.log) >= len(messages), "every message reached the application")
@@ -654,10 +662,7 @@ async def test_the_receiver_takes_what_it_accepts_and_the_app_reads_the_rest_in_
     receiving = Receiving()
     async with serving_receiver(receiving) as server:
         client = await connect(clients, server)
-        if delivery == "one-by-one":
-            await send_one_by_one(client, receiving, INTERLEAVED)
-        else:
-            await client.write(b"".join(frame_of(m) for m in INTERLEAVED))
+        await deliver(client, receiving, INTERLEAVED, delivery)
         await finish(client, receiving, INTERLEAVED)
 
     assert callable(receiving.extensions[TEXT_RECEIVER_EXTENSION])
@@ -773,10 +778,7 @@ async def test_binary_messages_are_never_offered_to_the_receiver(clients, delive
     messages = ["take:1", b"take:binary", "take:2", b"\x00\xff", "hello", "take:3", "end"]
     async with serving_receiver(receiving) as server:
         client = await connect(clients, server)
-        if delivery == "one-by-one":
-            await send_one_by_one(client, receiving, messages)
-        else:
-            await client.write(b"".join(frame_of(m) for m in messages))
+        await deliver(client, receiving, messages, delivery)
         await finish(client, receiving, messages)
 
     assert all(isinstance(m, str) for m in receiving.offered), receiving.offered

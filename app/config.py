@@ -31,10 +31,25 @@ class Settings(BaseSettings):
     # OpenAI Realtime (or any GA-compatible server, e.g. Azure or the local double)
     openai_api_key: SecretStr | None = None
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
-    openai_realtime_model: str = "gpt-realtime"
+    # gpt-realtime-2.1: the 2.x reasoning line with the better noise, silence and interruption
+    # handling a barn needs; minimal reasoning for the earliest first audio (README, "Models").
+    openai_realtime_model: str = "gpt-realtime-2.1"
+    openai_reasoning_effort: Literal["minimal", "low", "medium", "high", "xhigh"] = "minimal"
     openai_voice: str = "marin"
-    openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    # gpt-realtime-whisper streams the caller's words while they speak, so retrieval is done
+    # by the time the turn ends; gpt-transcribe only transcribes a committed turn (keywords).
+    openai_transcribe_model: str = "gpt-realtime-whisper"
     openai_transcribe_language: str = "fr"
+    openai_transcribe_delay: Literal["minimal", "low", "medium", "high", "xhigh"] = "low"
+    # Farm words from the knowledge base given as transcription keywords (models that take them).
+    transcribe_keywords: int = 60
+    # Per answer: about 30 s of speech. An answer cut by the limit ends mid-sentence, so this
+    # is a ceiling for runaway answers, not the length the instructions ask for.
+    max_output_tokens: int = 600
+    # Retention-ratio truncation: past the limit the service drops old turns down to the
+    # ratio, so long calls stop re-billing their whole history on every answer.
+    truncation_token_limit: int = 6000
+    truncation_retention_ratio: float = 0.8
     turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"
     vad_threshold: float = 0.5
     vad_prefix_padding_ms: int = 300
@@ -62,6 +77,10 @@ class Settings(BaseSettings):
     weaviate_collection: str = "OctiKnowledge"
     rag_mode: Literal["inject", "tool", "off"] = "inject"
     rag_timeout_ms: int = 300
+    # How long a turn may wait, after the caller stopped, for its passages. Without the
+    # caller's words by then, the answer gets the search tool (RAG_FALLBACK=tool) or none.
+    rag_hold_ms: int = 80
+    rag_fallback: Literal["tool", "none"] = "tool"
     rag_top_k: int = 4
     # Weight of the vector leg in the hybrid fusion (1 - alpha for keywords), as Weaviate's alpha.
     rag_alpha: float = 0.5
@@ -74,12 +93,24 @@ class Settings(BaseSettings):
     review_username: str | None = None
     review_password: SecretStr | None = None  # plain, or a "pbkdf2_sha256$…" hash
     review_token: SecretStr | None = None
-    # USD per 1M tokens: text in / cached / out, audio in / cached / out (re-check before use).
+    # USD per 1M tokens: text in / cached / out, audio in / cached / out; transcription models
+    # per minute of audio ("audio_minute"). From the service's model pages, 2026-12.
     model_prices: dict[str, dict[str, float]] = {
+        "gpt-realtime-2.1": {"text_in": 4.0, "text_cached": 0.4, "text_out": 24.0,
+                             "audio_in": 32.0, "audio_cached": 0.4, "audio_out": 64.0},
+        "gpt-realtime-2.1-mini": {"text_in": 0.6, "text_cached": 0.06, "text_out": 2.4,
+                                  "audio_in": 10.0, "audio_cached": 0.3, "audio_out": 20.0},
+        "gpt-realtime-2": {"text_in": 4.0, "text_cached": 0.4, "text_out": 24.0,
+                           "audio_in": 32.0, "audio_cached": 0.4, "audio_out": 64.0},
+        "gpt-realtime-1.5": {"text_in": 4.0, "text_cached": 0.4, "text_out": 16.0,
+                             "audio_in": 32.0, "audio_cached": 0.4, "audio_out": 64.0},
         "gpt-realtime": {"text_in": 4.0, "text_cached": 0.4, "text_out": 16.0,
                          "audio_in": 32.0, "audio_cached": 0.4, "audio_out": 64.0},
         "gpt-realtime-mini": {"text_in": 0.6, "text_cached": 0.06, "text_out": 2.4,
                               "audio_in": 10.0, "audio_cached": 0.3, "audio_out": 20.0},
+        "gpt-realtime-whisper": {"audio_minute": 0.017},
+        "gpt-live-transcribe": {"audio_minute": 0.017},
+        "gpt-transcribe": {"audio_minute": 0.0045},
     }
 
     # Service

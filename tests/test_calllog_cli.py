@@ -192,3 +192,39 @@ def test_usage_errors(calls_env: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert cli(["list", "--since", "2025-11-20", "--until", "2025-11-01"]) == 2
     assert "is after --until" in capsys.readouterr().err
     assert cli(["--help"]) == 0
+
+
+def test_an_unknown_cost_shows_as_unknown_never_zero(calls_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    yesterday = NOW - timedelta(days=1)
+    seed([
+        started("CAPRICED", yesterday, transcription_model="gpt-realtime-whisper"),
+        ended("CAPRICED", yesterday, cost_usd=0.0421, transcription_seconds=75.0, transcription_cost_usd=0.02125),
+        started("CAAZURE", NOW, model="my-azure-deployment", transcription_model="gpt-realtime-whisper"),
+        ended("CAAZURE", NOW, cost_usd=None, input_tokens=900, output_tokens=400, transcription_seconds=12.0,
+              transcription_cost_usd=0.0034),
+    ])
+    assert cli(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == "2" and "unknown" in lines[1]
+    assert lines[2].split()[0] == "1" and "0.0421" in lines[2] and "unknown" not in lines[2]
+
+    assert cli(["show", "CAAZURE"]) == 0
+    out = capsys.readouterr().out
+    assert "cost unknown" in out and "$0.0000" not in out
+    assert "transcription gpt-realtime-whisper   12.0 s   cost $0.0034" in out
+    assert cli(["show", "CAPRICED"]) == 0
+    out = capsys.readouterr().out
+    assert "cost $0.0421" in out and "75.0 s   cost $0.0213" in out
+
+    assert cli(["list", "--json"]) == 0
+    costs = {c["call_sid"]: c["cost_usd"] for c in json.loads(capsys.readouterr().out)["calls"]}
+    assert costs == {"CAAZURE": None, "CAPRICED": 0.0421}
+    assert cli(["show", "CAAZURE", "--json"]) == 0
+    detail = json.loads(capsys.readouterr().out)
+    assert detail["cost_usd"] is None
+    assert detail["transcription"] == {"model": "gpt-realtime-whisper", "seconds": 12.0, "input_tokens": 0,
+                                       "input_audio_tokens": 0, "output_tokens": 0, "cost_usd": 0.0034}
+
+    assert cli(["export", "--format", "csv"]) == 0
+    rows = {row["call_sid"]: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert rows["CAAZURE"]["cost_usd"] == "" and rows["CAPRICED"]["cost_usd"] == "0.042100"

@@ -7,7 +7,13 @@ import logging
 import pytest
 
 from app.calllog import cost
-from app.calllog.cost import estimate_cost, sum_usage
+from app.calllog.cost import (
+    call_cost,
+    estimate_cost,
+    estimate_transcription_cost,
+    sum_transcription_usage,
+    sum_usage,
+)
 from app.config import Settings
 
 # gpt-realtime: text in 4 / cached 0.4 / out 16, audio in 32 / cached 0.4 / out 64.
@@ -80,13 +86,100 @@ def test_dated_snapshots_use_their_model_prices() -> None:
     assert estimate_cost("gpt-realtime-mini-2025-10-06", totals, PRICES) == pytest.approx(20.0)
 
 
-def test_an_unknown_model_costs_nothing_with_one_warning(monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(cost, "_warned_models", set())
+def test_an_unknown_model_is_an_unknown_cost_with_one_warning(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(cost, "_warned", set())
     totals = sum_usage([usage(1000, 1000, 0, 0, 1000, 1000)])
     with caplog.at_level(logging.WARNING, logger="app.calllog.cost"):
-        assert estimate_cost("my-azure-deployment", totals, PRICES) == 0.0
-        assert estimate_cost("my-azure-deployment", totals, PRICES) == 0.0
+        assert estimate_cost("my-azure-deployment", totals, PRICES) is None
+        assert estimate_cost("my-azure-deployment", totals, PRICES) is None
         assert estimate_cost("gpt-realtime", totals, PRICES) > 0
     warnings = [r for r in caplog.records if r.name == "app.calllog.cost"]
     assert len(warnings) == 1 and "my-azure-deployment" in warnings[0].getMessage()
+
+
+def test_snapshots_of_the_current_models_and_lookalikes() -> None:
+    totals = sum_usage([usage(0, 0, 0, 0, 0, 1_000_000)])
+    # The longest model name the snapshot extends: 2.1, not 2, nor gpt-realtime.
+    assert estimate_cost("gpt-realtime-2.1-2026-07-09", totals, PRICES) == pytest.approx(64.0)
+    assert estimate_cost("gpt-realtime-2.1-mini-2026-07-09", totals, PRICES) == pytest.approx(20.0)
+    assert cost.model_prices("gpt-realtime-2.1-2026-07-09", PRICES) is PRICES["gpt-realtime-2.1"]
+    # A name that merely starts like a priced one is not a snapshot of it.
+    assert estimate_cost("gpt-realtime2", totals, PRICES) is None
+    assert estimate_cost("", totals, PRICES) is None
+
+
+def test_no_usage_costs_nothing_known_and_a_missing_price_is_unknown() -> None:
+    nothing = sum_usage([])
+    assert estimate_cost("gpt-realtime", nothing, PRICES) == 0.0
+    assert estimate_cost("my-azure-deployment", nothing, PRICES) == 0.0   # nothing used, nothing owed
+    # A model priced for some modalities only: unknown as soon as it uses another one.
+    prices = {"text-only": {"text_in": 1.0, "text_out": 2.0}}
+    assert estimate_cost("text-only", sum_usage([usage(1_000_000, 0, 0, 0, 1_000_000, 0)]), prices) == 3.0
+    assert estimate_cost("text-only", sum_usage([usage(1000, 0, 0, 0, 0, 1000)]), prices) is None
+    # A transcription model's entry cannot price a realtime model's tokens.
+    assert estimate_cost("gpt-realtime-whisper", sum_usage([usage(1000, 0, 0, 0, 0, 0)]), PRICES) is None
+    # A free model is $0, and known.
+    free = {"free": dict.fromkeys(("text_in", "text_cached", "text_out", "audio_in", "audio_cached", "audio_out"), 0)}
+    assert estimate_cost("free", sum_usage([usage(10, 10, 5, 5, 10, 10)]), free) == 0.0
+
+
+# gpt-realtime-whisper / gpt-live-transcribe: $0.017 per minute, gpt-transcribe: $0.0045 per minute.
+TRANSCRIBER_PRICES = {**PRICES, "token-transcriber": {"audio_in": 3.0, "text_in": 1.25, "text_out": 5.0}}
+
+
+def duration(seconds: float) -> dict:
+    return {"type": "duration", "seconds": seconds}
+
+
+def tokens(audio: int, text: int, out: int, *, details: bool = True) -> dict:
+    used = {"type": "tokens", "input_tokens": audio + text, "output_tokens": out, "total_tokens": audio + text + out}
+    if details:
+        used["input_token_details"] = {"audio_tokens": audio, "text_tokens": text}
+    return used
+
+
+def test_transcription_usage_adds_up_durations_and_tokens() -> None:
+    totals = sum_transcription_usage([duration(2.5), duration(4.25), tokens(800, 40, 25), None, {"type": "other"},
+                                      tokens(100, 0, 5, details=False), duration(float("nan")), duration(-3)])
+    assert totals == {"seconds": 6.75, "input_tokens": 940, "input_audio_tokens": 900, "input_text_tokens": 40,
+                      "output_tokens": 30}
+    assert sum_transcription_usage([]) == {"seconds": 0.0, "input_tokens": 0, "input_audio_tokens": 0,
+                                           "input_text_tokens": 0, "output_tokens": 0}
+
+
+def test_transcription_by_the_minute() -> None:
+    heard = sum_transcription_usage([duration(30.0), duration(60.0)])
+    assert estimate_transcription_cost("gpt-realtime-whisper", heard, PRICES) == pytest.approx(1.5 * 0.017)
+    assert estimate_transcription_cost("gpt-live-transcribe", heard, PRICES) == pytest.approx(1.5 * 0.017)
+    assert estimate_transcription_cost("gpt-transcribe", heard, PRICES) == pytest.approx(1.5 * 0.0045)
+    assert estimate_transcription_cost("gpt-transcribe-2026-05-01", heard, PRICES) == pytest.approx(1.5 * 0.0045)
+    assert estimate_transcription_cost("whisper-on-azure", heard, PRICES) is None
+    # A model priced by the token has no price per minute.
+    assert estimate_transcription_cost("token-transcriber", heard, TRANSCRIBER_PRICES) is None
+
+
+def test_transcription_by_the_token() -> None:
+    heard = sum_transcription_usage([tokens(600_000, 100_000, 200_000), tokens(400_000, 0, 0, details=False)])
+    expected = (1_000_000 * 3.0 + 100_000 * 1.25 + 200_000 * 5.0) / 1_000_000
+    assert estimate_transcription_cost("token-transcriber", heard, TRANSCRIBER_PRICES) == pytest.approx(expected)
+    # gpt-transcribe is priced by the minute only: tokens from it cannot be priced.
+    assert estimate_transcription_cost("gpt-transcribe", heard, PRICES) is None
+    # As the store has them: input tokens and their audio part (the rest is text).
+    stored = {"seconds": 0.0, "input_tokens": 1_100_000, "input_audio_tokens": 1_000_000, "output_tokens": 200_000}
+    assert estimate_transcription_cost("token-transcriber", stored, TRANSCRIBER_PRICES) == pytest.approx(expected)
+
+
+def test_no_transcription_usage_costs_nothing_whatever_the_model() -> None:
+    nothing = sum_transcription_usage([])
+    assert estimate_transcription_cost("gpt-realtime-whisper", nothing, PRICES) == 0.0
+    assert estimate_transcription_cost("unpriced", nothing, PRICES) == 0.0
+    assert estimate_transcription_cost("", nothing, PRICES) == 0.0
+
+
+def test_a_call_costs_both_parts_and_is_unknown_if_either_is() -> None:
+    assert call_cost(0.25, 0.0125) == pytest.approx(0.2625)
+    assert call_cost(0.25, 0.0) == 0.25
+    assert call_cost(None, 0.0125) is None
+    assert call_cost(0.25, None) is None
+    assert call_cost(0.0, 0.0) == 0.0

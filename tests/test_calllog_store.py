@@ -212,7 +212,7 @@ async def test_migrations_apply_on_an_empty_database(empty_database_url: str) ->
 
     # Start-up and the writer may both migrate at once: they must not trip over each other.
     await asyncio.gather(upgrade_database(url), upgrade_database(url), upgrade_database(url))
-    assert await current_revision(url) == head_revision() == "0001"
+    assert await current_revision(url) == head_revision() == "0002"
     engine = make_engine(url, pooled=False)
     try:
         async with engine.connect() as connection:
@@ -227,7 +227,88 @@ async def test_migrations_apply_on_an_empty_database(empty_database_url: str) ->
     await downgrade_database(url)              # and the way back works too
     assert await current_revision(url) is None
     await upgrade_database(url)
-    assert await current_revision(url) == "0001"
+    assert await current_revision(url) == "0002"
+
+
+async def _execute(url: str, *statements: str) -> None:
+    engine = make_engine(url, pooled=False)   # foreign keys on, as the service has them
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    engine = make_engine(url, pooled=False)
+    try:
+        async with engine.connect() as connection:
+            return [tuple(row) for row in await connection.execute(text(query))]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_migration_0002_keeps_the_calls_logged_before_it(empty_database_url: str) -> None:
+    url = empty_database_url
+    await upgrade_database(url, "0001")
+    # A database as 0001's code left it: a call with its turn, passage and event, a call
+    # logged at $0 (how an unpriced model was logged), and a purged call (id 3).
+    await _execute(
+        url,
+        "INSERT INTO calls (call_sid, started_at, model, input_tokens, output_tokens, cost_usd, turns) "
+        "VALUES ('CAOLD', '2025-11-20 09:30:00', 'gpt-realtime', 1200, 800, 0.5, 1)",
+        "INSERT INTO calls (call_sid, started_at, model, input_tokens, cost_usd) "
+        "VALUES ('CAZERO', '2025-11-20 09:40:00', 'my-deployment', 50, 0)",
+        "INSERT INTO calls (call_sid, started_at) VALUES ('CAGONE', '2025-11-20 09:50:00')",
+        "DELETE FROM calls WHERE call_sid = 'CAGONE'",
+        "INSERT INTO turns (call_id, turn_index, role, text, search_text) "
+        "VALUES (1, 0, 'caller', 'Mes poules toussent', 'mes poules toussent')",
+        "INSERT INTO turn_passages (turn_id, rank, passage_id, source, title, score) "
+        "VALUES (1, 0, 'resp-1', 'sample_pack/respiratoire.md', 'Troubles respiratoires', 0.8)",
+        "INSERT INTO call_events (call_id, at, type, detail, dedupe_key) "
+        "VALUES (1, '2025-11-20 09:30:05', 'dtmf', '5', 'k1')",
+    )
+    before = await dump(url)
+
+    await upgrade_database(url)
+    assert await current_revision(url) == "0002"
+    after = await dump(url)
+    # Every row is still there (rebuilding the table on SQLite must not cascade), the old
+    # columns keep their values, and the new ones come after them with their defaults.
+    for table in ("turns", "turn_passages", "call_events"):
+        assert after[table] == before[table], table
+    assert [row[:len(before["calls"][0])] for row in after["calls"]] == before["calls"]
+    assert [row[len(before["calls"][0]):] for row in after["calls"]] == [("", 0, 0, 0, 0, None)] * 2
+    engine = make_engine(url, pooled=False)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_schema_differences) == []
+    finally:
+        await engine.dispose()
+
+    store = await CallLogStore.open(url, prices=PRICES)
+    try:
+        old = await store.get_call(1)
+        assert old is not None and old.summary.cost_usd == 0.5 and old.transcription_cost_usd is None
+        assert old.turns[0].passages[0].title == "Troubles respiratoires" and old.events[0].detail == "5"
+        assert not old.transcribed                       # nothing known of its transcription
+        # A new call may have an unknown cost; the purged call's id is still not handed out.
+        await store.apply([started("CANEW", model="my-deployment"), ended("CANEW", cost_usd=None, input_tokens=10)])
+        assert await store.find_call_id("CANEW") == 4
+        new = await store.get_call(4)
+        assert new is not None and new.summary.cost_usd is None
+    finally:
+        await store.close()
+
+    # The way back: an unknown cost becomes 0 again (0001's column cannot hold NULL).
+    await downgrade_database(url, "0001")
+    assert await _rows(url, "SELECT call_sid, cost_usd FROM calls ORDER BY id") == \
+        [("CAOLD", 0.5), ("CAZERO", 0.0), ("CANEW", 0.0)]
+    assert len(await _rows(url, "SELECT * FROM turns")) == 1
+    await upgrade_database(url)
+    assert await current_revision(url) == "0002"
 
 
 # ---------------------------------------------------------------------------- writing
@@ -328,24 +409,77 @@ async def test_records_before_the_start_are_kept_and_the_start_fills_the_call(st
 
 
 async def test_an_ended_call_without_cost_is_priced_from_its_tokens(store: CallLogStore) -> None:
-    async def cost(sid: str) -> float:
+    async def cost(sid: str) -> float | None:
         detail = await store.get_call(await store.find_call_id(sid))
         assert detail is not None
         return detail.summary.cost_usd
 
     # gpt-realtime: 1000 text tokens in at $4/M, 1000 audio tokens out at $64/M.
-    await store.apply([started("CA1"), ended("CA1", cost_usd=0.0, input_tokens=1000, input_audio_tokens=0,
+    await store.apply([started("CA1"), ended("CA1", cost_usd=None, input_tokens=1000, input_audio_tokens=0,
                                              output_tokens=1000, output_audio_tokens=1000)])
     assert await cost("CA1") == pytest.approx((1000 * 4.0 + 1000 * 64.0) / 1_000_000)
     # A cost given by the journal is kept as it is.
     await store.apply([started("CA3"), ended("CA3", cost_usd=0.5, input_tokens=1000, output_tokens=1000)])
     assert await cost("CA3") == 0.5
+    # $0 for tokens is how code before unknown costs logged a model without a price: priced again.
+    await store.apply([started("CA4"), ended("CA4", cost_usd=0.0, input_tokens=0, output_tokens=1000,
+                                             output_audio_tokens=0)])
+    assert await cost("CA4") == pytest.approx(1000 * 16.0 / 1_000_000)
+    # $0 without any usage is a known $0.
+    await store.apply([started("CA5"), ended("CA5", cost_usd=0.0)])
+    assert await cost("CA5") == 0.0
 
-    # The end arriving before the start: priced once the model is known.
-    await store.apply([ended("CA2", cost_usd=0.0, input_tokens=0, output_tokens=1000, output_audio_tokens=0)])
-    assert await cost("CA2") == 0.0
+    # The end arriving before the start: unknown until the model is known, then priced.
+    await store.apply([ended("CA2", cost_usd=None, input_tokens=0, output_tokens=1000, output_audio_tokens=0)])
+    assert await cost("CA2") is None
     await store.apply([started("CA2", T0 + timedelta(hours=1))])
     assert await cost("CA2") == pytest.approx(1000 * 16.0 / 1_000_000)
+
+
+async def test_an_unknown_cost_stays_unknown_and_round_trips(store: CallLogStore) -> None:
+    # A model MODEL_PRICES does not know: the journal could not price it, nor can the store.
+    await store.apply([started("CAX", model="my-azure-deployment", transcription_model="gpt-realtime-whisper"),
+                       ended("CAX", cost_usd=None, input_tokens=500, output_tokens=700, output_audio_tokens=600,
+                             transcription_seconds=42.5, transcription_cost_usd=0.012042)])
+    detail = await store.get_call(await store.find_call_id("CAX"))
+    assert detail is not None
+    assert detail.summary.cost_usd is None                      # never $0
+    assert (detail.transcription_model, detail.transcription_seconds, detail.transcription_cost_usd) == \
+           ("gpt-realtime-whisper", 42.5, 0.012042)             # the part that could be priced is kept
+    summaries, _ = await store.list_calls(CallQuery())
+    assert [s.cost_usd for s in summaries] == [None]
+    await store.apply([started("CAX", model="my-azure-deployment", transcription_model="gpt-realtime-whisper")])
+    assert (await store.get_call(detail.summary.id)).summary.cost_usd is None   # a replay changes nothing
+
+
+async def test_the_transcription_part_is_stored_and_priced_with_the_call(store: CallLogStore) -> None:
+    # Sent without a cost (as a record from before transcription pricing would be replayed
+    # with a cost of None): both parts priced from what was stored.
+    await store.apply([started("CAT", transcription_model="gpt-transcribe"),
+                       ended("CAT", cost_usd=None, input_tokens=1000, output_tokens=0, transcription_seconds=90.0,
+                             transcription_cost_usd=None)])
+    detail = await store.get_call(await store.find_call_id("CAT"))
+    assert detail is not None and detail.transcribed
+    assert detail.transcription_cost_usd == pytest.approx(1.5 * 0.0045)
+    assert detail.summary.cost_usd == pytest.approx(1000 * 4.0 / 1_000_000 + 1.5 * 0.0045)
+    # Transcription usage its model has no price for: the call's cost is unknown.
+    await store.apply([started("CAU", transcription_model="unpriced-asr"),
+                       ended("CAU", cost_usd=None, input_tokens=1000, transcription_input_tokens=300,
+                             transcription_input_audio_tokens=280, transcription_output_tokens=20)])
+    detail = await store.get_call(await store.find_call_id("CAU"))
+    assert detail is not None
+    assert (detail.transcription_input_tokens, detail.transcription_input_audio_tokens,
+            detail.transcription_output_tokens) == (300, 280, 20)
+    assert detail.transcription_cost_usd is None and detail.summary.cost_usd is None
+
+    # The end before the start: unknown until the start names the models, then both parts priced.
+    await store.apply([ended("CAL", cost_usd=None, output_tokens=1000, transcription_seconds=30.0)])
+    call_id = await store.find_call_id("CAL")
+    assert (await store.get_call(call_id)).summary.cost_usd is None
+    await store.apply([started("CAL", transcription_model="gpt-realtime-whisper")])
+    detail = await store.get_call(call_id)
+    assert detail.transcription_cost_usd == pytest.approx(0.5 * 0.017)
+    assert detail.summary.cost_usd == pytest.approx(1000 * 16.0 / 1_000_000 + 0.5 * 0.017)
 
 
 # ---------------------------------------------------------------------------- reading

@@ -7,6 +7,7 @@ that what the pages ask (CallQuery) and what they show can both be checked.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import re
@@ -613,6 +614,57 @@ async def test_the_recording_supports_range_requests(signed_in, recording):
     assert only_headers.status_code == 200 and int(only_headers.headers["content-length"]) == len(data)
 
 
+# ---------------------------------------------------------------- unknown costs
+
+def costed_calls() -> list[CallDetail]:
+    """Call 1: a model without a price (cost unknown), its transcription priced. Call 2: priced,
+    transcription included. Call 3: logged before transcription was kept. Call 4: going on."""
+    t0 = datetime(2025, 7, 14, 12, 0, tzinfo=timezone.utc)
+
+    def call(n: int, cost_usd: float | None, seconds: float | None = 60.0, **transcription) -> CallDetail:
+        summary = CallSummary(id=n, call_sid=f"CA{n:032d}", started_at=t0 - timedelta(hours=n),
+                              caller_masked="+336••••••78", duration_s=seconds, turns=2, barge_ins=0,
+                              outcome="caller_hung_up" if seconds else None, cost_usd=cost_usd)
+        return dataclasses.replace(detail(summary), **transcription)
+
+    return [
+        call(1, None, transcription_model="gpt-realtime-whisper", transcription_seconds=48.0,
+             transcription_cost_usd=0.0136),
+        call(2, 0.4321, transcription_model="gpt-realtime-whisper", transcription_seconds=75.0,
+             transcription_cost_usd=0.02125),
+        call(3, 0.05),
+        call(4, 0.0, seconds=None, transcription_model="gpt-realtime-whisper"),
+    ]
+
+
+async def test_an_unknown_cost_is_shown_as_unknown_and_the_transcription_part_apart():
+    async with client(make_app(FakeReader(costed_calls()), review_settings(host="127.0.0.1"))) as http:
+        listing = (await http.get("/calls")).text
+        first = listing[listing.index('data-id="1"'):listing.index('data-id="2"')]
+        assert "coût inconnu" in first and "$0.00" not in first
+        assert "$0.43" in listing[listing.index('data-id="2"'):]
+
+        unknown = (await http.get("/calls/1")).text
+        assert "coût inconnu (dont transcription : $0.01)" in unknown and "$0.00" not in unknown
+        assert "gpt-realtime-whisper · 48,0 s d'audio" in unknown
+        priced = (await http.get("/calls/2")).text
+        assert "$0.43 (dont transcription : $0.02)" in priced
+        older = (await http.get("/calls/3")).text
+        assert "$0.05" in older and "dont transcription" not in older and "coût inconnu" not in older
+        ongoing = (await http.get("/calls/4")).text   # no transcription part before the call ends
+        assert "en cours" in ongoing and "dont transcription" not in ongoing and "coût inconnu" not in ongoing
+
+        items = {item["id"]: item for item in (await http.get("/api/calls")).json()["items"]}
+        assert items[1]["cost_usd"] is None and items[2]["cost_usd"] == 0.4321
+        body = (await http.get("/api/calls/1")).json()
+        assert body["summary"]["cost_usd"] is None and body["transcription_cost_usd"] == 0.0136
+        assert body["transcription_model"] == "gpt-realtime-whisper" and body["transcription_seconds"] == 48.0
+
+        rows = list(csv.reader(io.StringIO((await http.get("/calls.csv")).content.decode("utf-8-sig"))))
+        by_id = {row[0]: row for row in rows[1:]}
+        assert by_id["1"][8] == "" and by_id["2"][8] == "0.4321"
+
+
 # ---------------------------------------------------------------- the reader boundary
 
 @pytest.mark.parametrize("kind", ["object", "async", "sync"])
@@ -658,4 +710,5 @@ def test_naive_and_aware_times_display_in_paris():
     assert review_routes.clock(65_400) == "01:05" and review_routes.clock(3_725_000) == "1:02:05"
     assert review_routes.cost(0.1234) == "$0.12" and review_routes.cost(0.001) == "< $0.01"
     assert review_routes.cost(0) == "$0.00"
+    assert review_routes.cost(None) == "coût inconnu"
     assert review_routes.duration(None) == "en cours" and review_routes.duration(42.4) == "42 s"

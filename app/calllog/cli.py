@@ -10,6 +10,9 @@ run first. DATE is YYYY-MM-DD (UTC) or a number of days back ("7d"); --since/--u
 inclusive. Search covers the transcripts of both sides, ignoring case and accents; every
 word must appear. Exit codes: 0 success, 1 call not found, 2 usage error or database
 unavailable. `cli()` runs its own event loop: call it from synchronous code only.
+
+A cost that MODEL_PRICES could not price is unknown, never $0: "unknown" in the tables,
+null in JSON, an empty cell in CSV.
 """
 
 from __future__ import annotations
@@ -135,11 +138,22 @@ def _offset(value: float | None) -> str:
     return "  --.-s" if value is None else f"{value / 1000:7.1f}s"
 
 
+def _usd(value: float | None, digits: int = 4, *, dollar: bool = False) -> str:
+    """A cost for the tables: "unknown" when it could not be priced."""
+    if value is None:
+        return "unknown"
+    return f"{'$' if dollar else ''}{value:.{digits}f}"
+
+
+def _round_usd(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
 def summary_dict(summary: CallSummary) -> dict[str, Any]:
     return {
         "id": summary.id, "call_sid": summary.call_sid, "started_at": summary.started_at.isoformat(),
         "caller": summary.caller_masked, "duration_s": summary.duration_s, "turns": summary.turns,
-        "barge_ins": summary.barge_ins, "outcome": summary.outcome, "cost_usd": round(summary.cost_usd, 6),
+        "barge_ins": summary.barge_ins, "outcome": summary.outcome, "cost_usd": _round_usd(summary.cost_usd),
         "flags": list(summary.flags), "recorded": summary.recorded,
     }
 
@@ -155,6 +169,11 @@ def detail_dict(detail: CallDetail) -> dict[str, Any]:
         "tokens": {"input": detail.input_tokens, "output": detail.output_tokens,
                    "input_audio": detail.input_audio_tokens, "output_audio": detail.output_audio_tokens,
                    "cached": detail.cached_tokens},
+        "transcription": {"model": detail.transcription_model, "seconds": detail.transcription_seconds,
+                          "input_tokens": detail.transcription_input_tokens,
+                          "input_audio_tokens": detail.transcription_input_audio_tokens,
+                          "output_tokens": detail.transcription_output_tokens,
+                          "cost_usd": _round_usd(detail.transcription_cost_usd)},
         "turns": [_without(to_dict(turn), "call_sid", "kind") for turn in detail.turns],
         "events": [_without(to_dict(event), "call_sid", "kind") for event in detail.events],
     })
@@ -172,7 +191,7 @@ def format_list(summaries: list[CallSummary], total: int, page: int, per_page: i
         return "no call found\n" if total == 0 else f"no call on page {page} ({total} in all)\n"
     header = ("ID", "STARTED (UTC)", "CALLER", "DURATION", "TURNS", "BARGE", "OUTCOME", "COST $", "FLAGS")
     rows = [(str(s.id), _when(s.started_at), s.caller_masked or "?", _seconds(s.duration_s), str(s.turns),
-             str(s.barge_ins), s.outcome or "(ongoing)", f"{s.cost_usd:.4f}", ",".join(s.flags))
+             str(s.barge_ins), s.outcome or "(ongoing)", _usd(s.cost_usd), ",".join(s.flags))
             for s in summaries]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     right = {0, 3, 4, 5, 7}
@@ -194,7 +213,8 @@ def format_detail(detail: CallDetail) -> str:
         f"   channel {detail.channel or '-'}   stream {detail.stream_sid or '-'}",
         f"  model     {detail.model or '-'}   codec {detail.codec or '-'}   rag {detail.rag_mode or '-'}",
         f"  tokens    in {detail.input_tokens} (audio {detail.input_audio_tokens}, cached {detail.cached_tokens})"
-        f"   out {detail.output_tokens} (audio {detail.output_audio_tokens})   cost ${s.cost_usd:.4f}",
+        f"   out {detail.output_tokens} (audio {detail.output_audio_tokens})   cost {_usd(s.cost_usd, dollar=True)}",
+        *([_transcription_line(detail)] if detail.transcribed else []),
         f"  flags     {', '.join(s.flags) or '-'}   recorded {'yes' if s.recorded else 'no'}",
         "",
         "conversation:" if detail.turns else "conversation: (no turn)",
@@ -224,6 +244,15 @@ def format_detail(detail: CallDetail) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _transcription_line(detail: CallDetail) -> str:
+    used = [f"{detail.transcription_seconds:.1f} s"] if detail.transcription_seconds else []
+    if detail.transcription_input_tokens or detail.transcription_output_tokens:
+        used.append(f"tokens in {detail.transcription_input_tokens} (audio {detail.transcription_input_audio_tokens})"
+                    f" out {detail.transcription_output_tokens}")
+    return (f"  transcription {detail.transcription_model or '-'}   {'   '.join(used) or 'nothing billed'}"
+            f"   cost {_usd(detail.transcription_cost_usd, dollar=True)} (included in the call's cost)")
+
+
 def csv_text(summaries: Sequence[CallSummary], *, header: bool) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -232,7 +261,7 @@ def csv_text(summaries: Sequence[CallSummary], *, header: bool) -> str:
     for s in summaries:
         writer.writerow([s.id, s.call_sid, s.started_at.isoformat(), s.caller_masked,
                          "" if s.duration_s is None else f"{s.duration_s:.1f}", s.turns, s.barge_ins,
-                         s.outcome or "", f"{s.cost_usd:.6f}", ";".join(s.flags)])
+                         s.outcome or "", "" if s.cost_usd is None else f"{s.cost_usd:.6f}", ";".join(s.flags)])
     return buffer.getvalue()
 
 

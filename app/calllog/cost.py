@@ -4,6 +4,16 @@
 shape) into flat totals; `estimate_cost` prices totals with MODEL_PRICES (USD per 1M tokens:
 text_in, text_cached, text_out, audio_in, audio_cached, audio_out).
 
+The caller's words are transcribed by a separate model, billed on its own: either per minute
+of audio (`audio_minute`, USD) or per token (audio_in, text_in, text_out). The usage objects
+of `conversation.item.input_audio_transcription.completed` events are added up by
+`sum_transcription_usage` and priced by `estimate_transcription_cost`; `call_cost` adds the
+two parts.
+
+A cost is unknown (None), never $0, when there was usage that MODEL_PRICES cannot price: a
+model without an entry, or an entry without the price that usage needs. No usage at all
+costs $0.0 whatever the model.
+
 Cached input tokens are counted inside the input tokens: they are billed at the cached rate
 instead of the input rate, not on top of it. When a total says how many cached tokens there
 were but not of which modality (as `CallEnded` does), they are split between text and audio
@@ -13,6 +23,7 @@ in proportion to the input tokens of each.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,7 +44,16 @@ USAGE_KEYS = (
     "output_audio_tokens",
 )
 
-_warned_models: set[str] = set()
+# The keys of `sum_transcription_usage`'s result: seconds (a float), the others integers.
+TRANSCRIPTION_USAGE_KEYS = (
+    "seconds",
+    "input_tokens",
+    "input_audio_tokens",
+    "input_text_tokens",
+    "output_tokens",
+)
+
+_warned: set[tuple[str, str]] = set()
 
 
 def _int(value: Any) -> int:
@@ -78,19 +98,35 @@ def model_prices(model: str, prices: Mapping[str, Mapping[str, float]]) -> Mappi
     return prices[max(candidates, key=len)] if candidates else None
 
 
-def estimate_cost(model: str, usage_totals: Mapping[str, Any], prices: Mapping[str, Mapping[str, float]]) -> float:
+def _warn_once(model: str, what: str) -> None:
+    if (model, what) not in _warned:
+        _warned.add((model, what))
+        log.warning("no price for %s with model %r in MODEL_PRICES: its calls are logged with an unknown cost",
+                     what, model)
+
+
+def _priced(parts: Iterable[tuple[float, str]], table: Mapping[str, float]) -> float | None:
+    """Sum of quantity × price for each (quantity, price key); None when a quantity that is
+    not zero has no price (or a price that is not a number)."""
+    total = 0.0
+    for quantity, key in parts:
+        if not quantity:
+            continue
+        price = table.get(key)
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price):
+            return None
+        total += quantity * price
+    return total
+
+
+def estimate_cost(model: str, usage_totals: Mapping[str, Any],
+                  prices: Mapping[str, Mapping[str, float]]) -> float | None:
     """USD for `usage_totals` (as returned by `sum_usage`; only input_tokens, input_audio_tokens,
     cached_tokens, output_tokens and output_audio_tokens are needed) at `model`'s prices.
 
-    An unknown model costs 0.0, with a warning logged once per model name.
+    None (unknown) when there were tokens and `model` has no price for them, with a warning
+    logged once per model name; no tokens at all cost 0.0.
     """
-    table = model_prices(model, prices)
-    if table is None:
-        if model not in _warned_models:
-            _warned_models.add(model)
-            log.warning("no price for model %r in MODEL_PRICES: its calls are logged at $0", model)
-        return 0.0
-
     def count(key: str) -> int:
         return _int(usage_totals.get(key))
 
@@ -108,15 +144,88 @@ def estimate_cost(model: str, usage_totals: Mapping[str, Any], prices: Mapping[s
         cached_text += unattributed - share
     cached_text, cached_audio = min(cached_text, input_text), min(cached_audio, input_audio)
 
-    def price(key: str) -> float:
-        return float(table.get(key, 0.0))
+    parts = (
+        (input_text - cached_text, "text_in"),
+        (cached_text, "text_cached"),
+        (output_text, "text_out"),
+        (input_audio - cached_audio, "audio_in"),
+        (cached_audio, "audio_cached"),
+        (output_audio, "audio_out"),
+    )
+    if not any(quantity for quantity, _ in parts):
+        return 0.0
+    table = model_prices(model, prices)
+    usd = _priced(parts, table) if table is not None else None
+    if usd is None:
+        _warn_once(model, "the tokens of the realtime model")
+        return None
+    return round(usd / 1_000_000, 6)
 
-    usd = (
-        (input_text - cached_text) * price("text_in")
-        + cached_text * price("text_cached")
-        + output_text * price("text_out")
-        + (input_audio - cached_audio) * price("audio_in")
-        + cached_audio * price("audio_cached")
-        + output_audio * price("audio_out")
-    ) / 1_000_000
-    return round(usd, 6)
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return float(value) if value > 0 else 0.0
+
+
+def sum_transcription_usage(usages: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """Totals of the `usage` objects of input audio transcription events, either
+
+        {"type": "duration", "seconds": float}
+        {"type": "tokens", "input_tokens", "output_tokens", "total_tokens",
+         "input_token_details": {"audio_tokens", "text_tokens"}}
+
+    Missing or malformed fields count as 0. Input tokens without their details are taken as
+    audio (what a transcription model reads is the caller's audio).
+    """
+    totals: dict[str, Any] = dict.fromkeys(TRANSCRIPTION_USAGE_KEYS, 0)
+    totals["seconds"] = 0.0
+    for usage in usages:
+        if not isinstance(usage, Mapping):
+            continue
+        kind = usage.get("type")
+        if kind == "duration" or (kind is None and "seconds" in usage):
+            totals["seconds"] += _seconds(usage.get("seconds"))
+            continue
+        if kind not in ("tokens", None):
+            continue
+        details = usage.get("input_token_details")
+        details = details if isinstance(details, Mapping) else {}
+        inputs = _int(usage.get("input_tokens"))
+        text = _int(details.get("text_tokens"))
+        audio = _int(details.get("audio_tokens")) or max(inputs - text, 0)
+        totals["input_tokens"] += max(inputs, audio + text)
+        totals["input_audio_tokens"] += audio
+        totals["input_text_tokens"] += text
+        totals["output_tokens"] += _int(usage.get("output_tokens"))
+    totals["seconds"] = round(totals["seconds"], 3)
+    return totals
+
+
+def estimate_transcription_cost(model: str, usage_totals: Mapping[str, Any],
+                                prices: Mapping[str, Mapping[str, float]]) -> float | None:
+    """USD for transcription `usage_totals` (as returned by `sum_transcription_usage`) at
+    `model`'s prices: seconds at `audio_minute` per minute, tokens at audio_in / text_in /
+    text_out per 1M. None (unknown) when there was usage that `model` has no price for;
+    no usage at all costs 0.0."""
+    seconds = _seconds(usage_totals.get("seconds"))
+    audio_in = _int(usage_totals.get("input_audio_tokens"))
+    text_in = _int(usage_totals.get("input_text_tokens")) or max(_int(usage_totals.get("input_tokens")) - audio_in, 0)
+    text_out = _int(usage_totals.get("output_tokens"))
+    if not (seconds or audio_in or text_in or text_out):
+        return 0.0
+    table = model_prices(model, prices)
+    by_minute = _priced([(seconds / 60, "audio_minute")], table) if table is not None else None
+    by_token = (_priced([(audio_in, "audio_in"), (text_in, "text_in"), (text_out, "text_out")], table)
+                if table is not None else None)
+    if by_minute is None or by_token is None:
+        _warn_once(model, "the transcription of the caller")
+        return None
+    return round(by_minute + by_token / 1_000_000, 6)
+
+
+def call_cost(realtime: float | None, transcription: float | None) -> float | None:
+    """A call's cost: its realtime part plus its transcription part, unknown if either is."""
+    if realtime is None or transcription is None:
+        return None
+    return round(realtime + transcription, 6)

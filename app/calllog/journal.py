@@ -3,6 +3,10 @@
 The session tells the journal about turns, events and the end of the call; the journal
 builds the records (offsets on the call timeline, latencies, usage and cost, the recording)
 and hands them to `submit`, which must not block (the per-process writer's queue).
+
+A call costs what its realtime model used plus what the transcription of the caller used
+(a model of its own); the cost is unknown (None) when either has usage MODEL_PRICES cannot
+price.
 """
 
 from __future__ import annotations
@@ -11,12 +15,18 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from app.calllog.cost import estimate_cost, sum_usage
+from app.calllog.cost import (
+    call_cost,
+    estimate_cost,
+    estimate_transcription_cost,
+    sum_transcription_usage,
+    sum_usage,
+)
 from app.calllog.records import CallEnded, CallEvent, CallRecord, CallStarted, PassageUsed, TurnRecorded
 from app.calllog.recording import StereoRecorder
 
@@ -62,10 +72,12 @@ class CallJournal:
         prices: dict[str, dict[str, float]],
         recorder: StereoRecorder | None = None,
         recording_path: Path | None = None,
+        transcription_model: str = "",
     ) -> None:
         self.call_sid = call_sid
         self._submit = submit
         self._model = model
+        self._transcription_model = transcription_model
         self._prices = prices
         self.recorder = recorder
         self._recording_path = recording_path
@@ -73,6 +85,7 @@ class CallJournal:
 
     def started(self, **fields: Any) -> None:
         self.started_at = fields.setdefault("started_at", datetime.now(UTC))
+        fields.setdefault("transcription_model", self._transcription_model)
         self._submit(CallStarted(call_sid=self.call_sid, recorded=self.recorder is not None, **fields))
 
     def turn(self, index: int, role: str, text: str, *, start_ms: float | None, end_ms: float | None,
@@ -91,7 +104,11 @@ class CallJournal:
         at = self.started_at + timedelta(milliseconds=at_ms) if at_ms is not None else datetime.now(UTC)
         self._submit(CallEvent(call_sid=self.call_sid, at=at, type=type_, detail=detail))
 
-    async def ended(self, outcome: str, usages: list[dict[str, Any]], *, turns: int, barge_ins: int) -> None:
+    async def ended(self, outcome: str, usages: list[dict[str, Any]], *, turns: int, barge_ins: int,
+                    transcription_usages: Sequence[dict[str, Any] | None] = ()) -> None:
+        """The call's end: `usages` are the `usage` objects of the model's `response.done`
+        events, `transcription_usages` those of the caller's transcription events
+        (`conversation.item.input_audio_transcription.completed`)."""
         recording = None
         if self.recorder is not None and self._recording_path is not None:
             try:
@@ -100,6 +117,8 @@ class CallJournal:
                 log.error("could not write the call recording: %s", exc)
                 self.event("error", f"recording not written: {exc}")
         totals = sum_usage(usages)
+        heard = sum_transcription_usage(transcription_usages)
+        transcription_cost = estimate_transcription_cost(self._transcription_model, heard, self._prices)
         ended_at = datetime.now(UTC)
         self._submit(CallEnded(
             call_sid=self.call_sid, ended_at=ended_at, outcome=outcome, answered_at=self.started_at,
@@ -108,6 +127,9 @@ class CallJournal:
             input_audio_tokens=totals.get("input_audio_tokens", 0),
             output_audio_tokens=totals.get("output_audio_tokens", 0),
             cached_tokens=totals.get("cached_tokens", 0),
-            cost_usd=estimate_cost(self._model, totals, self._prices),
+            cost_usd=call_cost(estimate_cost(self._model, totals, self._prices), transcription_cost),
             turns=turns, barge_ins=barge_ins, recording_path=recording,
+            transcription_seconds=heard["seconds"], transcription_input_tokens=heard["input_tokens"],
+            transcription_input_audio_tokens=heard["input_audio_tokens"],
+            transcription_output_tokens=heard["output_tokens"], transcription_cost_usd=transcription_cost,
         ))

@@ -117,11 +117,22 @@ class CallRow(Base):
     input_audio_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     output_audio_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
-    cost_usd: Mapped[float] = mapped_column(Float, server_default="0", default=0.0)
+    # USD, realtime model and transcription together. NULL: unknown (a model without a price),
+    # never $0; a call still going on has 0 until it ends.
+    cost_usd: Mapped[float | None] = mapped_column(Float, server_default="0", default=0.0)
     turns: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     barge_ins: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     recording_path: Mapped[str | None] = mapped_column(Text)
     recorded: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    # The caller's transcription: its model, what it was billed on (seconds of audio, or
+    # tokens: text input tokens are input less audio) and its part of cost_usd (NULL: unknown,
+    # or not known for calls logged before transcription was priced).
+    transcription_model: Mapped[str] = mapped_column(String(128), server_default="", default="")
+    transcription_seconds: Mapped[float] = mapped_column(Float, server_default="0", default=0.0)
+    transcription_input_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    transcription_input_audio_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    transcription_output_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    transcription_cost_usd: Mapped[float | None] = mapped_column(Float)
 
 
 # The list: newest first (id breaks ties), optionally filtered on the outcome.

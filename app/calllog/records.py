@@ -29,6 +29,7 @@ class CallStarted:
     model: str
     rag_mode: str
     recorded: bool = False
+    transcription_model: str = ""  # OPENAI_TRANSCRIBE_MODEL ("" in records written before it was kept)
     kind: Literal["call_started"] = "call_started"
 
 
@@ -80,10 +81,19 @@ class CallEnded:
     input_audio_tokens: int = 0
     output_audio_tokens: int = 0
     cached_tokens: int = 0
-    cost_usd: float = 0.0
+    # USD, the realtime model and the transcription together; None: unknown (a model without a
+    # price in MODEL_PRICES), never $0. Older records always carry a number.
+    cost_usd: float | None = None
     turns: int = 0
     barge_ins: int = 0
     recording_path: str | None = None
+    # The transcription of the caller (a model of its own, billed by the minute or by the
+    # token) and its part of cost_usd (None: unknown). Absent from older records: 0 and None.
+    transcription_seconds: float = 0.0
+    transcription_input_tokens: int = 0
+    transcription_input_audio_tokens: int = 0
+    transcription_output_tokens: int = 0
+    transcription_cost_usd: float | None = None
     kind: Literal["call_ended"] = "call_ended"
 
 

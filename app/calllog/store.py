@@ -12,7 +12,8 @@ record arrives late:
 * `TurnRecorded` is keyed by (call_sid, index): sent again, it replaces the previous version
   (the caller's turn is re-sent once its retrieval is known);
 * `CallEvent` is appended once: a key over (at, type, detail) recognises a replay;
-* `CallEnded` completes the call (its cost is estimated from the tokens when it came as 0);
+* `CallEnded` completes the call (its cost is estimated from the usage when it came without
+  one, or as $0 with usage, as code before unknown costs logged an unpriced model);
 * a turn, event or end whose call has not started yet creates a placeholder call row,
   which the `CallStarted` fills in when it comes.
 
@@ -33,7 +34,7 @@ from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.calllog.cost import estimate_cost
+from app.calllog.cost import call_cost, estimate_cost, estimate_transcription_cost
 from app.calllog.models import (
     ERROR_EVENT_TYPES,
     NO_KNOWLEDGE_OUTCOMES,
@@ -214,6 +215,7 @@ class CallLogStore:
         call.model = record.model
         call.rag_mode = record.rag_mode
         call.recorded = record.recorded
+        call.transcription_model = record.transcription_model
         self._fill_cost(call)  # the end may have come first, without a model to price it
 
     @staticmethod
@@ -288,19 +290,42 @@ class CallLogStore:
         call.turns = record.turns
         call.barge_ins = record.barge_ins
         call.recording_path = record.recording_path
+        call.transcription_seconds = record.transcription_seconds
+        call.transcription_input_tokens = record.transcription_input_tokens
+        call.transcription_input_audio_tokens = record.transcription_input_audio_tokens
+        call.transcription_output_tokens = record.transcription_output_tokens
+        call.transcription_cost_usd = record.transcription_cost_usd
         self._fill_cost(call)
 
     def _fill_cost(self, call: CallRow) -> None:
-        """Price an ended call that came without a cost, once its model is known."""
-        if call.cost_usd or not self._prices or not call.model or call.ended_at is None:
+        """Price an ended call that came without a cost (None), or with $0 for some usage (how
+        code before unknown costs logged a model without a price), from its stored usage. A
+        part that still cannot be priced leaves the cost unknown (None), never $0."""
+        if not self._prices or call.ended_at is None or call.cost_usd:
             return
-        if call.input_tokens + call.output_tokens == 0:
+        realtime_used = call.input_tokens + call.output_tokens > 0
+        heard = {
+            "seconds": call.transcription_seconds or 0.0,
+            "input_tokens": call.transcription_input_tokens or 0,
+            "input_audio_tokens": call.transcription_input_audio_tokens or 0,
+            "output_tokens": call.transcription_output_tokens or 0,
+        }
+        transcription_used = any(heard.values())
+        if call.cost_usd == 0 and not (realtime_used or transcription_used):
+            return   # nothing was used: $0 is the cost
+        reprice_transcription = call.transcription_cost_usd is None
+        if (realtime_used and not call.model) or (
+                reprice_transcription and transcription_used and not call.transcription_model):
+            call.cost_usd = None   # the start, with the models, has not come yet
             return
-        call.cost_usd = estimate_cost(call.model, {
+        realtime = estimate_cost(call.model, {
             "input_tokens": call.input_tokens, "input_audio_tokens": call.input_audio_tokens,
             "cached_tokens": call.cached_tokens, "output_tokens": call.output_tokens,
             "output_audio_tokens": call.output_audio_tokens,
         }, self._prices)
+        if reprice_transcription:
+            call.transcription_cost_usd = estimate_transcription_cost(call.transcription_model, heard, self._prices)
+        call.cost_usd = call_cost(realtime, call.transcription_cost_usd)
 
     @staticmethod
     async def _recount(session: AsyncSession, calls: Sequence[CallRow]) -> None:
@@ -415,6 +440,11 @@ class CallLogStore:
             ended_at=row.ended_at, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
             input_audio_tokens=row.input_audio_tokens, output_audio_tokens=row.output_audio_tokens,
             cached_tokens=row.cached_tokens,
+            transcription_model=row.transcription_model, transcription_seconds=row.transcription_seconds,
+            transcription_input_tokens=row.transcription_input_tokens,
+            transcription_input_audio_tokens=row.transcription_input_audio_tokens,
+            transcription_output_tokens=row.transcription_output_tokens,
+            transcription_cost_usd=row.transcription_cost_usd,
             turns=[TurnRecorded(
                 call_sid=row.call_sid, index=t.turn_index, role=t.role, text=t.text,  # type: ignore[arg-type]
                 start_ms=t.start_ms, end_ms=t.end_ms, interrupted=t.interrupted, heard_ms=t.heard_ms,

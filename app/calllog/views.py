@@ -25,7 +25,7 @@ class CallSummary:
     turns: int
     barge_ins: int
     outcome: str | None
-    cost_usd: float
+    cost_usd: float | None            # None: unknown (a model without a price), never shown as $0
     flags: tuple[str, ...] = ()
     recorded: bool = False
 
@@ -49,6 +49,23 @@ class CallDetail:
     cached_tokens: int
     turns: list[TurnRecorded] = field(default_factory=list)
     events: list[CallEvent] = field(default_factory=list)
+    # The caller's transcription: its model ("" for calls logged before it was kept), what it
+    # was billed on, and its part of cost_usd (None: unknown, or never priced).
+    transcription_model: str = ""
+    transcription_seconds: float = 0.0
+    transcription_input_tokens: int = 0
+    transcription_input_audio_tokens: int = 0
+    transcription_output_tokens: int = 0
+    transcription_cost_usd: float | None = None
+
+    @property
+    def transcribed(self) -> bool:
+        """Whether the call has a transcription part to show: it has ended (a call going on
+        has no cost yet), and its transcription model or usage is known (calls logged before
+        transcription was priced know neither)."""
+        return self.ended_at is not None and bool(
+            self.transcription_model or self.transcription_seconds or self.transcription_input_tokens
+            or self.transcription_output_tokens)
 
 
 @dataclass(frozen=True, slots=True)

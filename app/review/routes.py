@@ -142,9 +142,13 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
+UNKNOWN_COST = "coût inconnu"
+
+
 def cost(usd: float | None) -> str:
+    """A cost in dollars; None is a cost MODEL_PRICES could not price, never shown as $0."""
     if usd is None:
-        return "—"
+        return UNKNOWN_COST
     if 0 < usd < 0.005:
         return "< $0.01"
     return f"${usd:,.2f}"
@@ -245,7 +249,7 @@ def _csv_row(summary: CallSummary) -> list[Any]:
     return [_csv_cell(value) for value in (
         summary.id, summary.call_sid, _utc(summary.started_at).isoformat(), summary.caller_masked,
         "" if summary.duration_s is None else round(summary.duration_s, 3), summary.turns, summary.barge_ins,
-        summary.outcome or "", round(summary.cost_usd, 6), "|".join(summary.flags),
+        summary.outcome or "", "" if summary.cost_usd is None else round(summary.cost_usd, 6), "|".join(summary.flags),
     )]
 
 

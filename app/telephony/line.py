@@ -224,7 +224,7 @@ class PhoneLine:
         settings, identity = self.settings, channel.identity
         journal = CallJournal(
             identity.call_id, self.calllog.submit, model=settings.openai_realtime_model,
-            prices=settings.model_prices,
+            prices=settings.model_prices, transcription_model=settings.openai_transcribe_model,
             recorder=StereoRecorder(channel.audio_format) if settings.record_calls else None,
             recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
         )

@@ -52,6 +52,11 @@ MIGRATION_LOCK_ID = 0x0C71_CA11
 
 
 def _run_sync(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # A migration that rebuilds a table (batch "move and copy") drops the old one; with
+        # foreign keys on, that drop would cascade to every referencing row. The pragma only
+        # takes effect outside a transaction: here, before anything has begun one.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     _configure(connection=connection)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":

@@ -355,7 +355,7 @@ async def test_session_update_merges_and_returns_the_full_session(double: Realti
             audio={
                 "input": {
                     "format": {"type": "audio/pcmu"},
-                    "transcription": {"model": "gpt-4o-mini-transcribe", "language": "fr"},
+                    "transcription": {"model": "gpt-transcribe", "language": "fr"},
                     "noise_reduction": {"type": "far_field"},
                     "turn_detection": {"type": "server_vad", "silence_duration_ms": 800},
                 },
@@ -364,7 +364,7 @@ async def test_session_update_merges_and_returns_the_full_session(double: Realti
         )
         assert second["instructions"] == "Tu es OCTI."  # kept from the first update
         assert second["audio"]["input"]["format"] == {"type": "audio/pcmu"}
-        assert second["audio"]["input"]["transcription"] == {"model": "gpt-4o-mini-transcribe", "language": "fr"}
+        assert second["audio"]["input"]["transcription"] == {"model": "gpt-transcribe", "language": "fr"}
         assert second["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
         detection = second["audio"]["input"]["turn_detection"]
         assert detection["silence_duration_ms"] == 800
@@ -409,7 +409,7 @@ async def test_real_speech_makes_a_full_turn(double: RealtimeDouble, kind: str) 
             audio={
                 "input": {
                     "format": FORMAT[kind],
-                    "transcription": {"model": "gpt-4o-mini-transcribe", "language": "fr"},
+                    "transcription": {"model": "gpt-transcribe", "language": "fr"},
                 },
                 "output": {"format": FORMAT[kind]},
             },
@@ -417,6 +417,7 @@ async def test_real_speech_makes_a_full_turn(double: RealtimeDouble, kind: str) 
         audio = speech("question_incubation.wav", kind)
         await append_audio(client, audio, kind)
         done = await client.until("response.done")
+        await client.until("conversation.item.input_audio_transcription.completed")
 
     types = [ev["type"] for ev in client.events]
     turn = [
@@ -425,12 +426,13 @@ async def test_real_speech_makes_a_full_turn(double: RealtimeDouble, kind: str) 
         "input_audio_buffer.committed",
         "conversation.item.added",
         "conversation.item.done",
-        "conversation.item.input_audio_transcription.delta",
-        "conversation.item.input_audio_transcription.completed",
         "response.created",
     ]
     positions = [types.index(name) for name in turn]
     assert positions == sorted(positions)
+    # A model that does not stream transcribes the committed turn, while the answer is under way.
+    committed_at = types.index("input_audio_buffer.committed")
+    assert types.index("conversation.item.input_audio_transcription.delta") > committed_at
     assert types.count("input_audio_buffer.speech_started") == 1
 
     started = client.of_type("input_audio_buffer.speech_started")[0]

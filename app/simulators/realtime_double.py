@@ -11,7 +11,9 @@ line without OpenAI. It speaks the GA protocol strictly enough to catch client m
   time, with the matching part of its text as transcript;
 * cancellation, barge-in, truncation and the one-active-response rule behave like the service.
 
-What it cannot do, it scripts: the transcript of the n-th caller utterance comes from a list.
+What it cannot do, it scripts: the transcript of the n-th caller utterance comes from a list,
+delivered as the configured transcription model would (`app.simulators.transcriber`: streamed
+while the caller speaks, or after the commit).
 Each connection keeps a record (events both ways, errors, responses, truncations) that tests
 can inspect or await.
 """
@@ -45,7 +47,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from app.realtime import models
+from app.simulators import transcriber
 from app.simulators.realtime_schema import ClientEventError, ParsedClientEvent, parse_client_event
+from app.simulators.transcriber import StreamedUtterance
 
 with warnings.catch_warnings():
     # audioop is deprecated in 3.11/3.12 (audioop-lts replaces it from 3.13); it is what we want.
@@ -328,6 +333,7 @@ class _Script:
     transcripts: list[str] | None = None
     answer_seconds: float | None = None
     greeting_seconds: float | None = None
+    transcription_seconds: float | None = None
 
 
 @dataclass(eq=False)
@@ -335,6 +341,8 @@ class _Item:
     data: dict[str, Any]  # public JSON shape, never with audio
     audio_ms: int = 0  # input audio, or output audio left after truncation
     generated_ms: int = 0  # output audio generated for it
+    heard: str | None = None  # a user message's words, known to the model before any transcript
+    truncated_away: bool = False  # dropped from the model's input by the session's truncation
     input_audio: dict[int, str] = field(default_factory=dict)  # client-sent base64 by content index
     run: _Run | None = None
 
@@ -374,15 +382,17 @@ def _strip_audio(item: dict[str, Any]) -> dict[str, Any]:
 class _EventLog:
     """Bounded history of events plus one-shot waiters on a predicate."""
 
-    __slots__ = ("events", "counts", "_waiters")
+    __slots__ = ("events", "times", "counts", "_waiters")
 
     def __init__(self, limit: int | None) -> None:
         self.events: deque[dict[str, Any]] = deque(maxlen=limit)
+        self.times: deque[float] = deque(maxlen=limit)  # time.monotonic() of each event
         self.counts: Counter[str] = Counter()
         self._waiters: list[tuple[Callable[[dict[str, Any]], Any], asyncio.Future[dict[str, Any]]]] = []
 
     def add(self, event: dict[str, Any]) -> None:
         self.events.append(event)
+        self.times.append(time.monotonic())
         self.counts[event["type"]] += 1
         for predicate, future in self._waiters:
             if future.done():
@@ -440,6 +450,9 @@ class DoubleConnection:
         self.answer_seconds: float = script.answer_seconds or double.answer_seconds
         self.greeting_seconds: float = script.greeting_seconds or double.greeting_seconds
         self.utterance_count = 0
+        self.transcription_seconds: float = (script.transcription_seconds if script.transcription_seconds is not None
+                                             else double.transcription_seconds)
+        self._streams: dict[str, StreamedUtterance] = {}
 
         self._client_log = _EventLog(double.history_limit)
         self._server_log = _EventLog(double.history_limit)
@@ -460,7 +473,9 @@ class DoubleConnection:
         self._runs: set[_Run] = set()  # every unfinished response, out-of-band ones included
         self._responses_started = 0
         self._asset_cursor = 0
-        self._last_input: tuple[str, int, int] | None = None  # (instructions, text, audio) tokens
+        # (instructions, text tokens, audio tokens, truncations so far) of the previous response's input
+        self._last_input: tuple[str, int, int, int] | None = None
+        self.truncations_applied = 0  # times the conversation was cut to fit the truncation limit
 
         self._total_units = 0
         self._buffer_start_units = 0
@@ -500,6 +515,12 @@ class DoubleConnection:
     def server_events(self) -> deque[dict[str, Any]]:
         """Server events in send order (audio deltas as {type, ids, audio_ms}, without audio)."""
         return self._server_log.events
+
+    def timed_events(self) -> list[tuple[float, str, dict[str, Any]]]:
+        """Both directions merged in time order: (time.monotonic(), "client" | "server", event)."""
+        merged = [(at, "client", event) for at, event in zip(self._client_log.times, self._client_log.events)]
+        merged += [(at, "server", event) for at, event in zip(self._server_log.times, self._server_log.events)]
+        return sorted(merged, key=lambda entry: entry[0])
 
     @property
     def client_event_counts(self) -> Counter[str]:
@@ -776,6 +797,7 @@ class DoubleConnection:
                 continue  # null leaves these as they are
             session[key] = value
         _check_modalities(session["output_modalities"], "session.output_modalities")
+        _check_model_parameters(session)
         new_voice = session["audio"]["output"]["voice"]
         if self.voice_locked and new_voice != self.session["audio"]["output"]["voice"]:
             raise ClientEventError("cannot_update_voice", _VOICE_LOCKED_MESSAGE)
@@ -825,13 +847,14 @@ class DoubleConnection:
             pcm = audioop.alaw2lin(raw, 2)
         rate = _RATE[kind]
         self._total_units += len(pcm) // 2 * (48000 // rate)
-        if not self._vad_on:
-            return
-        for what, position in self._vad.feed(pcm, rate):
-            if what == "start":
-                await self._on_speech_started(position)
-            else:
-                await self._on_speech_stopped(position)
+        if self._vad_on:
+            for what, position in self._vad.feed(pcm, rate):
+                if what == "start":
+                    await self._on_speech_started(position)
+                else:
+                    await self._on_speech_stopped(position)
+        if self._streams:
+            await self._send_streamed_words()
 
     async def _on_speech_started(self, onset_units: int) -> None:
         detection = self._turn_detection or {}
@@ -839,6 +862,8 @@ class DoubleConnection:
         start = max(onset_units - prefix_ms * UNITS_PER_MS, self._buffer_start_units)
         self._speech_item_id = self._new_id("item")
         self._speech_start_units = start
+        if self._transcription_streams:
+            self._streams[self._speech_item_id] = self._streamed(self._speech_item_id, onset_units)
         await self._send(
             {
                 "type": "input_audio_buffer.speech_started",
@@ -862,6 +887,9 @@ class DoubleConnection:
         )
         audio_ms = (end_units - self._speech_start_units) // UNITS_PER_MS
         self._buffer_start_units = end_units
+        stream = self._streams.get(item_id)
+        if stream is not None:  # the VAD waited for its silence: the caller stopped before that
+            stream.speech_ended(max(end_units - self._vad.silence_ms * UNITS_PER_MS, stream.onset))
         await self._commit_user_audio(item_id, audio_ms)
         if detection.get("create_response", True):
             if self._active is not None:
@@ -882,12 +910,19 @@ class DoubleConnection:
             )
         item_id = self._speech_item_id or self._new_id("item")
         self._speech_item_id = None
+        stream = self._streams.get(item_id)
+        if stream is None and self._transcription_streams:  # no VAD: the words stream from the commit
+            stream = self._streams[item_id] = self._streamed(item_id, self._buffer_start_units)
+        if stream is not None:
+            stream.speech_ended(self._total_units)
         self._buffer_start_units = self._total_units
         self._vad.reset(self._total_units)
         await self._commit_user_audio(item_id, buffered // UNITS_PER_MS)
 
     async def _on_clear(self, event: ParsedClientEvent) -> None:
         self._buffer_start_units = self._total_units
+        if self._speech_item_id is not None:
+            self._streams.pop(self._speech_item_id, None)
         self._speech_item_id = None
         self._carry = b""
         self._vad.reset(self._total_units)
@@ -910,26 +945,70 @@ class DoubleConnection:
         await self._send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
         await self._send({"type": "conversation.item.added", "item": _public(item), "previous_item_id": previous})
         await self._send({"type": "conversation.item.done", "item": _public(item), "previous_item_id": previous})
-        transcript = self._next_transcript()
+        stream = self._streams.get(item_id)
+        item.heard = stream.transcript if stream is not None else self._next_transcript()
         if self.session["audio"]["input"]["transcription"] is None:
+            self._streams.pop(item_id, None)
             return
-        for piece in _word_chunks(transcript, 3):
-            await self._send(
-                {
-                    "type": "conversation.item.input_audio_transcription.delta",
-                    "item_id": item_id,
-                    "content_index": 0,
-                    "delta": piece,
-                }
-            )
-        item.data["content"][0]["transcript"] = transcript
+        if stream is not None:
+            stream.committed = True
+            await self._send_streamed_words()
+            return
+        task = asyncio.get_running_loop().create_task(self._transcribe_committed(item, audio_ms))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- transcription of the caller -------------------------------------------------------
+
+    @property
+    def _transcription_model(self) -> str:
+        return (self.session["audio"]["input"]["transcription"] or {}).get("model") or ""
+
+    @property
+    def _transcription_streams(self) -> bool:
+        return models.streams_transcription(self._transcription_model)
+
+    def _streamed(self, item_id: str, onset: int) -> StreamedUtterance:
+        transcription = self.session["audio"]["input"]["transcription"] or {}
+        lag = self.double.stream_lag_seconds
+        if lag is None:
+            lag = transcriber.STREAM_LAG_SECONDS[transcription.get("delay") or transcriber.DEFAULT_DELAY]
+        return StreamedUtterance.start(item_id, self._next_transcript(), onset, lag, 48000)
+
+    async def _send_streamed_words(self) -> None:
+        """Words the streaming model has heard by now (the audio timeline), then completions."""
+        for item_id, stream in list(self._streams.items()):
+            text = stream.due(self._total_units)
+            if text:
+                await self._send({"type": "conversation.item.input_audio_transcription.delta",
+                                  "item_id": item_id, "content_index": 0, "delta": text})
+            if stream.completion_due():
+                del self._streams[item_id]
+                item = self._by_id.get(item_id)
+                audio_ms = item.audio_ms if item is not None else 0
+                await self._transcription_completed(item_id, stream.transcript, audio_ms)
+
+    async def _transcribe_committed(self, item: _Item, audio_ms: int) -> None:
+        """A model that does not stream: the whole text, some time after the commit."""
+        await asyncio.sleep(self.transcription_seconds)
+        transcript = item.heard or ""
+        with contextlib.suppress(ConnectionClosed):
+            for piece in _word_chunks(transcript, 3):
+                await self._send({"type": "conversation.item.input_audio_transcription.delta",
+                                  "item_id": item.data["id"], "content_index": 0, "delta": piece})
+            await self._transcription_completed(item.data["id"], transcript, audio_ms)
+
+    async def _transcription_completed(self, item_id: str, transcript: str, audio_ms: int) -> None:
+        item = self._by_id.get(item_id)
+        if item is not None and item.data.get("content"):
+            item.data["content"][0]["transcript"] = transcript
         await self._send(
             {
                 "type": "conversation.item.input_audio_transcription.completed",
                 "item_id": item_id,
                 "content_index": 0,
                 "transcript": transcript,
-                "usage": {"type": "duration", "seconds": round(audio_ms / 1000, 3)},
+                "usage": transcriber.transcription_usage(self._transcription_model, transcript, audio_ms),
             }
         )
 
@@ -1105,6 +1184,8 @@ class DoubleConnection:
         if self.voice_locked and voice != session["audio"]["output"]["voice"]:
             raise ClientEventError("cannot_update_voice", _VOICE_LOCKED_MESSAGE)
         context = self._response_context(params.get("input"), references or {})
+        if params.get("input") is None:
+            context = self._truncated(context, params.get("max_output_tokens") or session.get("max_output_tokens"))
 
         max_output_tokens = params.get("max_output_tokens")
         if max_output_tokens is None:
@@ -1236,21 +1317,58 @@ class DoubleConnection:
         previous = self._items[-1].data["id"] if self._items else None
         self._insert(item, len(self._items))
         await self._send({"type": "conversation.item.added", "item": _public(item), "previous_item_id": previous})
-        half = len(arguments) // 2
-        for piece in (arguments[:half], arguments[half:]):
-            await self._send({"type": "response.function_call_arguments.delta", **ids, "delta": piece})
-        item.data["arguments"] = arguments
-        await self._send({"type": "response.function_call_arguments.done", **ids, "name": name,
-                          "arguments": arguments})
-        self._detach(run)
-        record.status = "completed"
-        item.data["status"] = "completed"
-        record.usage = self._usage(run)
-        await self._send({"type": "response.output_item.done", "response_id": response_id, "output_index": 0,
-                          "item": _public(item)})
-        await self._send({"type": "conversation.item.done", "item": _public(item), "previous_item_id": previous})
-        await self._send({"type": "response.done", "response": self._response_object(run)})
-        await self._send_rate_limits(record.usage)
+        task = asyncio.get_running_loop().create_task(self._stream_call(run, ids, name, arguments, previous))
+        run.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stream_call(self, run: _Run, ids: dict[str, Any], name: str, arguments: str,
+                           previous: str | None) -> None:
+        """The call's arguments after the model's think time (`latency`), then the response's end."""
+        record, item = run.record, run.item
+        try:
+            if self.double.latency > 0:
+                await asyncio.sleep(self.double.latency)
+            half = len(arguments) // 2
+            for piece in (arguments[:half], arguments[half:]):
+                await self._send({"type": "response.function_call_arguments.delta", **ids, "delta": piece})
+            item.data["arguments"] = arguments
+            await self._send({"type": "response.function_call_arguments.done", **ids, "name": name,
+                              "arguments": arguments})
+            self._detach(run)
+            record.status = "completed"
+            item.data["status"] = "completed"
+            record.usage = self._usage(run)
+            await self._send({"type": "response.output_item.done", "response_id": record.id, "output_index": 0,
+                              "item": _public(item)})
+            await self._send({"type": "conversation.item.done", "item": _public(item), "previous_item_id": previous})
+            await self._send({"type": "response.done", "response": self._response_object(run)})
+            await self._send_rate_limits(record.usage)
+        except ConnectionClosed:
+            pass
+
+    def _truncated(self, conversation: list[_Item], max_output_tokens: Any) -> list[_Item]:
+        """The conversation the model reads, after the session's truncation: "auto" drops the
+        oldest items just enough to fit the context; a retention ratio, once over its limit,
+        drops down to that fraction of the limit, so the next truncations come later."""
+        policy = self.session.get("truncation") or "auto"
+        visible = [item for item in conversation if not item.truncated_away]
+        if policy == "disabled":
+            return visible
+        reserve = max_output_tokens if isinstance(max_output_tokens, int) else models.MAX_OUTPUT_TOKENS
+        limit = models.context_window(self.model) - reserve
+        keep = 1.0
+        if isinstance(policy, dict):
+            limit = min((policy.get("token_limits") or {}).get("post_instructions") or limit, limit)
+            keep = policy["retention_ratio"]
+        total = sum(_tokens(item) for item in visible)
+        if total > limit:
+            self.truncations_applied += 1
+            while len(visible) > 1 and total > limit * keep:
+                dropped = visible.pop(0)
+                dropped.truncated_away = True
+                total -= _tokens(dropped)
+        return visible
 
     def _response_context(self, given: list[dict[str, Any]] | None, references: dict[int, str]) -> list[_Item]:
         if given is None:
@@ -1367,7 +1485,7 @@ class DoubleConnection:
         record, item = run.record, run.item
         record.status, record.status_reason = "cancelled", reason
         item.data["status"] = "incomplete"
-        if item.data["content"]:
+        if item.data.get("content"):
             item.data["content"][0]["transcript" if run.audio else "text"] = record.transcript
         record.usage = self._usage(run)
         await self._send({"type": "response.done", "response": self._response_object(run)})
@@ -1407,12 +1525,13 @@ class DoubleConnection:
         cached_text = cached_audio = 0
         if not run.oob:
             previous = self._last_input
-            if previous is not None and previous[0] == record.instructions and previous[1] + previous[2] >= 1024:
+            if (previous is not None and previous[0] == record.instructions and previous[1] + previous[2] >= 1024
+                    and previous[3] == self.truncations_applied):
                 cached_text, cached_audio = min(text_tokens, previous[1]), min(audio_tokens, previous[2])
                 cached = (cached_text + cached_audio) // 64 * 64  # the cache works in 64-token blocks
                 cached_audio = min(cached_audio, cached)
                 cached_text = cached - cached_audio
-            self._last_input = (record.instructions, text_tokens, audio_tokens)
+            self._last_input = (record.instructions, text_tokens, audio_tokens, self.truncations_applied)
         output_audio = math.ceil(record.audio_ms / 50) if run.audio else 0
         output_text = math.ceil(len(record.transcript) / 4)
         output_tokens = output_audio + output_text
@@ -1472,6 +1591,32 @@ def _normalise_format(value: dict[str, Any]) -> dict[str, Any]:
     return {"type": "audio/pcm", "rate": 24000} if kind == "audio/pcm" else {"type": kind}
 
 
+def _check_model_parameters(session: dict[str, Any]) -> None:
+    """Settings the types document as model-specific are refused on other models."""
+    if session.get("reasoning") is not None and not models.reasoning_model(session["model"]):
+        raise ClientEventError(
+            "unsupported_parameter",
+            f"Unsupported parameter: 'reasoning' is not supported with the model '{session['model']}'.",
+            "session.reasoning",
+        )
+    transcription = session["audio"]["input"].get("transcription") or {}
+    model = transcription.get("model") or ""
+    for key, supporting in (("delay", models.DELAY_TRANSCRIPTION), ("keywords", models.KEYWORD_TRANSCRIPTION),
+                            ("languages", models.KEYWORD_TRANSCRIPTION)):
+        if transcription.get(key) is not None and model not in supporting:
+            raise ClientEventError(
+                "unsupported_parameter",
+                f"Unsupported parameter: '{key}' is not supported with the transcription model '{model}'.",
+                f"session.audio.input.transcription.{key}",
+            )
+    if transcription.get("prompt") and model in models.PROMPTLESS_TRANSCRIPTION:
+        raise ClientEventError(
+            "unsupported_parameter",
+            f"Unsupported parameter: 'prompt' is not supported with the transcription model '{model}'.",
+            "session.audio.input.transcription.prompt",
+        )
+
+
 def _check_modalities(modalities: list[str], param: str) -> None:
     if len(set(modalities)) != 1:
         raise ClientEventError(
@@ -1503,13 +1648,18 @@ def _planned_function_call(
     tool = functions[0]
     if isinstance(tool_choice, dict) and tool_choice.get("name"):
         tool = next((t for t in functions if t.get("name") == tool_choice["name"]), tool)
-    words = " ".join(
+    words = context[-1].heard or " ".join(
         part.get("transcript") or part.get("text") or ""
         for part in newest.get("content") or [] if isinstance(part, dict)
     ).strip()
     properties = ((tool.get("parameters") or {}).get("properties") or {})
     first_string = next((key for key, spec in properties.items() if (spec or {}).get("type") == "string"), None)
     return tool.get("name") or "function", ({first_string: words} if first_string else {})
+
+
+def _tokens(item: _Item) -> int:
+    chars, audio = _item_cost(item)
+    return math.ceil(chars / 4) + audio
 
 
 def _item_cost(item: _Item) -> tuple[int, int]:
@@ -1572,6 +1722,10 @@ class RealtimeDouble:
     - handshake_delay: seconds to wait before answering the opening handshake.
     - session_max_seconds: after this long a connection gets `session_expired` and is closed.
     - history_limit: events kept per direction per connection (None = all).
+    - transcription_seconds: how long a model that does not stream takes to transcribe a
+      committed turn.
+    - stream_lag_seconds: how far a streaming model's words trail the audio (default: by
+      `delay`, `transcriber.STREAM_LAG_SECONDS`).
     """
 
     def __init__(
@@ -1593,6 +1747,8 @@ class RealtimeDouble:
         session_max_seconds: float | None = None,
         history_limit: int | None = 20_000,
         asset_path: Path | str | None = None,
+        transcription_seconds: float = transcriber.COMMITTED_TURN_SECONDS,
+        stream_lag_seconds: float | None = None,
     ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 streams as fast as possible)")
@@ -1613,6 +1769,8 @@ class RealtimeDouble:
         self.handshake_delay = handshake_delay
         self.session_max_seconds = session_max_seconds
         self.history_limit = history_limit
+        self.transcription_seconds = transcription_seconds
+        self.stream_lag_seconds = stream_lag_seconds
         self.refuse_connections = False
         self._asset_path = Path(asset_path) if asset_path else ASSET_PATH
         self.asset: VoiceAsset | None = None  # loaded by start(), off the event loop
@@ -1687,6 +1845,7 @@ class RealtimeDouble:
         *,
         answer_seconds: float | None = None,
         greeting_seconds: float | None = None,
+        transcription_seconds: float | None = None,
     ) -> None:
         """Queue per-connection settings; the next accepted connection takes the oldest."""
         self._scripts.append(
@@ -1694,6 +1853,7 @@ class RealtimeDouble:
                 transcripts=list(transcripts) if transcripts is not None else None,
                 answer_seconds=answer_seconds,
                 greeting_seconds=greeting_seconds,
+                transcription_seconds=transcription_seconds,
             )
         )
 
@@ -1849,6 +2009,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
         metavar="TEXT",
         help="scripted transcript of the caller's n-th utterance; repeat in order",
     )
+    parser.add_argument(
+        "--transcription-seconds",
+        type=float,
+        default=transcriber.COMMITTED_TURN_SECONDS,
+        help="time a non-streaming transcription model takes after a commit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stream-lag-seconds",
+        type=float,
+        default=None,
+        help="lag of a streaming transcription model's words behind the audio (default: by its delay)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
     return parser
 
@@ -1862,6 +2034,8 @@ async def _serve_until_cancelled(args: argparse.Namespace) -> None:
         answer_seconds=args.answer_seconds,
         greeting_seconds=args.greeting_seconds,
         transcripts=args.transcript,
+        transcription_seconds=args.transcription_seconds,
+        stream_lag_seconds=args.stream_lag_seconds,
     )
     async with double:
         key_hint = args.api_key or "any-non-empty-key"

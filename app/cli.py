@@ -87,6 +87,12 @@ def review(argv: list[str]) -> int:
     return cli(argv)
 
 
+def doctor(argv: list[str]) -> int:
+    from app.doctor import cli
+
+    return cli(argv)
+
+
 COMMANDS = {
     "serve": (serve, "run the phone agent (TwiML webhook + media stream)"),
     "call": (call, "place a simulated Twilio call against a running server"),
@@ -94,6 +100,7 @@ COMMANDS = {
     "kb": (knowledge, "the knowledge base: ingest, search, stats, eval"),
     "calls": (calls, "the call log: list, show, export, purge"),
     "review": (review, "reviewer access: hash-password for REVIEW_PASSWORD"),
+    "doctor": (doctor, "check the set-up: keys, models, URLs, database, knowledge base, realtime, ngrok"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -10,9 +11,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocke
 
 from app.config import Settings, get_settings
 from app.metrics import Metrics
+from app.model_catalog import load_installed_catalog, model_notices
 from app.review import build_review_router
 from app.telephony.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH, PhoneLine
 from app.websocket import StreamingWebSocketProtocol
+
+log = logging.getLogger(__name__)
 
 TWIML = "application/xml"
 
@@ -45,6 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        catalog = await load_installed_catalog()
+        if not catalog.available:
+            log.warning("could not check the configured models against the openai package: %s",
+                        "; ".join(catalog.errors))
+        for notice in model_notices(settings, catalog=catalog):
+            log.warning("%s", notice.text)
         await line.start()
         yield
         await line.close()
@@ -91,11 +101,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if line.signatures.refuses_everything:
             problems.append("TWILIO_AUTH_TOKEN is not set and the server is not bound to loopback: "
                             "every Twilio request is refused")
+        catalog = await load_installed_catalog()
+        notices = model_notices(settings, catalog=catalog)
+        problems.extend(notice.text for notice in notices)
         return {
             "status": "degraded" if problems else "ok",
             "problems": problems,
             "realtime": {"configured": settings.realtime_configured, "url": settings.openai_realtime_url,
                          "model": settings.openai_realtime_model},
+            "models": {"realtime": settings.openai_realtime_model,
+                       "transcription": settings.openai_transcribe_model,
+                       "checked_against": catalog.source if catalog.available else None,
+                       "deprecated": [notice.to_dict() for notice in notices]},
             "twilio": {"signatures_enforced": line.signatures.enforced},
             "knowledge": knowledge,
             "call_log": line.calllog.status(),

@@ -92,7 +92,9 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
         "port": port,
     }
     values.update(overrides)
-    data_dir = values.setdefault("data_dir", await seeded_data_dir())
+    if "data_dir" not in values:  # seed only when the test brings no DATA_DIR of its own
+        values["data_dir"] = await seeded_data_dir()
+    data_dir = values["data_dir"]
     settings = Settings(_env_file=None, **values)
     app = create_app(settings)
     try:

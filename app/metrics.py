@@ -14,13 +14,19 @@ DELAY_BUCKETS_SECONDS = (
     0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
 )
 
+# How long an answer waited after the caller stopped: tens of ms, seconds when something stalls.
+HOLD_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
+
 
 @dataclass(slots=True)
 class Histogram:
     buckets: tuple[float, ...] = DELAY_BUCKETS_SECONDS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(DELAY_BUCKETS_SECONDS) + 1))
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
     count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = self.counts or [0] * (len(self.buckets) + 1)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.buckets, value)] += 1
@@ -45,6 +51,8 @@ class Metrics:
     outbound_delay: Histogram = field(default_factory=Histogram)
     # How late the event loop runs a timer: time every message waits before the bridge sees it.
     loop_lag: Histogram = field(default_factory=Histogram)
+    # From the caller's end of speech (the service's speech_stopped) to our response.create.
+    turn_hold: Histogram = field(default_factory=lambda: Histogram(HOLD_BUCKETS_SECONDS))
     counters: Counter[str] = field(default_factory=Counter)
     active_calls: int = 0
 
@@ -54,6 +62,8 @@ class Metrics:
             lines += _histogram_lines("octi_bridge_delay_seconds", hist, f'direction="{direction}"')
         lines.append("# TYPE octi_event_loop_lag_seconds histogram")
         lines += _histogram_lines("octi_event_loop_lag_seconds", self.loop_lag)
+        lines.append("# TYPE octi_turn_hold_seconds histogram")
+        lines += _histogram_lines("octi_turn_hold_seconds", self.turn_hold)
         lines.append("# TYPE octi_active_calls gauge")
         lines.append(f"octi_active_calls {self.active_calls}")
         for name, value in sorted(self.counters.items()):

@@ -6,6 +6,7 @@ import pydantic
 import pytest
 from openai.types.realtime import RealtimeClientEvent
 
+from app.agent.rag import SEARCH_TOOL
 from app.agent.session import realtime_session_update
 from app.config import Settings
 from app.realtime import protocol
@@ -30,7 +31,8 @@ def assert_strictly_valid(event: dict) -> None:
 
 @pytest.mark.parametrize("overrides", [
     {}, {"audio_codec": "pcmu"}, {"turn_detection": "semantic_vad"}, {"noise_reduction": "off"},
-    {"noise_reduction": "near_field"},
+    {"noise_reduction": "near_field"}, {"openai_transcribe_model": "gpt-transcribe"},
+    {"openai_realtime_model": "gpt-realtime-1.5", "truncation_token_limit": 0},
 ])
 def test_session_update_is_valid_ga(overrides):
     event = protocol.session_update(Settings(_env_file=None, **overrides))
@@ -63,7 +65,9 @@ def test_other_client_events_are_valid():
     for event in (
         protocol.response_create(),
         protocol.response_create("Réponds à partir des extraits."),
+        protocol.response_create("Cherche d'abord.", tools=[SEARCH_TOOL]),
         protocol.function_output("call_1", '{"passages": []}'),
+        protocol.system_message("octi_context_1", "# Extraits de la base de connaissances"),
         protocol.greeting_response("Bonjour"),
         json.loads(protocol.append_audio(b"\x00\x01" * 10)),
         protocol.truncate_item("item_1", 1200),
@@ -71,3 +75,25 @@ def test_other_client_events_are_valid():
         protocol.cancel_response(),
     ):
         assert_strictly_valid(event)
+
+
+def test_model_specific_fields_go_only_to_the_models_that_take_them():
+    """reasoning to the 2.x line; delay to the streaming whisper; keywords to gpt-transcribe."""
+    default = protocol.session_update(Settings(_env_file=None), keywords=["couveuse"])["session"]
+    assert default["model"] == "gpt-realtime-2.1" and default["reasoning"] == {"effort": "minimal"}
+    assert default["audio"]["input"]["transcription"] == {
+        "model": "gpt-realtime-whisper", "language": "fr", "delay": "low"}
+    assert default["max_output_tokens"] == 600
+    assert default["truncation"] == {"type": "retention_ratio", "retention_ratio": 0.8,
+                                     "token_limits": {"post_instructions": 6000}}
+
+    older = Settings(_env_file=None, openai_realtime_model="gpt-realtime-1.5", openai_transcribe_model="gpt-transcribe",
+                     truncation_token_limit=40_000)
+    event = protocol.session_update(older, keywords=["couveuse", "picage"])
+    assert_strictly_valid(event)
+    session = event["session"]
+    assert "reasoning" not in session
+    assert session["audio"]["input"]["transcription"] == {
+        "model": "gpt-transcribe", "language": "fr", "keywords": ["couveuse", "picage"]}
+    # The limit never exceeds what a 32k model leaves after an answer.
+    assert session["truncation"]["token_limits"]["post_instructions"] == 32_768 - 600

@@ -54,10 +54,12 @@ class MemoryChannel:
     async def end(self, outcome: CallOutcome) -> None:
         self.ended = outcome
 
-    async def speak(self, frames: list[bytes]) -> None:
-        for frame in frames:
+    async def speak(self, frames: list[bytes], *, real_time: bool = False) -> None:
+        """Hand the frames over as fast as the session takes them, or one every 20 ms as on a call."""
+        started = perf_counter()
+        for index, frame in enumerate(frames):
             await self.inbox.put(CallerAudio(frame, perf_counter()))
-            await asyncio.sleep(0)
+            await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - perf_counter()) if real_time else 0)
 
 
 async def open_session(double, channel: MemoryChannel) -> tuple[CallSession, asyncio.Task]:

@@ -2,6 +2,9 @@
 
 The retriever never stalls a call: every search is bounded by a budget, and a store that
 is down, slow or broken yields "no context" (logged and counted), never an exception.
+
+`TurnRetrieval` follows one caller turn's words as the transcription streams them in, so
+that when the caller stops, the passages for what they said are ready (or nearly).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
 
+from app.knowledge.french import query_terms
 from app.knowledge.store import KnowledgeStore, Passage
 from app.metrics import Metrics
 
@@ -81,18 +85,120 @@ class Retriever:
         return result
 
 
+# After the last new words, how long retrieval waits for more before it searches: a pause
+# between phrases, so a turn is searched a few times, not once per word.
+DEBOUNCE_SECONDS = 0.1
+
+
+class TurnRetrieval:
+    """Searches a caller turn's words as they come in: debounced, a newer search superseding an
+    older one, and `settle` to get, at the end of the turn, the passages for what was said."""
+
+    def __init__(self, retriever: Retriever, previous_question: str | None,
+                 debounce_s: float = DEBOUNCE_SECONDS) -> None:
+        self._retriever = retriever
+        self._previous = previous_question
+        self._debounce = debounce_s
+        self.words = ""
+        self.final = False  # the transcript is complete: no more words will come
+        self.latest: Retrieval | None = None  # the newest finished search
+        self._search: asyncio.Task[Retrieval] | None = None
+        self._search_query = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def query(self) -> str:
+        return retrieval_query(self._previous, self.words.strip())
+
+    def heard(self, words: str, *, final: bool = False) -> None:
+        """The turn's words so far (the whole text, not a delta); `final` once the transcript
+        is complete."""
+        if final and not self.final:
+            self.final = True
+            self._changed.set()
+        if words == self.words:
+            return
+        self.words = words
+        self._changed.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._debounce, self._search_words)
+
+    def _search_words(self) -> None:
+        self._timer = None
+        if not self.words.strip():
+            return
+        query = self.query
+        if query == self._search_query or (self.latest is not None and self.latest.query == query):
+            return
+        if self._search is not None and not self._search.done():
+            self._search.cancel()  # superseded by more words
+        self._search_query = query
+        self._search = asyncio.create_task(self._retriever.retrieve(query), name="turn-retrieval")
+        self._search.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Retrieval]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.latest = task.result()
+        self._changed.set()
+
+    def ready(self) -> bool:
+        """The newest finished search is for every word of the turn."""
+        return self.final and self.latest is not None and self.latest.query == self.query
+
+    async def settle(self, budget_s: float) -> Retrieval | None:
+        """The caller stopped: search the last words now, and wait at most `budget_s` for the
+        transcript to complete and its search to finish. Returns that search if it did in
+        time, else the newest one that finished (for the words up to then), else None."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        while not self.ready():
+            if self._timer is not None:  # no more debouncing: the turn is over
+                self._timer.cancel()
+            self._search_words()
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                break
+        return self.latest
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._search is not None and not self._search.done():
+            self._search.cancel()
+
+
+# A question with fewer content words than this is a follow-up ("et pour les dindes ?") that
+# leans on the previous one. Longer ones stand alone: joined to an unrelated previous question
+# they lost their passage one time in four (benchmarks/README.md, "Turn latency").
+FOLLOW_UP_TERMS = 4
+
+
 def retrieval_query(previous_question: str | None, question: str) -> str:
-    """The previous caller turn rides along, so follow-ups ("et pour les dindes ?") find their topic."""
-    return f"{previous_question} {question}".strip() if previous_question else question
+    """The query for a caller's question: the previous caller turn rides along when the
+    question is a short follow-up, so it finds its topic."""
+    if previous_question and len(query_terms(question)) < FOLLOW_UP_TERMS:
+        return f"{previous_question} {question}".strip()
+    return question
 
 
-def instructions_with_context(base: str, retrieval: Retrieval) -> str:
-    """Per-response instructions: the base prompt, the passages with their sources, how to use them."""
+def knowledge_context(retrieval: Retrieval) -> str:
+    """What the model is told for one answer: the passages with their sources and how to use
+    them, or why there are none. It goes in as a system message after the caller's question
+    and is removed once answered: the session's instructions never change, so the service's
+    prompt cache keeps the whole conversation before it."""
     if not retrieval.passages:
         reason = ("la base de connaissances n'a rien trouvé" if retrieval.outcome == "empty"
                   else "la base de connaissances n'a pas répondu à temps")
         return (
-            f"{base}\n\n# Base de connaissances\nPour cette question, {reason}. "
+            f"# Base de connaissances\nPour cette question, {reason}. "
             "Réponds prudemment à partir de principes généraux, dis que tu n'as pas de fiche précise "
             "sur ce point, et propose l'avis du vétérinaire ou du technicien si l'enjeu est sanitaire."
         )
@@ -101,11 +207,21 @@ def instructions_with_context(base: str, retrieval: Retrieval) -> str:
         for index, passage in enumerate(retrieval.passages, start=1)
     )
     return (
-        f"{base}\n\n# Extraits de la base de connaissances OCTI pour cette question\n{extracts}\n\n"
+        f"# Extraits de la base de connaissances OCTI pour cette question\n{extracts}\n\n"
         "# Comment utiliser ces extraits\n"
         "Réponds à partir de ces extraits, avec leurs chiffres. S'ils ne couvrent pas la question, "
         "dis-le simplement plutôt que d'inventer. Ne lis pas les numéros ni les sources à voix haute, "
         "sauf si l'éleveur demande d'où vient l'information."
+    )
+
+
+def instructions_with_search_tool(base: str) -> str:
+    """Per-response instructions when the caller's words are not known yet: the model heard
+    them, so it searches itself before answering."""
+    return (
+        f"{base}\n\n# Base de connaissances\nPour une question technique, appelle d'abord l'outil "
+        f"{SEARCH_TOOL['name']} avec la question de l'éleveur, puis réponds à partir des extraits qu'il "
+        "renvoie. Tu peux d'abord dire une phrase d'attente très courte, comme « Je regarde ça. »"
     )
 
 

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
@@ -22,8 +23,9 @@ from app.agent.rag import (
     SEARCH_TOOL,
     Retrieval,
     Retriever,
-    instructions_with_context,
-    retrieval_query,
+    TurnRetrieval,
+    instructions_with_search_tool,
+    knowledge_context,
     tool_output,
 )
 from app.audio.convert import make_converter
@@ -52,13 +54,15 @@ RECORDING_NOTICE = "Cet appel est enregistré pour améliorer notre service."
 RESPONSE_IDLE_TIMEOUT_SECONDS = 2.0
 
 
-def realtime_session_update(settings: Settings) -> dict[str, Any]:
+def realtime_session_update(settings: Settings, keywords: Sequence[str] = ()) -> dict[str, Any]:
     """The realtime session this agent needs: with RAG injection the model must not answer on
-    its own (we answer once the passages are in); in tool mode it gets the search tool."""
+    its own (we answer once the passages are in); in tool mode it gets the search tool.
+    `keywords`: the knowledge base's vocabulary, for transcription models that take it."""
     return protocol.session_update(
         settings,
         create_response=settings.rag_mode != "inject",
         tools=[SEARCH_TOOL] if settings.rag_mode == "tool" else None,
+        keywords=keywords,
     )
 
 
@@ -89,6 +93,9 @@ class _Responses:
     muted: set[str] = field(default_factory=set)
     generated_ms: dict[str, float] = field(default_factory=dict)
     idle: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
+    # A knowledge context item sent for the next response, then by response: deleted once it is done.
+    context_waiting: str | None = None
+    contexts: dict[str, str] = field(default_factory=dict)
 
 
 def _set(event: asyncio.Event) -> asyncio.Event:
@@ -137,8 +144,13 @@ class CallSession:
                                                model=settings.openai_realtime_model, prices={})
         self._recorder = self._journal.recorder
         self._t0 = perf_counter()  # the call timeline's zero: the stream has just started
-        # Caller speech per future user item: [audio_start_ms, audio_end_ms] on the timeline.
-        self._speech: dict[str, list[float | None]] = {}
+        self._caller_turns: dict[str, Turn] = {}
+        # The caller turn under way, whose words retrieval follows (RAG_MODE=inject), and the
+        # ended turns whose answer is being released.
+        self._following: TurnRetrieval | None = None
+        self._following_item = ""
+        self._releasing: dict[str, TurnRetrieval] = {}
+        self.transcription_usage: list[dict[str, Any]] = []
         self._speech_end_ms: float | None = None  # the caller's last end of speech not yet answered
         self._model_handlers = {
             "response.created": self._on_response_created,
@@ -148,6 +160,7 @@ class CallSession:
             "response.done": self._on_response_done,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "conversation.item.input_audio_transcription.delta": self._on_caller_words,
             "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
             "conversation.item.input_audio_transcription.failed": self._on_transcription_failed,
             "response.function_call_arguments.done": self._on_function_call,
@@ -192,7 +205,8 @@ class CallSession:
             self._metrics.counters[f"calls_ended_{outcome.value}"] += 1
             log.info("call ended: %s after %d turns, %d barge-ins", outcome.value, len(self.turns), self.barge_ins)
             try:
-                await self._journal.ended(outcome.value, self.usage, turns=len(self.turns), barge_ins=self.barge_ins)
+                await self._journal.ended(outcome.value, self.usage, turns=len(self.turns), barge_ins=self.barge_ins,
+                                          transcription_usages=self.transcription_usage)
             finally:
                 # Active until its log is handed over: "no active call" then means every call's
                 # end record is queued, which shutdown and the call-log tests rely on.
@@ -258,14 +272,21 @@ class CallSession:
                 return
 
     async def _on_response_created(self, event: dict[str, Any]) -> None:
-        self._responses.active = event.get("response", {}).get("id")
-        self._responses.idle.clear()
+        responses = self._responses
+        responses.active = event.get("response", {}).get("id")
+        responses.idle.clear()
+        if responses.context_waiting is not None and responses.active is not None:
+            responses.contexts[responses.active] = responses.context_waiting
+            responses.context_waiting = None
 
     async def _on_response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response", {})
         if response.get("id") == self._responses.active:
             self._responses.active = None
             self._responses.idle.set()
+        context = self._responses.contexts.pop(response.get("id", ""), None)
+        if context is not None:  # answered: the passages must not be re-billed on every later turn
+            await self._realtime.send(protocol.delete_item(context))
         for item in response.get("output") or []:
             turn = self._assistant_turns.get(item.get("id", ""))
             if turn is not None:
@@ -311,8 +332,12 @@ class CallSession:
 
     async def _on_speech_started(self, event: dict[str, Any]) -> None:
         """Barge-in: silence the caller's playback at once, then tell the model what was heard."""
-        self._speech[event.get("item_id", "")] = [float(event.get("audio_start_ms", 0)), None]
+        turn = self._caller_turn(event.get("item_id", ""))
+        turn.start_ms = float(event.get("audio_start_ms", 0))
         self._cancel_pending_answer()
+        if self._rag_mode == "inject":
+            self._following = TurnRetrieval(self._retriever, self._previous_question(turn))
+            self._following_item = turn.item_id
         interrupted_response = self._responses.active
         if interrupted_response is not None:
             self._responses.muted.add(interrupted_response)
@@ -349,55 +374,108 @@ class CallSession:
             await self._realtime.send(protocol.delete_item(item_id))
 
     async def _on_speech_stopped(self, event: dict[str, Any]) -> None:
-        speech = self._speech.setdefault(event.get("item_id", ""), [None, None])
+        """The caller's turn is over: with RAG injection, the answer is released from here."""
+        stopped_at = perf_counter()
+        turn = self._caller_turn(event.get("item_id", ""))
         end_ms = float(event.get("audio_end_ms", 0))
         if self._settings.turn_detection == "server_vad":
             # audio_end_ms includes the silence the VAD waited for: the caller stopped before it.
-            end_ms = max(end_ms - self._settings.vad_silence_duration_ms, speech[0] or 0.0)
-        speech[1] = end_ms
-        self._speech_end_ms = end_ms
-
-    async def _on_caller_transcript(self, event: dict[str, Any]) -> None:
-        previous = next((t.text for t in reversed(self.turns) if t.role == "caller" and t.text), None)
-        turn = self._new_turn("caller", event.get("item_id", ""), event.get("transcript", ""))
-        turn.start_ms, turn.end_ms = self._speech.pop(turn.item_id, [None, None])
+            end_ms = max(end_ms - self._settings.vad_silence_duration_ms, turn.start_ms or 0.0)
+        turn.end_ms = self._speech_end_ms = end_ms
         self._journal_caller(turn)
         if self._rag_mode == "inject":
-            self._answer_turn(turn, retrieval_query(previous, turn.text) if turn.text.strip() else None)
+            following = self._following if self._following_item == turn.item_id else None
+            self._following, self._following_item = None, ""
+            self._cancel_pending_answer()
+            if following is not None:  # words still coming in go to the turn being released
+                self._releasing[turn.item_id] = following
+            self._pending_answer = asyncio.create_task(self._release(turn, following, stopped_at), name="rag-answer")
+
+    async def _on_caller_words(self, event: dict[str, Any]) -> None:
+        """Words of a caller turn as the transcription streams them (during speech with a
+        streaming model, after the commit with the others)."""
+        turn = self._caller_turn(event.get("item_id", ""))
+        turn.text += event.get("delta") or ""
+        self._heard(turn)
+
+    async def _on_caller_transcript(self, event: dict[str, Any]) -> None:
+        turn = self._caller_turn(event.get("item_id", ""))
+        turn.text = event.get("transcript") or ""
+        if isinstance(event.get("usage"), dict):
+            self.transcription_usage.append(event["usage"])
+        self._heard(turn, final=True)
+        self._journal_caller(turn)
 
     async def _on_transcription_failed(self, event: dict[str, Any]) -> None:
+        # Nothing waits for the text: the model heard the audio and the answer went on without it.
         log.warning("caller transcription failed: %s", (event.get("error") or {}).get("message"))
-        if self._rag_mode == "inject":  # the model still heard the audio: answer without context
-            self._answer_turn(self._new_turn("caller", event.get("item_id", "")), None)
+        self._journal.event("transcription_failed", str((event.get("error") or {}).get("message", "")))
+
+    def _heard(self, turn: Turn, final: bool = False) -> None:
+        following = self._following if self._following_item == turn.item_id else self._releasing.get(turn.item_id)
+        if following is not None:
+            following.heard(turn.text, final=final)
+
+    def _previous_question(self, turn: Turn) -> str | None:
+        """The caller's previous words join the query: "et pour les dindes ?" keeps its topic."""
+        return next((t.text for t in reversed(self.turns) if t.role == "caller" and t.text and t is not turn), None)
+
+    def _caller_turn(self, item_id: str) -> Turn:
+        turn = self._caller_turns.get(item_id)
+        if turn is None:
+            turn = self._caller_turns[item_id] = self._new_turn("caller", item_id)
+        return turn
 
     # ------------------------------------------------------------------ retrieval (RAG)
-
-    def _answer_turn(self, turn: Turn, query: str | None) -> None:
-        self._cancel_pending_answer()
-        self._pending_answer = asyncio.create_task(self._answer_with_context(turn, query), name="rag-answer")
 
     def _cancel_pending_answer(self) -> None:
         """A barge-in before the answer started: the caller is still talking, drop that turn's work."""
         if self._pending_answer is not None and not self._pending_answer.done():
             self._pending_answer.cancel()
         self._pending_answer = None
+        if self._following is not None:
+            self._following.close()
+            self._following = None
 
-    async def _answer_with_context(self, turn: Turn, query: str | None) -> None:
-        if query is None:
-            retrieval = Retrieval("", "error", error="no transcript")
-        else:
-            retrieval = await self._retriever.retrieve(query)
-        turn.retrieval = retrieval
+    async def _release(self, turn: Turn, following: TurnRetrieval | None, stopped_at: float) -> None:
+        """Answer within RAG_HOLD_MS of the caller stopping, with the passages for the words
+        heard by then; with no words yet, the model (which heard them) searches itself."""
+        retrieval: Retrieval | None = None
+        if following is not None:
+            try:
+                retrieval = await following.settle(self._settings.rag_hold_ms / 1000)
+            finally:
+                following.close()
+                self._releasing.pop(turn.item_id, None)
+        if retrieval is None and self._settings.rag_fallback == "tool":
+            self._metrics.counters["turns_searched_by_the_model"] += 1
+            await self._respond(instructions_with_search_tool(self._settings.agent_instructions), [SEARCH_TOOL],
+                                caller_stopped_at=stopped_at)
+            return
+        turn.retrieval = retrieval or Retrieval(following.query if following else "", "timeout",
+                                                error="no words before the hold ended")
         self._journal_caller(turn)
-        await self._respond(instructions_with_context(self._settings.agent_instructions, retrieval))
+        context_id = f"octi_context_{turn.index}"
+        self._responses.context_waiting = context_id
+        try:
+            await self._realtime.send(protocol.system_message(context_id, knowledge_context(turn.retrieval)))
+            await self._respond(caller_stopped_at=stopped_at)
+        except asyncio.CancelledError:  # a barge-in before the answer was asked for
+            if self._responses.context_waiting == context_id:
+                self._responses.context_waiting = None
+                await self._realtime.send(protocol.delete_item(context_id))
+            raise
 
-    async def _respond(self, instructions: str | None = None) -> None:
+    async def _respond(self, instructions: str | None = None, tools: list[dict[str, Any]] | None = None,
+                       caller_stopped_at: float | None = None) -> None:
         """Ask for an answer once the model's current response is over (one at a time per conversation)."""
         try:
             await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
         except TimeoutError:
             log.warning("answering while the previous response is still active")
-        await self._realtime.send(protocol.response_create(instructions))
+        await self._realtime.send(protocol.response_create(instructions, tools))
+        if caller_stopped_at is not None:
+            self._metrics.turn_hold.observe(perf_counter() - caller_stopped_at)
 
     async def _on_function_call(self, event: dict[str, Any]) -> None:
         task = asyncio.create_task(self._run_tool(event), name="tool-call")

@@ -7,10 +7,12 @@ Every builder returns a plain dict that validates against `openai.types.realtime
 from __future__ import annotations
 
 from binascii import b2a_base64
+from collections.abc import Sequence
 from typing import Any
 
 from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW, AudioFormat
 from app.config import Settings
+from app.realtime import models
 
 
 def model_audio_format(settings: Settings) -> AudioFormat:
@@ -37,14 +39,36 @@ def turn_detection(settings: Settings, *, create_response: bool = True) -> dict[
     }
 
 
+def transcription(settings: Settings, keywords: Sequence[str] = ()) -> dict[str, Any]:
+    """The caller's transcription, with the fields only some models take: `delay` for the
+    streaming whisper, `keywords` (the farm vocabulary) for the gpt-transcribe family."""
+    model = settings.openai_transcribe_model
+    config: dict[str, Any] = {"model": model, "language": settings.openai_transcribe_language}
+    if model in models.DELAY_TRANSCRIPTION:
+        config["delay"] = settings.openai_transcribe_delay
+    if model in models.KEYWORD_TRANSCRIPTION and keywords:
+        config["keywords"] = list(keywords)
+    return config
+
+
+def truncation(settings: Settings) -> dict[str, Any] | str:
+    """Past TRUNCATION_TOKEN_LIMIT tokens of conversation, drop old turns down to the ratio
+    (at most what the model's context leaves after an answer); 0 keeps the service's "auto"."""
+    if settings.truncation_token_limit <= 0:
+        return "auto"
+    reserve = settings.max_output_tokens if isinstance(settings.max_output_tokens, int) else models.MAX_OUTPUT_TOKENS
+    ceiling = models.context_window(settings.openai_realtime_model) - reserve
+    return {"type": "retention_ratio", "retention_ratio": settings.truncation_retention_ratio,
+            "token_limits": {"post_instructions": min(settings.truncation_token_limit, ceiling)}}
+
+
 def session_update(settings: Settings, *, create_response: bool = True,
-                   tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                   tools: list[dict[str, Any]] | None = None, keywords: Sequence[str] = ()) -> dict[str, Any]:
     """The session configuration; without `create_response` the model waits for our response.create."""
     fmt = _format_object(model_audio_format(settings))
     audio_input: dict[str, Any] = {
         "format": fmt,
-        "transcription": {"model": settings.openai_transcribe_model,
-                          "language": settings.openai_transcribe_language},
+        "transcription": transcription(settings, keywords),
         "noise_reduction": None if settings.noise_reduction == "off" else {"type": settings.noise_reduction},
         "turn_detection": turn_detection(settings, create_response=create_response),
     }
@@ -53,17 +77,32 @@ def session_update(settings: Settings, *, create_response: bool = True,
         "model": settings.openai_realtime_model,
         "output_modalities": ["audio"],
         "instructions": settings.agent_instructions,
+        "max_output_tokens": settings.max_output_tokens,
+        "truncation": truncation(settings),
         "audio": {"input": audio_input, "output": {"format": fmt, "voice": settings.openai_voice}},
     }
+    if models.reasoning_model(settings.openai_realtime_model):
+        session["reasoning"] = {"effort": settings.openai_reasoning_effort}
     if tools:
         session["tools"] = tools
         session["tool_choice"] = "auto"
     return {"type": "session.update", "session": session}
 
 
-def response_create(instructions: str | None = None) -> dict[str, Any]:
-    """Ask for a response; `instructions` replace the session's for this response only."""
-    return {"type": "response.create", "response": {"instructions": instructions} if instructions else {}}
+def response_create(instructions: str | None = None, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Ask for a response; `instructions` (and `tools`) replace the session's for this response only."""
+    response: dict[str, Any] = {"instructions": instructions} if instructions else {}
+    if tools:
+        response["tools"] = tools
+        response["tool_choice"] = "auto"
+    return {"type": "response.create", "response": response}
+
+
+def system_message(item_id: str, text: str) -> dict[str, Any]:
+    """A system message appended to the conversation (its id is ours, to delete it later)."""
+    return {"type": "conversation.item.create",
+            "item": {"id": item_id, "type": "message", "role": "system",
+                     "content": [{"type": "input_text", "text": text}]}}
 
 
 def function_output(call_id: str, output: str) -> dict[str, Any]:

@@ -131,6 +131,11 @@ def check_passages(passages: list[Passage], limit: int) -> None:
         assert p.text == texts[p.position]
 
 
+async def test_chunk_texts_give_the_whole_corpus(loaded):
+    expected = sorted((title, text) for title, texts in CORPUS.values() for text in texts)
+    assert sorted(await loaded.chunk_texts()) == expected
+
+
 async def test_empty_store(store):
     assert await store.count() == 0
     assert await store.document_checksum("guides/incubation.md") is None

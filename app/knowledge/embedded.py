@@ -423,6 +423,11 @@ class EmbeddedStore(HybridSearch):
     async def count(self) -> int:
         return await self._run(lambda: self._db().execute("SELECT count(*) FROM chunks").fetchone()[0])
 
+    async def chunk_texts(self) -> list[tuple[str, str]]:
+        return await self._run(
+            lambda: [tuple(row) for row in self._db().execute("SELECT title, text FROM chunks ORDER BY pk")]
+        )
+
     async def documents(self) -> list[tuple[str, str]]:
         """(source, checksum) of every stored document, sorted by source."""
         return await self._run(

@@ -71,6 +71,7 @@ DEFAULT_GRPC_PORT = 50051
 QUERY_PROPERTIES = ["title_folded^2", "text_folded"]  # same title boost as the embedded store
 RETURN_PROPERTIES = ["chunk_id", "source", "title", "text", "position"]
 INSERT_BATCH = 200
+CHUNK_PAGE = 500
 # Chunk ids become object UUIDs (Weaviate ids must be UUIDs); fixed so they are stable.
 _UUID_NAMESPACE = uuid.UUID("6f1b0c1e-2a57-4c39-9d1e-0c7a1d0b5e42")
 
@@ -409,6 +410,21 @@ class WeaviateStore(HybridSearch):
         if not response.objects:
             return None
         return str(response.objects[0].properties.get("checksum") or "") or None
+
+    async def chunk_texts(self) -> list[tuple[str, str]]:
+        """Paged by offset: Weaviate serves up to QUERY_MAXIMUM_RESULTS (10 000 by default)."""
+        collection = await self._get_collection()
+        texts: list[tuple[str, str]] = []
+        while True:
+            response = await self._bounded(
+                collection.query.fetch_objects(limit=CHUNK_PAGE, offset=len(texts),
+                                               return_properties=["title", "text"]),
+                self.admin_budget_s, "chunk texts",
+            )
+            texts += [(str(o.properties.get("title") or ""), str(o.properties.get("text") or ""))
+                      for o in response.objects]
+            if len(response.objects) < CHUNK_PAGE:
+                return texts
 
     async def count(self) -> int:
         collection = await self._get_collection()

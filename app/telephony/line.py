@@ -30,9 +30,11 @@ from app.config import Settings
 from app.knowledge.seed import ensure_seeded
 from app.knowledge.store import KnowledgeStore
 from app.knowledge.stores import open_store
+from app.knowledge.vocabulary import farm_vocabulary
 from app.logs import current_call, mask_phone
 from app.metrics import Metrics, watch_loop_lag
 from app.realtime.connection import RealtimeConnection, RealtimeUnavailable
+from app.realtime.models import KEYWORD_TRANSCRIPTION
 from app.realtime.prewarm import PrewarmPool
 from app.telephony import twiml
 from app.telephony.security import SignatureChecker, StreamTokens, public_url, websocket_url
@@ -70,6 +72,8 @@ class PhoneLine:
         self.tokens = StreamTokens(settings)
         self.prewarm = PrewarmPool(self._open_realtime, settings.prewarm_ttl_seconds)
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
+        # The knowledge base's farm words, for transcription models that take keywords.
+        self.vocabulary: list[str] = []
 
     async def start(self) -> None:
         """Start the call-log writer and open the knowledge base (seeded in the background)."""
@@ -93,11 +97,25 @@ class PhoneLine:
 
     async def _seed(self, store: KnowledgeStore) -> int:
         try:
-            return await ensure_seeded(store)
+            added = await ensure_seeded(store)
         except Exception as exc:  # the line works without the sample pack
             self.knowledge_error = f"seeding the sample pack failed: {exc}"
             log.error("%s", self.knowledge_error)
             return 0
+        await self._warm_up(store)
+        return added
+
+    async def _warm_up(self, store: KnowledgeStore) -> None:
+        """Before the first call: load the query embedding model (a first search pays for it,
+        far past the turn's hold), and read the vocabulary when transcription takes keywords."""
+        try:
+            await store.search("température de la couveuse", 1)
+            if self.settings.openai_transcribe_model in KEYWORD_TRANSCRIPTION and self.settings.transcribe_keywords:
+                texts = await store.chunk_texts()
+                self.vocabulary = await asyncio.to_thread(farm_vocabulary, texts, self.settings.transcribe_keywords)
+                log.info("transcription keywords: %d farm words from the knowledge base", len(self.vocabulary))
+        except Exception as exc:  # calls work without either; retrieval reports its own failures
+            log.warning("knowledge warm-up failed: %s", exc)
 
     async def knowledge_health(self) -> dict[str, object]:
         if self.settings.rag_mode == "off":
@@ -114,7 +132,7 @@ class PhoneLine:
                 "seeding": self._seeding is not None and not self._seeding.done()}
 
     async def _open_realtime(self) -> RealtimeConnection:
-        return await RealtimeConnection.open(self.settings, realtime_session_update(self.settings))
+        return await RealtimeConnection.open(self.settings, realtime_session_update(self.settings, self.vocabulary))
 
     # ------------------------------------------------------------------ HTTP webhooks
 

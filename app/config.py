@@ -45,10 +45,12 @@ class Settings(BaseSettings):
     transcribe_keywords: int = 60
     # Per answer: about 30 s of speech. An answer cut by the limit ends mid-sentence, so this
     # is a ceiling for runaway answers, not the length the instructions ask for.
-    max_output_tokens: int = 600
-    # Retention-ratio truncation: past the limit the service drops old turns down to the
-    # ratio, so long calls stop re-billing their whole history on every answer.
-    truncation_token_limit: int = 6000
+    max_output_tokens: int | Literal["inf"] = 600
+    # Retention-ratio truncation: once the conversation reaches the limit (0: the model's own),
+    # the service drops old turns down to the ratio in one go, so the prompt cache is rebuilt
+    # once rather than on every later answer. A low limit costs more than it saves while the
+    # cache holds the conversation (benchmarks/README.md, "Call cost").
+    truncation_token_limit: int = 0
     truncation_retention_ratio: float = 0.8
     turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"
     vad_threshold: float = 0.5

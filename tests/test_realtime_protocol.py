@@ -32,7 +32,7 @@ def assert_strictly_valid(event: dict) -> None:
 @pytest.mark.parametrize("overrides", [
     {}, {"audio_codec": "pcmu"}, {"turn_detection": "semantic_vad"}, {"noise_reduction": "off"},
     {"noise_reduction": "near_field"}, {"openai_transcribe_model": "gpt-transcribe"},
-    {"openai_realtime_model": "gpt-realtime-1.5", "truncation_token_limit": 0},
+    {"openai_realtime_model": "gpt-realtime-1.5", "truncation_token_limit": 4000},
 ])
 def test_session_update_is_valid_ga(overrides):
     event = protocol.session_update(Settings(_env_file=None, **overrides))
@@ -84,8 +84,7 @@ def test_model_specific_fields_go_only_to_the_models_that_take_them():
     assert default["audio"]["input"]["transcription"] == {
         "model": "gpt-realtime-whisper", "language": "fr", "delay": "low"}
     assert default["max_output_tokens"] == 600
-    assert default["truncation"] == {"type": "retention_ratio", "retention_ratio": 0.8,
-                                     "token_limits": {"post_instructions": 6000}}
+    assert default["truncation"] == {"type": "retention_ratio", "retention_ratio": 0.8}  # at the model's limit
 
     older = Settings(_env_file=None, openai_realtime_model="gpt-realtime-1.5", openai_transcribe_model="gpt-transcribe",
                      truncation_token_limit=40_000)

@@ -51,15 +51,16 @@ def transcription(settings: Settings, keywords: Sequence[str] = ()) -> dict[str,
     return config
 
 
-def truncation(settings: Settings) -> dict[str, Any] | str:
-    """Past TRUNCATION_TOKEN_LIMIT tokens of conversation, drop old turns down to the ratio
-    (at most what the model's context leaves after an answer); 0 keeps the service's "auto"."""
-    if settings.truncation_token_limit <= 0:
-        return "auto"
-    reserve = settings.max_output_tokens if isinstance(settings.max_output_tokens, int) else models.MAX_OUTPUT_TOKENS
-    ceiling = models.context_window(settings.openai_realtime_model) - reserve
-    return {"type": "retention_ratio", "retention_ratio": settings.truncation_retention_ratio,
-            "token_limits": {"post_instructions": min(settings.truncation_token_limit, ceiling)}}
+def truncation(settings: Settings) -> dict[str, Any]:
+    """Past TRUNCATION_TOKEN_LIMIT tokens of conversation (0: the model's own limit), drop old
+    turns down to the ratio; a limit never exceeds what the context leaves after an answer."""
+    policy: dict[str, Any] = {"type": "retention_ratio", "retention_ratio": settings.truncation_retention_ratio}
+    if settings.truncation_token_limit > 0:
+        reserve = (settings.max_output_tokens if isinstance(settings.max_output_tokens, int)
+                   else models.MAX_OUTPUT_TOKENS)
+        ceiling = models.context_window(settings.openai_realtime_model) - reserve
+        policy["token_limits"] = {"post_instructions": min(settings.truncation_token_limit, ceiling)}
+    return policy
 
 
 def session_update(settings: Settings, *, create_response: bool = True,

@@ -23,6 +23,7 @@ from app.knowledge.ingest import (
     read_document,
     split_sentences,
 )
+from app.knowledge.seed import sample_pack_files
 from app.knowledge.store import Chunk, Passage, StoreHealth
 
 # --------------------------------------------------------------------------- a toy store
@@ -377,8 +378,9 @@ def test_chunk_ids_are_stable_and_distinct() -> None:
 
 
 def test_sample_pack_chunks_are_well_formed() -> None:
-    pack = Path(ingest.__file__).with_name("sample_pack")
-    for path in sorted(pack.glob("*.md")):
+    files = sample_pack_files()
+    assert files
+    for path in files:
         chunks = chunk_document(_read(path), path.name)
         assert chunks, path.name
         for chunk in chunks:

@@ -1,0 +1,247 @@
+"""Ingestion: read documents, cut them into chunks, write them to a knowledge store.
+
+One module per format turns a file into a `Document` (a title and sections, each with its
+heading path and its text blocks): `markdown` (.md, .markdown, markdown-it-py), `html`
+(.html, .htm, selectolax), `pdf` (.pdf, pypdf) and `text` (.txt). A reader that cannot make
+sense of a file raises `IngestError` with a message meant for the person running the
+ingestion. `chunking` cuts any `Document` into chunks; this module walks paths, skips
+unchanged files and writes the chunks to a store.
+
+Identity
+    * `source` is the file path as given or as walked, through `pathlib` (so "./docs/a.md"
+      becomes "docs/a.md"; relative paths stay relative, absolute ones absolute).
+    * Chunk ids derive from source, position and text (see `chunking`).
+    * A document's checksum is sha256 over `CHUNKER_VERSION` and the file bytes: a file whose
+      bytes did not change is skipped, unless the readers or the chunker changed (bump
+      `CHUNKER_VERSION` whenever a change in this package alters the chunks produced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.knowledge.ingest import html, markdown, pdf, text
+from app.knowledge.ingest.chunking import (
+    HEADING_SEPARATOR,
+    MAX_CHARS,
+    MIN_CHARS,
+    OVERLAP_CHARS,
+    OVERLAP_MAX_CHARS,
+    TAIL_CHARS,
+    TARGET_CHARS,
+    TITLE_SEPARATOR,
+    chunk_document,
+    chunk_id,
+    section_title,
+    split_sentences,
+)
+from app.knowledge.ingest.document import Document, IngestError, Section, decode_text, title_from_path
+from app.knowledge.ingest.html import read_html
+from app.knowledge.ingest.markdown import read_markdown
+from app.knowledge.ingest.pdf import read_pdf
+from app.knowledge.ingest.text import read_text
+from app.knowledge.store import Chunk, KnowledgeStore
+
+__all__ = [
+    "CHUNKER_VERSION", "HEADING_SEPARATOR", "HTML_SUFFIXES", "MARKDOWN_SUFFIXES", "MAX_CHARS",
+    "MIN_CHARS", "OVERLAP_CHARS", "OVERLAP_MAX_CHARS", "PDF_SUFFIXES", "SUPPORTED_SUFFIXES",
+    "TAIL_CHARS", "TARGET_CHARS", "TEXT_SUFFIXES", "TITLE_SEPARATOR", "Document", "IngestError",
+    "IngestReport", "Progress", "Section", "chunk_document", "chunk_id", "collect_files",
+    "decode_text", "document_checksum", "ingest_file", "ingest_paths", "read_document",
+    "read_html", "read_markdown", "read_pdf", "read_text", "section_title", "split_sentences",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNKER_VERSION = "2"   # 2: Markdown and HTML read by markdown-it-py and selectolax
+
+MARKDOWN_SUFFIXES = markdown.SUFFIXES
+TEXT_SUFFIXES = text.SUFFIXES
+HTML_SUFFIXES = html.SUFFIXES
+PDF_SUFFIXES = pdf.SUFFIXES
+SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
+
+
+def read_document(path: Path, data: bytes) -> Document:
+    """Parse a file's bytes according to its extension."""
+    suffix = path.suffix.lower()
+    fallback = title_from_path(path)
+    if suffix in MARKDOWN_SUFFIXES:
+        return read_markdown(decode_text(data, "Markdown"), fallback)
+    if suffix in TEXT_SUFFIXES:
+        return read_text(decode_text(data, "text"), fallback)
+    if suffix in HTML_SUFFIXES:
+        return read_html(data, fallback)
+    if suffix in PDF_SUFFIXES:
+        return read_pdf(data, fallback)
+    raise IngestError(f"unsupported file type {suffix or '(no extension)'!r}; "
+                      f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+
+
+def document_checksum(data: bytes) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"octi-chunker/{CHUNKER_VERSION}\x00".encode())
+    digest.update(data)
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass(slots=True)
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    chunks_written: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def files(self) -> int:
+        return len(self.added) + len(self.replaced) + len(self.unchanged) + len(self.failed)
+
+    def summary(self) -> str:
+        return (f"{len(self.added)} added, {len(self.replaced)} replaced, "
+                f"{len(self.unchanged)} unchanged, {len(self.failed)} failed; "
+                f"{self.chunks_written} chunks written")
+
+
+# progress(done, total, source, outcome) after each file; outcome is one of
+# "added", "replaced", "unchanged", "failed".
+Progress = Callable[[int, int, str, str], None]
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def collect_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files to ingest under `paths` (directories walked, sorted; hidden entries skipped),
+    and the paths refused straight away (missing, unsupported type)."""
+    files: list[Path] = []
+    refused: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(path: Path) -> None:
+        key = str(path)
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found: list[Path] = []
+            for root, dirs, names in os.walk(path, onerror=lambda e: refused.append(
+                    (str(e.filename or path), f"cannot list directory: {e.strerror or e}"))):
+                dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+                for name in names:
+                    if not _is_hidden(name) and Path(name).suffix.lower() in SUPPORTED_SUFFIXES:
+                        found.append(Path(root) / name)
+            for file in sorted(found, key=lambda p: p.parts):
+                add(file)
+        elif path.exists():
+            if path.suffix.lower() in SUPPORTED_SUFFIXES:
+                add(path)
+            else:
+                refused.append((str(path), f"unsupported file type {path.suffix or '(no extension)'!r}; "
+                                           f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"))
+        else:
+            refused.append((str(path), "no such file or directory"))
+    return files, refused
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise IngestError("cannot read: permission denied") from None
+    except IsADirectoryError:
+        raise IngestError("cannot read: is a directory") from None
+    except FileNotFoundError:
+        raise IngestError("cannot read: file disappeared") from None
+    except OSError as exc:
+        raise IngestError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _chunks_from_bytes(path: Path, data: bytes, source: str) -> list[Chunk]:
+    try:
+        document = read_document(path, data)
+    except IngestError:
+        raise
+    except RecursionError:
+        raise IngestError("document too deeply nested to read") from None
+    except Exception as exc:  # a parser's bug on a strange file fails that file, not the run
+        log.warning("reading %s failed", source, exc_info=True)
+        raise IngestError(f"cannot parse the document ({type(exc).__name__}: {exc})") from None
+    chunks = chunk_document(document, source)
+    if not chunks:
+        raise IngestError("no text found in the document")
+    return chunks
+
+
+async def ingest_file(store: KnowledgeStore, path: str | os.PathLike[str], *,
+                      source: str | None = None) -> tuple[str, int]:
+    """Ingest one file; returns (outcome, chunks written), outcome "added", "replaced" or
+    "unchanged". Raises IngestError for a file that cannot be read; store errors propagate.
+
+    `source` defaults to the path as given (through pathlib)."""
+    path = Path(path)
+    source = source or str(path)
+    data = await asyncio.to_thread(_read_bytes, path)
+    checksum = document_checksum(data)
+    previous = await store.document_checksum(source)
+    if previous == checksum:
+        return "unchanged", 0
+    chunks = await asyncio.to_thread(_chunks_from_bytes, path, data, source)
+    await store.replace_document(source, checksum, chunks)
+    return ("added" if previous is None else "replaced"), len(chunks)
+
+
+async def ingest_paths(store: KnowledgeStore, paths: Iterable[str | os.PathLike[str]], *,
+                       progress: Progress | None = None,
+                       source_for: Callable[[Path], str] | None = None) -> IngestReport:
+    """Ingest files and directories (walked recursively, supported extensions only).
+
+    Idempotent: an unchanged file (same bytes, same chunker version) is skipped; a changed
+    one replaces what the store held for its source. A file that cannot be read, parsed or
+    stored becomes a `failed` entry with a message; the others go on. `source_for` maps a
+    file path to its source (default: the path as given or walked)."""
+    report = IngestReport()
+
+    def plan() -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+        files, refused = collect_files(list(paths))
+        return [(path, source_for(path) if source_for else str(path)) for path in files], refused
+
+    files, refused = await asyncio.to_thread(plan)   # walking and resolving touch the disk
+    total = len(files) + len(refused)
+    done = 0
+    for source, message in refused:
+        report.failed.append((source, message))
+        done += 1
+        if progress:
+            progress(done, total, source, "failed")
+    for path, source in files:
+        try:
+            outcome, written = await ingest_file(store, path, source=source)
+        except IngestError as exc:
+            outcome, written = "failed", 0
+            report.failed.append((source, str(exc)))
+        except Exception as exc:  # a store error for this file: reported, the others go on
+            log.warning("ingestion of %s failed", source, exc_info=True)
+            outcome, written = "failed", 0
+            report.failed.append((source, f"store error: {type(exc).__name__}: {exc}"))
+        else:
+            getattr(report, outcome).append(source)
+            report.chunks_written += written
+        done += 1
+        if progress:
+            progress(done, total, source, outcome)
+    return report

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     caller_hash_salt: SecretStr | None = None  # default: derived from TWILIO_AUTH_TOKEN
     record_calls: bool = False               # stereo WAV per call; the greeting then says so
     review_username: str | None = None
-    review_password: SecretStr | None = None  # plain, or a "pbkdf2_sha256$…" hash
+    review_password: SecretStr | None = None  # plain, an argon2 hash, or an older "pbkdf2_sha256$…" one
     review_token: SecretStr | None = None
     # USD per 1M tokens: text in / cached / out, audio in / cached / out; transcription models
     # per minute of audio ("audio_minute"). From the service's model pages, 2026-12.
@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("data")
     log_level: str = "INFO"
+    redis_url: str | None = None             # review sign-in limit shared by workers; default: in memory
 
     # Limits and timeouts
     prewarm_ttl_seconds: float = 20.0

@@ -20,26 +20,20 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from fastapi import FastAPI
+from itsdangerous import base64_decode, base64_encode
+from pwdlib.hashers.argon2 import Argon2Hasher
 
 from app.calllog.records import CallEvent, PassageUsed, TurnRecorded
 from app.calllog.views import FLAG_ERROR, FLAG_INTERRUPTED, FLAG_NO_KNOWLEDGE, CallDetail, CallQuery, CallSummary
 from app.config import Settings
-from app.review import auth as review_auth
-from app.review import build_review_router
-from app.review import routes as review_routes
-from app.review.auth import (
-    CSRF_COOKIE,
-    SESSION_COOKIE,
-    LoginLimiter,
-    ReviewAuth,
-    Reviewer,
-    hash_password,
-    verify_password,
-)
+from app.review import build_review_router, call_api, formatting
+from app.review.auth import CSRF_COOKIE, SESSION_COOKIE, SESSION_SECONDS, ReviewAuth, Reviewer
+from app.review.limiter import MAX_FAILURES
 
 USER, PASSWORD, TOKEN = "alice", "correct horse battery", "tok-0123456789abcdefghijklmnopqrstuv"
-# Few iterations keep the tests fast; the format is the production one.
-PASSWORD_HASH = hash_password(PASSWORD, iterations=1_000)
+# An argon2id hash as `octi review hash-password` prints, with tiny costs to keep the tests fast.
+CHEAP_ARGON2 = Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1)
+PASSWORD_HASH = CHEAP_ARGON2.hash(PASSWORD)
 SCRIPT = "<script>alert('x')</script>"
 
 
@@ -304,9 +298,9 @@ async def test_sign_in_over_https_sets_a_secure_cookie_and_next_cannot_leave_the
 async def test_a_plain_password_is_hashed_at_start_up_and_still_signs_in(reader):
     settings = review_settings(review_username=USER, review_password="plain secret")
     auth = ReviewAuth(settings)
-    assert auth._password_hash.startswith("pbkdf2_sha256$600000$")
-    assert "plain secret" not in auth._password_hash and "plain secret" not in repr(vars(auth))
+    assert "plain secret" not in repr(vars(auth))   # only its argon2 hash is kept
     async with client(make_app(reader, settings, auth=auth)) as http:
+        assert (await sign_in(http, password="wrong secret")).status_code == 401
         assert (await sign_in(http, password="plain secret")).status_code == 303
         assert (await http.get("/calls")).status_code == 200
 
@@ -336,7 +330,7 @@ async def test_the_sign_in_form_needs_its_csrf_token(reader):
 async def test_sign_in_attempts_are_rate_limited_per_client_ip(reader):
     app = make_app(reader, signin_settings())
     async with client(app, ip="203.0.113.9") as attacker, client(app, ip="203.0.113.10") as colleague:
-        for _ in range(review_auth.MAX_FAILURES):
+        for _ in range(MAX_FAILURES):
             assert (await sign_in(attacker, password="guess")).status_code == 401
         blocked = await sign_in(attacker)  # even the right password, once blocked
         assert blocked.status_code == 429
@@ -345,27 +339,6 @@ async def test_sign_in_attempts_are_rate_limited_per_client_ip(reader):
         # Wrong tokens count against the same address.
         assert (await attacker.get("/api/calls", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 429
         assert (await sign_in(colleague)).status_code == 303
-
-
-def test_the_limiter_forgets_failures_after_its_window_and_on_success():
-    now = [1000.0]
-    limiter = LoginLimiter(max_failures=3, window_seconds=60, clock=lambda: now[0])
-    for _ in range(3):
-        assert limiter.retry_after("a") is None
-        limiter.failed("a")
-    assert limiter.retry_after("a") == 61
-    assert limiter.retry_after("b") is None
-    now[0] += 30
-    assert 0 < limiter.retry_after("a") <= 31
-    now[0] += 31
-    assert limiter.retry_after("a") is None
-    limiter.failed("a")
-    limiter.succeeded("a")
-    assert limiter.retry_after("a") is None
-    small = LoginLimiter(max_failures=1, max_clients=2, clock=lambda: now[0])
-    for ip in ("x", "y", "z"):
-        small.failed(ip)
-    assert small.retry_after("x") is None and small.retry_after("z") is not None  # memory stays bounded
 
 
 async def test_the_token_opens_the_api_and_csv_and_trades_for_a_cookie_once(reader):
@@ -402,35 +375,26 @@ async def test_a_tampered_forged_or_expired_cookie_is_refused(reader):
     async with client(app) as http:
         assert (await sign_in(http)).status_code == 303
         cookie = http.cookies[SESSION_COOKIE]
-        version, body, signature = cookie.split(".")
-        payload = review_auth._unb64(body).replace(b'"sub":"alice"', b'"sub":"admin"')
-        forged_payload = f"{version}.{review_auth._b64(payload)}.{signature}"
-        other_key = ReviewAuth(review_settings(review_username=USER,
-                                               review_password=hash_password("x", iterations=1000)))
-        for bad in (forged_payload, cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB"), "garbage", "v1..",
-                    other_key.issue_session(Reviewer(USER, "password"))):
+        payload, stamp, signature = cookie.split(".")
+        promoted = base64_decode(payload).replace(b'"sub":"alice"', b'"sub":"admin"')
+        assert promoted != base64_decode(payload)
+        forged_payload = f"{base64_encode(promoted).decode()}.{stamp}.{signature}"
+        backdated = f"{payload}.{base64_encode(b'x').decode()}.{signature}"
+        flipped = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+        other_key = ReviewAuth(review_settings(review_username=USER, review_password=CHEAP_ARGON2.hash("x")))
+        for bad in (forged_payload, backdated, flipped, "garbage", "v1..", "..",
+                    other_key.issue_session(Reviewer(USER, "password")),
+                    auth.csrf_token("nonce")):           # signed by the same key, for another purpose
             http.cookies.set(SESSION_COOKIE, bad, domain="testserver.local")
             assert (await http.get("/calls")).status_code == 303, bad
             assert (await http.get("/api/calls")).status_code == 401, bad
         http.cookies.set(SESSION_COOKIE, cookie, domain="testserver.local")
         assert (await http.get("/calls")).status_code == 200
-        now[0] += review_auth.SESSION_SECONDS + 1
+        now[0] += SESSION_SECONDS - 5
+        assert (await http.get("/calls")).status_code == 200
+        now[0] += 6
         assert (await http.get("/calls")).status_code == 303
-
-
-def test_password_hashes_round_trip_and_the_command_prints_one(capsys, monkeypatch):
-    encoded = hash_password("s3cret", iterations=1000)
-    assert encoded.startswith("pbkdf2_sha256$1000$")
-    assert verify_password("s3cret", encoded) and not verify_password("S3cret", encoded)
-    assert not verify_password("s3cret", "pbkdf2_sha256$1000$salt$notbase64!")
-    # Django's published test vector for its PBKDF2 hasher.
-    assert verify_password("lètmein", "pbkdf2_sha256$30000$seasalt$VrX+V8drCGo68wlvy6rfu8i1d1pfkdeXA4LJkRGJodY=")
-    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin\n"))
-    assert review_auth.cli(["hash-password", "--stdin"]) == 0
-    printed = capsys.readouterr().out.strip()
-    assert printed.startswith("pbkdf2_sha256$600000$") and verify_password("from stdin", printed)
-    with pytest.raises(ValueError):
-        ReviewAuth(review_settings(review_username=USER, review_password="pbkdf2_sha256$broken"))
+        assert (await http.get("/api/calls")).status_code == 401
 
 
 # ---------------------------------------------------------------- the list
@@ -514,7 +478,7 @@ async def test_the_json_api_gives_one_call_in_full(signed_in):
 
 
 async def test_the_csv_export_follows_the_filter_across_reader_pages(signed_in, reader, monkeypatch):
-    monkeypatch.setattr(review_routes, "CSV_BATCH", 7)
+    monkeypatch.setattr(call_api, "CSV_BATCH", 7)
     response = await signed_in.get("/calls.csv", params={"outcome": "caller_hung_up", "page": "3"})
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
@@ -705,10 +669,10 @@ async def test_static_files_are_served_and_versioned(signed_in):
 
 
 def test_naive_and_aware_times_display_in_paris():
-    assert review_routes.paris(datetime(2025, 1, 10, 8, 30)) == "10/01/2025 09:30"          # winter, naive = UTC
-    assert review_routes.paris(datetime(2025, 7, 10, 8, 30, tzinfo=timezone.utc)) == "10/07/2025 10:30"
-    assert review_routes.clock(65_400) == "01:05" and review_routes.clock(3_725_000) == "1:02:05"
-    assert review_routes.cost(0.1234) == "$0.12" and review_routes.cost(0.001) == "< $0.01"
-    assert review_routes.cost(0) == "$0.00"
-    assert review_routes.cost(None) == "coût inconnu"
-    assert review_routes.duration(None) == "en cours" and review_routes.duration(42.4) == "42 s"
+    assert formatting.paris(datetime(2025, 1, 10, 8, 30)) == "10/01/2025 09:30"          # winter, naive = UTC
+    assert formatting.paris(datetime(2025, 7, 10, 8, 30, tzinfo=timezone.utc)) == "10/07/2025 10:30"
+    assert formatting.clock(65_400) == "01:05" and formatting.clock(3_725_000) == "1:02:05"
+    assert formatting.cost(0.1234) == "$0.12" and formatting.cost(0.001) == "< $0.01"
+    assert formatting.cost(0) == "$0.00"
+    assert formatting.cost(None) == "coût inconnu"
+    assert formatting.duration(None) == "en cours" and formatting.duration(42.4) == "42 s"

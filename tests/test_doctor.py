@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from app.config import Settings
-from app.doctor import check_database, check_knowledge, check_ngrok, check_realtime, cli, run_doctor
+from app.config import Settings, get_settings
+from app.doctor import check_database, check_knowledge, check_ngrok, check_realtime, run_doctor
 from app.knowledge.store import Chunk
 from app.knowledge.stores import open_store
 from app.simulators.realtime_double import RealtimeDouble
+from tests.cli_runner import run_octi
 from tests.harness import loopback_socket
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,12 +271,21 @@ def test_a_v2_tunnel_and_a_missing_or_broken_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- the command
 
 
-def test_the_cli_entry_prints_json_and_fails_on_the_placeholder(tmp_path: Path) -> None:
-    settings = complete_settings(tmp_path, f"ws://127.0.0.1:{closed_port()}/v1/realtime")
-    out = io.StringIO()
-    code = cli(["--json", "--ngrok-config", str(REPO / "ngrok.yml")], settings=settings, out=out)
-    report = json.loads(out.getvalue())
-    assert code == 1 and report["status"] == "problem"
+def test_the_cli_entry_prints_json_and_fails_on_the_placeholder(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name, value in {**SECRETS, "openai_realtime_url": f"ws://127.0.0.1:{closed_port()}/v1/realtime",
+                        "twilio_account_sid": "AC" + "0" * 32, "public_base_url": f"https://{DOMAIN}",
+                        "host": "127.0.0.1", "port": "8000", "data_dir": str(tmp_path / "data"),
+                        "rag_mode": "off"}.items():
+        monkeypatch.setenv(name.upper(), value)
+    get_settings.cache_clear()
+    try:
+        result = run_octi("doctor", "--json", "--ngrok-config", str(REPO / "ngrok.yml"))
+    finally:
+        get_settings.cache_clear()
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and report["status"] == "problem"
     assert statuses(report, "ngrok") == ["problem", "problem"]
 
 
@@ -328,8 +338,8 @@ class WithoutOpenAI(MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, WithoutOpenAI())
-from app.doctor import cli
-sys.exit(cli(sys.argv[1:]))
+from app.cli import main
+main(["doctor", *sys.argv[1:]])
 """
 
 

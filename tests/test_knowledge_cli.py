@@ -10,9 +10,10 @@ import pytest
 
 from app.config import get_settings
 from app.knowledge import stores
-from app.knowledge.cli import ProgressBar, cli
+from app.knowledge.cli import ProgressBar
 from app.knowledge.embedding import Embedder
 from app.knowledge.seed import SAMPLE_PACK_DIR
+from tests.cli_runner import run_octi
 from tests.test_knowledge_ingest import make_pdf
 
 POUSSINS = """# Démarrage des poussins
@@ -62,17 +63,19 @@ def _docs(root: Path) -> Path:
     return docs
 
 
-def test_ingest_search_and_stats_with_the_real_model(kb_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_search_and_stats_with_the_real_model(kb_env: Path) -> None:
     docs = _docs(kb_env)
 
-    assert cli(["ingest", str(docs)]) == 0
-    out, err = capsys.readouterr()
+    result = run_octi("kb", "ingest", str(docs))
+    assert result.exit_code == 0
+    out, err = result.stdout, result.stderr
     assert "2 added, 0 replaced, 0 unchanged, 0 failed; 2 chunks written" in out
     assert "[" + "#" * ProgressBar.WIDTH + "] 2/2" in err
     assert (kb_env / "data").is_dir()
 
-    assert cli(["search", "mes poussins se serrent tous sous la lampe", "--json", "--limit", "2"]) == 0
-    out, err = capsys.readouterr()
+    result = run_octi("kb", "search", "mes poussins se serrent tous sous la lampe", "--json", "--limit", "2")
+    assert result.exit_code == 0
+    out, err = result.stdout, result.stderr
     passages = json.loads(out)
     assert isinstance(passages, list) and 1 <= len(passages) <= 2
     for passage in passages:
@@ -83,27 +86,29 @@ def test_ingest_search_and_stats_with_the_real_model(kb_env: Path, capsys: pytes
     assert "entassés sous la lampe" in passages[0]["text"]
     assert "sample pack" not in err      # the store had content: no seeding
 
-    assert cli(["stats"]) == 0
-    out, _ = capsys.readouterr()
+    result = run_octi("kb", "stats")
+    assert result.exit_code == 0
+    out = result.stdout
     assert "backend:   embedded" in out
     assert "documents: 2" in out
     assert "chunks:    2" in out
     assert "vectors:   on" in out
     assert str(kb_env / "data") in out
 
-    assert cli(["ingest", str(docs)]) == 0
-    out, _ = capsys.readouterr()
+    result = run_octi("kb", "ingest", str(docs))
+    assert result.exit_code == 0
+    out = result.stdout
     assert "0 added, 0 replaced, 2 unchanged, 0 failed; 0 chunks written" in out
 
 
-def test_ingest_exits_1_when_a_file_fails(kb_env: Path, keywords_only: None,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_exits_1_when_a_file_fails(kb_env: Path, keywords_only: None) -> None:
     docs = _docs(kb_env)
     (docs / "casse.pdf").write_bytes(b"%PDF-1.4 broken")
     (docs / "guide.pdf").write_bytes(make_pdf([["Le vide sanitaire suit la désinfection."]]))
 
-    assert cli(["ingest", "--quiet", str(docs), str(kb_env / "absent.txt")]) == 1
-    out, err = capsys.readouterr()
+    result = run_octi("kb", "ingest", "--quiet", str(docs), str(kb_env / "absent.txt"))
+    assert result.exit_code == 1
+    out, err = result.stdout, result.stderr
     assert "3 added, 0 replaced, 0 unchanged, 2 failed; 3 chunks written" in out
     assert f"failed: {docs / 'casse.pdf'}: not a readable PDF" in err
     assert f"failed: {kb_env / 'absent.txt'}: no such file or directory" in err
@@ -111,17 +116,19 @@ def test_ingest_exits_1_when_a_file_fails(kb_env: Path, keywords_only: None,
 
 
 def test_stats_seeds_an_empty_store_and_says_why_vectors_are_off(
-        kb_env: Path, keywords_only: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["stats"]) == 0
-    out, err = capsys.readouterr()
+        kb_env: Path, keywords_only: None) -> None:
+    result = run_octi("kb", "stats")
+    assert result.exit_code == 0
+    out, err = result.stdout, result.stderr
     assert "ingesting the sample pack" in err
     assert "documents: 40" in out
     assert "vectors:   off (keywords only)" in out
     assert "no model in tests" in out
     assert f"data dir:  {kb_env / 'data'}" in out
 
-    assert cli(["stats", "--json"]) == 0
-    out, err = capsys.readouterr()
+    result = run_octi("kb", "stats", "--json")
+    assert result.exit_code == 0
+    out, err = result.stdout, result.stderr
     info = json.loads(out)
     assert info["backend"] == "embedded" and info["ok"] is True
     assert info["documents"] == 40 and info["chunks"] > 40
@@ -129,72 +136,76 @@ def test_stats_seeds_an_empty_store_and_says_why_vectors_are_off(
     assert "sample pack" not in err      # seeded once
 
     # ingesting the pack by hand refreshes the seeded copies, it does not duplicate them
-    assert cli(["ingest", "--quiet", str(SAMPLE_PACK_DIR)]) == 0
-    assert "0 added, 0 replaced, 40 unchanged, 0 failed" in capsys.readouterr().out
+    result = run_octi("kb", "ingest", "--quiet", str(SAMPLE_PACK_DIR))
+    assert result.exit_code == 0
+    assert "0 added, 0 replaced, 40 unchanged, 0 failed" in result.stdout
 
 
-def test_search_text_output(kb_env: Path, keywords_only: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["search", "poux rouges sous les perchoirs", "--limit", "3"]) == 0
-    out, _ = capsys.readouterr()
+def test_search_text_output(kb_env: Path, keywords_only: None) -> None:
+    result = run_octi("kb", "search", "poux rouges sous les perchoirs", "--limit", "3")
+    assert result.exit_code == 0
+    out = result.stdout
     assert out.startswith("1. [")
     assert "sample_pack/poux-rouges.md #" in out
     assert "2. [" in out and "4. [" not in out
 
 
-def test_search_json_on_a_question_without_content_words(kb_env: Path, keywords_only: None,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["search", "euh ben", "--json"]) == 0
-    out, _ = capsys.readouterr()
+def test_search_json_on_a_question_without_content_words(kb_env: Path, keywords_only: None) -> None:
+    result = run_octi("kb", "search", "euh ben", "--json")
+    assert result.exit_code == 0
+    out = result.stdout
     assert json.loads(out) == []
 
 
-def test_eval_reports_the_metrics(kb_env: Path, keywords_only: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["eval", "--json"]) == 0
-    out, _ = capsys.readouterr()
+def test_eval_reports_the_metrics(kb_env: Path, keywords_only: None) -> None:
+    result = run_octi("kb", "eval", "--json")
+    assert result.exit_code == 0
+    out = result.stdout
     report = json.loads(out)
     assert report["limit"] == 5 and report["total"] >= 60
     assert 0 <= report["recall_at_1"] <= report["recall_at_5"] <= 1
     assert 0 <= report["mrr"] <= 1
     assert all({"question", "expected_source", "retrieved"} <= set(m) for m in report["misses"])
 
-    assert cli(["eval", "--limit", "3"]) == 0
-    out, _ = capsys.readouterr()
+    result = run_octi("kb", "eval", "--limit", "3")
+    assert result.exit_code == 0
+    out = result.stdout
     for label in ("recall@1:", "recall@5:", "MRR:", "misses:"):
         assert label in out
 
-    assert cli(["eval", "--min-recall", "1.01"]) == 1
+    assert run_octi("kb", "eval", "--min-recall", "1.01").exit_code == 1
 
 
-def test_eval_with_another_question_file(kb_env: Path, keywords_only: None,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_with_another_question_file(kb_env: Path, keywords_only: None) -> None:
     questions = kb_env / "q.json"
     questions.write_text(json.dumps([{"question": "poux rouges perchoirs", "expected_source": "poux-rouges.md"}]),
                          encoding="utf-8")
-    assert cli(["eval", "--questions", str(questions), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    result = run_octi("kb", "eval", "--questions", str(questions), "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
     assert report["total"] == 1 and report["recall_at_5"] == 1.0
 
     questions.write_text("{not json", encoding="utf-8")
-    assert cli(["eval", "--questions", str(questions)]) == 2
-    assert "cannot load the evaluation set" in capsys.readouterr().err
+    result = run_octi("kb", "eval", "--questions", str(questions))
+    assert result.exit_code == 2
+    assert "cannot load the evaluation set" in result.stderr
 
 
-def test_usage_errors(kb_env: Path, keywords_only: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli([]) == 2
-    assert cli(["search"]) == 2
-    assert cli(["nonsense"]) == 2
-    assert cli(["--help"]) == 0
-    assert cli(["search", "poux", "--limit", "0"]) == 2
-    capsys.readouterr()
+def test_usage_errors(kb_env: Path, keywords_only: None) -> None:
+    assert run_octi("kb").exit_code == 2
+    assert run_octi("kb", "search").exit_code == 2
+    assert run_octi("kb", "nonsense").exit_code == 2
+    assert run_octi("kb", "--help").exit_code == 0
+    assert run_octi("kb", "search", "poux", "--limit", "0").exit_code == 2
 
 
-def test_a_store_that_cannot_open_exits_2(kb_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_store_that_cannot_open_exits_2(kb_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KNOWLEDGE_BACKEND", "weaviate")
     monkeypatch.delenv("WEAVIATE_URL", raising=False)
     get_settings.cache_clear()
-    assert cli(["stats"]) == 2
-    assert "cannot open the knowledge store" in capsys.readouterr().err
+    result = run_octi("kb", "stats")
+    assert result.exit_code == 2
+    assert "cannot open the knowledge store" in result.stderr
 
 
 def test_progress_bar_on_a_terminal() -> None:

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.simulators.realtime_double import ASSET_TEXT, RealtimeDouble, TruncationRecord, build_arg_parser
+from app.simulators.realtime_double import ASSET_TEXT, RealtimeDouble, TruncationRecord, cli
 from app.simulators.realtime_schema import unexpected_server_keys
 
 with warnings.catch_warnings():
@@ -846,9 +846,10 @@ async def test_conversation_items_create_delete_retrieve(double: RealtimeDouble)
 
 def test_cli_arguments_and_module_entry_point() -> None:
     argv = ["--port", "9000", "--transcript", "un", "--transcript", "deux", "--speed", "0"]
-    args = build_arg_parser().parse_args(argv)
-    assert (args.host, args.port, args.speed, args.answer_seconds) == ("127.0.0.1", 9000, 0.0, 4.0)
-    assert args.transcript == ["un", "deux"]
+    options = cli.make_context("realtime-double", argv).params
+    assert (options["host"], options["port"], options["speed"]) == ("127.0.0.1", 9000, 0.0)
+    assert options["answer_seconds"] == 4.0
+    assert options["transcripts"] == ("un", "deux")
     result = subprocess.run(
         [sys.executable, "-m", "app.simulators.realtime_double", "--help"],
         cwd=ROOT,

@@ -41,9 +41,9 @@ from app.simulators.twilio_caller import (
     CallScript,
     Playback,
     Utterance,
-    cli,
     place_call,
 )
+from tests.cli_runner import run_octi
 from tests.harness import loopback_socket, serving_on
 
 AUDIO = Path(__file__).parent / "audio"
@@ -636,7 +636,7 @@ async def test_send_hook_can_rewrite_or_drop_messages() -> None:
     assert result.media_frames_sent == 10
 
 
-async def test_cli_calls_and_writes_the_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_cli_calls_and_writes_the_recording(tmp_path: Path) -> None:
     async def scenario(s: StreamSession) -> None:
         await s.next("start")
         await s.media(tone_ulaw(200))
@@ -644,11 +644,11 @@ async def test_cli_calls_and_writes_the_recording(tmp_path: Path, capsys: pytest
     customer = Customer(scenario)
     out_wav, timeline = tmp_path / "heard.wav", tmp_path / "call.json"
     async with serving(customer.app) as url:
-        code = await asyncio.to_thread(cli, [
-            "--url", url, "--public-url", PUBLIC, "--auth-token", TOKEN, "--duration", "0.6",
-            "--dtmf", "0.1:7", "--out-wav", str(out_wav), "--timeline", str(timeline)])
-    assert code == 0
-    printed = capsys.readouterr().out
+        result = await asyncio.to_thread(
+            run_octi, "call", "--url", url, "--public-url", PUBLIC, "--auth-token", TOKEN, "--duration", "0.6",
+            "--dtmf", "0.1:7", "--out-wav", str(out_wav), "--timeline", str(timeline))
+    assert result.exit_code == 0
+    printed = result.stdout
     assert "completed" in printed and "Greeting heard after" in printed and "caller hung up" in printed
     with wave.open(str(out_wav)) as w:
         assert (w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getnframes()) == (8000, 2, 1, 4800)

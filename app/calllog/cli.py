@@ -9,7 +9,7 @@ The database is the configured one (DATABASE_URL, else SQLite under DATA_DIR); m
 run first. DATE is YYYY-MM-DD (UTC) or a number of days back ("7d"); --since/--until are
 inclusive. Search covers the transcripts of both sides, ignoring case and accents; every
 word must appear. Exit codes: 0 success, 1 call not found, 2 usage error or database
-unavailable. `cli()` runs its own event loop: call it from synchronous code only.
+unavailable. Each command runs its own event loop: invoke it from synchronous code only.
 
 A cost that MODEL_PRICES could not price is unknown, never $0: "unknown" in the tables,
 null in JSON, an empty cell in CSV.
@@ -17,25 +17,27 @@ null in JSON, an empty cell in CSV.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import io
 import json
 import re
+import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn
 
+import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.calllog.migrate import upgrade_database
 from app.calllog.records import to_dict
 from app.calllog.store import CallLogStore
 from app.calllog.views import CallDetail, CallQuery, CallSummary
+from app.cli_support import OrderedGroup, ParsedBy, run_coroutine
 from app.config import get_settings
 
 CSV_COLUMNS = ("id", "call_sid", "started_at", "caller", "duration_s", "turns", "barge_ins", "outcome",
@@ -44,15 +46,11 @@ EXPORT_PAGE = 500
 _DURATION = re.compile(r"^\s*(\d+)\s*([dh])\s*$", re.IGNORECASE)
 
 
-class UsageError(Exception):
-    pass
-
-
 def parse_age(value: str) -> timedelta:
     """ "30d" → 30 days, "12h" → 12 hours."""
     match = _DURATION.match(value)
     if not match:
-        raise argparse.ArgumentTypeError(f"expected a number of days or hours, like 30d or 12h: {value!r}")
+        raise ValueError(f"expected a number of days or hours, like 30d or 12h: {value!r}")
     amount, unit = int(match.group(1)), match.group(2).lower()
     return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
 
@@ -65,55 +63,15 @@ def parse_day(value: str, *, today: date | None = None) -> date:
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD or a number of days like 7d: {value!r}") from None
+        raise ValueError(f"expected a date YYYY-MM-DD or a number of days like 7d: {value!r}") from None
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
-def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--search", metavar="TEXT", help="words in the transcripts (case and accents ignored)")
-    parser.add_argument("--outcome", help="caller_hung_up, agent_ended, transferred, error, timeout")
-    parser.add_argument("--since", type=parse_day, metavar="DATE", help="started on or after (YYYY-MM-DD or 7d)")
-    parser.add_argument("--until", type=parse_day, metavar="DATE", help="started on or before (YYYY-MM-DD)")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="octi calls", description="Read and tidy OCTI's call log.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-
-    listing = commands.add_parser("list", help="the latest calls, newest first")
-    listing.add_argument("--limit", type=_positive, default=25, help="calls per page (default 25)")
-    listing.add_argument("--page", type=_positive, default=1, help="page number (default 1)")
-    _add_filters(listing)
-    listing.add_argument("--json", action="store_true", help="print a JSON object")
-
-    show = commands.add_parser("show", help="one call: header, conversation, events")
-    show.add_argument("call", metavar="ID", help="the call's number in the list, or its CallSid")
-    show.add_argument("--json", action="store_true", help="print a JSON object")
-
-    export = commands.add_parser("export", help="every matching call, as CSV or JSON")
-    export.add_argument("--format", choices=["csv", "json"], required=True)
-    export.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
-    export.add_argument("--details", action="store_true", help="JSON only: include turns, passages and events")
-    _add_filters(export)
-
-    purge = commands.add_parser("purge", help="delete calls (and their recordings) past retention")
-    purge.add_argument("--older-than", type=parse_age, required=True, metavar="AGE",
-                       help="age of the calls to delete: Nd (days) or Nh (hours), e.g. 30d")
-    return parser
-
-
-def _query(args: argparse.Namespace, *, page: int = 1, per_page: int = 25) -> CallQuery:
-    if args.since and args.until and args.since > args.until:
-        raise UsageError(f"--since {args.since} is after --until {args.until}")
-    return CallQuery(text=args.search or None, outcome=args.outcome or None, date_from=args.since,
-                     date_to=args.until, page=page, per_page=per_page)
+def _query(search: str | None, outcome: str | None, since: date | None, until: date | None, *,
+           page: int = 1, per_page: int = 25) -> CallQuery:
+    if since and until and since > until:
+        raise click.UsageError(f"--since {since} is after --until {until}")
+    return CallQuery(text=search or None, outcome=outcome or None, date_from=since, date_to=until,
+                     page=page, per_page=per_page)
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -268,57 +226,118 @@ def csv_text(summaries: Sequence[CallSummary], *, header: bool) -> str:
 # ---------------------------------------------------------------------------- commands
 
 
-async def _list(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    query = _query(args, page=args.page, per_page=args.limit)
+@click.group(name="calls", cls=OrderedGroup)
+def cli() -> None:
+    """Read and tidy OCTI's call log."""
+
+
+def _filter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--search, --outcome, --since and --until, shared by list and export."""
+    day = ParsedBy(parse_day, "date")
+    options = [
+        click.option("--search", metavar="TEXT", help="words in the transcripts (case and accents ignored)"),
+        click.option("--outcome", metavar="OUTCOME", help="caller_hung_up, agent_ended, transferred, error, timeout"),
+        click.option("--since", type=day, metavar="DATE", help="started on or after (YYYY-MM-DD or 7d)"),
+        click.option("--until", type=day, metavar="DATE", help="started on or before (YYYY-MM-DD)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command(name="list")
+@click.option("--limit", type=click.IntRange(min=1), default=25, help="calls per page (default 25)")
+@click.option("--page", type=click.IntRange(min=1), default=1, help="page number (default 1)")
+@_filter_options
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object")
+def list_calls(limit: int, page: int, search: str | None, outcome: str | None, since: date | None,
+               until: date | None, as_json: bool) -> None:
+    """the latest calls, newest first"""
+    query = _query(search, outcome, since, until, page=page, per_page=limit)
+    _run(lambda store: _list(store, query, as_json))
+
+
+@cli.command()
+@click.argument("call", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object")
+def show(call: str, as_json: bool) -> None:
+    """one call: header, conversation, events
+
+    ID: the call's number in the list, or its CallSid
+    """
+    _run(lambda store: _show(store, call, as_json))
+
+
+@cli.command()
+@click.option("--format", "export_format", type=click.Choice(["csv", "json"]), required=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="write to FILE instead of standard output")
+@click.option("--details", is_flag=True, help="JSON only: include turns, passages and events")
+@_filter_options
+def export(export_format: str, output: Path | None, details: bool, search: str | None, outcome: str | None,
+           since: date | None, until: date | None) -> None:
+    """every matching call, as CSV or JSON"""
+    if details and export_format != "json":
+        raise click.UsageError("--details goes with --format json")
+    query = _query(search, outcome, since, until, per_page=EXPORT_PAGE)
+    _run(lambda store: _export(store, query, export_format, output, details))
+
+
+@cli.command()
+@click.option("--older-than", type=ParsedBy(parse_age, "age"), required=True, metavar="AGE",
+              help="age of the calls to delete: Nd (days) or Nh (hours), e.g. 30d")
+def purge(older_than: timedelta) -> None:
+    """delete calls (and their recordings) past retention"""
+    _run(lambda store: _purge(store, older_than))
+
+
+async def _list(store: CallLogStore, query: CallQuery, as_json: bool) -> int:
     summaries, total = await store.list_calls(query)
-    if args.json:
-        out.write(json.dumps({"total": total, "page": args.page, "per_page": args.limit,
-                              "calls": [summary_dict(s) for s in summaries]}, ensure_ascii=False, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps({"total": total, "page": query.page, "per_page": query.per_page,
+                               "calls": [summary_dict(s) for s in summaries]}, ensure_ascii=False, indent=2))
     else:
-        out.write(format_list(summaries, total, args.page, args.limit))
+        click.echo(format_list(summaries, total, query.page, query.per_page), nl=False)
     return 0
 
 
-async def _show(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    key = args.call.strip()
+async def _show(store: CallLogStore, call: str, as_json: bool) -> int:
+    key = call.strip()
     call_id = int(key) if key.isdigit() else await store.find_call_id(key)
     detail = await store.get_call(call_id) if call_id is not None else None
     if detail is None:
-        err.write(f"octi calls show: no call {key}\n")
+        click.echo(f"octi calls show: no call {key}", err=True)
         return 1
-    if args.json:
-        out.write(json.dumps(detail_dict(detail), ensure_ascii=False, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(detail_dict(detail), ensure_ascii=False, indent=2))
     else:
-        out.write(format_detail(detail))
+        click.echo(format_detail(detail), nl=False)
     return 0
 
 
-async def _export(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.details and args.format != "json":
-        raise UsageError("--details goes with --format json")
-    query = _query(args, per_page=EXPORT_PAGE)
+async def _export(store: CallLogStore, query: CallQuery, export_format: str, output: Path | None,
+                  details: bool) -> int:
     chunks: list[str] = []
     items: list[dict[str, Any]] = []
     count = 0
     while True:
         summaries, total = await store.list_calls(query)
-        if args.format == "csv":
+        if export_format == "csv":
             chunks.append(csv_text(summaries, header=query.page == 1))
         else:
             for summary in summaries:
-                detail = await store.get_call(summary.id) if args.details else None
+                detail = await store.get_call(summary.id) if details else None
                 items.append(detail_dict(detail) if detail else summary_dict(summary))
         count += len(summaries)
         if len(summaries) < query.per_page or count >= total:
             break
         query = replace(query, page=query.page + 1)
-    text = "".join(chunks) if args.format == "csv" else json.dumps(items, ensure_ascii=False, indent=2) + "\n"
-    if args.output:
-        path = Path(args.output)
-        await asyncio.to_thread(_write_file, path, text)
-        err.write(f"{count} call(s) exported to {path}\n")
+    text = "".join(chunks) if export_format == "csv" else json.dumps(items, ensure_ascii=False, indent=2) + "\n"
+    if output:
+        await asyncio.to_thread(_write_file, output, text)
+        click.echo(f"{count} call(s) exported to {output}", err=True)
     else:
-        out.write(text)
+        click.echo(text, nl=False)
     return 0
 
 
@@ -327,35 +346,33 @@ def _write_file(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8", newline="")
 
 
-async def _purge(store: CallLogStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    age: timedelta = args.older_than
+async def _purge(store: CallLogStore, age: timedelta) -> int:
     now = datetime.now(UTC)
     calls, recordings = await store.purge(age, now=now)
     cutoff = now - age
-    out.write(f"deleted {calls} call(s) started before {_when(cutoff)} UTC "
-              f"(with their turns, passages and events) and {recordings} recording file(s)\n")
+    click.echo(f"deleted {calls} call(s) started before {_when(cutoff)} UTC "
+               f"(with their turns, passages and events) and {recordings} recording file(s)")
     return 0
 
 
-_COMMANDS = {"list": _list, "show": _show, "export": _export, "purge": _purge}
+def _run(action: Callable[[CallLogStore], Awaitable[int]]) -> NoReturn:
+    """Run `action` on the configured call log and exit with its code."""
+    sys.exit(run_coroutine(_on_call_log(action)))
 
 
-async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _on_call_log(action: Callable[[CallLogStore], Awaitable[int]]) -> int:
     settings = get_settings()
     url = settings.effective_database_url
     try:
         await upgrade_database(url)
     except Exception as exc:  # unreachable server, unwritable DATA_DIR, a newer schema, …
-        err.write(f"octi calls: cannot prepare the call log database: {_reason(exc)}\n")
+        click.echo(f"octi calls: cannot prepare the call log database: {_reason(exc)}", err=True)
         return 2
     store = await CallLogStore.open(url, prices=settings.model_prices)
     try:
-        return await _COMMANDS[args.command](store, args, out, err)
-    except UsageError as exc:
-        err.write(f"octi calls {args.command}: {exc}\n")
-        return 2
+        return await action(store)
     except (SQLAlchemyError, OSError) as exc:
-        err.write(f"octi calls: call log database unavailable: {_reason(exc)}\n")
+        click.echo(f"octi calls: call log database unavailable: {_reason(exc)}", err=True)
         return 2
     finally:
         await store.close()
@@ -364,13 +381,6 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _reason(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-def cli(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Entry point of `octi calls`; `argv` are the arguments after "calls"."""
-    from app.cli import run_async_command
-
-    return run_async_command(_parser(), _run, argv, out, err)
 
 
 __all__ = ["cli", "parse_age", "parse_day", "format_list", "format_detail", "csv_text", "summary_dict",

@@ -10,18 +10,22 @@ eval, an empty store is seeded with the sample pack. Sources are the paths as gi
 for the sample pack's own files, stored as "sample_pack/<name>" like the seeded copies
 (`octi kb ingest app/knowledge/sample_pack` refreshes them rather than duplicating them). Exit codes: 0 success; 1 some file
 failed to ingest (or eval below --min-recall); 2 usage error or store unavailable.
-`cli()` runs its own event loop: call it from synchronous code only.
+Each command runs its own event loop: invoke it from synchronous code only.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
+import sys
 import textwrap
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import NoReturn, TextIO
 
+import click
+
+from app.cli_support import OrderedGroup, run_coroutine
 from app.config import get_settings
 from app.knowledge.errors import KnowledgeUnavailable
 from app.knowledge.evaluate import evaluate, load_questions
@@ -55,81 +59,88 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="octi kb", description="Manage OCTI's knowledge base.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-
-    ingest = commands.add_parser(
-        "ingest", help="ingest files and directories",
-        description=f"Ingest documents ({' '.join(sorted(SUPPORTED_SUFFIXES))}); directories are walked. "
-                    "Unchanged files are skipped, changed ones replaced.")
-    ingest.add_argument("paths", nargs="+", metavar="PATH")
-    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    search = commands.add_parser("search", help="search the knowledge base")
-    search.add_argument("question")
-    search.add_argument("--limit", type=int, default=None, help="passages to show (default: RAG_TOP_K)")
-    search.add_argument("--json", action="store_true", help="print a JSON list")
-
-    stats = commands.add_parser("stats", help="documents, chunks, backend, vectors")
-    stats.add_argument("--json", action="store_true", help="print a JSON object")
-
-    evaluation = commands.add_parser("eval", help="measure retrieval on the evaluation set")
-    evaluation.add_argument("--limit", type=int, default=5, help="passages searched per question (default 5)")
-    evaluation.add_argument("--json", action="store_true", help="print the report as JSON")
-    evaluation.add_argument("--questions", help="another evaluation set (JSON)")
-    evaluation.add_argument("--min-recall", type=float, default=None,
-                            help="exit 1 when recall@5 is below this (0–1)")
-    return parser
+@click.group(name="kb", cls=OrderedGroup)
+def cli() -> None:
+    """Manage OCTI's knowledge base."""
 
 
-async def _seed(store: KnowledgeStore, err: TextIO) -> None:
+@cli.command(short_help="ingest files and directories",
+             help=f"Ingest documents ({' '.join(sorted(SUPPORTED_SUFFIXES))}); directories are walked. "
+                  "Unchanged files are skipped, changed ones replaced.")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def ingest(paths: tuple[str, ...], quiet: bool) -> None:
+    _run(lambda store: _ingest(store, paths, quiet))
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="passages to show (default: RAG_TOP_K)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+def search(question: str, limit: int | None, as_json: bool) -> None:
+    """search the knowledge base"""
+    _run(lambda store: _search(store, question, limit, as_json))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object")
+def stats(as_json: bool) -> None:
+    """documents, chunks, backend, vectors"""
+    _run(lambda store: _stats(store, as_json))
+
+
+@cli.command(name="eval")
+@click.option("--limit", type=click.IntRange(min=1), default=5, help="passages searched per question (default 5)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--questions", type=click.Path(dir_okay=False, path_type=Path),
+              help="another evaluation set (JSON)")
+@click.option("--min-recall", type=float, default=None, help="exit 1 when recall@5 is below this (0–1)")
+def measure_retrieval(limit: int, as_json: bool, questions: Path | None, min_recall: float | None) -> None:
+    """measure retrieval on the evaluation set"""
+    _run(lambda store: _eval(store, limit, as_json, questions, min_recall))
+
+
+async def _seed(store: KnowledgeStore) -> None:
     """Seed the sample pack into an empty store (or finish an interrupted seeding)."""
     if await store.count() == 0:
-        err.write("knowledge base empty: ingesting the sample pack…\n")
-        err.flush()
+        click.echo("knowledge base empty: ingesting the sample pack…", err=True)
     written = await ensure_seeded(store)
     if written:
-        err.write(f"sample pack ingested ({written} chunks)\n")
+        click.echo(f"sample pack ingested ({written} chunks)", err=True)
 
 
-async def _ingest(store: KnowledgeStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    progress = None if args.quiet else ProgressBar(err)
-    report = await ingest_paths(store, args.paths, progress=progress, source_for=source_for)
+async def _ingest(store: KnowledgeStore, paths: tuple[str, ...], quiet: bool) -> int:
+    progress = None if quiet else ProgressBar(sys.stderr)
+    report = await ingest_paths(store, paths, progress=progress, source_for=source_for)
     for source, message in report.failed:
-        err.write(f"failed: {source}: {message}\n")
-    out.write(report.summary() + "\n")
+        click.echo(f"failed: {source}: {message}", err=True)
+    click.echo(report.summary())
     return 1 if report.failed else 0
 
 
-async def _search(store: KnowledgeStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    limit = args.limit if args.limit is not None else get_settings().rag_top_k
-    if limit < 1:
-        err.write("octi kb search: --limit must be at least 1\n")
-        return 2
-    await _seed(store, err)
-    passages = await store.search(args.question, limit=limit)
-    if args.json:
+async def _search(store: KnowledgeStore, question: str, limit: int | None, as_json: bool) -> int:
+    await _seed(store)
+    passages = await store.search(question, limit=limit if limit is not None else get_settings().rag_top_k)
+    if as_json:
         payload = [{"id": p.id, "source": p.source, "title": p.title, "text": p.text,
                     "score": round(p.score, 6), "position": p.position} for p in passages]
-        out.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return 0
     if not passages:
-        out.write("no passage found\n")
+        click.echo("no passage found")
         return 0
     for rank, p in enumerate(passages, start=1):
-        out.write(f"{rank}. [{p.score:.3f}] {p.title}\n")
-        out.write(f"   {p.source} #{p.position}\n")
+        click.echo(f"{rank}. [{p.score:.3f}] {p.title}")
+        click.echo(f"   {p.source} #{p.position}")
         for paragraph in p.text.split("\n"):
-            out.write(textwrap.fill(paragraph, width=100, initial_indent="   ", subsequent_indent="   ") + "\n")
-        out.write("\n")
+            click.echo(textwrap.fill(paragraph, width=100, initial_indent="   ", subsequent_indent="   "))
+        click.echo()
     return 0
 
 
-async def _stats(store: KnowledgeStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _stats(store: KnowledgeStore, as_json: bool) -> int:
     settings = get_settings()
-    await _seed(store, err)
+    await _seed(store)
     health = await store.health()
     documents = health.extra.get("documents")
     location = health.extra.get("path") or health.extra.get("url") \
@@ -144,8 +155,8 @@ async def _stats(store: KnowledgeStore, args: argparse.Namespace, out: TextIO, e
         "data_dir": str(settings.data_dir.resolve()),
         "location": location,
     }
-    if args.json:
-        out.write(json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False, indent=2))
         return 0
     vectors = "on (hybrid: keywords + vectors)" if health.vectors else "off (keywords only)"
     lines = [
@@ -159,66 +170,59 @@ async def _stats(store: KnowledgeStore, args: argparse.Namespace, out: TextIO, e
     lines.append(f"data dir:  {info['data_dir']}")
     if location:
         lines.append(f"store:     {location}")
-    out.write("\n".join(lines) + "\n")
+    click.echo("\n".join(lines))
     return 0 if health.ok else 2
 
 
-async def _eval(store: KnowledgeStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    if args.limit < 1:
-        err.write("octi kb eval: --limit must be at least 1\n")
-        return 2
+async def _eval(store: KnowledgeStore, limit: int, as_json: bool, questions_path: Path | None,
+                min_recall: float | None) -> int:
     try:
-        questions = await asyncio.to_thread(load_questions, args.questions)
+        questions = await asyncio.to_thread(load_questions, questions_path)
     except (OSError, ValueError) as exc:
-        err.write(f"octi kb eval: cannot load the evaluation set: {exc}\n")
+        click.echo(f"octi kb eval: cannot load the evaluation set: {exc}", err=True)
         return 2
-    await _seed(store, err)
-    report = await evaluate(store, questions, limit=args.limit)
-    if args.json:
-        out.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    await _seed(store)
+    report = await evaluate(store, questions, limit=limit)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
         found_1 = sum(1 for r in report.results if r.rank == 1)
         found_5 = sum(1 for r in report.results if r.rank is not None and r.rank <= 5)
-        out.write(f"questions: {report.total} (top {report.limit} passages each)\n")
-        out.write(f"recall@1:  {report.recall_at_1:.3f} ({found_1}/{report.total})\n")
-        out.write(f"recall@5:  {report.recall_at_5:.3f} ({found_5}/{report.total})\n")
-        out.write(f"MRR:       {report.mrr:.3f}\n")
+        click.echo(f"questions: {report.total} (top {report.limit} passages each)")
+        click.echo(f"recall@1:  {report.recall_at_1:.3f} ({found_1}/{report.total})")
+        click.echo(f"recall@5:  {report.recall_at_5:.3f} ({found_5}/{report.total})")
+        click.echo(f"MRR:       {report.mrr:.3f}")
         misses = report.misses
-        out.write(f"misses:    {len(misses)}\n")
+        click.echo(f"misses:    {len(misses)}")
         for miss in misses:
-            out.write(f"  - {miss.question}\n    expected {miss.expected_source}, got: "
-                      f"{', '.join(miss.retrieved) or 'nothing'}\n")
-    if args.min_recall is not None and report.recall_at_5 < args.min_recall:
-        err.write(f"recall@5 {report.recall_at_5:.3f} is below --min-recall {args.min_recall}\n")
+            click.echo(f"  - {miss.question}\n    expected {miss.expected_source}, got: "
+                       f"{', '.join(miss.retrieved) or 'nothing'}")
+    if min_recall is not None and report.recall_at_5 < min_recall:
+        click.echo(f"recall@5 {report.recall_at_5:.3f} is below --min-recall {min_recall}", err=True)
         return 1
     return 0
 
 
-_COMMANDS = {"ingest": _ingest, "search": _search, "stats": _stats, "eval": _eval}
+def _run(action: Callable[[KnowledgeStore], Awaitable[int]]) -> NoReturn:
+    """Run `action` on the configured knowledge store and exit with its code."""
+    sys.exit(run_coroutine(_on_store(action)))
 
 
-async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _on_store(action: Callable[[KnowledgeStore], Awaitable[int]]) -> int:
     from app.knowledge.stores import open_store
 
     try:
         store = open_store(get_settings())
     except (ValueError, KnowledgeUnavailable) as exc:
-        err.write(f"octi kb: cannot open the knowledge store: {exc}\n")
+        click.echo(f"octi kb: cannot open the knowledge store: {exc}", err=True)
         return 2
     try:
-        return await _COMMANDS[args.command](store, args, out, err)
+        return await action(store)
     except KnowledgeUnavailable as exc:
-        err.write(f"octi kb: knowledge store unavailable: {exc}\n")
+        click.echo(f"octi kb: knowledge store unavailable: {exc}", err=True)
         return 2
     finally:
         try:
             await store.close()
         except Exception as exc:  # closing must not hide the command's result
-            err.write(f"octi kb: error while closing the store: {exc}\n")
-
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `octi kb`; `argv` are the arguments after "kb"."""
-    from app.cli import run_async_command
-
-    return run_async_command(_parser(), _run, argv)
+            click.echo(f"octi kb: error while closing the store: {exc}", err=True)

@@ -12,11 +12,9 @@ Used by people (no phone needed), by tests and by benchmarks, through the server
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import inspect
 import json
-import os
 import sys
 import wave
 from collections import deque
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import click
 import httpx
 import numpy as np
 from twilio.request_validator import RequestValidator
@@ -34,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
+from app.cli_support import HELP_OPTIONS, ParsedBy, run_coroutine
 from app.simulators import twilio_wire as wire
 from app.simulators.twilio_wire import BYTES_PER_MS, FRAME_BYTES, FRAME_MS, SILENCE_FRAME, Violation
 
@@ -956,62 +956,58 @@ def _summary(r: CallResult) -> str:
 def _dtmf(value: str) -> tuple[float, str]:
     seconds, _, digit = value.partition(":")
     if not digit or len(digit) != 1 or digit not in "0123456789*#":
-        raise argparse.ArgumentTypeError(f"expected SECONDS:DIGIT, got {value!r}")
+        raise ValueError(f"expected SECONDS:DIGIT, got {value!r}")
     return float(seconds), digit
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="octi call", description="Call the OCTI phone line as Twilio would, without a phone.")
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="the server's real address")
-    p.add_argument("--public-url", help="the public base URL Twilio would use (what gets signed); default --url")
-    p.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"),
-                   help="Twilio auth token to sign with (default $TWILIO_AUTH_TOKEN; none: unsigned)")
-    p.add_argument("--wav", action="append", type=Path, default=[],
-                   help="a caller utterance, spoken once OCTI falls silent; repeat for more turns")
-    p.add_argument("--barge-in-wav", type=Path, help="an utterance spoken over OCTI's next answer")
-    p.add_argument("--barge-in-after-ms", type=float, default=1000.0,
-                   help="how far into OCTI's answer the barge-in starts (default 1000)")
-    p.add_argument("--dtmf", action="append", type=_dtmf, default=[], metavar="SECONDS:DIGIT")
-    p.add_argument("--duration", type=float, default=60.0, help="hang up after this many seconds (default 60)")
-    p.add_argument("--hangup-when-done", type=float, metavar="SECONDS",
-                   help="hang up this long after the last utterance once OCTI is silent")
-    p.add_argument("--out-wav", type=Path, help="write what the caller heard (8 kHz WAV)")
-    p.add_argument("--stereo", action="store_true", help="--out-wav with the caller left and OCTI right")
-    p.add_argument("--timeline", type=Path, help="write the full call record as JSON")
-    p.add_argument("--from", dest="from_number", default="+33612345678")
-    p.add_argument("--to", dest="to_number", default="+33198765432")
-    return p
+WAV_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+OUTPUT_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-def cli(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    utterances = [Utterance(wav) for wav in args.wav]
-    if args.barge_in_wav:
-        utterances.append(Utterance(args.barge_in_wav, after_answer_starts_ms=args.barge_in_after_ms))
-    for u in utterances:
-        if not u.wav.is_file():
-            print(f"error: no such WAV file: {u.wav}", file=sys.stderr)
-            return 2
-    script = CallScript(utterances=utterances, dtmf=args.dtmf, hangup_after=args.duration,
-                        hangup_when_done_after_s=args.hangup_when_done)
+@click.command(name="call", context_settings=HELP_OPTIONS)
+@click.option("--url", default="http://127.0.0.1:8000", help="the server's real address")
+@click.option("--public-url", help="the public base URL Twilio would use (what gets signed); default --url")
+@click.option("--auth-token", envvar="TWILIO_AUTH_TOKEN",
+              help="Twilio auth token to sign with (default $TWILIO_AUTH_TOKEN; none: unsigned)")
+@click.option("--wav", "wavs", multiple=True, type=WAV_FILE,
+              help="a caller utterance, spoken once OCTI falls silent; repeat for more turns")
+@click.option("--barge-in-wav", type=WAV_FILE, help="an utterance spoken over OCTI's next answer")
+@click.option("--barge-in-after-ms", type=float, default=1000.0,
+              help="how far into OCTI's answer the barge-in starts (default 1000)")
+@click.option("--dtmf", multiple=True, type=ParsedBy(_dtmf, "dtmf"), metavar="SECONDS:DIGIT")
+@click.option("--duration", type=float, default=60.0, help="hang up after this many seconds (default 60)")
+@click.option("--hangup-when-done", type=float, metavar="SECONDS",
+              help="hang up this long after the last utterance once OCTI is silent")
+@click.option("--out-wav", type=OUTPUT_FILE, help="write what the caller heard (8 kHz WAV)")
+@click.option("--stereo", is_flag=True, help="--out-wav with the caller left and OCTI right")
+@click.option("--timeline", type=OUTPUT_FILE, help="write the full call record as JSON")
+@click.option("--from", "from_number", default="+33612345678")
+@click.option("--to", "to_number", default="+33198765432")
+def cli(url: str, public_url: str | None, auth_token: str | None, wavs: tuple[Path, ...], barge_in_wav: Path | None,
+        barge_in_after_ms: float, dtmf: tuple[tuple[float, str], ...], duration: float,
+        hangup_when_done: float | None, out_wav: Path | None, stereo: bool, timeline: Path | None,
+        from_number: str, to_number: str) -> None:
+    """Call the OCTI phone line as Twilio would, without a phone."""
+    utterances = [Utterance(wav) for wav in wavs]
+    if barge_in_wav:
+        utterances.append(Utterance(barge_in_wav, after_answer_starts_ms=barge_in_after_ms))
+    script = CallScript(utterances=utterances, dtmf=list(dtmf), hangup_after=duration,
+                        hangup_when_done_after_s=hangup_when_done)
     try:
-        result = asyncio.run(place_call(args.url, script=script, public_url=args.public_url,
-                                        auth_token=args.auth_token or None, from_number=args.from_number,
-                                        to_number=args.to_number))
+        result = run_coroutine(place_call(url, script=script, public_url=public_url, auth_token=auth_token or None,
+                                          from_number=from_number, to_number=to_number))
     except (wave.Error, EOFError) as exc:
-        print(f"error: unreadable WAV: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    print(result.summary())
-    if args.out_wav:
-        result.write_wav(args.out_wav, stereo=args.stereo)
-        print(f"Heard audio written to {args.out_wav}")
-    if args.timeline:
-        result.write_timeline(args.timeline)
-        print(f"Timeline written to {args.timeline}")
-    return 0 if result.status in ("completed", "spoken_only") else 1
+        click.echo(f"error: unreadable WAV: {exc}", err=True)
+        sys.exit(2)
+    click.echo(result.summary())
+    if out_wav:
+        result.write_wav(out_wav, stereo=stereo)
+        click.echo(f"Heard audio written to {out_wav}")
+    if timeline:
+        result.write_timeline(timeline)
+        click.echo(f"Timeline written to {timeline}")
+    sys.exit(0 if result.status in ("completed", "spoken_only") else 1)
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli())
+    cli()

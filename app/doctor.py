@@ -8,11 +8,11 @@ when a server is silent. Secret values are never printed: only whether they are 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import sys
+from collections.abc import Awaitable, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
+import click
 import yaml
 from pydantic import ValidationError
 
+from app.cli_support import run_coroutine
 from app.config import Settings, get_settings
 from app.model_catalog import configured_models, load_installed_catalog
 
@@ -108,12 +110,12 @@ def check_keys(settings: Settings) -> list[Finding]:
 
 
 def _review_access(settings: Settings) -> Finding:
-    from app.review.auth import ALGORITHM, is_password_hash
+    from app.review.passwords import ARGON2_PREFIX, PBKDF2_PREFIX, is_password_hash
 
     username = (settings.review_username or "").strip()
     password = settings.review_password.get_secret_value() if settings.review_password else ""
-    if password.startswith(ALGORITHM + "$") and not is_password_hash(password):
-        return problem("keys", "REVIEW_PASSWORD looks like a pbkdf2_sha256 hash but is malformed: the service "
+    if password.startswith((PBKDF2_PREFIX, ARGON2_PREFIX)) and not is_password_hash(password):
+        return problem("keys", "REVIEW_PASSWORD looks like a password hash but is malformed: the service "
                        "does not start", "paste the whole output of `octi review hash-password`")
     signin = [name for name, present in (("REVIEW_USERNAME/REVIEW_PASSWORD", bool(username and password)),
                                          ("REVIEW_TOKEN", _secret_set(settings.review_token))) if present]
@@ -356,8 +358,9 @@ async def check_knowledge(settings: Settings, timeout: float = KNOWLEDGE_TIMEOUT
 
 async def check_realtime(settings: Settings, timeout: float = REALTIME_TIMEOUT_SECONDS) -> list[Finding]:
     """Open the realtime websocket as a call does and wait for the session to be accepted."""
-    from app.agent.session import realtime_session_update
-    from app.realtime.connection import RealtimeConnection, RealtimeUnavailable
+    from app.engines.openai_realtime.connection import RealtimeConnection, RealtimeUnavailable
+    from app.engines.openai_realtime.engine import session_update
+    from app.service import engine_options
 
     service = f"realtime service {_shown_url(settings.openai_realtime_url)}"
     if not settings.realtime_configured:
@@ -365,7 +368,7 @@ async def check_realtime(settings: Settings, timeout: float = REALTIME_TIMEOUT_S
     deadline = asyncio.get_running_loop().time() + timeout
     try:
         async with asyncio.timeout_at(deadline):
-            connection = await RealtimeConnection.open(settings, realtime_session_update(settings))
+            connection = await RealtimeConnection.open(settings, session_update(settings, engine_options(settings)))
     except TimeoutError:
         return [problem("realtime", f"{service}: no handshake within {timeout:g} s", "check OPENAI_REALTIME_URL")]
     except RealtimeUnavailable as exc:
@@ -487,33 +490,19 @@ def _configuration_problem(exc: ValidationError) -> Finding:
     return problem("configuration", f"the settings do not load: {errors}", "fix these environment variables")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="octi doctor", description="Check the set-up: keys, models, public URL, "
-                                     "database, knowledge base, realtime service, ngrok.yml.")
-    parser.add_argument("--ngrok-config", type=Path, default=DEFAULT_NGROK_CONFIG,
-                        help="the ngrok agent configuration to check (default: ./ngrok.yml)")
-    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
-    return parser
-
-
-def _runner(settings: Settings | None) -> Callable[[argparse.Namespace, TextIO, TextIO], Awaitable[int]]:
-    async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-        try:
-            chosen = settings or get_settings()
-        except ValidationError as exc:
-            findings = [_configuration_problem(exc)]
-            out.write(render_json(findings) if args.json else render_text(findings))
-            return 1
-        return await run_doctor(chosen, out, ngrok_config=args.ngrok_config, as_json=args.json)
-    return run
-
-
-def cli(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
-        out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Entry point of `octi doctor`; `argv` are the arguments after "doctor"."""
-    from app.cli import run_async_command
-
-    return run_async_command(_parser(), _runner(settings), argv, out, err)
+@click.command(name="doctor")
+@click.option("--ngrok-config", type=click.Path(path_type=Path), default=DEFAULT_NGROK_CONFIG,
+              help="the ngrok agent configuration to check (default: ./ngrok.yml)")
+@click.option("--json", "as_json", is_flag=True, help="print the checks as JSON")
+def cli(ngrok_config: Path, as_json: bool) -> None:
+    """Check the set-up: keys, models, public URL, database, knowledge base, realtime service, ngrok.yml."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        findings = [_configuration_problem(exc)]
+        click.echo(render_json(findings) if as_json else render_text(findings), nl=False)
+        sys.exit(1)
+    sys.exit(run_coroutine(run_doctor(settings, sys.stdout, ngrok_config=ngrok_config, as_json=as_json)))
 
 
 __all__ = ["Finding", "check_database", "check_keys", "check_knowledge", "check_models", "check_ngrok",

@@ -1,22 +1,18 @@
-"""The HTTP surface: thin FastAPI routes over the phone line."""
+"""The HTTP surface: thin FastAPI routes over the service (`app.service`)."""
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
 
+from app.channels.twilio.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH
 from app.config import Settings, get_settings
-from app.metrics import Metrics
-from app.model_catalog import load_installed_catalog, model_notices
 from app.review import build_review_router
-from app.telephony.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH, PhoneLine
+from app.service import Service
 from app.websocket import StreamingWebSocketProtocol
-
-log = logging.getLogger(__name__)
 
 TWIML = "application/xml"
 
@@ -45,22 +41,17 @@ def server_config(app: FastAPI, host: str, port: int, ws: str = "streaming") -> 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    line = PhoneLine(settings, Metrics())
+    service = Service(settings)
+    line = service.twilio
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        catalog = await load_installed_catalog()
-        if not catalog.available:
-            log.warning("could not check the configured models against the openai package: %s",
-                        "; ".join(catalog.errors))
-        for notice in model_notices(settings, catalog=catalog):
-            log.warning("%s", notice.text)
-        await line.start()
+        await service.start()
         yield
-        await line.close()
+        await service.close()
 
     app = FastAPI(title="OCTI phone line", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.line = line
+    app.state.service = service
 
     def signed_form(path: str):
         """A dependency: the form Twilio posted to `path`, or 403 when its signature is wrong."""
@@ -90,40 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        problems = []
-        knowledge = await line.knowledge_health()
-        if knowledge.get("ok") is False:
-            problems.append(f"knowledge base unavailable, answers go without context: {knowledge.get('detail')}")
-        elif knowledge.get("vectors") is False:
-            problems.append(f"knowledge base on keywords only: {knowledge.get('detail')}")
-        if not settings.realtime_configured:
-            problems.append("OPENAI_API_KEY is not set: calls are answered with an apology")
-        if line.signatures.refuses_everything:
-            problems.append("TWILIO_AUTH_TOKEN is not set and the server is not bound to loopback: "
-                            "every Twilio request is refused")
-        catalog = await load_installed_catalog()
-        notices = model_notices(settings, catalog=catalog)
-        problems.extend(notice.text for notice in notices)
-        return {
-            "status": "degraded" if problems else "ok",
-            "problems": problems,
-            "realtime": {"configured": settings.realtime_configured, "url": settings.openai_realtime_url,
-                         "model": settings.openai_realtime_model},
-            "models": {"realtime": settings.openai_realtime_model,
-                       "transcription": settings.openai_transcribe_model,
-                       "checked_against": catalog.source if catalog.available else None,
-                       "deprecated": [notice.to_dict() for notice in notices]},
-            "twilio": {"signatures_enforced": line.signatures.enforced},
-            "knowledge": knowledge,
-            "call_log": line.calllog.status(),
-            "audio_codec": settings.audio_codec,
-            "active_calls": line.active_calls,
-        }
+        return await service.health()
 
-    app.include_router(build_review_router(line.call_log_reader, settings))
+    app.include_router(build_review_router(service.call_log_reader, settings))
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(line.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

@@ -1228,7 +1228,7 @@ def validate_templates(session_updates: list[dict[str, Any]] | None = None,
 
 
 def example_session_update(codec: str) -> dict[str, Any]:
-    """A session.update shaped like the server's (app.realtime.protocol.session_update)."""
+    """A session.update shaped like the server's (app.engines.openai_realtime.protocol.session_update)."""
     fmt = {"type": "audio/pcmu"} if codec == "pcmu" else {"type": "audio/pcm", "rate": 24000}
     return {"type": "session.update", "session": {
         "type": "realtime", "model": DEFAULT_MODEL, "output_modalities": ["audio"], "instructions": "Tu es OCTI.",

@@ -16,7 +16,7 @@ import uvicorn
 from app.config import Settings
 from app.knowledge.seed import ensure_seeded
 from app.knowledge.stores import open_store
-from app.telephony.line import PhoneLine
+from app.service import Service
 from app.web import create_app, server_config
 
 AUDIO = Path(__file__).parent / "audio"
@@ -28,15 +28,15 @@ PUBLIC_URL = "https://octi.example.test"  # what Twilio believes it calls, as th
 class RunningLine:
     url: str
     settings: Settings
-    phone_line: PhoneLine
+    service: Service
 
     @property
     def metrics(self):
-        return self.phone_line.metrics
+        return self.service.metrics
 
     @property
     def prewarm(self):
-        return self.phone_line.prewarm
+        return self.service.agent.prewarm
 
 
 _seeded_template: Path | None = None
@@ -99,6 +99,6 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
     app = create_app(settings)
     try:
         async with serving_on(sock, server_config(app, "127.0.0.1", port)):
-            yield RunningLine(f"http://127.0.0.1:{port}", settings, app.state.line)
+            yield RunningLine(f"http://127.0.0.1:{port}", settings, app.state.service)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

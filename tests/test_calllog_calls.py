@@ -25,7 +25,7 @@ async def stored_call(line, call_sid: str):
     """The call as stored, once the session has ended and the writer has flushed."""
     while line.metrics.active_calls:
         await asyncio.sleep(0.05)
-    assert await line.phone_line.calllog.flush(timeout=15)
+    assert await line.service.calllog.flush(timeout=15)
     async with await CallLogStore.open(line.settings.effective_database_url) as store:
         call_id = await store.find_call_id(call_sid)
         return await store.get_call(call_id), await store.recording_path(call_id)
@@ -105,7 +105,7 @@ async def test_the_database_down_during_a_call_loses_nothing(double, tmp_path):
     (tmp_path / "missing-dir").write_text("a file where the database's directory should be")
     script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=2.5)
     async with running_line(openai_realtime_url=double.url, database_url=unreachable) as line:
-        writer = line.phone_line.calllog
+        writer = line.service.calllog
         result = await call(line, script)
         assert result.status == "completed" and double.connections[0].responses[1].status == "completed"
         while line.metrics.active_calls:

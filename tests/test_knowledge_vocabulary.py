@@ -49,7 +49,7 @@ def test_plural_and_singular_count_as_one_word():
 async def test_a_keyword_transcription_model_gets_the_knowledge_base_vocabulary(double):
     async with running_line(openai_realtime_url=double.url, openai_transcribe_model="gpt-transcribe") as line:
         for _ in range(600):  # seeding and warm-up run in the background after start-up
-            if line.phone_line.vocabulary:
+            if line.service.knowledge.vocabulary:
                 break
             await asyncio.sleep(0.1)
         result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
@@ -65,7 +65,7 @@ async def test_the_streaming_default_sends_a_delay_and_no_keywords(double):
     async with running_line(openai_realtime_url=double.url) as line:
         result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
                                   script=CallScript(hangup_after=1.0))
-        assert line.phone_line.vocabulary == []  # not even computed: nothing would use it
+        assert line.service.knowledge.vocabulary == []  # not even computed: nothing would use it
     assert result.status == "completed"
     session = double.connections[0].session
     assert session["audio"]["input"]["transcription"] == {

@@ -14,7 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.agent.session import realtime_session_update
+from app.engines.openai_realtime.engine import session_update
+from app.service import engine_options
 from app.config import Settings
 from app.web import create_app, server_config
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, loopback_socket, serving_on
@@ -39,8 +40,8 @@ NEEDED = {"session.created", "session.updated", "input_audio_buffer.speech_start
 def test_event_templates_validate_against_the_sdk_types() -> None:
     # The peer's own example updates, then the very session.update the server sends for each codec.
     assert NEEDED <= set(lean.validate_templates())
-    updates = [realtime_session_update(Settings(_env_file=None, audio_codec=codec, rag_mode="off"))
-               for codec in ("pcm16", "pcmu")]
+    settings_per_codec = [Settings(_env_file=None, audio_codec=codec, rag_mode="off") for codec in ("pcm16", "pcmu")]
+    updates = [session_update(settings, engine_options(settings)) for settings in settings_per_codec]
     assert NEEDED <= set(lean.validate_templates(updates))
 
 
@@ -82,7 +83,7 @@ async def test_two_lean_calls_through_the_real_server(codec: str, sweep_ms: floa
                 results = await lean.run_fleet(
                     f"http://127.0.0.1:{port}", [{"index": i, "offset": 0.1 * i} for i in range(2)], duration=7.0,
                     public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, wavs=sorted(AUDIO.glob("*.wav")))
-                metrics = app.state.line.metrics
+                metrics = app.state.service.metrics
                 for _ in range(100):  # the server ends its sessions just after the callers hang up
                     if metrics.active_calls == 0:
                         break

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from app.telephony import media_stream as wire
+from app.channels.twilio import wire
 
 
 def media(payload: bytes = b"\xff" * 160, **overrides) -> str:
@@ -39,6 +39,10 @@ def test_start_carries_identity_and_custom_parameters():
     json.dumps({"event": "media", "media": {"payload": "AAAA", "timestamp": "soon"}}),
     json.dumps({"event": "mark", "mark": {}}),
     json.dumps({"event": "start", "start": {"streamSid": "MZ\"1", "callSid": "CA1"}}),
+    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "mediaFormat": "mulaw"}}),
+    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1",
+                                            "mediaFormat": {"sampleRate": "eight thousand"}}}),
+    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "mediaFormat": {"sampleRate": None}}}),
 ])
 def test_malformed_messages_raise_a_clear_error(raw):
     with pytest.raises(wire.MalformedMessage):

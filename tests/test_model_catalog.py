@@ -100,7 +100,7 @@ def test_the_installed_catalog_is_parsed_once() -> None:
 
 async def test_health_flags_a_deprecated_model_and_the_start_logs_it(
         caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    caplog.set_level(logging.WARNING, logger="app.web")
+    caplog.set_level(logging.WARNING, logger="app.service")
     # RAG off and an empty DATA_DIR: the knowledge base has nothing to do with this.
     async with running_line(openai_realtime_model="gpt-realtime", rag_mode="off", data_dir=tmp_path / "data") as line:
         async with httpx.AsyncClient() as http:
@@ -115,7 +115,7 @@ async def test_health_flags_a_deprecated_model_and_the_start_logs_it(
                for problem in health["problems"])
     assert health["realtime"]["model"] == "gpt-realtime"  # the existing fields stay
     warnings = [record.getMessage() for record in caplog.records
-                if record.name == "app.web" and record.levelno == logging.WARNING]
+                if record.name == "app.service" and record.levelno == logging.WARNING]
     assert any(message.startswith("OPENAI_REALTIME_MODEL=gpt-realtime:") for message in warnings)
 
 

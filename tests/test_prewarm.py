@@ -1,15 +1,15 @@
 import asyncio
 
-from app.agent.session import realtime_session_update
 from app.config import Settings
-from app.realtime.connection import RealtimeConnection
-from app.realtime.prewarm import PrewarmPool
+from app.engines.openai_realtime.engine import RealtimeEngine
+from app.engines.prewarm import PrewarmPool
+from app.service import engine_options
 
 
 def opener(url: str):
     settings = Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url=url,
                         realtime_connect_timeout_seconds=2)
-    return lambda: RealtimeConnection.open(settings, realtime_session_update(settings))
+    return lambda: RealtimeEngine.open(settings, engine_options(settings))
 
 
 async def test_the_stream_claims_the_connection_opened_by_the_webhook(double):

@@ -7,12 +7,14 @@ import json
 
 import httpx
 
-from app.agent.channel import CallOutcome
-from app.agent.rag import Retriever, retrieval_query
-from app.agent.session import CallSession, realtime_session_update
+from app.channels.contract import CallOutcome
+from app.agent.rag import retrieval_query
+from app.knowledge.retrieval import Retriever
+from app.agent.session import CallSession
 from app.config import Settings
 from app.knowledge.stores import open_store
-from app.realtime.connection import RealtimeConnection
+from app.engines.openai_realtime.engine import RealtimeEngine
+from app.service import engine_options
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line, seeded_data_dir
 from tests.test_session import MemoryChannel, telephone_frames
@@ -96,9 +98,9 @@ async def open_session(double, store, **settings_overrides):
     settings = Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url=double.url,
                         **settings_overrides)
     channel = MemoryChannel()
-    realtime = await RealtimeConnection.open(settings, realtime_session_update(settings))
+    engine = await RealtimeEngine.open(settings, engine_options(settings))
     retriever = Retriever(store, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k)
-    session = CallSession(channel, realtime, settings, retriever=retriever)
+    session = CallSession(channel, engine, settings, retriever=retriever)
     return channel, session, asyncio.create_task(session.run())
 
 

@@ -7,9 +7,11 @@ import pytest
 from openai.types.realtime import RealtimeClientEvent
 
 from app.agent.rag import SEARCH_TOOL
-from app.agent.session import realtime_session_update
+from app.engines.openai_realtime.engine import tool_object
+from app.engines.openai_realtime.engine import session_update
+from app.service import engine_options
 from app.config import Settings
-from app.realtime import protocol
+from app.engines.openai_realtime import protocol
 
 CLIENT_EVENT = pydantic.TypeAdapter(RealtimeClientEvent)
 
@@ -54,7 +56,8 @@ def test_defaults_suit_a_noisy_barn_and_french_callers():
 
 @pytest.mark.parametrize("mode", ["inject", "tool", "off"])
 def test_the_agent_session_follows_the_rag_mode(mode):
-    event = realtime_session_update(Settings(_env_file=None, rag_mode=mode))
+    settings = Settings(_env_file=None, rag_mode=mode)
+    event = session_update(settings, engine_options(settings))
     assert_strictly_valid(event)
     session = event["session"]
     assert session["audio"]["input"]["turn_detection"]["create_response"] is (mode != "inject")
@@ -65,7 +68,7 @@ def test_other_client_events_are_valid():
     for event in (
         protocol.response_create(),
         protocol.response_create("Réponds à partir des extraits."),
-        protocol.response_create("Cherche d'abord.", tools=[SEARCH_TOOL]),
+        protocol.response_create("Cherche d'abord.", tools=[tool_object(SEARCH_TOOL)]),
         protocol.function_output("call_1", '{"passages": []}'),
         protocol.system_message("octi_context_1", "# Extraits de la base de connaissances"),
         protocol.greeting_response("Bonjour"),

@@ -1,7 +1,7 @@
 from twilio.request_validator import RequestValidator
 
 from app.config import Settings
-from app.telephony.security import SignatureChecker, StreamTokens, public_url, websocket_url
+from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

@@ -9,11 +9,12 @@ import wave
 from collections.abc import AsyncIterator
 from time import perf_counter
 
-from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, EventTaker
-from app.agent.session import CallSession, realtime_session_update
+from app.channels.contract import CallerAudio, CallIdentity, CallOutcome, ChannelEvent
+from app.agent.session import CallSession
 from app.audio.formats import TELEPHONE_ULAW
 from app.config import Settings
-from app.realtime.connection import RealtimeConnection
+from app.engines.openai_realtime.engine import RealtimeEngine
+from app.service import engine_options
 from tests.harness import AUDIO
 
 FRAME = 160
@@ -38,11 +39,9 @@ class MemoryChannel:
         self.sent: list[tuple[str, object]] = []
         self.ended: CallOutcome | None = None
 
-    async def events(self, take_now: EventTaker | None = None) -> AsyncIterator[ChannelEvent]:
-        # Offered at once first, as the Twilio channel does, so both of the session's paths run.
+    async def events(self) -> AsyncIterator[ChannelEvent]:
         while (event := await self.inbox.get()) is not None:
-            if take_now is None or not take_now(event):
-                yield event
+            yield event
 
     async def send_audio(self, audio: bytes, mark: str) -> None:
         self.sent.append(("audio", audio))
@@ -64,8 +63,8 @@ class MemoryChannel:
 
 async def open_session(double, channel: MemoryChannel) -> tuple[CallSession, asyncio.Task]:
     settings = Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url=double.url)
-    realtime = await RealtimeConnection.open(settings, realtime_session_update(settings))
-    session = CallSession(channel, realtime, settings)
+    engine = await RealtimeEngine.open(settings, engine_options(settings))
+    session = CallSession(channel, engine, settings)
     return session, asyncio.create_task(session.run())
 
 

@@ -1,6 +1,6 @@
 import xml.etree.ElementTree as ET
 
-from app.telephony import twiml
+from app.channels.twilio import twiml
 
 
 def test_connect_stream_escapes_values_and_carries_the_parameters():

@@ -1,88 +1,35 @@
-"""Retrieval for a call: what the knowledge base says about the caller's question.
-
-The retriever never stalls a call: every search is bounded by a budget, and a store that
-is down, slow or broken yields "no context" (logged and counted), never an exception.
+"""Knowledge in a conversation: what the model is told, and when it is searched.
 
 `TurnRetrieval` follows one caller turn's words as the transcription streams them in, so
-that when the caller stops, the passages for what they said are ready (or nearly).
+that when the caller stops, the passages for what they said are ready (or nearly). The rest
+is what the model reads: the passages for one answer, the search tool and its results.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from dataclasses import dataclass, field
-from time import perf_counter
-from typing import Any, Literal
 
+from app.engines.contract import ToolSpec
 from app.knowledge.french import query_terms
-from app.knowledge.store import KnowledgeStore, Passage
-from app.metrics import Metrics
-
-log = logging.getLogger(__name__)
+from app.knowledge.retrieval import Retrieval, Retriever
 
 PASSAGE_CHARS = 700  # per passage in the instructions: enough for an answer, short enough for the context
 
-SEARCH_TOOL: dict[str, Any] = {
-    "type": "function",
-    "name": "search_knowledge",
-    "description": (
+SEARCH_TOOL = ToolSpec(
+    name="search_knowledge",
+    description=(
         "Cherche dans la base de connaissances OCTI (fiches techniques d'aviculture) les passages "
         "utiles pour répondre à la question de l'éleveur. À utiliser pour toute question technique."
     ),
-    "parameters": {
+    parameters={
         "type": "object",
         "properties": {
             "query": {"type": "string", "description": "La question de l'éleveur, reformulée si besoin."},
         },
         "required": ["query"],
     },
-}
-
-
-@dataclass(slots=True)
-class Retrieval:
-    """What one retrieval found, for the answer and for the call logs."""
-
-    query: str
-    outcome: Literal["ok", "empty", "timeout", "error", "cancelled", "unavailable"]
-    passages: list[Passage] = field(default_factory=list)
-    elapsed_ms: float = 0.0
-    error: str = ""
-
-    def summary(self) -> list[dict[str, Any]]:
-        return [{"id": p.id, "source": p.source, "score": round(p.score, 4)} for p in self.passages]
-
-
-class Retriever:
-    def __init__(self, store: KnowledgeStore | None, *, budget_ms: int, limit: int,
-                 metrics: Metrics | None = None) -> None:
-        self._store = store
-        self._budget = budget_ms / 1000
-        self._limit = limit
-        self._metrics = metrics or Metrics()
-
-    async def retrieve(self, query: str) -> Retrieval:
-        started = perf_counter()
-        if self._store is None:
-            result = Retrieval(query, "unavailable", error="no knowledge store")
-        else:
-            try:
-                passages = await asyncio.wait_for(self._store.search(query, self._limit), self._budget)
-                result = Retrieval(query, "ok" if passages else "empty", passages)
-            except TimeoutError:
-                result = Retrieval(query, "timeout", error=f"over the {self._budget * 1000:.0f} ms budget")
-            except asyncio.CancelledError:
-                self._metrics.counters["retrievals_cancelled"] += 1
-                raise
-            except Exception as exc:  # a broken store must never take the call down
-                result = Retrieval(query, "error", error=f"{type(exc).__name__}: {exc}")
-        result.elapsed_ms = (perf_counter() - started) * 1000
-        self._metrics.counters[f"retrievals_{result.outcome}"] += 1
-        if result.outcome not in {"ok", "empty"}:
-            log.warning("retrieval without context (%s): %s", result.outcome, result.error)
-        return result
+)
 
 
 # After the last new words, how long retrieval waits for more before it searches: a pause
@@ -220,7 +167,7 @@ def instructions_with_search_tool(base: str) -> str:
     them, so it searches itself before answering."""
     return (
         f"{base}\n\n# Base de connaissances\nPour une question technique, appelle d'abord l'outil "
-        f"{SEARCH_TOOL['name']} avec la question de l'éleveur, puis réponds à partir des extraits qu'il "
+        f"{SEARCH_TOOL.name} avec la question de l'éleveur, puis réponds à partir des extraits qu'il "
         "renvoie. Tu peux d'abord dire une phrase d'attente très courte, comme « Je regarde ça. »"
     )
 

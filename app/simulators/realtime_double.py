@@ -20,7 +20,6 @@ can inspect or await.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -31,6 +30,7 @@ import logging
 import math
 import random
 import string
+import sys
 import time
 import wave
 import warnings
@@ -42,12 +42,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
+import click
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from app.realtime import models
+from app.cli_support import HELP_OPTIONS
+from app.engines.openai_realtime import models
 from app.simulators import transcriber
 from app.simulators.realtime_schema import ClientEventError, ParsedClientEvent, parse_client_event
 from app.simulators.transcriber import StreamedUtterance
@@ -66,7 +68,6 @@ __all__ = [
     "ResponseRecord",
     "TruncationRecord",
     "VoiceAsset",
-    "build_arg_parser",
     "cli",
     "load_voice_asset",
 ]
@@ -1979,66 +1980,51 @@ class RealtimeDouble:
 # Command line
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="octi realtime-double",
-        description="Run a local double of the OpenAI Realtime API (GA protocol) for offline calls.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="port to listen on (default: %(default)s)")
-    parser.add_argument("--api-key", default=None, help="require this bearer key (default: accept any non-empty key)")
-    parser.add_argument(
-        "--speed",
-        type=float,
-        default=4.0,
-        help="audio streaming speed vs real time; 0 = no pacing (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--answer-seconds", type=float, default=4.0, help="length of each spoken answer (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--greeting-seconds",
-        type=float,
-        default=2.5,
-        help="length of a connection's first answer (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--transcript",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="scripted transcript of the caller's n-th utterance; repeat in order",
-    )
-    parser.add_argument(
-        "--transcription-seconds",
-        type=float,
-        default=transcriber.COMMITTED_TURN_SECONDS,
-        help="time a non-streaming transcription model takes after a commit (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--stream-lag-seconds",
-        type=float,
-        default=None,
-        help="lag of a streaming transcription model's words behind the audio (default: by its delay)",
-    )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
-    return parser
-
-
-async def _serve_until_cancelled(args: argparse.Namespace) -> None:
+@click.command(name="realtime-double", context_settings=HELP_OPTIONS)
+@click.option("--host", default="127.0.0.1", show_default=True, help="interface to listen on")
+@click.option("--port", type=int, default=8765, show_default=True, help="port to listen on")
+@click.option("--api-key", help="require this bearer key (default: accept any non-empty key)")
+@click.option("--speed", type=click.FloatRange(min=0), default=4.0, show_default=True,
+              help="audio streaming speed vs real time; 0 = no pacing")
+@click.option("--answer-seconds", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="length of each spoken answer")
+@click.option("--greeting-seconds", type=click.FloatRange(min=0, min_open=True), default=2.5, show_default=True,
+              help="length of a connection's first answer")
+@click.option("--transcript", "transcripts", multiple=True, metavar="TEXT",
+              help="scripted transcript of the caller's n-th utterance; repeat in order")
+@click.option("--transcription-seconds", type=float, default=transcriber.COMMITTED_TURN_SECONDS, show_default=True,
+              help="time a non-streaming transcription model takes after a commit")
+@click.option("--stream-lag-seconds", type=float,
+              help="lag of a streaming transcription model's words behind the audio (default: by its delay)")
+@click.option("--log-level", default="INFO", show_default=True, help="logging level")
+def cli(host: str, port: int, api_key: str | None, speed: float, answer_seconds: float, greeting_seconds: float,
+        transcripts: tuple[str, ...], transcription_seconds: float, stream_lag_seconds: float | None,
+        log_level: str) -> None:
+    """Run a local double of the OpenAI Realtime API (GA protocol) for offline calls."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     double = RealtimeDouble(
-        args.host,
-        args.port,
-        api_key=args.api_key,
-        speed=args.speed,
-        answer_seconds=args.answer_seconds,
-        greeting_seconds=args.greeting_seconds,
-        transcripts=args.transcript,
-        transcription_seconds=args.transcription_seconds,
-        stream_lag_seconds=args.stream_lag_seconds,
+        host,
+        port,
+        api_key=api_key,
+        speed=speed,
+        answer_seconds=answer_seconds,
+        greeting_seconds=greeting_seconds,
+        transcripts=transcripts,
+        transcription_seconds=transcription_seconds,
+        stream_lag_seconds=stream_lag_seconds,
     )
+    try:
+        asyncio.run(_serve_until_cancelled(double))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how the double is meant to stop
+    except OSError as exc:  # typically the port is taken
+        print(f"realtime double: {exc}", flush=True)
+        sys.exit(1)
+
+
+async def _serve_until_cancelled(double: RealtimeDouble) -> None:
     async with double:
-        key_hint = args.api_key or "any-non-empty-key"
+        key_hint = double.api_key or "any-non-empty-key"
         print(f"OpenAI Realtime double listening on {double.url}", flush=True)
         print("Point the phone line at it:", flush=True)
         print(f"  export OPENAI_REALTIME_URL={double.url}", flush=True)
@@ -2047,19 +2033,5 @@ async def _serve_until_cancelled(args: argparse.Namespace) -> None:
         await asyncio.Event().wait()
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """Entry point of `octi realtime-double` and `python -m app.simulators.realtime_double`."""
-    args = build_arg_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(_serve_until_cancelled(args))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:  # typically the port is taken
-        print(f"realtime double: {exc}", flush=True)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(cli())
+    cli()

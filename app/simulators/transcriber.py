@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from app.realtime.models import TOKEN_BILLED_TRANSCRIPTION
+from app.engines.openai_realtime.models import TOKEN_BILLED_TRANSCRIPTION
 
 # Assumed lag of a streamed word behind the audio, per `delay` (unset: "medium").
 STREAM_LAG_SECONDS = {"minimal": 0.15, "low": 0.3, "medium": 0.5, "high": 0.8, "xhigh": 1.2}

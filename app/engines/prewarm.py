@@ -1,8 +1,8 @@
-"""Open the realtime websocket while Twilio is still fetching our TwiML.
+"""Open the engine's connection while the channel is still setting up (Twilio fetching our TwiML).
 
-The webhook starts a connection keyed by CallSid; the media stream claims it moments
-later. A connection nobody claims (the stream landed on another worker, the caller hung
-up) is closed after a TTL.
+The webhook starts an engine keyed by call id; the media stream claims it moments later. An
+engine nobody claims (the stream landed on another worker, the caller hung up) is closed
+after a TTL.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app.realtime.connection import RealtimeConnection, RealtimeUnavailable
+from app.engines.contract import Engine, EngineUnavailable
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class _Pending:
-    task: asyncio.Task[RealtimeConnection]
+    task: asyncio.Task[Engine]
     expiry: asyncio.TimerHandle
 
 
 class PrewarmPool:
-    def __init__(self, opener: Callable[[], Awaitable[RealtimeConnection]], ttl_seconds: float) -> None:
+    def __init__(self, opener: Callable[[], Awaitable[Engine]], ttl_seconds: float) -> None:
         self._opener = opener
         self._ttl = ttl_seconds
         self._pending: dict[str, _Pending] = {}
@@ -41,25 +41,25 @@ class PrewarmPool:
         expiry = asyncio.get_running_loop().call_later(self._ttl, self._expire, call_sid)
         self._pending[call_sid] = _Pending(task, expiry)
 
-    async def claim(self, call_sid: str) -> RealtimeConnection | None:
-        """The pre-warmed connection for this call if it is (or becomes) usable, else None."""
+    async def claim(self, call_sid: str) -> Engine | None:
+        """The pre-warmed engine for this call if it is (or becomes) usable, else None."""
         pending = self._pending.pop(call_sid, None)
         if pending is None:
             return None
         pending.expiry.cancel()
         try:
-            connection = await pending.task
-        except (RealtimeUnavailable, asyncio.CancelledError):
+            engine = await pending.task
+        except (EngineUnavailable, asyncio.CancelledError):
             return None
-        if not connection.is_open:
-            await connection.close()
+        if not engine.is_open:
+            await engine.close()
             return None
-        return connection
+        return engine
 
     def _expire(self, call_sid: str) -> None:
         pending = self._pending.pop(call_sid, None)
         if pending is not None:
-            log.info("closing an unclaimed pre-warmed realtime connection")
+            log.info("closing an unclaimed pre-warmed engine")
             asyncio.create_task(_discard(pending.task))
 
     async def close(self) -> None:
@@ -69,15 +69,15 @@ class PrewarmPool:
         await asyncio.gather(*(_discard(entry.task) for entry in pending))
 
 
-async def _discard(task: asyncio.Task[RealtimeConnection]) -> None:
+async def _discard(task: asyncio.Task[Engine]) -> None:
     if not task.done():
         task.cancel()
     with contextlib.suppress(Exception, asyncio.CancelledError):
-        connection = await task
-        await connection.close()
+        engine = await task
+        await engine.close()
 
 
-def _swallow_failure(task: asyncio.Task[RealtimeConnection]) -> None:
+def _swallow_failure(task: asyncio.Task[Engine]) -> None:
     # The failure is reported when the stream claims it; avoid "exception never retrieved".
     if not task.cancelled() and task.exception() is not None:
-        log.warning("pre-warming the realtime connection failed: %s", task.exception())
+        log.warning("pre-warming the engine failed: %s", task.exception())

@@ -9,11 +9,11 @@ from time import perf_counter
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.agent.channel import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, Digit, EventTaker, PlaybackMark
+from app.channels.contract import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, Digit, PlaybackMark
 from app.audio.formats import TELEPHONE_ULAW
 from app.metrics import Metrics
-from app.telephony import media_stream as wire
-from app.websocket import TEXT_RECEIVER_EXTENSION, TEXT_SENDER_EXTENSION
+from app.channels.twilio import wire
+from app.websocket import TEXT_SENDER_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -71,34 +71,17 @@ class TwilioChannel:
         except TimeoutError:
             raise StreamRejected("no 'start' message in time") from None
 
-    async def events(self, take_now: EventTaker | None = None) -> AsyncIterator[ChannelEvent]:
-        set_receiver = self._ws.scope.get("extensions", {}).get(TEXT_RECEIVER_EXTENSION) if take_now else None
-        if set_receiver is not None:
-            set_receiver(lambda raw: self._offer(raw, take_now))
-        try:
-            while True:
-                raw = await _receive(self._ws)
-                if raw is None:
-                    return
-                message = _parse(raw, self._max_bytes, self._metrics)
-                if isinstance(message, wire.Stop):
-                    return
-                event = _event(message, perf_counter())
-                if event is not None:
-                    yield event
-        finally:
-            if set_receiver is not None:
-                set_receiver(None)
-
-    def _offer(self, raw: str, take_now: EventTaker) -> bool:
-        """A message straight from the socket: its event goes to `take_now`; False sends the
-        message through `events` instead (a `stop`, which ends it, or an event declined)."""
-        received_at = perf_counter()
-        message = _parse(raw, self._max_bytes, self._metrics)
-        if isinstance(message, wire.Stop):
-            return False
-        event = _event(message, received_at)
-        return event is None or take_now(event)
+    async def events(self) -> AsyncIterator[ChannelEvent]:
+        while True:
+            raw = await _receive(self._ws)
+            if raw is None:
+                return
+            message = _parse(raw, self._max_bytes, self._metrics)
+            if isinstance(message, wire.Stop):
+                return
+            event = _event(message, perf_counter())
+            if event is not None:
+                yield event
 
     async def _send(self, *texts: str) -> None:
         if self._closed or (self._send_now is not None and self._send_now(*texts)):

@@ -112,13 +112,19 @@ def parse_inbound(raw: str | bytes) -> InboundMessage | None:
         if not isinstance(params, dict):
             raise MalformedMessage("start with invalid customParameters")
         media_format = start.get("mediaFormat") or {}
+        if not isinstance(media_format, dict):
+            raise MalformedMessage("start with an invalid mediaFormat")
+        try:
+            sample_rate = int(media_format.get("sampleRate", 8000))
+        except (TypeError, ValueError):
+            raise MalformedMessage("start with an invalid mediaFormat sampleRate") from None
         return Start(
             stream_sid=stream_sid,
             call_sid=_text(start, "callSid", "start"),
             account_sid=str(start.get("accountSid", "")),
             custom_parameters={str(k): str(v) for k, v in params.items()},
             encoding=str(media_format.get("encoding", "audio/x-mulaw")),
-            sample_rate=int(media_format.get("sampleRate", 8000)),
+            sample_rate=sample_rate,
         )
     if event == "dtmf":
         return Dtmf(_text(_section(message, "dtmf"), "digit", "dtmf"))

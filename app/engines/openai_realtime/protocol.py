@@ -12,7 +12,7 @@ from typing import Any
 
 from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW, AudioFormat
 from app.config import Settings
-from app.realtime import models
+from app.engines.openai_realtime import models
 
 
 def model_audio_format(settings: Settings) -> AudioFormat:
@@ -104,6 +104,12 @@ def system_message(item_id: str, text: str) -> dict[str, Any]:
     return {"type": "conversation.item.create",
             "item": {"id": item_id, "type": "message", "role": "system",
                      "content": [{"type": "input_text", "text": text}]}}
+
+
+def text_message(role: str, text: str) -> dict[str, Any]:
+    """A past turn given back as text (a user's words or what the assistant said)."""
+    part = {"type": "input_text" if role == "user" else "output_text", "text": text}
+    return {"type": "conversation.item.create", "item": {"type": "message", "role": role, "content": [part]}}
 
 
 def function_output(call_id: str, output: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from string import Template
 from xml.sax.saxutils import escape
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "twiml"
+TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "twiml"
 SAY_VOICE = "Polly.Lea"
 
 

@@ -16,6 +16,7 @@ from websockets.protocol import State
 
 from app import json_wire
 from app.config import Settings
+from app.engines.contract import EngineUnavailable
 from app.websocket import MaskingKeys, masked_text_frame
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ MAX_SERVER_MESSAGE_BYTES = 8 * 1024 * 1024
 WRITE_BUFFER_HIGH_WATER = 32 * 1024
 
 
-class RealtimeUnavailable(RuntimeError):
+class RealtimeUnavailable(EngineUnavailable):
     """The realtime service could not be reached or refused us."""
 
 

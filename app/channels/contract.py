@@ -7,11 +7,14 @@ turns its wire protocol into these events and these operations.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.audio.formats import AudioFormat
+
+if TYPE_CHECKING:
+    from app.calllog.journal import CallJournal
 
 
 class CallOutcome(enum.StrEnum):
@@ -51,22 +54,13 @@ class Digit:
 
 ChannelEvent = CallerAudio | PlaybackMark | Digit
 
-# Takes an event at once, from the transport's own callback; False declines it (it then comes
-# through the channel's iterator, in order with the rest).
-EventTaker = Callable[[ChannelEvent], bool]
-
 
 class CallChannel(Protocol):
     audio_format: AudioFormat
     identity: CallIdentity
 
-    def events(self, take_now: EventTaker | None = None) -> AsyncIterator[ChannelEvent]:
-        """Caller events until the caller hangs up or the transport closes.
-
-        A channel whose transport allows it hands each event to `take_now` as it arrives,
-        without a task switch; those `take_now` declines, and all events of a channel that
-        cannot, come through the iterator, in order.
-        """
+    def events(self) -> AsyncIterator[ChannelEvent]:
+        """Caller events, in order, until the caller hangs up or the transport closes."""
         ...
 
     async def send_audio(self, audio: bytes, mark: str) -> None:
@@ -80,4 +74,16 @@ class CallChannel(Protocol):
 
     async def end(self, outcome: CallOutcome) -> None:
         """Close the caller's side; the outcome decides what the caller hears next."""
+        ...
+
+
+class Conversations(Protocol):
+    """What a channel needs from the agent behind it."""
+
+    def expect(self, call_id: str) -> None:
+        """A call is on its way (the channel is still setting up): get ready for it."""
+        ...
+
+    async def converse(self, channel: CallChannel, journal: CallJournal) -> CallOutcome:
+        """Hold the conversation until it ends; always ends the channel."""
         ...

@@ -1,0 +1,50 @@
+"""The agent as the channels see it: get an engine ready for a call that is coming, and
+converse with a caller once their channel is up. Channels know nothing else of the agent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from app.agent.session import CallSession
+from app.calllog.journal import CallJournal
+from app.channels.contract import CallChannel, CallOutcome
+from app.config import Settings
+from app.engines.contract import Engine, EngineUnavailable
+from app.engines.prewarm import PrewarmPool
+from app.knowledge.retrieval import Retriever
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, settings: Settings, metrics: Metrics, open_engine: Callable[[], Awaitable[Engine]],
+                 retriever: Callable[[], Retriever]) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._open_engine = open_engine
+        self._retriever = retriever  # the knowledge base's, once it is open
+        self.prewarm = PrewarmPool(open_engine, settings.prewarm_ttl_seconds)
+
+    def expect(self, call_id: str) -> None:
+        """A call is on its way: connect to the engine now, so the caller hears OCTI sooner."""
+        self.prewarm.start(call_id)
+
+    async def converse(self, channel: CallChannel, journal: CallJournal) -> CallOutcome:
+        engine = await self.prewarm.claim(channel.identity.call_id)
+        if engine is None:
+            try:
+                engine = await self._open_engine()
+            except EngineUnavailable as exc:
+                log.error("cannot reach the engine: %s", exc)
+                self._metrics.counters["realtime_unavailable"] += 1
+                journal.event("upstream_failure", str(exc))
+                await channel.end(CallOutcome.ERROR)
+                await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)
+                return CallOutcome.ERROR
+        session = CallSession(channel, engine, self._settings, self._metrics, self._retriever(), journal)
+        return await session.run()
+
+    async def close(self) -> None:
+        await self.prewarm.close()

@@ -1,0 +1,91 @@
+"""RAG_MODE=inject: the model answers when we ask, with the passages for what the caller said.
+
+While the caller speaks, their streamed words are searched as they come (`TurnRetrieval`).
+When they stop, the answer is released within RAG_HOLD_MS: with the search of all their
+words if it finished by then, else the newest one that did. With no words at all (a
+transcription that only comes after the turn), the answer goes at once with the search tool:
+the model heard the question and searches itself. A barge-in before the answer went out
+cancels that turn's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from time import perf_counter
+
+from app.agent.rag import SEARCH_TOOL, TurnRetrieval, instructions_with_search_tool, knowledge_context
+from app.knowledge.retrieval import Retrieval, Retriever
+from app.agent.state import KnowledgeTurnState, Turn
+from app.config import Settings
+from app.engines.contract import Engine
+from app.metrics import Metrics
+
+
+class KnowledgeTurns:
+    def __init__(self, engine: Engine, retriever: Retriever, settings: Settings, metrics: Metrics,
+                 record: Callable[[Turn], None]) -> None:
+        self._engine = engine
+        self._retriever = retriever
+        self._settings = settings
+        self._metrics = metrics
+        self._record = record  # the caller turn changed: log it
+        self._state = KnowledgeTurnState()
+
+    def speech_started(self, turn: Turn, previous_question: str | None) -> None:
+        self.cancel()
+        self._state.following = TurnRetrieval(self._retriever, previous_question)
+        self._state.following_turn = turn.item_id
+
+    def words(self, turn: Turn, *, final: bool) -> None:
+        state = self._state
+        following = state.following if state.following_turn == turn.item_id else state.releasing.get(turn.item_id)
+        if following is not None:
+            following.heard(turn.text, final=final)
+
+    def speech_stopped(self, turn: Turn) -> None:
+        stopped_at = perf_counter()
+        state = self._state
+        following = state.following if state.following_turn == turn.item_id else None
+        state.following, state.following_turn = None, ""
+        self.cancel()
+        if following is not None:  # words still coming in go to the turn being released
+            state.releasing[turn.item_id] = following
+        state.release = asyncio.create_task(self._release(turn, following, stopped_at), name="rag-answer")
+
+    def cancel(self) -> None:
+        """A barge-in before the answer went out: the caller is still talking, drop that turn's work."""
+        state = self._state
+        if state.release is not None and not state.release.done():
+            state.release.cancel()
+        state.release = None
+        if state.following is not None:
+            state.following.close()
+            state.following = None
+
+    async def close(self) -> None:
+        release = self._state.release
+        self.cancel()
+        if release is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(release, return_exceptions=True)
+
+    async def _release(self, turn: Turn, following: TurnRetrieval | None, stopped_at: float) -> None:
+        retrieval: Retrieval | None = None
+        if following is not None:
+            try:
+                retrieval = await following.settle(self._settings.rag_hold_ms / 1000)
+            finally:
+                following.close()
+                self._state.releasing.pop(turn.item_id, None)
+        if retrieval is None and self._settings.rag_fallback == "tool":
+            self._metrics.counters["turns_searched_by_the_model"] += 1
+            await self._engine.answer(instructions=instructions_with_search_tool(self._settings.agent_instructions),
+                                      tools=[SEARCH_TOOL])
+        else:
+            turn.retrieval = retrieval or Retrieval(following.query if following else "", "timeout",
+                                                    error="no words before the hold ended")
+            self._record(turn)
+            await self._engine.answer(context=knowledge_context(turn.retrieval))
+        self._metrics.turn_hold.observe(perf_counter() - stopped_at)

@@ -1,0 +1,45 @@
+"""Opening each call's journal, whatever channel carries the call: its start recorded, the
+caller masked and hashed with the service's salt, and with RECORD_CALLS a recorder."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from app.audio.formats import AudioFormat
+from app.calllog.journal import CallJournal, caller_hash, caller_salt
+from app.calllog.records import CallRecord
+from app.calllog.recording import StereoRecorder
+from app.channels.contract import CallIdentity
+from app.config import Settings
+from app.logs import mask_phone
+
+
+class CallJournals:
+    def __init__(self, settings: Settings, submit: Callable[[CallRecord], None]) -> None:
+        self._settings = settings
+        self._submit = submit
+        self._salt = b""
+
+    async def start(self) -> None:
+        """Read (or create) the caller-hash salt, off the event loop."""
+        secret = self._settings.caller_hash_salt
+        self._salt = await asyncio.to_thread(
+            caller_salt, secret.get_secret_value() if secret else None, self._settings.data_dir)
+
+    def open(self, identity: CallIdentity, *, stream_sid: str, audio_format: AudioFormat) -> CallJournal:
+        settings = self._settings
+        journal = CallJournal(
+            identity.call_id, self._submit, model=settings.openai_realtime_model,
+            prices=settings.model_prices, transcription_model=settings.openai_transcribe_model,
+            recorder=StereoRecorder(audio_format) if settings.record_calls else None,
+            recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
+        )
+        journal.started(
+            stream_sid=stream_sid, channel=identity.channel, caller_masked=mask_phone(identity.caller),
+            caller_hash=caller_hash(identity.caller, self._salt),
+            caller_number=identity.caller if settings.store_caller_number else None,
+            called=identity.called, codec=settings.audio_codec,
+            model=settings.openai_realtime_model, rag_mode=settings.rag_mode,
+        )
+        return journal

@@ -1,0 +1,1 @@
+"""How callers reach the agent, behind one contract (`contract.py`): Twilio Media Streams today."""

@@ -1,0 +1,1 @@
+"""Twilio: webhooks, signatures, TwiML, the Media Streams wire protocol and the channel."""

@@ -1,0 +1,154 @@
+"""The phone line: Twilio's webhooks, the media stream of each call, and what the caller
+hears once our side closes it.
+
+The line checks every request's signature and each stream's token, answers the webhook with
+TwiML (and has the agent get an engine ready meanwhile), turns the stream into a
+`TwilioChannel` and hands it to the agent. The FastAPI routes only translate HTTP into calls
+on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from starlette.websockets import WebSocket
+
+from app.calllog.journals import CallJournals
+from app.calllog.records import CallEvent, CallRecord
+from app.channels.contract import CallOutcome, Conversations
+from app.channels.twilio import twiml
+from app.channels.twilio.channel import StreamRejected, TwilioChannel
+from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
+from app.config import Settings
+from app.logs import current_call, mask_phone
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+INCOMING_PATH = "/voice/incoming"
+STREAM_PATH = "/voice/stream"
+STATUS_PATH = "/voice/status"
+STREAM_ENDED_PATH = "/voice/stream-ended"
+
+START_TIMEOUT_SECONDS = 10.0
+OUTCOME_TTL_SECONDS = 600.0
+POLICY_VIOLATION = 1008
+
+
+class TwilioLine:
+    """A phone number's calls: Twilio's webhooks and media streams, each call handed to the agent."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, *, agent: Conversations, journals: CallJournals,
+                 submit: Callable[[CallRecord], None]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._agent = agent
+        self._journals = journals
+        self._submit = submit  # to the call log: refusals and stream errors naming a call
+        self.signatures = SignatureChecker(settings)
+        self.tokens = StreamTokens(settings)
+        self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
+
+    # ------------------------------------------------------------------ HTTP webhooks
+
+    def signed(self, path: str, params: Mapping[str, str], signature: str | None, query: str = "") -> bool:
+        ok = self.signatures.valid(public_url(self.settings, path, query), params, signature)
+        if not ok:
+            self.metrics.counters["signature_refusals"] += 1
+            log.warning("refused a request to %s: bad or missing X-Twilio-Signature", path)
+            self._refusal(params.get("CallSid", ""), f"bad or missing X-Twilio-Signature on {path}")
+        return ok
+
+    def _refusal(self, call_sid: str, detail: str) -> None:
+        """Refusals naming a call go to its log, so reviewers see forged or replayed requests."""
+        if call_sid:
+            self._submit(CallEvent(call_sid, datetime.now(UTC), "signature_refused", detail))
+
+    def answer_call(self, form: Mapping[str, str]) -> str:
+        """The TwiML answer to an incoming call (signature already checked)."""
+        call_sid = form.get("CallSid", "")
+        caller, called = form.get("From", ""), form.get("To", "")
+        current_call.set(call_sid or "-")
+        log.info("incoming call %s from %s to %s", call_sid, mask_phone(caller), mask_phone(called))
+        if not self.settings.realtime_configured:
+            log.error("answering with the unavailable message: OPENAI_API_KEY is not set")
+            return twiml.unavailable()
+        if not call_sid:
+            return twiml.unavailable()
+        self._agent.expect(call_sid)
+        return twiml.connect_stream(
+            stream_url=websocket_url(self.settings, STREAM_PATH),
+            status_url=public_url(self.settings, STATUS_PATH),
+            action_url=public_url(self.settings, STREAM_ENDED_PATH),
+            token=self.tokens.issue(call_sid),
+            call_sid=call_sid,
+            caller=caller,
+            called=called,
+        )
+
+    def after_stream(self, form: Mapping[str, str]) -> str:
+        """The <Connect> action: what the caller hears once our side closed the stream."""
+        outcome = self._outcomes.pop(form.get("CallSid", ""), (None, 0.0))[0]
+        return twiml.apology() if outcome == CallOutcome.ERROR else twiml.hangup()
+
+    def stream_status(self, form: Mapping[str, str]) -> None:
+        event, error = form.get("StreamEvent", ""), form.get("StreamError", "")
+        if event == "stream-error":
+            self.metrics.counters["stream_errors"] += 1
+            if form.get("CallSid"):
+                self._submit(CallEvent(form["CallSid"], datetime.now(UTC), "stream_error", error))
+            log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
+        else:
+            log.info("stream status for %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
+
+    def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
+        now = time.monotonic()
+        self._outcomes[call_sid] = (outcome, now)
+        while self._outcomes and next(iter(self._outcomes.values()))[1] < now - OUTCOME_TTL_SECONDS:
+            self._outcomes.popitem(last=False)
+
+    # ------------------------------------------------------------------ media stream
+
+    async def serve_stream(self, websocket: WebSocket) -> None:
+        """Validate, accept and run one Twilio media stream until the call ends."""
+        signature = websocket.headers.get("x-twilio-signature")
+        if not self.signatures.valid(websocket_url(self.settings, STREAM_PATH), {}, signature):
+            self.metrics.counters["signature_refusals"] += 1
+            log.warning("refused a media stream upgrade: bad or missing x-twilio-signature")
+            await websocket.close(code=POLICY_VIOLATION)
+            return
+        await websocket.accept()
+        try:
+            start = await TwilioChannel.receive_start(
+                websocket, timeout=START_TIMEOUT_SECONDS,
+                max_message_bytes=self.settings.max_stream_message_bytes, metrics=self.metrics,
+            )
+        except StreamRejected as exc:
+            log.warning("closing a media stream: %s", exc)
+            await _close_quietly(websocket, POLICY_VIOLATION)
+            return
+        current_call.set(start.call_sid)
+        if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
+            self.metrics.counters["token_refusals"] += 1
+            log.warning("closing a media stream: invalid or expired stream token")
+            self._refusal(start.call_sid, "media stream with an invalid or expired stream token")
+            await _close_quietly(websocket, POLICY_VIOLATION)
+            return
+        channel = TwilioChannel(
+            websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
+            metrics=self.metrics, on_end=self._record_outcome,
+        )
+        journal = self._journals.open(channel.identity, stream_sid=channel.stream_sid,
+                                      audio_format=channel.audio_format)
+        await self._agent.converse(channel, journal)
+
+
+async def _close_quietly(websocket: WebSocket, code: int) -> None:
+    try:
+        await websocket.close(code=code)
+    except (RuntimeError, OSError):
+        pass

@@ -1,0 +1,1 @@
+"""Speech-to-speech services behind one contract (`contract.py`): the OpenAI Realtime API today."""

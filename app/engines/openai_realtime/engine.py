@@ -1,0 +1,284 @@
+"""The OpenAI Realtime API (GA) as an `Engine`: the contract's operations become client events,
+the server's events become the contract's.
+
+The engine keeps what only the Realtime protocol needs: one response at a time per
+conversation, the knowledge context of an answer sent as a system item and deleted once that
+answer is done (so the session's instructions, and the service's prompt cache, never change),
+how much audio each item has (a truncate may not go past it), and whether the service cancels
+its own answer when the caller talks (`interrupt_response`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.config import Settings
+from app.engines.contract import (
+    AnswerAudio,
+    AnswerAudioDone,
+    AnswerDone,
+    AnswerStarted,
+    AnswerText,
+    CallerWords,
+    Conversation,
+    EngineError,
+    EngineEvent,
+    EngineTraits,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCall,
+    ToolSpec,
+)
+from app.engines.openai_realtime import models, protocol
+from app.engines.openai_realtime.connection import RealtimeConnection
+
+log = logging.getLogger(__name__)
+
+# Errors after which the realtime session cannot go on.
+FATAL_ERRORS = {"session_expired", "beta_api_shape_disabled", "invalid_api_key"}
+# How long a new answer may wait for the model's previous response to finish.
+RESPONSE_IDLE_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeOptions:
+    """How the agent uses the session: client-driven answers (our retrieval first), the tools
+    the model always has, and the transcription keywords."""
+
+    client_turns: bool
+    tools: Sequence[ToolSpec] = ()
+    keywords: Sequence[str] = ()
+
+
+def tool_object(tool: ToolSpec) -> dict[str, Any]:
+    return {"type": "function", "name": tool.name, "description": tool.description, "parameters": tool.parameters}
+
+
+def session_update(settings: Settings, options: RealtimeOptions) -> dict[str, Any]:
+    return protocol.session_update(settings, create_response=not options.client_turns,
+                                   tools=[tool_object(t) for t in options.tools] or None, keywords=options.keywords)
+
+
+@dataclass(slots=True)
+class _Responses:
+    active: str | None = None
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # The context item sent for the next response, then by response: deleted once it is done.
+    context_waiting: str | None = None
+    contexts: dict[str, str] = field(default_factory=dict)
+
+
+class RealtimeEngine:
+    def __init__(self, connection: RealtimeConnection, settings: Settings, options: RealtimeOptions) -> None:
+        self._connection = connection
+        self._settings = settings
+        self._options = options
+        self.audio_format = protocol.model_audio_format(settings)
+        self.traits = EngineTraits(turns="client" if options.client_turns else "service", cuts_answers=True,
+                                   streams_caller_words=models.streams_transcription(settings.openai_transcribe_model))
+        self._auto_interrupt = protocol.turn_detection(settings)["interrupt_response"]
+        self._vad_silence_ms = settings.vad_silence_duration_ms if settings.turn_detection == "server_vad" else 0
+        self._responses = _Responses()
+        self._responses.idle.set()  # no response yet: the model is idle
+        self._audio_ms: dict[str, float] = {}  # audio generated per item: a truncate may not pass it
+        self._speech_start_ms: dict[str, float] = {}
+        self._contexts_sent = 0
+        self._translate: dict[str, Callable[[dict[str, Any]], EngineEvent | None]] = {
+            "input_audio_buffer.speech_started": self._speech_started,
+            "input_audio_buffer.speech_stopped": self._speech_stopped,
+            "conversation.item.input_audio_transcription.delta": self._caller_words,
+            "conversation.item.input_audio_transcription.completed": self._caller_transcript,
+            "conversation.item.input_audio_transcription.failed": self._transcription_failed,
+            "response.created": self._response_created,
+            "response.output_audio.delta": self._audio_delta,
+            "response.output_audio.done": self._audio_done,
+            "response.output_audio_transcript.done": self._answer_text,
+            "response.function_call_arguments.done": self._tool_call,
+            "response.done": self._response_done,
+            "error": self._error,
+        }
+
+    @classmethod
+    async def open(cls, settings: Settings, options: RealtimeOptions) -> RealtimeEngine:
+        """Connect and configure a session (RealtimeUnavailable when the service cannot be reached)."""
+        connection = await RealtimeConnection.open(settings, session_update(settings, options))
+        return cls(connection, settings, options)
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection.is_open
+
+    @property
+    def close_reason(self) -> str:
+        return f"realtime connection closed (code {self._connection.close_code})"
+
+    # ------------------------------------------------------------------ events
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        """Until the connection ends, across recycles (a recycled connection's end is not ours)."""
+        while True:
+            connection = self._connection
+            async for event in connection.events():
+                translate = self._translate.get(event["type"])
+                if translate is None:
+                    continue
+                translated = translate(event)
+                if translated is not None:
+                    yield translated
+                if self._responses.contexts and event["type"] == "response.done":
+                    await self._forget_context(event.get("response", {}).get("id", ""))
+            if self._connection is connection:
+                return
+
+    def _speech_started(self, event: dict[str, Any]) -> SpeechStarted:
+        turn, at_ms = event.get("item_id", ""), float(event.get("audio_start_ms", 0))
+        self._speech_start_ms[turn] = at_ms
+        return SpeechStarted(turn, at_ms)
+
+    def _speech_stopped(self, event: dict[str, Any]) -> SpeechStopped:
+        turn = event.get("item_id", "")
+        # audio_end_ms includes the silence server VAD waited for: the caller stopped before it.
+        at_ms = max(float(event.get("audio_end_ms", 0)) - self._vad_silence_ms, self._speech_start_ms.pop(turn, 0.0))
+        return SpeechStopped(turn, at_ms)
+
+    @staticmethod
+    def _caller_words(event: dict[str, Any]) -> CallerWords:
+        return CallerWords(event.get("item_id", ""), event.get("delta") or "", final=False)
+
+    @staticmethod
+    def _caller_transcript(event: dict[str, Any]) -> CallerWords:
+        usage = event.get("usage")
+        return CallerWords(event.get("item_id", ""), event.get("transcript") or "", final=True,
+                           usage=usage if isinstance(usage, dict) else None)
+
+    @staticmethod
+    def _transcription_failed(event: dict[str, Any]) -> EngineError:
+        message = str((event.get("error") or {}).get("message", ""))
+        return EngineError("transcription_failed", message, fatal=False)
+
+    def _response_created(self, event: dict[str, Any]) -> AnswerStarted:
+        responses = self._responses
+        responses.active = event.get("response", {}).get("id")
+        responses.idle.clear()
+        if responses.context_waiting is not None and responses.active is not None:
+            responses.contexts[responses.active] = responses.context_waiting
+            responses.context_waiting = None
+        return AnswerStarted(responses.active or "")
+
+    def _audio_delta(self, event: dict[str, Any]) -> AnswerAudio:
+        audio = base64.b64decode(event.get("delta", ""))
+        item = event["item_id"]
+        self._audio_ms[item] = self._audio_ms.get(item, 0.0) + self.audio_format.duration_ms(len(audio))
+        return AnswerAudio(event.get("response_id", ""), item, audio, self._connection.last_received_at)
+
+    @staticmethod
+    def _audio_done(event: dict[str, Any]) -> AnswerAudioDone:
+        return AnswerAudioDone(event.get("response_id", ""), event["item_id"])
+
+    @staticmethod
+    def _answer_text(event: dict[str, Any]) -> AnswerText:
+        return AnswerText(event.get("item_id", ""), event.get("transcript", ""))
+
+    @staticmethod
+    def _tool_call(event: dict[str, Any]) -> ToolCall:
+        return ToolCall(event.get("call_id", ""), event.get("name", ""), event.get("arguments") or "")
+
+    def _response_done(self, event: dict[str, Any]) -> AnswerDone:
+        response = event.get("response", {})
+        if response.get("id") == self._responses.active:
+            self._responses.active = None
+            self._responses.idle.set()
+        status = response.get("status", "")
+        if status == "failed":
+            log.warning("model response failed: %s", response.get("status_details"))
+        items = tuple(item.get("id", "") for item in response.get("output") or [])
+        details = response.get("status_details") or {}
+        return AnswerDone(response.get("id", ""), status, items, response.get("usage") or None,
+                          str(details.get("reason") or ""))
+
+    def _error(self, event: dict[str, Any]) -> EngineError | None:
+        error = event.get("error") or {}
+        code = str(error.get("code") or "")
+        if code == "response_cancel_not_active":
+            return None  # harmless: the response had already finished
+        return EngineError(code, str(error.get("message") or ""), fatal=code in FATAL_ERRORS)
+
+    async def _forget_context(self, response_id: str) -> None:
+        context = self._responses.contexts.pop(response_id, None)
+        if context is not None:  # answered: the passages must not be re-billed on every later turn
+            await self._connection.send(protocol.delete_item(context))
+
+    # ------------------------------------------------------------------ operations
+
+    async def send_audio(self, audio: bytes) -> None:
+        await self._connection.send(protocol.append_audio(audio))
+
+    async def greet(self, text: str) -> None:
+        await self._connection.send(protocol.greeting_response(text))
+
+    async def answer(self, *, context: str | None = None, tools: Sequence[ToolSpec] = (),
+                     instructions: str | None = None) -> None:
+        """One response at a time per conversation: wait (a little) for the previous one."""
+        context_id = None
+        if context is not None:
+            self._contexts_sent += 1
+            context_id = f"octi_context_{self._contexts_sent}"
+            self._responses.context_waiting = context_id
+        try:
+            if context_id is not None:
+                await self._connection.send(protocol.system_message(context_id, context))
+            try:
+                await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("answering while the previous response is still active")
+            await self._connection.send(protocol.response_create(instructions, [tool_object(t) for t in tools] or None))
+        except asyncio.CancelledError:  # a barge-in before the answer was asked for
+            if context_id is not None and self._responses.context_waiting == context_id:
+                self._responses.context_waiting = None
+                await self._connection.send(protocol.delete_item(context_id))
+            raise
+
+    async def cancel(self) -> None:
+        # With interrupt_response the service cancelled it already when the caller spoke.
+        if not self._auto_interrupt and self._responses.active is not None:
+            await self._connection.send(protocol.cancel_response())
+
+    async def cut(self, item: str, heard_ms: float) -> None:
+        audio_end_ms = int(min(heard_ms, self._audio_ms.get(item, 0.0)))
+        if audio_end_ms > 0:
+            await self._connection.send(protocol.truncate_item(item, audio_end_ms))
+        else:  # nothing was heard: a zero truncate can be refused, and the model said nothing
+            await self.discard(item)
+
+    async def discard(self, item: str) -> None:
+        await self._connection.send(protocol.delete_item(item))
+
+    async def tool_result(self, call: str, output: str) -> None:
+        """The model carries on once the response that called the tool is over."""
+        await self._connection.send(protocol.function_output(call, output))
+        await self.answer()
+
+    async def recycle(self, conversation: Conversation) -> None:
+        """A new service session with the same configuration and the conversation so far as
+        text items; the old one is closed once the new one is ready."""
+        fresh = await RealtimeConnection.open(self._settings, session_update(self._settings, self._options))
+        for exchange in conversation.exchanges:
+            if exchange.text:
+                await fresh.send(protocol.text_message("user" if exchange.role == "caller" else "assistant",
+                                                       exchange.text))
+        old, self._connection = self._connection, fresh
+        self._responses = _Responses()
+        self._responses.idle.set()
+        self._audio_ms.clear()
+        await old.close()
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+
+

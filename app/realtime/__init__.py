@@ -1,1 +1,0 @@
-"""The OpenAI Realtime API (GA protocol): event builders, the connection, pre-warming."""

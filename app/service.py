@@ -1,0 +1,108 @@
+"""The composition root: every shared piece of the running service, built once and wired here.
+
+The call log's writer and journals, the knowledge base, the engine the agent talks through,
+the agent, the channels callers come in by, and the review pages' reader. Nothing else in
+the application builds these; `app.web` only maps HTTP onto them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from app.agent.agent import Agent
+from app.agent.rag import SEARCH_TOOL
+from app.calllog.journals import CallJournals
+from app.calllog.reader import CallLogReader
+from app.calllog.writer import CallLogWriter
+from app.channels.twilio.line import TwilioLine
+from app.config import Settings
+from app.engines.contract import Engine
+from app.engines.openai_realtime.engine import RealtimeEngine, RealtimeOptions
+from app.engines.openai_realtime.models import KEYWORD_TRANSCRIPTION
+from app.knowledge.base import KnowledgeBase
+from app.metrics import Metrics, watch_loop_lag
+from app.model_catalog import load_installed_catalog, model_notices
+
+log = logging.getLogger(__name__)
+
+
+def engine_options(settings: Settings, keywords: Sequence[str] = ()) -> RealtimeOptions:
+    """The engine as the agent's RAG mode needs it: with injection we ask for each answer; in
+    tool mode the model answers on its own and searches when it wants."""
+    return RealtimeOptions(client_turns=settings.rag_mode == "inject",
+                           tools=[SEARCH_TOOL] if settings.rag_mode == "tool" else (), keywords=keywords)
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.calllog = CallLogWriter.from_settings(settings)
+        self.journals = CallJournals(settings, self.calllog.submit)
+        takes_keywords = settings.openai_transcribe_model in KEYWORD_TRANSCRIPTION
+        self.knowledge = KnowledgeBase(settings, self.metrics,
+                                       vocabulary_size=settings.transcribe_keywords if takes_keywords else 0)
+        self.agent = Agent(settings, self.metrics, self.open_engine, lambda: self.knowledge.retriever)
+        self.twilio = TwilioLine(settings, self.metrics, agent=self.agent, journals=self.journals,
+                                 submit=self.calllog.submit)
+        self.call_log_reader = CallLogReader(settings)
+        self._lag_watch: asyncio.Task[None] | None = None
+
+    async def open_engine(self) -> Engine:
+        return await RealtimeEngine.open(self.settings, engine_options(self.settings, self.knowledge.vocabulary))
+
+    async def start(self) -> None:
+        catalog = await load_installed_catalog()
+        if not catalog.available:
+            log.warning("could not check the configured models against the openai package: %s",
+                        "; ".join(catalog.errors))
+        for notice in model_notices(self.settings, catalog=catalog):
+            log.warning("%s", notice.text)
+        await self.journals.start()
+        await self.calllog.start()
+        self._lag_watch = asyncio.create_task(watch_loop_lag(self.metrics), name="loop-lag")
+        await self.knowledge.start()
+
+    async def close(self) -> None:
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
+            await asyncio.gather(self._lag_watch, return_exceptions=True)
+        await self.agent.close()
+        await self.knowledge.close()
+        await self.calllog.close()
+        await self.call_log_reader.close()
+
+    async def health(self) -> dict[str, Any]:
+        settings = self.settings
+        problems = []
+        knowledge = await self.knowledge.health()
+        if knowledge.get("ok") is False:
+            problems.append(f"knowledge base unavailable, answers go without context: {knowledge.get('detail')}")
+        elif knowledge.get("vectors") is False:
+            problems.append(f"knowledge base on keywords only: {knowledge.get('detail')}")
+        if not settings.realtime_configured:
+            problems.append("OPENAI_API_KEY is not set: calls are answered with an apology")
+        if self.twilio.signatures.refuses_everything:
+            problems.append("TWILIO_AUTH_TOKEN is not set and the server is not bound to loopback: "
+                            "every Twilio request is refused")
+        catalog = await load_installed_catalog()
+        notices = model_notices(settings, catalog=catalog)
+        problems.extend(notice.text for notice in notices)
+        return {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "realtime": {"configured": settings.realtime_configured, "url": settings.openai_realtime_url,
+                         "model": settings.openai_realtime_model},
+            "models": {"realtime": settings.openai_realtime_model,
+                       "transcription": settings.openai_transcribe_model,
+                       "checked_against": catalog.source if catalog.available else None,
+                       "deprecated": [notice.to_dict() for notice in notices]},
+            "twilio": {"signatures_enforced": self.twilio.signatures.enforced},
+            "knowledge": knowledge,
+            "call_log": self.calllog.status(),
+            "audio_codec": settings.audio_codec,
+            "active_calls": self.metrics.active_calls,
+        }

@@ -1,1 +1,0 @@
-"""Twilio: webhooks, signatures, TwiML and the Media Streams wire protocol."""

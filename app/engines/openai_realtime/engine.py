@@ -128,10 +128,10 @@ class RealtimeEngine:
                 if translate is None:
                     continue
                 translated = translate(event)
-                if translated is not None:
-                    yield translated
                 if self._responses.contexts and event["type"] == "response.done":
                     await self._forget_context(event.get("response", {}).get("id", ""))
+                if translated is not None:
+                    yield translated
             if self._connection is connection:
                 return
 

@@ -1,0 +1,104 @@
+"""The Realtime GA engine behind the engine contract, against the Realtime double over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.config import Settings
+from app.engines.contract import (
+    AnswerAudio,
+    AnswerDone,
+    AnswerStarted,
+    Conversation,
+    EngineError,
+    Exchange,
+)
+from app.engines.openai_realtime.engine import RealtimeEngine, RealtimeOptions
+
+
+def settings(double, **overrides) -> Settings:
+    return Settings(_env_file=None, openai_api_key="sk-test", openai_realtime_url=double.url, **overrides)
+
+
+async def next_of(events, kind, timeout: float = 10.0):
+    async with asyncio.timeout(timeout):
+        async for event in events:
+            if isinstance(event, kind):
+                return event
+    raise AssertionError(f"the events ended before a {kind.__name__}")
+
+
+async def test_an_answer_with_context_reads_it_once_and_forgets_it(double):
+    engine = await RealtimeEngine.open(settings(double), RealtimeOptions(client_turns=True))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    await engine.answer(context="# Extraits\n[1] Couveuse à 37,7 °C")
+    done = await next_of(events, AnswerDone)
+    assert done.status == "completed" and done.usage
+    await connection.wait_for(lambda e: e["type"] == "conversation.item.delete", timeout=5)
+    response = connection.responses[0]
+    context = [item for item in response.input_items if item.get("role") == "system"]
+    assert context and "37,7" in context[0]["content"][0]["text"]
+    assert response.instructions == Settings(_env_file=None).agent_instructions  # never replaced
+    assert all(item.get("role") != "system" for item in connection.conversation)
+    await engine.close()
+
+
+async def test_a_cut_never_goes_past_the_audio_generated(double):
+    double.script_next_connection(greeting_seconds=1.0)
+    engine = await RealtimeEngine.open(settings(double), RealtimeOptions(client_turns=True))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    await engine.greet("Bonjour")
+    audio = await next_of(events, AnswerAudio)
+    await next_of(events, AnswerDone)
+    await engine.cut(audio.item, heard_ms=60_000)  # more than was ever said
+    truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=5)
+    assert truncate["audio_end_ms"] == connection.responses[0].audio_ms
+    await engine.cut(audio.item, heard_ms=0)  # nothing heard: the item goes
+    await connection.wait_for(lambda e: e["type"] == "conversation.item.delete", timeout=5)
+    assert connection.errors_sent == []
+    await engine.close()
+
+
+async def test_cancel_is_sent_only_when_the_service_does_not_interrupt_itself(double):
+    for interrupts in (True, False):
+        engine = await RealtimeEngine.open(settings(double, vad_interrupt_response=interrupts),
+                                           RealtimeOptions(client_turns=True))
+        connection = await double.wait_for_connection()
+        events = engine.events()
+        await engine.greet("Bonjour, ici OCTI, votre conseiller en aviculture.")
+        await next_of(events, AnswerStarted)
+        await engine.cancel()
+        await next_of(events, AnswerDone)
+        assert connection.client_event_counts["response.cancel"] == (0 if interrupts else 1)
+        await engine.close()
+
+
+async def test_recycling_carries_the_conversation_into_a_fresh_session(double):
+    engine = await RealtimeEngine.open(settings(double), RealtimeOptions(client_turns=True))
+    first = await double.wait_for_connection()
+    events = engine.events()
+    await engine.recycle(Conversation((Exchange("caller", "Ma couveuse est à 38 degrés."),
+                                       Exchange("assistant", "C'est un peu trop chaud : visez 37,7."))))
+    second = await double.wait_for_connection()
+    assert (await first.wait_closed(timeout=5)).initiated_by == "client"
+    assert [(item["role"], item["content"][0]["type"], item["content"][0]["text"]) for item in second.conversation] == [
+        ("user", "input_text", "Ma couveuse est à 38 degrés."),
+        ("assistant", "output_text", "C'est un peu trop chaud : visez 37,7.")]
+    # The same event stream carries on, from the new session.
+    await engine.answer()
+    done = await next_of(events, AnswerDone)
+    assert done.status == "completed" and second.responses and not first.responses
+    await engine.close()
+
+
+async def test_a_fatal_service_error_is_marked_fatal(double):
+    engine = await RealtimeEngine.open(settings(double), RealtimeOptions(client_turns=True))
+    await double.wait_for_connection()
+    events = engine.events()
+    await double.fail_all(code="session_expired", message="Your session hit the maximum duration of 60 minutes.",
+                          error_type="invalid_request_error", close_code=1000)
+    error = await next_of(events, EngineError)
+    assert error.fatal and error.code == "session_expired"
+    await engine.close()

@@ -1,88 +1,83 @@
-"""Process-wide counters and latency histograms, exposed in Prometheus text format."""
+"""The service's metrics, on prometheus-client, with labels rather than names per outcome.
+
+Each `Metrics` has its own registry (a process may hold several services, the tests do). With
+PROMETHEUS_MULTIPROC_DIR set (several worker processes, prometheus-client's multiprocess
+mode), `/metrics` reports the sum over the workers from the files they all write there.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
-from collections import Counter
-from dataclasses import dataclass, field
+import os
 from time import perf_counter
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Bridge delays are microseconds to milliseconds; the upper buckets catch a stalled loop.
 DELAY_BUCKETS_SECONDS = (
     0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
     0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
 )
-
 # How long an answer waited after the caller stopped: tens of ms, seconds when something stalls.
 HOLD_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
 
-
-@dataclass(slots=True)
-class Histogram:
-    buckets: tuple[float, ...] = DELAY_BUCKETS_SECONDS
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = self.counts or [0] * (len(self.buckets) + 1)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
-
-    def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding the q-quantile (inf beyond the last bucket)."""
-        if not self.count:
-            return 0.0
-        rank, seen = q * self.count, 0
-        for bound, n in zip((*self.buckets, float("inf")), self.counts):
-            seen += n
-            if seen >= rank:
-                return bound
-        return float("inf")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass(slots=True)
 class Metrics:
-    inbound_delay: Histogram = field(default_factory=Histogram)
-    outbound_delay: Histogram = field(default_factory=Histogram)
-    # How late the event loop runs a timer: time every message waits before the bridge sees it.
-    loop_lag: Histogram = field(default_factory=Histogram)
-    # From the caller's end of speech (the service's speech_stopped) to our response.create.
-    turn_hold: Histogram = field(default_factory=lambda: Histogram(HOLD_BUCKETS_SECONDS))
-    counters: Counter[str] = field(default_factory=Counter)
-    active_calls: int = 0
+    def __init__(self) -> None:
+        registry = self.registry = CollectorRegistry()
+        self.calls = Counter("octi_calls", "Calls that reached a conversation.", registry=registry)
+        self.calls_ended = Counter("octi_calls_ended", "Calls ended, by outcome.", ["outcome"], registry=registry)
+        self._active = Gauge("octi_active_calls", "Conversations under way.", registry=registry,
+                             multiprocess_mode="livesum")
+        self.active_calls = 0  # the same, readable here: shutdown and tests wait for 0
+        delay = Histogram("octi_bridge_delay_seconds", "From a message's arrival to its relay, by direction.",
+                          ["direction"], buckets=DELAY_BUCKETS_SECONDS, registry=registry)
+        self.inbound_delay = delay.labels("inbound")
+        self.outbound_delay = delay.labels("outbound")
+        # How late the event loop runs a timer: time every message waits before the bridge sees it.
+        self.loop_lag = Histogram("octi_event_loop_lag_seconds", "How late the event loop runs a timer.",
+                                  buckets=DELAY_BUCKETS_SECONDS, registry=registry)
+        self.turn_hold = Histogram("octi_turn_hold_seconds",
+                                   "From the caller's end of speech to the answer being asked for.",
+                                   buckets=HOLD_BUCKETS_SECONDS, registry=registry)
+        self.barge_ins = Counter("octi_barge_ins", "Times the caller talked over OCTI.", registry=registry)
+        self.retrievals = Counter("octi_retrievals", "Knowledge searches, by outcome.", ["outcome"], registry=registry)
+        self.turns_searched_by_the_model = Counter(
+            "octi_turns_searched_by_the_model", "Answers released with the search tool (no words yet).",
+            registry=registry)
+        self.engine_errors = Counter("octi_engine_errors", "Errors the engine reported.", registry=registry)
+        self.engine_unavailable = Counter("octi_engine_unavailable", "Calls whose engine could not be reached.",
+                                          registry=registry)
+        self.refusals = Counter("octi_refusals", "Requests refused, by reason.", ["reason"], registry=registry)
+        self.stream_messages_dropped = Counter("octi_stream_messages_dropped",
+                                               "Malformed or oversized media-stream messages dropped.",
+                                               registry=registry)
+        self.stream_errors = Counter("octi_stream_errors", "Stream errors Twilio reported.", registry=registry)
 
-    def render(self) -> str:
-        lines = ["# TYPE octi_bridge_delay_seconds histogram"]
-        for direction, hist in (("inbound", self.inbound_delay), ("outbound", self.outbound_delay)):
-            lines += _histogram_lines("octi_bridge_delay_seconds", hist, f'direction="{direction}"')
-        lines.append("# TYPE octi_event_loop_lag_seconds histogram")
-        lines += _histogram_lines("octi_event_loop_lag_seconds", self.loop_lag)
-        lines.append("# TYPE octi_turn_hold_seconds histogram")
-        lines += _histogram_lines("octi_turn_hold_seconds", self.turn_hold)
-        lines.append("# TYPE octi_active_calls gauge")
-        lines.append(f"octi_active_calls {self.active_calls}")
-        for name, value in sorted(self.counters.items()):
-            lines.append(f"# TYPE octi_{name}_total counter")
-            lines.append(f"octi_{name}_total {value}")
-        return "\n".join(lines) + "\n"
+    def call_started(self) -> None:
+        self.calls.inc()
+        self.active_calls += 1
+        self._active.inc()
 
+    def call_ended(self, outcome: str) -> None:
+        self.calls_ended.labels(outcome).inc()
+        self.active_calls -= 1
+        self._active.dec()
 
-def _histogram_lines(name: str, hist: Histogram, labels: str = "") -> list[str]:
-    lines, cumulative = [], 0
-    prefix = f"{labels}," if labels else ""
-    for bound, n in zip((*hist.buckets, float("inf")), hist.counts):
-        cumulative += n
-        le = "+Inf" if bound == float("inf") else repr(bound)
-        lines.append(f'{name}_bucket{{{prefix}le="{le}"}} {cumulative}')
-    suffix = f"{{{labels}}}" if labels else ""
-    lines.append(f"{name}_sum{suffix} {hist.total}")
-    lines.append(f"{name}_count{suffix} {hist.count}")
-    return lines
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (0 when never touched), e.g. value("octi_retrievals_total", outcome="ok")."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def render(self) -> bytes:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=directory)
+        return generate_latest(combined)
 
 
 async def watch_loop_lag(metrics: Metrics, interval: float = 0.1) -> None:

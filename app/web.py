@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocke
 
 from app.channels.twilio.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH
 from app.config import Settings, get_settings
+from app.metrics import CONTENT_TYPE
 from app.review import build_review_router
 from app.service import Service
 from app.websocket import StreamingWebSocketProtocol
@@ -87,6 +88,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     return app

@@ -69,7 +69,7 @@ async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(double, s
     )
     async with running_line(openai_realtime_url=double.url) as line:
         result = await call(line, script)
-        assert line.metrics.counters["barge_ins"] == 1
+        assert line.metrics.value("octi_barge_ins_total") == 1
     connection = double.connections[0]
 
     assert result.status == "completed", result.summary()
@@ -128,7 +128,7 @@ async def test_malformed_twilio_messages_are_dropped_without_ending_the_call(dou
     script = ask_once(raw_messages=[(0.3 + 0.05 * i, message) for i, message in enumerate(junk)])
     async with running_line(openai_realtime_url=double.url) as line:
         result = await call(line, script)
-        dropped = line.metrics.counters["stream_messages_dropped"]
+        dropped = line.metrics.value("octi_stream_messages_dropped_total")
 
     assert result.status == "completed" and result.closed_by == "caller", result.summary()
     assert dropped == 5  # the unknown event is ignored, not counted as malformed
@@ -142,7 +142,7 @@ async def test_signatures_are_required_on_webhook_and_stream(double):
         unsigned = await call(line, script, sign_stream=False)
         wrong_url = await place_call(line.url, public_url="https://attacker.example", auth_token=AUTH_TOKEN,
                                      script=script)
-        refusals = line.metrics.counters["signature_refusals"]
+        refusals = line.metrics.value("octi_refusals_total", reason="signature")
 
     assert forged.status == "refused_webhook" and forged.http_status == 403
     assert wrong_url.status == "refused_webhook" and wrong_url.http_status == 403
@@ -159,7 +159,7 @@ async def test_a_stream_with_a_forged_or_replayed_token_is_closed(double):
 
     async with running_line(openai_realtime_url=double.url) as line:
         result = await call(line, CallScript(hangup_after=3), send_hook=forge)
-        assert line.metrics.counters["token_refusals"] == 1
+        assert line.metrics.value("octi_refusals_total", reason="stream_token") == 1
     assert result.closed_by == "server" and result.close_code == 1008
     assert not result.bursts, "nothing was played to a stream we could not tie to a call"
 
@@ -247,6 +247,6 @@ async def test_without_an_openai_key_the_line_says_so_and_health_reports_it():
 async def test_an_unreachable_realtime_service_is_apologised_for():
     async with running_line(openai_realtime_url="ws://127.0.0.1:9/v1/realtime") as line:
         result = await call(line, CallScript(hangup_after=5))
-        assert line.metrics.counters["realtime_unavailable"] == 1
+        assert line.metrics.value("octi_engine_unavailable_total") == 1
     assert result.closed_by == "server"
     assert any("problème technique" in text for text in result.after_stream["say_texts"])

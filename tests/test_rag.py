@@ -42,8 +42,8 @@ async def test_inject_mode_answers_from_the_passages_for_the_question(double):
     double.script_next_connection([ASKED], answer_seconds=1.5)
     async with running_line(openai_realtime_url=double.url) as line:
         result = await call(line, ask_once())
-        assert line.metrics.counters["retrievals_ok"] >= 1
-        assert line.metrics.turn_hold.count == 1
+        assert line.metrics.value("octi_retrievals_total", outcome="ok") >= 1
+        assert line.metrics.value("octi_turn_hold_seconds_count") == 1
     connection = double.connections[0]
     assert result.status == "completed" and connection.errors_sent == []
 
@@ -86,7 +86,7 @@ async def test_a_dead_knowledge_store_never_stalls_the_call(double):
         result = await call(line, ask_once())
         async with httpx.AsyncClient() as http:
             health = (await http.get(line.url + "/health")).json()
-        without_context = line.metrics.counters["retrievals_error"] + line.metrics.counters["retrievals_timeout"]
+        without_context = line.metrics.value("octi_retrievals_total", outcome="error") + line.metrics.value("octi_retrievals_total", outcome="timeout")
     answer = double.connections[0].responses[1]
     assert result.status == "completed" and answer.status == "completed"
     assert "n'a pas répondu" in answer_context(answer) and "source :" not in answer_context(answer)

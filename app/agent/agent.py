@@ -38,7 +38,7 @@ class Agent:
                 engine = await self._open_engine()
             except EngineUnavailable as exc:
                 log.error("cannot reach the engine: %s", exc)
-                self._metrics.counters["realtime_unavailable"] += 1
+                self._metrics.engine_unavailable.inc()
                 journal.event("upstream_failure", str(exc))
                 await channel.end(CallOutcome.ERROR)
                 await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)

@@ -112,8 +112,7 @@ class CallSession:
 
     async def run(self) -> CallOutcome:
         """Converse until either side ends; always releases both sides."""
-        self._metrics.active_calls += 1
-        self._metrics.counters["calls"] += 1
+        self._metrics.call_started()
         outcome = CallOutcome.ERROR
         caller = asyncio.create_task(self._caller_loop(), name="caller-loop")
         model = asyncio.create_task(self._engine_loop(), name="engine-loop")
@@ -147,7 +146,6 @@ class CallSession:
 
     async def _ended(self, outcome: CallOutcome) -> None:
         state = self.state
-        self._metrics.counters[f"calls_ended_{outcome.value}"] += 1
         log.info("call ended: %s after %d turns, %d barge-ins", outcome.value, len(state.turns), state.barge_ins)
         try:
             await self._journal.ended(outcome.value, state.usage, turns=len(state.turns), barge_ins=state.barge_ins,
@@ -155,7 +153,7 @@ class CallSession:
         finally:
             # Active until its log is handed over: "no active call" then means every call's
             # end record is queued, which shutdown and the call-log tests rely on.
-            self._metrics.active_calls -= 1
+            self._metrics.call_ended(outcome.value)
 
     def _greeting(self) -> str:
         if self._recorder is not None:  # the greeting tells callers that the call is recorded
@@ -281,7 +279,7 @@ class CallSession:
         if self._recorder is not None:
             self._recorder.clear(self.state.timeline_ms(now))
         self.state.barge_ins += 1
-        self._metrics.counters["barge_ins"] += 1
+        self._metrics.barge_ins.inc()
         turn = self.state.assistant_turn(playing)
         turn.interrupted = True
         turn.heard_ms = max(heard, 0.0)
@@ -322,7 +320,7 @@ class CallSession:
             self._journal.event("transcription_failed", event.message)
             return
         log.warning("engine error %s: %s", event.code, event.message)
-        self._metrics.counters["model_errors"] += 1
+        self._metrics.engine_errors.inc()
         self._journal.event("model_error", f"{event.code}: {event.message}")
         if event.fatal:
             self.state.outcome = CallOutcome.ERROR

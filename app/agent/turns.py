@@ -80,7 +80,7 @@ class KnowledgeTurns:
                 following.close()
                 self._state.releasing.pop(turn.item_id, None)
         if retrieval is None and self._settings.rag_fallback == "tool":
-            self._metrics.counters["turns_searched_by_the_model"] += 1
+            self._metrics.turns_searched_by_the_model.inc()
             await self._engine.answer(instructions=instructions_with_search_tool(self._settings.agent_instructions),
                                       tools=[SEARCH_TOOL])
         else:

@@ -51,12 +51,12 @@ class Retriever:
             except TimeoutError:
                 result = Retrieval(query, "timeout", error=f"over the {self._budget * 1000:.0f} ms budget")
             except asyncio.CancelledError:
-                self._metrics.counters["retrievals_cancelled"] += 1
+                self._metrics.retrievals.labels("cancelled").inc()
                 raise
             except Exception as exc:  # a broken store must never take the call down
                 result = Retrieval(query, "error", error=f"{type(exc).__name__}: {exc}")
         result.elapsed_ms = (perf_counter() - started) * 1000
-        self._metrics.counters[f"retrievals_{result.outcome}"] += 1
+        self._metrics.retrievals.labels(result.outcome).inc()
         if result.outcome not in {"ok", "empty"}:
             log.warning("retrieval without context (%s): %s", result.outcome, result.error)
         return result

@@ -136,12 +136,12 @@ def _event(message: wire.InboundMessage | None, received_at: float) -> ChannelEv
 def _parse(raw: str | bytes, max_bytes: int, metrics: Metrics) -> wire.InboundMessage | None:
     """Parse a frame; malformed or oversized frames are logged, counted and dropped."""
     if len(raw) > max_bytes:
-        metrics.counters["stream_messages_dropped"] += 1
+        metrics.stream_messages_dropped.inc()
         log.warning("dropping a %d-byte stream message (limit %d)", len(raw), max_bytes)
         return None
     try:
         return wire.parse_inbound(raw)
     except wire.MalformedMessage as exc:
-        metrics.counters["stream_messages_dropped"] += 1
+        metrics.stream_messages_dropped.inc()
         log.warning("dropping a malformed stream message: %s", exc)
         return None

@@ -58,7 +58,7 @@ class TwilioLine:
     def signed(self, path: str, params: Mapping[str, str], signature: str | None, query: str = "") -> bool:
         ok = self.signatures.valid(public_url(self.settings, path, query), params, signature)
         if not ok:
-            self.metrics.counters["signature_refusals"] += 1
+            self.metrics.refusals.labels("signature").inc()
             log.warning("refused a request to %s: bad or missing X-Twilio-Signature", path)
             self._refusal(params.get("CallSid", ""), f"bad or missing X-Twilio-Signature on {path}")
         return ok
@@ -98,7 +98,7 @@ class TwilioLine:
     def stream_status(self, form: Mapping[str, str]) -> None:
         event, error = form.get("StreamEvent", ""), form.get("StreamError", "")
         if event == "stream-error":
-            self.metrics.counters["stream_errors"] += 1
+            self.metrics.stream_errors.inc()
             if form.get("CallSid"):
                 self._submit(CallEvent(form["CallSid"], datetime.now(UTC), "stream_error", error))
             log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
@@ -117,7 +117,7 @@ class TwilioLine:
         """Validate, accept and run one Twilio media stream until the call ends."""
         signature = websocket.headers.get("x-twilio-signature")
         if not self.signatures.valid(websocket_url(self.settings, STREAM_PATH), {}, signature):
-            self.metrics.counters["signature_refusals"] += 1
+            self.metrics.refusals.labels("signature").inc()
             log.warning("refused a media stream upgrade: bad or missing x-twilio-signature")
             await websocket.close(code=POLICY_VIOLATION)
             return
@@ -133,7 +133,7 @@ class TwilioLine:
             return
         current_call.set(start.call_sid)
         if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
-            self.metrics.counters["token_refusals"] += 1
+            self.metrics.refusals.labels("stream_token").inc()
             log.warning("closing a media stream: invalid or expired stream token")
             self._refusal(start.call_sid, "media stream with an invalid or expired stream token")
             await _close_quietly(websocket, POLICY_VIOLATION)

@@ -2,18 +2,8 @@
 
 Works offline with the stdlib and NumPy only, and ranks like Weaviate's hybrid search
 (relativeScoreFusion over a BM25 leg and a cosine leg, see fusion.py), so switching
-`knowledge_backend` does not change which passages a caller hears about.
-
-Layout of the database (one file, `data/knowledge.sqlite3` by default):
-
-- `meta(key, value)`: schema version, fold version of the FTS index, embedding model id;
-- `documents(source, checksum, title, chunks, updated)`: one row per ingested document;
-- `chunks(pk, id, source, title, text, position, vector)`: `vector` is a float32 blob
-  (NULL when the chunk was stored without an embedding model);
-- `chunks_fts(title, text)`: contentless FTS5 index, `unicode61 remove_diacritics 2`, over the
-  *folded* title and text (french.fold), rowid = chunks.pk. Contentless because the text
-  already lives in `chunks`; deleting from it needs the indexed values, which are recomputed
-  with `fold` (hence the fold version check on open).
+`knowledge_backend` does not change which passages a caller hears about. The file's layout
+is in embedded_schema.py, the vector matrix in vector_index.py.
 
 Every SQLite call runs on one dedicated thread (connections are thread-bound), and the
 vector matrix is only touched there too, so no lock is needed and the event loop never
@@ -23,7 +13,6 @@ blocks. User text only ever reaches SQL as bound parameters.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,19 +22,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .embedded_schema import open_database, set_meta
 from .embedding import DIM, Embedder, passage_input
 from .errors import KnowledgeUnavailable
-from .french import FOLD_VERSION, fold, fts_match_expression, query_terms
+from .french import fold, fts_match_expression, query_terms
 from .fusion import leg_weights, relative_score_fusion
 from .store import Chunk, HybridSearch, Passage, StoreHealth
+from .vector_index import VectorIndex
 
 __all__ = ["EmbeddedStore", "KEYWORD_POOL", "VECTOR_POOL"]
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 # Candidates per leg before fusion, as Weaviate's QUERY_HYBRID_MAXIMUM_RESULTS default.
 KEYWORD_POOL = 100
 VECTOR_POOL = 100
@@ -53,111 +41,10 @@ VECTOR_POOL = 100
 TITLE_WEIGHT = 2.0
 TEXT_WEIGHT = 1.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS documents (
-    source   TEXT PRIMARY KEY,
-    checksum TEXT NOT NULL,
-    title    TEXT NOT NULL DEFAULT '',
-    chunks   INTEGER NOT NULL DEFAULT 0,
-    updated  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    pk       INTEGER PRIMARY KEY,
-    id       TEXT NOT NULL UNIQUE,
-    source   TEXT NOT NULL REFERENCES documents(source) ON DELETE CASCADE,
-    title    TEXT NOT NULL,
-    text     TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    vector   BLOB
-);
-CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks(source, position);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    title, text, content='', tokenize="unicode61 remove_diacritics 2"
-);
-"""
-
 _KEYWORD_SQL = (
     f"SELECT rowid, bm25(chunks_fts, {TITLE_WEIGHT}, {TEXT_WEIGHT}) AS rank "
     "FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?"
 )
-
-
-class _VectorIndex:
-    """Unit vectors in one growable float32 matrix, with O(1) add/remove by chunk pk.
-
-    Removal moves the last row into the freed slot, so a document update costs its own
-    chunks, not a copy of the whole matrix.
-    """
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self._matrix = np.empty((0, dim), dtype=np.float32)
-        self._pks = np.empty(0, dtype=np.int64)
-        self._slot: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._slot)
-
-    def pks(self) -> set[int]:
-        return set(self._slot)
-
-    def clear(self) -> None:
-        self._matrix = np.empty((0, self.dim), dtype=np.float32)
-        self._pks = np.empty(0, dtype=np.int64)
-        self._slot = {}
-
-    def _reserve(self, extra: int) -> None:
-        need = len(self._slot) + extra
-        if need <= len(self._matrix):
-            return
-        capacity = max(need, 2 * len(self._matrix), 64)
-        matrix = np.empty((capacity, self.dim), dtype=np.float32)
-        pks = np.empty(capacity, dtype=np.int64)
-        n = len(self._slot)
-        matrix[:n] = self._matrix[:n]
-        pks[:n] = self._pks[:n]
-        self._matrix, self._pks = matrix, pks
-
-    def add(self, pks: Sequence[int], vectors: np.ndarray) -> None:
-        self._reserve(len(pks))
-        for pk, vector in zip(pks, vectors):
-            slot = self._slot.get(pk)
-            if slot is None:
-                slot = len(self._slot)
-                self._slot[pk] = slot
-            self._matrix[slot] = vector
-            self._pks[slot] = pk
-
-    def remove(self, pks: Sequence[int]) -> None:
-        for pk in pks:
-            slot = self._slot.pop(pk, None)
-            if slot is None:
-                continue
-            last = len(self._slot)  # index of the last used row, now that one is gone
-            if slot != last:
-                moved = int(self._pks[last])
-                self._matrix[slot] = self._matrix[last]
-                self._pks[slot] = moved
-                self._slot[moved] = slot
-
-    def top(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The k most similar chunks as (pk, cosine similarity), best first."""
-        n = len(self._slot)
-        if n == 0 or k <= 0:
-            return []
-        # einsum runs its own single-threaded SIMD loop; `@` goes to OpenBLAS, whose worker
-        # threads busy-wait: on 2 shared cores its p95 was 10-40x worse (12 ms vs 0.8 ms at 10k).
-        scores = np.einsum("ij,j->i", self._matrix[:n], query)
-        if k < n:
-            best = np.argpartition(-scores, k - 1)[:k]
-        else:
-            best = np.arange(n)
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(self._pks[i]), float(scores[i])) for i in best]
 
 
 def _now() -> str:
@@ -175,7 +62,7 @@ class EmbeddedStore(HybridSearch):
         self._embedder = embedder
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-sqlite")
         self._conn: sqlite3.Connection | None = None  # only used on the executor thread
-        self._index = _VectorIndex(DIM)
+        self._index = VectorIndex(DIM)
         self._vector_issue = ""  # why stored vectors were discarded, for health()
         self._closed = False
 
@@ -192,64 +79,15 @@ class EmbeddedStore(HybridSearch):
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are explicit BEGIN/COMMIT, so nothing stays open.
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn, vector_issue = open_database(self.path, self._embedder.model_id if self._embedder else None)
+        if vector_issue:  # kept across a retried open: the vectors it discarded stay discarded
+            self._vector_issue = vector_issue
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_SCHEMA)
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            stored_schema = int(meta.get("schema_version", SCHEMA_VERSION))
-            if stored_schema != SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has knowledge schema {stored_schema}, this version reads {SCHEMA_VERSION}"
-                )
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._set_meta(conn, "schema_version", str(SCHEMA_VERSION))
-                if meta.get("fold_version") not in (None, str(FOLD_VERSION)):
-                    self._rebuild_fts(conn)
-                self._set_meta(conn, "fold_version", str(FOLD_VERSION))
-                self._check_vector_model(conn, meta.get("embedding_model"))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             self._load_vectors(conn)
         except BaseException:
             conn.close()
             raise
         return conn
-
-    @staticmethod
-    def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    def _rebuild_fts(self, conn: sqlite3.Connection) -> None:
-        log.info("rebuilding the keyword index of %s (normalisation changed)", self.path)
-        conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
-        rows = conn.execute("SELECT pk, title, text FROM chunks")
-        conn.executemany(
-            "INSERT INTO chunks_fts(rowid, title, text) VALUES (?, ?, ?)",
-            ((pk, fold(title), fold(text)) for pk, title, text in rows),
-        )
-
-    def _check_vector_model(self, conn: sqlite3.Connection, stored: str | None) -> None:
-        if self._embedder is None or stored is None or stored == self._embedder.model_id:
-            return
-        # Vectors of two models live in different spaces: cosine between them is noise.
-        cleared = conn.execute("UPDATE chunks SET vector = NULL WHERE vector IS NOT NULL").rowcount
-        conn.execute("DELETE FROM meta WHERE key = 'embedding_model'")
-        self._vector_issue = (
-            f"{cleared} stored vectors came from {stored}, not {self._embedder.model_id}: "
-            "discarded, re-ingest to restore the vector leg"
-        )
-        log.warning("%s: %s", self.path, self._vector_issue)
 
     def _load_vectors(self, conn: sqlite3.Connection) -> None:
         self._index.clear()
@@ -386,7 +224,7 @@ class EmbeddedStore(HybridSearch):
                     (pk, fold(chunk.title), fold(chunk.text)),
                 )
             if vectors is not None and len(chunks) and self._embedder is not None:
-                self._set_meta(conn, "embedding_model", self._embedder.model_id)
+                set_meta(conn, "embedding_model", self._embedder.model_id)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

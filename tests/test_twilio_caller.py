@@ -35,6 +35,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from twilio.request_validator import RequestValidator
 
+from app.simulators import twilio_caller
 from app.simulators import twilio_wire as wire
 from app.simulators.twilio_caller import (
     SKIP,
@@ -606,6 +607,15 @@ async def test_twiml_without_a_stream_is_spoken_only() -> None:
     result = await call(customer, CallScript(hangup_after=1.0))
     assert result.status == "spoken_only" and result.say_texts == ["Ligne indisponible."] and result.hangup
     assert customer.stream_upgrades == [] and result.stream_url is None
+
+
+async def test_the_webhook_path_is_read_from_the_package_at_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # benchmarks/relay.py calls servers other than octi by assigning twilio_caller.WEBHOOK_PATH.
+    monkeypatch.setattr(twilio_caller, "WEBHOOK_PATH", "/voice/action")
+    customer = Customer()
+    result = await call(customer, CallScript(hangup_after=1.0))
+    assert customer.webhooks == [] and [action["valid"] for action in customer.actions] == [True]
+    assert result.status == "spoken_only" and result.say_texts == ["Merci, au revoir."]
 
 
 async def test_server_down_is_reported_not_raised() -> None:

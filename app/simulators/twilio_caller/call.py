@@ -1,0 +1,82 @@
+"""One simulated call from start to end: the webhook, then the media stream, then the figures of
+what the caller heard."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from app.simulators import twilio_wire as wire
+from app.simulators.twilio_caller.playback import Playback
+from app.simulators.twilio_caller.records import CallResult
+from app.simulators.twilio_caller.script import CallScript
+from app.simulators.twilio_caller.speech import CallerSpeech
+from app.simulators.twilio_caller.stream import MediaStream, SendHook
+from app.simulators.twilio_caller.timeline import CallTimeline
+from app.simulators.twilio_caller.webhooks import WEBHOOK_USER_AGENT, TwilioRequests
+
+
+async def place_call(server_url: str, *, script: CallScript, public_url: str | None = None,
+                     auth_token: str | None = None, call_sid: str | None = None,
+                     from_number: str = "+33612345678", to_number: str = "+33198765432", realtime: bool = True,
+                     sign_stream: bool = True, extra_stream_headers: dict[str, str] | None = None,
+                     send_hook: SendHook | None = None, account_sid: str | None = None) -> CallResult:
+    """Call `server_url` as Twilio would and return what happened. Never raises for server misbehaviour.
+
+    `public_url` is the base URL Twilio believes it is calling (what gets signed); requests
+    still go to `server_url`, like through a tunnel. `realtime=False` runs the media clock as
+    fast as the event loop allows (one loop turn per 20 ms tick): the exchange is complete but
+    its timings mean nothing. `send_hook(message)` sees every protocol message before it is sent
+    and may return a replacement (dict, or raw str/bytes), SKIP to drop it, or None to keep it.
+    """
+    result = CallResult(server_url=server_url.rstrip("/"), public_url=(public_url or server_url).rstrip("/"),
+                        call_sid=call_sid or wire.new_sid("CA"), account_sid=account_sid or wire.new_sid("AC"))
+    params = wire.inbound_call_params(call_sid=result.call_sid, account_sid=result.account_sid,
+                                      from_number=from_number, to_number=to_number)
+    timeline = CallTimeline(result, realtime=realtime)
+    playback = Playback()
+    # Decoding and resampling WAVs is CPU work: keep it off the event loop.
+    audio = await asyncio.gather(*(asyncio.to_thread(wire.wav_to_ulaw, u.wav) for u in script.utterances))
+    bounds = await asyncio.gather(*(asyncio.to_thread(wire.speech_bounds, a) for a in audio))
+    speech = CallerSpeech(script, audio, bounds, playback, result, timeline)
+    async with httpx.AsyncClient(timeout=15, trust_env=False, headers={"User-Agent": WEBHOOK_USER_AGENT}) as http:
+        requests = TwilioRequests(http, result, timeline, auth_token=auth_token, params=params,
+                                  webhook_path=_webhook_path())
+        stream = MediaStream(requests, timeline, playback, speech, sign_stream=sign_stream,
+                             extra_stream_headers=extra_stream_headers, send_hook=send_hook)
+        if await requests.webhook() and await stream.open():
+            result.status = "completed"
+            await stream.run()
+        if requests.background:
+            await asyncio.wait(set(requests.background), timeout=10)
+    return _finish(result, timeline, playback, stream)
+
+
+def _webhook_path() -> str:
+    # benchmarks/relay.py aims the caller at another server's webhook by assigning
+    # app.simulators.twilio_caller.WEBHOOK_PATH, so the package's value is read at each call.
+    from app.simulators import twilio_caller
+
+    return twilio_caller.WEBHOOK_PATH
+
+
+def _finish(result: CallResult, timeline: CallTimeline, playback: Playback, stream: MediaStream) -> CallResult:
+    """Settle the record: times of a call without a stream count from its start, then what was
+    heard and each utterance's answer and barge-in figures."""
+    r = result
+    if timeline.t0 is None:
+        timeline.rebase(timeline.origin)
+    r.bursts = playback.bursts
+    r.clears = playback.clears
+    r.played_audio = bytes(stream.played)
+    r.sent_audio = bytes(stream.sent)
+    if timeline.violation_count > len(r.violations):
+        r.errors.append(f"{timeline.violation_count - len(r.violations)} further violations not recorded")
+    for u, following in zip(r.utterances, [*r.utterances[1:], None]):
+        until = following.start_t if following else float("inf")
+        answer = next((b for b in r.bursts if u.start_t < b.start_t < until), None)
+        u.answer_latency_ms = round((answer.start_t - u.speech_end_t) * 1000, 1) if answer else None
+        cleared = next((c for c in r.clears if u.start_t <= c.t < until), None)
+        u.clear_after_ms = round((cleared.t - u.start_t) * 1000, 1) if cleared else None
+    return r

@@ -1,0 +1,51 @@
+"""What the simulated caller does during the stream: utterances from WAV files, DTMF, raw
+messages and when to hang up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SILENCE_BEFORE_REPLY_MS = 700
+
+
+@dataclass(slots=True)
+class Utterance:
+    """One thing the caller says.
+
+    - `at`: seconds since stream start.
+    - neither `at` nor `after_answer_starts_ms` (default): speak once OCTI has spoken since the
+      previous utterance began (for the first: since the stream started, i.e. the greeting)
+      and its playback has then been idle for `CallScript.silence_before_reply_ms`.
+    - `after_answer_starts_ms`: barge in, that many ms after the next playback burst (OCTI's
+      answer) started playing.
+    Utterances never overlap: each one also waits for its predecessor to finish.
+    """
+
+    wav: Path
+    at: float | None = None
+    after_answer_starts_ms: float | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.wav = Path(self.wav)
+        if self.at is not None and self.after_answer_starts_ms is not None:
+            raise ValueError("an utterance has either `at` or `after_answer_starts_ms`, not both")
+        if not self.label:
+            self.label = self.wav.stem
+
+
+@dataclass(slots=True)
+class CallScript:
+    """What the caller does during the stream; times are seconds since stream start."""
+
+    utterances: list[Utterance] = field(default_factory=list)
+    dtmf: list[tuple[float, str]] = field(default_factory=list)
+    hangup_after: float = 30.0
+    # Hang up this long after the last utterance finished and playback went idle.
+    hangup_when_done_after_s: float | None = None
+    # Sent verbatim (text or binary frame) at those times; they take no sequence number.
+    raw_messages: list[tuple[float, str | bytes]] = field(default_factory=list)
+    silence_before_reply_ms: float = DEFAULT_SILENCE_BEFORE_REPLY_MS
+    # Faint line noise instead of digital silence between utterances (e.g. -60 dBFS).
+    comfort_noise_dbfs: float | None = None

@@ -1,0 +1,82 @@
+"""Pure pieces of the simulated Twilio caller: the voice `webhook` (ids, form fields, TwiML, URLs),
+the `media_stream` messages both ways, and the phone line's `audio`.
+
+Nothing here touches a socket, so every rule about what Twilio sends and accepts can be
+unit-tested on its own.
+"""
+
+from app.simulators.twilio_wire.audio import (
+    BYTES_PER_MS,
+    FRAME_BYTES,
+    FRAME_MS,
+    MULAW_SILENCE,
+    PLAYBACK_LIMIT_BYTES,
+    SAMPLE_RATE,
+    SILENCE_FRAME,
+    comfort_noise_frame,
+    pcm16_to_ulaw,
+    speech_bounds,
+    ulaw_to_pcm16,
+    wav_to_ulaw,
+)
+from app.simulators.twilio_wire.media_stream import (
+    MEDIA_FORMAT,
+    CheckedFrame,
+    ServerMessage,
+    Violation,
+    check_server_frame,
+    connected_message,
+    dtmf_message,
+    mark_message,
+    media_message,
+    start_message,
+    stop_message,
+)
+from app.simulators.twilio_wire.webhook import (
+    TWIML_MAX_BYTES,
+    StreamSpec,
+    Twiml,
+    TwimlError,
+    inbound_call_params,
+    map_to_server,
+    new_sid,
+    parse_twiml,
+    resolve_twiml_url,
+    stream_url_warnings,
+)
+
+__all__ = [
+    "BYTES_PER_MS",
+    "FRAME_BYTES",
+    "FRAME_MS",
+    "MEDIA_FORMAT",
+    "MULAW_SILENCE",
+    "PLAYBACK_LIMIT_BYTES",
+    "SAMPLE_RATE",
+    "SILENCE_FRAME",
+    "TWIML_MAX_BYTES",
+    "CheckedFrame",
+    "ServerMessage",
+    "StreamSpec",
+    "Twiml",
+    "TwimlError",
+    "Violation",
+    "check_server_frame",
+    "comfort_noise_frame",
+    "connected_message",
+    "dtmf_message",
+    "inbound_call_params",
+    "map_to_server",
+    "mark_message",
+    "media_message",
+    "new_sid",
+    "parse_twiml",
+    "pcm16_to_ulaw",
+    "resolve_twiml_url",
+    "speech_bounds",
+    "start_message",
+    "stop_message",
+    "stream_url_warnings",
+    "ulaw_to_pcm16",
+    "wav_to_ulaw",
+]

@@ -9,11 +9,14 @@ import os
 from collections.abc import Awaitable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app.config import Settings
 from app.doctor_findings import Finding, ok, problem, warning
+
+if TYPE_CHECKING:
+    from app.engines.openai_realtime.connection import RealtimeUnavailable
 
 DATABASE_TIMEOUT_SECONDS = 5.0
 KNOWLEDGE_TIMEOUT_SECONDS = 10.0
@@ -125,7 +128,14 @@ async def check_realtime(settings: Settings, timeout: float = REALTIME_TIMEOUT_S
     except TimeoutError:
         return [problem("realtime", f"{service}: no handshake within {timeout:g} s", "check OPENAI_REALTIME_URL")]
     except RealtimeUnavailable as exc:
-        return [_refused(service, exc)]
+        explanation = b""
+        if exc.http_status is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    explanation = await _refusal_body(settings)
+            except TimeoutError:
+                pass  # the status alone still says what to fix
+        return [_refused(service, exc, explanation)]
     try:
         async with asyncio.timeout_at(deadline), aclosing(connection.events()) as events:
             async for event in events:
@@ -158,29 +168,45 @@ def _shown_url(url: str) -> str:
     return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}{parts.path}"
 
 
-def _refused(service: str, exc: BaseException) -> Finding:
-    """Why the handshake failed, in the operator's terms."""
-    from websockets.exceptions import InvalidStatus, InvalidURI
+async def _refusal_body(settings: Settings) -> bytes:
+    """The service's JSON explanation of a refused handshake.
 
-    cause = exc.__cause__
-    if isinstance(cause, InvalidStatus):
-        status = cause.response.status_code
+    The call's websocket client (picows) reports a refusal's status but not its body, so the
+    doctor asks once more with the `websockets` client, which keeps it."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus, WebSocketException
+
+    from app.engines.openai_realtime.connection import auth_headers, realtime_url
+
+    try:
+        async with connect(realtime_url(settings), additional_headers=auth_headers(settings), open_timeout=None):
+            return b""  # accepted this time: nothing to explain
+    except InvalidStatus as exc:
+        return bytes(exc.response.body or b"")
+    except (OSError, WebSocketException):
+        return b""
+
+
+def _refused(service: str, exc: RealtimeUnavailable, explanation: bytes = b"") -> Finding:
+    """Why the handshake failed, in the operator's terms; `explanation` is the service's answer."""
+    if exc.http_status is not None:
         code = message = ""
         try:
-            error = json.loads(cause.response.body or b"{}").get("error") or {}
+            error = json.loads(explanation or exc.http_body or b"{}").get("error") or {}
             code, message = str(error.get("code") or error.get("type") or ""), str(error.get("message") or "")
         except (ValueError, AttributeError):
             pass
-        label = f"HTTP {status}" + (f" {code}" if code else "")
-        if status in (401, 403):
+        label = f"HTTP {exc.http_status}" + (f" {code}" if code else "")
+        if exc.http_status in (401, 403):
             # The service's message quotes part of the key: not printed.
             return problem("realtime", f"{service} refused OPENAI_API_KEY ({label})",
                            "check OPENAI_API_KEY (and that it belongs to a project with Realtime access)")
         return problem("realtime", f"{service} refused the connection ({label})" + (f": {message}" if message else ""),
                        "check OPENAI_REALTIME_URL and OPENAI_REALTIME_MODEL")
-    if isinstance(cause, InvalidURI):
+    if exc.bad_url:
         return problem("realtime", f"{service}: OPENAI_REALTIME_URL is not a websocket URL",
                        "use wss://api.openai.com/v1/realtime (or your Azure …/openai/v1/realtime)")
+    cause = exc.__cause__
     reason = _reason(cause) if cause is not None else str(exc)
     return problem("realtime", f"{service} is unreachable: {reason}", "check OPENAI_REALTIME_URL and the network")
 

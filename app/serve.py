@@ -16,7 +16,7 @@ from app.web import WEBSOCKET_IMPLEMENTATIONS, create_app, server_config
 @click.command(name="serve")
 @click.option("--host", help="bind address (default: HOST, 127.0.0.1)")
 @click.option("--port", type=int, help="port (default: PORT, 8000)")
-@click.option("--ws", type=click.Choice(WEBSOCKET_IMPLEMENTATIONS), default="streaming",
+@click.option("--ws", type=click.Choice(WEBSOCKET_IMPLEMENTATIONS), default="websockets-sansio",
               help="uvicorn's websocket implementation")
 def cli(host: str | None, port: int | None, ws: str) -> None:
     """Run the phone agent."""

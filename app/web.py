@@ -13,7 +13,6 @@ from app.config import Settings, get_settings
 from app.metrics import CONTENT_TYPE
 from app.review import build_review_router
 from app.service import Service
-from app.websocket import StreamingWebSocketProtocol
 
 TWIML = "application/xml"
 
@@ -21,18 +20,18 @@ TWIML = "application/xml"
 # messages over MAX_STREAM_MESSAGE_BYTES without ending the call.
 WEBSOCKET_FRAME_LIMIT = 1024 * 1024
 
-# uvicorn's websocket implementations by name; "streaming" (ours, the default) is its sans-I/O
-# one with fast paths for the media stream's small frames (app.websocket).
-WEBSOCKET_IMPLEMENTATIONS = ("streaming", "auto", "websockets", "websockets-sansio", "wsproto")
+# uvicorn's websocket implementations by name. The default, "websockets-sansio", cost the least
+# CPU per media frame of uvicorn's own (benchmarks/README.md, "Websocket stacks").
+WEBSOCKET_IMPLEMENTATIONS = ("websockets-sansio", "websockets", "wsproto", "auto")
 
 
-def server_config(app: FastAPI, host: str, port: int, ws: str = "streaming") -> uvicorn.Config:
+def server_config(app: FastAPI, host: str, port: int, ws: str = "websockets-sansio") -> uvicorn.Config:
     """How the phone line is served, for `octi serve` and the tests alike."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        ws=StreamingWebSocketProtocol if ws == "streaming" else ws,
+        ws=ws,
         ws_max_size=WEBSOCKET_FRAME_LIMIT,
         ws_per_message_deflate=False,  # μ-law in base64 does not compress; deflate only costs CPU
         log_config=None,

@@ -5,26 +5,29 @@ and `app.simulators.twilio_caller.place_call`, one websockets client, timer and 
 cost about 1 % of a core per call together; on a small machine they saturate it long before
 the server does. These peers speak the same protocols to the unchanged server:
 
-* `realtime`: a plain asyncio server speaking the OpenAI Realtime GA protocol as far as the
-  server uses it (handshake with the bearer key, RFC 6455 frames parsed here and written with
-  `app.websocket`'s helpers, pings and closing handshake). It reads each connection once per
-  20 ms sweep rather than at every append's arrival (a wake-up per append cost more than the
-  rest). Audio appends are recognised by their prefix and never JSON-decoded; an append is silence when its base64 is exactly that of digital silence (a C-speed compare),
-  and a VAD on that (speech after 60 ms of sound, its end after the session's silence
-  duration, positions on the appended-audio timeline) commits turns and answers them as the
-  double does. Answers are slices of the double's recording, base64-encoded once at start-up
-  for each output format, streamed in 20-250 ms deltas faster than real time by --speed.
-  Every event shape it sends is validated once at start-up against `openai.types.realtime`
-  (a scripted session against a fake transport), not per message.
+* `realtime`: a picows server speaking the OpenAI Realtime GA protocol as far as the server
+  uses it (the upgrade checked for the path and bearer key, the model taken from the query).
+  Audio appends are recognised by their prefix and never JSON-decoded; an append is silence
+  when its base64 is exactly that of digital silence (a C-speed compare), and a VAD on that
+  (speech after 60 ms of sound, its end after the session's silence duration, positions on
+  the appended-audio timeline) commits turns and answers them as the double does. Answers
+  are slices of the double's recording, base64-encoded once at start-up for each output
+  format, streamed in 20-250 ms deltas faster than real time by --speed. Every event shape
+  it sends is validated once at start-up against `openai.types.realtime` (a scripted
+  session against a fake transport), not per message.
 * `run_fleet`: N Twilio callers in one process. Each call makes the signed webhook POST and
   the signed websocket upgrade with its TwiML token once; then one shared 20 ms ticker sends
-  every call's media frame (pre-built JSON around pre-encoded payloads, one masked write per
+  every call's media frame (pre-built JSON around pre-encoded payloads, one picows send per
   call per tick). Calls talk in turns like the faithful benchmark (an utterance, the speech
   part of a WAV, then silence until OCTI has been silent for 700 ms after its answer) and keep
   Twilio's playback buffer as counters: media ms queue up and drain 20 ms per tick, marks are
   echoed when playback reaches them, `clear` empties the buffer and echoes pending marks.
   Server frames are checked by exact prefixes; anything else goes through the faithful
   `twilio_wire.check_server_frame`.
+
+The websocket layer is picows (a C implementation of RFC 6455): the HTTP upgrade, framing,
+masking, pings and protocol checks are its; these peers only see whole text messages and
+complete the closing handshake. Fragmented messages are refused (neither side fragments).
 
 Run: `.venv/bin/python benchmarks/lean_peers.py realtime --port P --speed 2 --answer-seconds 3 --api-key K`
      `.venv/bin/python benchmarks/lean_peers.py calls --url http://127.0.0.1:8000 --calls 2 --duration 20`
@@ -41,7 +44,6 @@ import json
 import logging
 import os
 import random
-import socket
 import sys
 import time
 from collections import Counter, deque
@@ -49,7 +51,20 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from websockets.utils import accept_key
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSHandshakeError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_connect,
+    ws_create_server,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -76,14 +91,12 @@ from app.simulators.realtime_double import (  # noqa: E402 - the double's settin
     snap_to_word,
 )
 from app.simulators.realtime_schema import unexpected_server_keys, validate_server_event  # noqa: E402
-from app.websocket import MaskingKeys, apply_mask, frame_header, masked_text_frame, text_frame  # noqa: E402
 
 log = logging.getLogger("lean_peers")
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-FIN = 0x80
 MAX_MESSAGE = 32 * 2**20
-MAX_HEAD = 16 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0
+CLOSE_WAIT_S = 2.0  # for the other side's close frame, after ours
 
 
 def run_async(main: Any) -> Any:
@@ -98,164 +111,73 @@ def run_async(main: Any) -> Any:
         return runner.run(main)
 
 
-# --------------------------------------------------------------------------- RFC 6455 framing
-# Frames are written with app.websocket's helpers; parsing is here, since a peer must also take
-# fragments and control frames, which the server's fast path hands to the websockets library.
+# --------------------------------------------------------------------------- websocket messages over picows
+# picows does RFC 6455: the HTTP upgrade, framing, masking, pings (auto-pong) and protocol checks.
+# What is left here is the part of a message exchange that picows leaves to its listener.
 
 
-class WsEndpoint(asyncio.Protocol):
-    """Either side of a websocket: its HTTP head, then frames, fragments, pings and closing.
+class MessageListener(WSListener):
+    """A picows listener that hands over whole text and binary messages and completes the closing handshake.
 
-    A client sets `keys` (its frames go masked, the server's must come unmasked); a server
-    leaves it None. Subclasses implement `on_head`, `on_text` and `on_binary`.
+    Fragmented messages are refused with 1003: the server and its peers never fragment, and
+    picows delivers frames, not messages. Subclasses implement `on_text` and `on_binary`.
     """
 
-    keys: MaskingKeys | None = None
-
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.open = False
-        self._head = b""
-        self._rbuf = b""
-        self._frag: tuple[int, list[bytes]] | None = None
-        self.close_sent = False
+        self.transport: WSTransport | None = None
         self.close_rcvd: int | None = None
-        self.lost = False
+        self.closed = False  # the connection is gone
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        if self.open:
-            self.feed(data)
-            return
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > MAX_HEAD:
-                self.on_oversized_head()
-            return
-        head, rest = self._head[:end], self._head[end + 4:]
-        self._head = b""
-        if self.on_head(head):
-            self.open = True
-            if rest:
-                self.feed(rest)
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind == WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            self.close_rcvd = 1005 if code == WSCloseCode.NO_INFO else int(code)
+            self.on_close_frame(self.close_rcvd)
+            if not transport.is_close_frame_sent:  # echo it, then the TCP close
+                transport.send_close(WSCloseCode.OK if code == WSCloseCode.NO_INFO else code)
+            transport.disconnect()
+        elif transport.is_close_frame_sent:
+            return  # closing: only the other side's close matters now
+        elif not frame.fin or kind == WSMsgType.CONTINUATION:
+            self.fail(WSCloseCode.UNSUPPORTED_DATA, "fragmented messages are not supported")
+        elif kind == WSMsgType.TEXT:
+            self.on_text(frame.get_payload_as_bytes())
+        elif kind == WSMsgType.BINARY:
+            self.on_binary(frame.get_payload_as_bytes())
 
-    # -- outgoing
-    def control_frame(self, opcode: int, payload: bytes) -> bytes:
-        if self.keys is None:
-            return frame_header(FIN | opcode, len(payload), masked=False) + payload
-        key = self.keys.take()
-        return frame_header(FIN | opcode, len(payload), masked=True) + key + apply_mask(payload, key)
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.close_sent and not self.lost:
-            self.transport.write(data)
-
-    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
-        if self.close_sent or self.lost or self.transport is None:
-            return
-        payload = b"" if code is None else code.to_bytes(2, "big") + reason.encode()[:120]
-        self.transport.write(self.control_frame(OP_CLOSE, payload))
-        self.close_sent = True
-        if self.close_rcvd is not None:
-            self.transport.close()
-
-    # -- incoming
-    def feed(self, data: bytes) -> None:
-        if self._rbuf:
-            data = self._rbuf + data
-            self._rbuf = b""
-        n, pos = len(data), 0
-        masked_in = self.keys is None
-        while n - pos >= 2:
-            b0, b1 = data[pos], data[pos + 1]
-            length, hp = b1 & 0x7F, pos + 2
-            if length == 126:
-                if n - hp < 2:
-                    break
-                length, hp = (data[hp] << 8) | data[hp + 1], hp + 2
-            elif length == 127:
-                if n - hp < 8:
-                    break
-                length, hp = int.from_bytes(data[hp:hp + 8], "big"), hp + 8
-            key = None
-            if b1 & 0x80:
-                if n - hp < 4:
-                    break
-                key, hp = data[hp:hp + 4], hp + 4
-            if (key is not None) != masked_in or b0 & 0x70:
-                self.fail(1002, "masking or reserved bits")
-                return
-            if length > MAX_MESSAGE:
-                self.fail(1009, "message too big")
-                return
-            end = hp + length
-            if end > n:
-                break
-            payload = apply_mask(data[hp:end], key) if key is not None else data[hp:end]
-            pos = end
-            self._frame(b0 & 0x80, b0 & 0x0F, payload)
-            if self.close_rcvd is not None or self.lost:
-                return
-        if pos < n:
-            self._rbuf = data[pos:]
-
-    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
-        if opcode == OP_TEXT or opcode == OP_BINARY:
-            if self._frag is not None:
-                self.fail(1002, "new message inside a fragmented one")
-            elif fin:
-                (self.on_text if opcode == OP_TEXT else self.on_binary)(payload)
-            else:
-                self._frag = (opcode, [payload])
-        elif opcode == OP_CONT:
-            if self._frag is None:
-                self.fail(1002, "continuation without a message")
-                return
-            self._frag[1].append(payload)
-            if fin:
-                kind, parts = self._frag
-                self._frag = None
-                message = b"".join(parts)
-                (self.on_text if kind == OP_TEXT else self.on_binary)(message)
-        elif opcode >= OP_CLOSE and (not fin or len(payload) > 125):
-            self.fail(1002, "fragmented or oversized control frame")
-        elif opcode == OP_PING:
-            self.write(self.control_frame(OP_PONG, payload))
-        elif opcode == OP_PONG:
-            pass
-        elif opcode == OP_CLOSE:
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-            self.close_rcvd = code
-            self.on_close_frame(code)
-            if not self.close_sent:
-                self.send_close(code if code != 1005 else None)  # echo, then the TCP close
-            if self.transport is not None:
-                self.transport.close()
-        else:
-            self.fail(1002, f"unknown opcode {opcode}")
-
-    def fail(self, code: int, reason: str) -> None:
-        log.warning("websocket protocol error: %s", reason)
-        self.send_close(code, reason)
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
         self.on_closed()
 
+    @property
+    def sending(self) -> bool:
+        """Whether messages can still go out: connected, and no close frame sent yet."""
+        transport = self.transport
+        return transport is not None and not transport.is_close_frame_sent and not self.closed
+
+    def send_text(self, payload: bytes) -> None:
+        if self.sending:
+            self.transport.send(WSMsgType.TEXT, payload)  # type: ignore[union-attr]
+
+    def send_close(self, code: int = 1000, reason: str = "") -> None:
+        if self.sending:
+            self.transport.send_close(code, reason.encode()[:120])  # type: ignore[union-attr, arg-type]
+
+    def disconnect(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.disconnect()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Refuse what the other side sent: a close frame, its echo awaited CLOSE_WAIT_S at most."""
+        log.warning("websocket closed with %d: %s", code, reason)
+        self.send_close(code, reason)
+        asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self.disconnect)
+
     # -- for subclasses
-    def on_head(self, head: bytes) -> bool:
-        """Handle the HTTP head (without its blank line); whether the websocket is now open."""
-        raise NotImplementedError
-
-    def on_oversized_head(self) -> None:
-        assert self.transport is not None
-        self.transport.close()
-
     def on_text(self, payload: bytes) -> None:
         raise NotImplementedError
 
@@ -267,17 +189,6 @@ class WsEndpoint(asyncio.Protocol):
 
     def on_closed(self) -> None:
         pass
-
-
-def parse_http_head(head: bytes) -> tuple[str, dict[str, str]]:
-    """(first line, headers with lower-case names) of an HTTP request or response head."""
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return lines[0], headers
 
 
 # --------------------------------------------------------------------------- the lean realtime peer
@@ -330,17 +241,19 @@ class _Response:
         self.transcript = ""
 
 
-class RealtimeConnection(WsEndpoint):
+class RealtimeConnection(MessageListener):
     """One session of the lean realtime peer."""
 
-    def __init__(self, peer: "LeanRealtimePeer", index: int) -> None:
+    def __init__(self, peer: "LeanRealtimePeer", index: int, *, model: str = DEFAULT_MODEL,
+                 beta: bool = False) -> None:
         super().__init__()
         self.peer = peer
         self.index = index
         self._rng = random.Random(index)
         self._tag = "".join(self._rng.choices(ID_ALPHABET, k=12))  # ids: prefix_ + 12 random + 9-digit counter
         self._count = 0
-        self.model = DEFAULT_MODEL
+        self.model = model
+        self.beta = beta  # asked for the Beta protocol: refused once open, as the service does
         self.conversation_id = self.new_id("conv")
         self.session: dict[str, Any] = {}
         self.items: dict[str, list[Any]] = {}  # id -> [role, audio_ms, generated_ms]
@@ -367,10 +280,11 @@ class RealtimeConnection(WsEndpoint):
 
     def encode(self, event: dict[str, Any]) -> bytes:
         event["event_id"] = self.new_id("event")
-        return text_frame(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
 
     def emit(self, *events: dict[str, Any]) -> None:
-        self.write(b"".join(self.encode(e) for e in events))
+        for event in events:
+            self.send_text(self.encode(event))
 
     def error_event(self, code: str | None, message: str, param: str | None = None,
                     event_id: str | None = None, error_type: str = "invalid_request_error") -> dict[str, Any]:
@@ -381,63 +295,17 @@ class RealtimeConnection(WsEndpoint):
             log.warning("connection %d: error %s: %s", self.index, code, message)
         return {"type": "error", "error": dict(error)}
 
-    # -- handshake
-    def on_oversized_head(self) -> None:
-        self._refuse(431, "Request Header Fields Too Large", None)
-
-    def _refuse(self, status: int, reason: str, error: dict[str, Any] | None) -> None:
-        body = (json.dumps({"error": error}) + "\n").encode() if error else b""
-        assert self.transport is not None
-        self.transport.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-                             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-        self.transport.close()
-        self.lost = True
-
-    def on_head(self, head: bytes) -> bool:
-        first, headers = parse_http_head(head)
-        parts = first.split(" ")
-        if len(parts) != 3 or parts[0] != "GET":
-            self._refuse(405, "Method Not Allowed", None)
-            return False
-        target = urlsplit(parts[1])
-        if not target.path.startswith("/v1/realtime"):
-            self._refuse(404, "Not Found", {"message": "Not found", "type": "invalid_request_error",
-                                             "param": None, "code": None})
-            return False
-        key = headers.get("sec-websocket-key", "")
-        if (headers.get("upgrade", "").lower() != "websocket" or headers.get("sec-websocket-version") != "13"
-                or len(key) != 24):
-            self._refuse(400, "Bad Request", None)
-            return False
-        scheme, _, bearer = headers.get("authorization", "").partition(" ")
-        bearer = bearer.strip()
-        if scheme.lower() != "bearer" or not bearer:
-            self._refuse(401, "Unauthorized", {
-                "message": "You didn't provide an API key. Send it in an Authorization header using Bearer auth "
-                           "(Authorization: Bearer YOUR_KEY).",
-                "type": "invalid_request_error", "param": None, "code": None})
-            return False
-        if self.peer.api_key is not None and bearer != self.peer.api_key:
-            shown = f"{bearer[:3]}...{bearer[-4:]}" if len(bearer) > 8 else "***"
-            self._refuse(401, "Unauthorized", {"message": f"Incorrect API key provided: {shown}.",
-                                               "type": "invalid_request_error", "param": None,
-                                               "code": "invalid_api_key"})
-            return False
-        for name, value in (pair.split("=", 1) for pair in target.query.split("&") if "=" in pair):
-            if name == "model" and value:
-                self.model = value
-        assert self.transport is not None
-        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                             b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
-        self.open = True
-        if "realtime=v1" in headers.get("openai-beta", "").replace(" ", "").lower():
+    # -- opening: picows has checked the upgrade, the peer's `upgrade` the path and the key
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self.peer.connections.add(self)
+        if self.beta:
             self.emit(self.error_event("beta_api_shape_disabled",
                                        "The Realtime Beta API is no longer supported. Remove the 'OpenAI-Beta: "
                                        "realtime=v1' header and use the GA Realtime API."))
             self.send_close(BETA_CLOSE_CODE, "beta_api_shape_disabled")
-            return False
+            return
         self.start_session()
-        return True
 
     def start_session(self) -> None:
         self.session = self.default_session()
@@ -758,7 +626,7 @@ class RealtimeConnection(WsEndpoint):
 
     def step(self, r: _Response) -> None:
         """One audio delta (and the transcript piece it covers); the next one `step / speed` later."""
-        if self.active is not r or self.lost or self.close_sent:
+        if self.active is not r or not self.sending:
             return
         peer = self.peer
         grain = peer.voice.grain[r.output_kind]
@@ -767,19 +635,16 @@ class RealtimeConnection(WsEndpoint):
         r.position += step
         script = r.script
         upto = snap_to_word(script, round(len(script) * r.position / r.planned_ms))
-        out = []
         if upto > r.sent_chars:
             text, r.sent_chars = script[r.sent_chars:upto], upto
             r.transcript += text
-            out.append(self.encode({"type": "response.output_audio_transcript.delta", **self.part_ids(r),
-                                    "delta": text}))
+            self.emit({"type": "response.output_audio_transcript.delta", **self.part_ids(r), "delta": text})
         event_id = self.new_id("event").encode()
-        out.append(text_frame(b"".join((r.head, chunk, b'","event_id":"', event_id, b'"}'))))
+        self.send_text(b"".join((r.head, chunk, b'","event_id":"', event_id, b'"}')))
         item = self.items.get(r.item_id)
         if item is not None:
             item[1] += step
             item[2] += step
-        self.write(b"".join(out))
         delay = step / 1000 / peer.speed if peer.speed > 0 else 0
         r.handle = peer.schedule(delay, self.step if r.position < r.planned_ms else self.finish, r)
 
@@ -871,93 +736,22 @@ def _merge_audio(target: dict[str, Any], update: dict[str, Any]) -> None:
                 current[key] = value
 
 
-class SweptTransport:
-    """A connected socket that the peer's sweep reads, written with plain `send`.
-
-    The server writes one append per caller frame, 50 a second per call, spread in time: read
-    as they come, each costs a wake-up, an epoll round and a recv (about 20 µs all told, ten
-    times the parsing). Read by a sweep every few ms, each connection costs one recv per sweep
-    whatever arrived meanwhile. Writes go out at once; what the kernel does not take waits for
-    the socket to be writable, in order.
-    """
-
-    __slots__ = ("peer", "sock", "fd", "protocol", "pending", "closing", "closed")
-
-    def __init__(self, peer: "LeanRealtimePeer", sock: Any, protocol: WsEndpoint) -> None:
-        self.peer, self.sock, self.fd, self.protocol = peer, sock, sock.fileno(), protocol
-        self.pending: deque[memoryview] = deque()
-        self.closing = self.closed = False
-
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self.pending:
-            self.pending.append(memoryview(data))
-            return
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.abort()
-            return
-        if sent < len(data):
-            self.pending.append(memoryview(data)[sent:])
-            self.peer.loop.add_writer(self.fd, self._flush)
-
-    def _flush(self) -> None:
-        pending = self.pending
-        while pending:
-            try:
-                sent = self.sock.send(pending[0])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.abort()
-                return
-            if sent < len(pending[0]):
-                pending[0] = pending[0][sent:]
-                return
-            pending.popleft()
-        self.peer.loop.remove_writer(self.fd)
-        if self.closing:
-            self._close_now()
-
-    def close(self) -> None:
-        if not self.closing and not self.closed:
-            self.closing = True
-            if not self.pending:
-                self._close_now()
-
-    def abort(self) -> None:
-        self.pending.clear()
-        self._close_now()
-
-    def _close_now(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.peer.swept.discard(self)
-        self.peer.loop.remove_writer(self.fd)
-        self.sock.close()
-        self.peer.loop.call_soon(self.protocol.connection_lost, None)
+def upgrade_refusal(status: int, error: dict[str, Any]) -> WSUpgradeResponseWithListener:
+    """An HTTP error in answer to the upgrade, with the API's JSON error body."""
+    body = (json.dumps({"error": error}) + "\n").encode()
+    response = WSUpgradeResponse.create_error_response(status, body, {"Content-Type": "application/json"})
+    return WSUpgradeResponseWithListener(response, None)
 
 
 class LeanRealtimePeer:
-    """The lean realtime server: `async with LeanRealtimePeer(port=0) as peer:` then point OPENAI_REALTIME_URL at peer.url.
+    """The lean realtime server.
 
-    sweep_ms > 0 (default 20): connections are read by a sweep every sweep_ms (see
-    SweptTransport); 0: as data comes, through asyncio transports and protocols.
+    `async with LeanRealtimePeer(port=0) as peer:`, then point OPENAI_REALTIME_URL at peer.url.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None, speed: float = 2.0,
-                 answer_seconds: float = 3.0, greeting_seconds: float = 2.5, voice: Voice | None = None,
-                 sweep_ms: float = 20.0) -> None:
+                 answer_seconds: float = 3.0, greeting_seconds: float = 2.5, voice: Voice | None = None) -> None:
         self.host, self.port = host, port
-        self.sweep_ms = sweep_ms
-        self.swept: set[SweptTransport] = set()
-        self._listener: Any = None
-        self._sweeper: asyncio.Task[None] | None = None
         self.api_key = api_key
         self.speed = speed
         self.answer_seconds, self.greeting_seconds = answer_seconds, greeting_seconds
@@ -966,7 +760,7 @@ class LeanRealtimePeer:
         self.errors_sent: list[dict[str, Any]] = []
         self.log_errors = True
         self.opened = 0
-        self.server: asyncio.base_events.Server | None = None
+        self.server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.schedule: Callable[..., Any] = self._schedule
 
@@ -981,96 +775,52 @@ class LeanRealtimePeer:
             return self._loop.call_soon(callback, *args)
         return self._loop.call_later(delay, callback, *args)
 
-    def connection(self) -> RealtimeConnection:
-        conn = RealtimeConnection(self, self.opened)
+    def connection(self, *, model: str = DEFAULT_MODEL, beta: bool = False) -> RealtimeConnection:
+        conn = RealtimeConnection(self, self.opened, model=model, beta=beta)
         self.opened += 1
-        self.connections.add(conn)
         return conn
+
+    def upgrade(self, request: WSUpgradeRequest) -> RealtimeConnection | WSUpgradeResponseWithListener:
+        """picows' listener factory, before the 101: the path, the bearer key, the model, the Beta header."""
+        target = urlsplit(request.path.decode("latin-1"))
+        if not target.path.startswith("/v1/realtime"):
+            return upgrade_refusal(404, {"message": "Not found", "type": "invalid_request_error", "param": None,
+                                         "code": None})
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        bearer = bearer.strip()
+        if scheme.lower() != "bearer" or not bearer:
+            return upgrade_refusal(401, {
+                "message": "You didn't provide an API key. Send it in an Authorization header using Bearer auth "
+                           "(Authorization: Bearer YOUR_KEY).",
+                "type": "invalid_request_error", "param": None, "code": None})
+        if self.api_key is not None and bearer != self.api_key:
+            shown = f"{bearer[:3]}...{bearer[-4:]}" if len(bearer) > 8 else "***"
+            return upgrade_refusal(401, {"message": f"Incorrect API key provided: {shown}.",
+                                         "type": "invalid_request_error", "param": None, "code": "invalid_api_key"})
+        model = DEFAULT_MODEL
+        for name, value in (pair.split("=", 1) for pair in target.query.split("&") if "=" in pair):
+            if name == "model" and value:
+                model = value
+        beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "").replace(" ", "").lower()
+        return self.connection(model=model, beta=beta)
 
     async def start(self) -> "LeanRealtimePeer":
         self._loop = asyncio.get_running_loop()
-        if self.sweep_ms <= 0:
-            self.server = await self._loop.create_server(self.connection, self.host, self.port)
-            self.port = self.server.sockets[0].getsockname()[1]
-            return self
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen(1024)
-        listener.setblocking(False)
-        self._listener = listener
-        self.port = listener.getsockname()[1]
-        self._loop.add_reader(listener.fileno(), self._accept)
-        self._sweeper = asyncio.create_task(self._sweep())
+        self.server = await ws_create_server(self.upgrade, self.host, self.port, max_frame_size=MAX_MESSAGE,
+                                             websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+        self.port = self.server.sockets[0].getsockname()[1]
         return self
 
-    def _accept(self) -> None:
-        for _ in range(64):
-            try:
-                sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = self.connection()
-            transport = SweptTransport(self, sock, conn)
-            conn.connection_made(transport)  # type: ignore[arg-type]
-            self.swept.add(transport)
-
-    async def _sweep(self) -> None:
-        """Every sweep_ms: one recv per connection, whatever arrived since the last sweep."""
-        period = self.sweep_ms / 1000
-        now, sleep = time.monotonic, asyncio.sleep
-        due = now()
-        while True:
-            due += period
-            delay = due - now()
-            if delay < -1:
-                due = now()  # after a long stall, start again rather than sweep back to back
-            await sleep(delay if delay > 0 else 0)
-            for transport in list(self.swept):
-                if transport.closed:
-                    continue
-                try:
-                    data = transport.sock.recv(65536)  # under malloc's mmap threshold: no mmap per recv
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    transport.abort()
-                    continue
-                if not data:  # the client closed its side
-                    transport.abort()
-                    continue
-                try:
-                    transport.protocol.data_received(data)
-                except Exception:  # a bug here must cost one connection, not the peer
-                    log.exception("connection failed")
-                    transport.abort()
-
     async def stop(self) -> None:
-        if self.server is None and self._listener is None:
+        if self.server is None:
             return
         for conn in list(self.connections):
-            conn.send_close(1001, "going away")
-            if conn.transport is not None:
-                conn.transport.close()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        if self._listener is not None:
-            self.loop.remove_reader(self._listener.fileno())
-            self._listener.close()
-            self._listener = None
-            for transport in list(self.swept):
-                transport.abort()
-            if self._sweeper is not None:
-                self._sweeper.cancel()
-                await asyncio.gather(self._sweeper, return_exceptions=True)
-            await asyncio.sleep(0)  # let the connections' connection_lost run
+            conn.send_close(WSCloseCode.GOING_AWAY, "going away")
+            conn.disconnect()
+        self.server.close()
+        await self.server.wait_closed()
+        self.server = None
+        await asyncio.sleep(0)  # let the connections' on_ws_disconnected run
 
     async def __aenter__(self) -> "LeanRealtimePeer":
         return await self.start()
@@ -1086,31 +836,17 @@ class LeanRealtimePeer:
 # ----- start-up validation of every event shape the peer sends
 
 
-class _FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
+class _RecordingTransport:
+    """Stands in for picows' WSTransport in a scripted session: keeps the messages sent."""
 
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        pass
-
-
-class _Reader(WsEndpoint):
-    """The client's side of a scripted session's bytes: the text messages in them."""
-
-    keys = MaskingKeys()  # a client: the peer's frames must come unmasked
+    is_close_frame_sent = False
 
     def __init__(self) -> None:
-        super().__init__()
-        self.texts: list[bytes] = []
+        self.messages: list[bytes] = []
 
-    def on_text(self, payload: bytes) -> None:
-        self.texts.append(payload)
-
-    def fail(self, code: int, reason: str) -> None:
-        raise ValueError(f"the peer wrote an invalid frame: {reason}")
+    def send(self, msg_type: WSMsgType, payload: bytes) -> None:
+        assert msg_type == WSMsgType.TEXT
+        self.messages.append(bytes(payload))
 
 
 def scripted_session(session_update: dict[str, Any], voice: Voice | None = None) -> list[dict[str, Any]]:
@@ -1140,9 +876,8 @@ def scripted_session(session_update: dict[str, Any], voice: Voice | None = None)
     peer.schedule = schedule
     peer.log_errors = False  # the script provokes errors on purpose
     conn = peer.connection()
-    transport = _FakeTransport()
+    transport = _RecordingTransport()
     conn.transport = transport  # type: ignore[assignment]
-    conn.open = True
     conn.start_session()
 
     def send(event: dict[str, Any] | bytes) -> None:
@@ -1181,9 +916,7 @@ def scripted_session(session_update: dict[str, Any], voice: Voice | None = None)
     send({"type": "response.create"})
     send({"type": "response.cancel"})
     run_all()
-    reader = _Reader()
-    reader.feed(bytes(transport.out))
-    return [json.loads(text) for text in reader.texts]
+    return [json.loads(message) for message in transport.messages]
 
 
 _SHAPE_KEYS = {"type", "status", "role", "reason", "code"}  # values that make a distinct template
@@ -1245,8 +978,7 @@ async def serve_realtime(args: argparse.Namespace) -> None:
     types = validate_templates(voice=voice)
     log.info("validated %d event shapes over %d types", sum(types.values()), len(types))
     peer = LeanRealtimePeer(args.host, args.port, api_key=args.api_key, speed=args.speed,
-                            answer_seconds=args.answer_seconds, greeting_seconds=args.greeting_seconds, voice=voice,
-                            sweep_ms=args.sweep_ms)
+                            answer_seconds=args.answer_seconds, greeting_seconds=args.greeting_seconds, voice=voice)
     async with peer:
         print(f"lean realtime peer listening on {peer.url}", flush=True)
         await asyncio.Event().wait()
@@ -1262,7 +994,6 @@ FRAME_BYTES = wire.FRAME_BYTES
 ULAW_BYTES_PER_MS = wire.BYTES_PER_MS
 BURST_GAP_MS = 200
 SILENCE_BEFORE_REPLY_MS = 700
-CLOSE_WAIT_S = 2.0
 MEDIA_FMT = (b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
              b'"payload":"%s"},"streamSid":"%s"}')
 MARK_FMT = b'{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
@@ -1318,7 +1049,7 @@ class Ticker:
         self.calls.append(call)
 
 
-class LeanCall(WsEndpoint):
+class LeanCall(MessageListener):
     """One caller's media stream: a websocket client with Twilio's side of the protocol."""
 
     def __init__(self, fleet: "Fleet", index: int, call_sid: str, account_sid: str) -> None:
@@ -1332,10 +1063,7 @@ class LeanCall(WsEndpoint):
         self.media_prefix = b'{"event":"media","streamSid":"' + sid + b'","media":{"payload":"'
         self.mark_prefix = b'{"event": "mark", "streamSid": "' + sid + b'", "mark": {"name": "'
         self.clear_message = b'{"event":"clear","streamSid":"' + sid + b'"}'
-        self.keys: MaskingKeys = fleet.keys
-        self.handshake: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._key = ""
         self.first_tick = 0
         self.stream_t0: float | None = None
         self.finished = False
@@ -1367,32 +1095,8 @@ class LeanCall(WsEndpoint):
         self.prev_end_ms: float | None = None
         self.utterances: list[list[Any]] = []  # [start_t, duration_ms, answer_latency_ms]
 
-    # -- websocket plumbing
-    def upgrade(self, path: str, host: str, signature: str | None) -> None:
-        self._key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
-                 f"Sec-WebSocket-Key: {self._key}", "Sec-WebSocket-Version: 13", f"User-Agent: {STREAM_USER_AGENT}"]
-        if signature is not None:
-            lines.append(f"X-Twilio-Signature: {signature}")
-        assert self.transport is not None
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-
-    def on_head(self, head: bytes) -> bool:
-        first, headers = parse_http_head(head)
-        parts = first.split(" ", 2)
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if status == 101 and headers.get("sec-websocket-accept") != accept_key(self._key):
-            status = -1
-        if not self.handshake.done():
-            self.handshake.set_result(status)
-        if status != 101:
-            assert self.transport is not None
-            self.transport.close()
-        return status == 101
-
+    # -- the connection's end
     def on_closed(self) -> None:
-        if not self.handshake.done():
-            self.handshake.set_result(0)
         if self.closed_by is None:
             self.closed_by = "server"
             self.close_code = self.close_rcvd if self.close_rcvd is not None else 1006
@@ -1415,35 +1119,28 @@ class LeanCall(WsEndpoint):
                 self._end_burst()
 
     # -- sending
-    def _message(self, payload: bytes) -> bytes:
-        return masked_text_frame(payload, self.keys.take())
-
-    def _json(self, message: dict[str, Any]) -> bytes:
-        return self._message(json.dumps(message, separators=(",", ":")).encode())
+    def _send_json(self, message: dict[str, Any]) -> None:
+        self.send_text(json.dumps(message, separators=(",", ":")).encode())
 
     def start_stream(self, custom_parameters: dict[str, str]) -> None:
+        self._send_json(wire.connected_message())
         self.seq += 1
-        start = wire.start_message(self.seq, stream_sid=self.stream_sid, account_sid=self.account_sid,
-                                   call_sid=self.call_sid, custom_parameters=custom_parameters)
-        self.write(self._json(wire.connected_message()) + self._json(start))
+        self._send_json(wire.start_message(self.seq, stream_sid=self.stream_sid, account_sid=self.account_sid,
+                                           call_sid=self.call_sid, custom_parameters=custom_parameters))
 
-    def _mark(self, name: bytes) -> bytes:
+    def _send_mark(self, name: bytes) -> None:
         self.seq += 1
         self.marks_echoed += 1
-        return self._message(MARK_FMT % (self.seq, self.sid, name))
+        self.send_text(MARK_FMT % (self.seq, self.sid, name))
 
     def hang_up(self) -> None:
         self.seq += 1
-        self.write(self._json(wire.stop_message(self.seq, stream_sid=self.stream_sid, account_sid=self.account_sid,
-                                                call_sid=self.call_sid)))
+        self._send_json(wire.stop_message(self.seq, stream_sid=self.stream_sid, account_sid=self.account_sid,
+                                          call_sid=self.call_sid))
         self.closed_by, self.close_code = "caller", 1000
         self.send_close(1000)
-        self._off_ticker()  # the reader still takes the server's close
-        asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self._force_close)
-
-    def _force_close(self) -> None:
-        if self.transport is not None and not self.lost:
-            self.transport.close()
+        self._off_ticker()  # the connection still takes the server's close
+        asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self.disconnect)
 
     # -- the 20 ms tick
     def tick(self, n: int) -> None:
@@ -1454,10 +1151,9 @@ class LeanCall(WsEndpoint):
         if tick_ms >= self.fleet.hangup_ms:
             self.hang_up()
             return
-        out = []
         marks = self.marks
         while marks and marks[0][0] <= self.played:
-            out.append(self._mark(marks.popleft()[1]))
+            self._send_mark(marks.popleft()[1])
         # playback: 20 ms drained from the buffer
         backlog = self.queued - self.played
         take = FRAME_BYTES if backlog >= FRAME_BYTES else backlog
@@ -1493,8 +1189,7 @@ class LeanCall(WsEndpoint):
                 self.speaking = None
         self.seq += 1
         self.chunk += 1
-        out.append(self._message(MEDIA_FMT % (self.seq, self.chunk, tick_ms, payload, self.sid)))
-        self.write(out[0] if len(out) == 1 else b"".join(out))
+        self.send_text(MEDIA_FMT % (self.seq, self.chunk, tick_ms, payload, self.sid))
 
     def _ready(self, tick_ms: int) -> bool:
         """As the faithful caller: OCTI spoke since the previous utterance began, its playback
@@ -1563,16 +1258,16 @@ class LeanCall(WsEndpoint):
 
     def _add_mark(self, name: bytes) -> None:
         if self.queued == self.played:
-            self.write(self._mark(name))  # nothing left to play: due at once
+            self._send_mark(name)  # nothing left to play: due at once
         else:
             self.marks.append((self.queued, name))
 
     def _clear(self) -> None:
         self.clears += 1
         self.queued = self.played
-        if self.marks:
-            self.write(b"".join(self._mark(name) for _, name in self.marks))
-            self.marks.clear()
+        for _, name in self.marks:
+            self._send_mark(name)
+        self.marks.clear()
         if self.current is not None:
             self._end_burst()
 
@@ -1595,7 +1290,7 @@ class LeanCall(WsEndpoint):
 
 
 class Fleet:
-    """What the calls of one process share: the ticker, the speech frames, masking keys, an HTTP client."""
+    """What the calls of one process share: the ticker, the speech frames, an HTTP client."""
 
     def __init__(self, server_url: str, *, public_url: str | None, auth_token: str | None, duration: float,
                  speech: Utterances) -> None:
@@ -1607,7 +1302,6 @@ class Fleet:
         self.hangup_ms = round(duration * 1000)
         self.duration = duration
         self.speech = speech
-        self.keys = MaskingKeys()
         self.ticker = Ticker()
         self.http: Any = None
         self.background: set[asyncio.Task[Any]] = set()
@@ -1662,23 +1356,23 @@ class Fleet:
         stream_url = wire.resolve_twiml_url(twiml.stream.url, document_url=url, websocket=True)
         status_url = (wire.resolve_twiml_url(twiml.stream.status_callback, document_url=url, websocket=False)
                       if twiml.stream.status_callback else None)
-        target = urlsplit(wire.map_to_server(stream_url, server_url=self.server_url, public_url=self.public_url,
-                                             websocket=True))
-        signature = self.validator.compute_signature(stream_url, {}) if self.validator else None
-        loop = asyncio.get_running_loop()
+        target = wire.map_to_server(stream_url, server_url=self.server_url, public_url=self.public_url, websocket=True)
+        headers = {"User-Agent": STREAM_USER_AGENT}
+        if self.validator is not None:
+            headers["X-Twilio-Signature"] = self.validator.compute_signature(stream_url, {})
         call = LeanCall(self, index, call_sid, account_sid)
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: call, target.hostname, target.port or 80), 10)
-            call.upgrade(target.path + (f"?{target.query}" if target.query else ""), target.netloc, signature)
-            status = await asyncio.wait_for(call.handshake, 10)
-        except (OSError, TimeoutError) as exc:
-            if call.transport is not None:
-                call.transport.close()
+            await asyncio.wait_for(ws_connect(lambda: call, target, extra_headers=headers, max_redirects=0,
+                                              max_frame_size=MAX_MESSAGE,
+                                              websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S), HANDSHAKE_TIMEOUT_S)
+        except WSHandshakeError as exc:
+            status = int(exc.response.status) if exc.response is not None else -1
+            return {"index": index, "status": "refused_stream", "errors": [f"upgrade answered {status}: {exc}"],
+                    "launched": launched, "webhook_ms": webhook_ms}
+        except (OSError, TimeoutError, WSError) as exc:
+            call.disconnect()
             return {"index": index, "status": "stream_unreachable", "errors": [repr(exc)], "launched": launched,
                     "webhook_ms": webhook_ms}
-        if status != 101:
-            return {"index": index, "status": "refused_stream", "errors": [f"upgrade answered {status}"],
-                    "launched": launched, "webhook_ms": webhook_ms}
         call.start_stream(dict(twiml.stream.parameters))
         self.ticker.add(call)
         self.status_callback(status_url, call, "stream-started")
@@ -1688,7 +1382,7 @@ class Fleet:
             call.errors.append("the call did not end in time")
             call.n_errors += 1
             if call.transport is not None:
-                call.transport.abort()
+                call.transport.disconnect(graceful=False)
         self.status_callback(status_url, call, "stream-stopped")
         return call.summary(launched, webhook_ms, self.ticker.lags_ms)
 
@@ -1745,8 +1439,6 @@ def main(argv: list[str] | None = None) -> int:
     rt.add_argument("--speed", type=float, default=2.0, help="streaming speed vs real time; 0 = unpaced")
     rt.add_argument("--answer-seconds", type=float, default=3.0)
     rt.add_argument("--greeting-seconds", type=float, default=2.5)
-    rt.add_argument("--sweep-ms", type=float, default=20.0,
-                    help="read every connection once per this many ms (default 20); 0: read as data comes")
     rt.add_argument("--log-level", default="INFO")
     calls = sub.add_parser("calls", help="place lean calls to a running server and print their summaries")
     calls.add_argument("--url", default="http://127.0.0.1:8000")

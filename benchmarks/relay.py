@@ -10,6 +10,8 @@ Run from the repo root:
   .venv/bin/python benchmarks/relay.py --calls 100 --codec pcm16 --pin --profile 20   # py-spy the server
   .venv/bin/python benchmarks/relay.py --calls 200 300 --codec pcm16 --peers lean     # cheap peers, see below
   .venv/bin/python benchmarks/relay.py --report /tmp/octi-relay-XXXX/results.json     # print a past run again
+  .venv/bin/python benchmarks/relay.py --calls 150 --codec pcm16 --peers lean \\
+      --target octi sample --sample-dir /tmp/twilio-sample --repeat 3  # against Twilio's sample, in pairs
 
 (--ws wsproto and --profile need `.venv/bin/pip install wsproto py-spy`.)
 
@@ -40,12 +42,24 @@ show. Every call must end "completed", hung up by the caller, with no protocol v
 failures are counted.
 
 --peers lean swaps both peers for the lean ones of benchmarks/lean_peers.py (same wire
-protocols, a fraction of the CPU): the double becomes a hand-framed asyncio Realtime server that
+protocols, a fraction of the CPU): the double becomes a lean picows Realtime server that
 never JSON-decodes an append, and each generator runs up to 150 calls on one shared 20 ms
 ticker with pre-built messages and Twilio's playback buffer kept as counters. Callers then speak
 only the speech part of each WAV (so 'talked %' is lower). The server is unchanged; use it
 where the faithful peers would saturate the machine (from ~150 calls on 2 cores). The run
 label says "lean-peers"; the default is --peers faithful.
+
+--target sample runs the same load against Twilio's own sample relay instead of `octi serve`
+(twilio-samples/speech-assistant-openai-realtime-api-python: FastAPI + uvicorn, μ-law passed
+to OpenAI as is, no transcoding), from a checkout given with --sample-dir, through
+benchmarks/sample_launcher.py (which points the sample's hard-coded OpenAI URL at the double
+and calls the sample's own "AI speaks first" greeting; nothing of the sample is copied here).
+The callers then post their webhook to the sample's /incoming-call; the sample checks no
+signature and has no /metrics (no bridge delays; /health is its GET /). Its session is μ-law,
+so its runs are listed under pcmu whatever --codec says. With several --target values and
+--repeat R, the runs go in pairs (for each repetition and N: every octi configuration, then
+the sample) and a last table gives each octi pcm16 run's CPU per call-minute over the sample's
+of the same pair, against the budget (<= 0.9).
 
 Every process started here is killed at the end (also on Ctrl-C or an error); every loop is
 bounded in count and time. Logs and the raw results go to --out (a fresh /tmp dir by default).
@@ -91,6 +105,9 @@ GEN_LAG_P99_MS, GEN_LAG_MAX_MS = 20.0, 250.0  # generators' loop lag above which
 CALLS_PER_GENERATOR = 75
 CALLS_PER_LEAN_GENERATOR = 150  # a lean fleet costs a fraction of the faithful callers
 LEAN_PEERS = Path(__file__).resolve().with_name("lean_peers.py")
+SAMPLE_LAUNCHER = Path(__file__).resolve().with_name("sample_launcher.py")
+SAMPLE_WEBHOOK_PATH = "/incoming-call"  # the sample's route for Twilio's incoming-call webhook
+SAMPLE_BUDGET = 0.9  # octi pcm16 CPU per call-minute over the sample's, at most
 FRAME_MS = 20
 
 
@@ -368,6 +385,29 @@ def code_fingerprint() -> str:
     return f"app/ sha256 {digest.hexdigest()[:12]}, newest file {stamp} UTC"
 
 
+def sample_fingerprint(sample_dir: Path) -> str:
+    """Which sample code was measured: a hash of its main.py."""
+    import hashlib
+
+    path = sample_dir.resolve() / "main.py"
+    return f"{path}, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+def sample_stack(python: Path) -> str:
+    """What the sample's own environment runs: the versions that decide its speed."""
+    script = ("from importlib import metadata as m\n"
+              "names = ('uvicorn', 'websockets', 'fastapi', 'starlette', 'uvloop', 'httptools')\n"
+              "out = []\n"
+              "for n in names:\n"
+              "    try: out.append(n + ' ' + m.version(n))\n"
+              "    except m.PackageNotFoundError: out.append('no ' + n)\n"
+              "print(', '.join(out))")
+    try:
+        return subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+
+
 def octi_command() -> list[str]:
     script = Path(sys.executable).parent / "octi"
     return [str(script)] if script.exists() else [sys.executable, "-m", "app"]
@@ -385,8 +425,12 @@ def worker_main(config_path: str, result_path: str) -> int:
     cfg = json.loads(Path(config_path).read_text())
     if cfg.get("peers") == "lean":
         return _lean_worker(cfg, result_path)
+    from app.simulators import twilio_caller
     from app.simulators import twilio_wire as wire
     from app.simulators.twilio_caller import CallScript, Utterance, place_call
+
+    if cfg.get("webhook_path"):  # another server than octi (--target sample)
+        twilio_caller.WEBHOOK_PATH = cfg["webhook_path"]
 
     # Keep the generators' per-call start-up cost down, so that they keep real time while the
     # calls ramp up (this changes nothing the server sees):
@@ -501,6 +545,8 @@ def _lean_worker(cfg: dict[str, Any], result_path: str) -> int:
     sys.path.insert(0, str(LEAN_PEERS.parent))
     import lean_peers
 
+    if cfg.get("webhook_path"):  # another server than octi (--target sample)
+        lean_peers.WEBHOOK_PATH = cfg["webhook_path"]
     speech = lean_peers.Utterances(WAVS)  # the callers' frames, encoded once before the start
     print("READY", flush=True)
     go = json.loads(sys.stdin.readline() or "{}")
@@ -534,13 +580,13 @@ class Snapshot:
 
 
 def snapshot(server: subprocess.Popen, double: subprocess.Popen, generators: list[subprocess.Popen],
-             port: int) -> Snapshot:
+             port: int, metrics: bool = True) -> Snapshot:
     t = time.monotonic()
     utime, stime = process_times(server.pid) or (0.0, 0.0)
     dcpu = process_cpu_s(double.pid) or 0.0
     gcpu = sum(process_cpu_s(g.pid) or 0.0 for g in generators)
     machine = machine_cpu()
-    metrics = scrape(port)
+    metrics = scrape(port) if metrics else None
     own = sum(os.times()[:2])
     processes = all_process_cpu()
     return Snapshot(t, utime + stime, stime, dcpu, gcpu, own, machine, processes, metrics, time.monotonic() - t)
@@ -549,9 +595,9 @@ def snapshot(server: subprocess.Popen, double: subprocess.Popen, generators: lis
 class HealthProbe(threading.Thread):
     """GET /health a few times a second during the window: how fast the server's loop answers."""
 
-    def __init__(self, port: int, until: float, interval: float = 0.25) -> None:
+    def __init__(self, port: int, until: float, interval: float = 0.25, path: str = "/health") -> None:
         super().__init__(daemon=True)
-        self.port, self.until, self.interval = port, until, interval
+        self.port, self.until, self.interval, self.path = port, until, interval, path
         self.rtts_ms: list[float] = []
         self.failures = 0
 
@@ -560,7 +606,7 @@ class HealthProbe(threading.Thread):
         while time.monotonic() < self.until and len(self.rtts_ms) < 100_000:
             start = time.monotonic()
             try:
-                status, _ = http_get(self.port, "/health", timeout=5)
+                status, _ = http_get(self.port, self.path, timeout=5)
                 if status == 200:
                     self.rtts_ms.append((time.monotonic() - start) * 1000)
                 else:
@@ -589,10 +635,15 @@ class RunConfig:
     server_env: dict[str, str] = field(default_factory=dict)
     idle_before: float = float("nan")  # machine busy % just before the run (see --wait-idle)
     peers: str = "faithful"  # or "lean": benchmarks/lean_peers.py as double and callers
+    target: str = "octi"  # or "sample": Twilio's sample relay, through benchmarks/sample_launcher.py
+    sample_dir: str = ""
+    rep: int = 0  # repetition (--repeat), to pair runs
+    sample_python: str = ""  # the interpreter of the sample's own environment (target sample-reqs)
 
     @property
     def label(self) -> str:
-        return self.ws + (" pinned" if self.pin else "") + (" lean-peers" if self.peers == "lean" else "")
+        head = self.target if self.target.startswith("sample") else self.ws
+        return head + (" pinned" if self.pin else "") + (" lean-peers" if self.peers == "lean" else "")
 
 
 @dataclass
@@ -603,7 +654,7 @@ class RunResult:
 
 
 def run_one(rc: RunConfig, procs: Processes) -> RunResult:
-    tag = f"{rc.codec}-{rc.label}-{rc.calls}".replace(" ", "-")
+    tag = f"{rc.codec}-{rc.label}-{rc.calls}-r{rc.rep}".replace(" ", "-")
     out = rc.out / tag
     out.mkdir(parents=True, exist_ok=True)
     result = RunResult(rc)
@@ -639,10 +690,20 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         "RAG_MODE": "off",
     })
     env.update(rc.server_env)
+    sample = rc.target.startswith("sample")
     # cwd: the run directory, so that no developer's .env is read and nothing lands in the repo.
-    server = procs.start("server", [*octi, "serve", "--host", "127.0.0.1", "--port", str(sport), "--ws", rc.ws],
-                         log=out / "server.log", env=env, cwd=out, cpus=server_cpus)
-    wait_until(lambda: healthy(sport), 30, "server /health", server)
+    if sample:
+        env.pop("PYTHONUNBUFFERED", None)  # the sample prints some events: stdout block-buffered, as in a service
+        python = rc.sample_python or sys.executable
+        server = procs.start("server", [python, str(SAMPLE_LAUNCHER), "--sample-dir", rc.sample_dir,
+                                        "--host", "127.0.0.1", "--port", str(sport),
+                                        "--realtime-url", f"ws://127.0.0.1:{dport}/v1/realtime"],
+                             log=out / "server.log", env=env, cwd=out, cpus=server_cpus)
+        wait_until(lambda: http_get(sport, "/", timeout=2)[0] == 200, 30, "sample GET /", server)
+    else:
+        server = procs.start("server", [*octi, "serve", "--host", "127.0.0.1", "--port", str(sport), "--ws", rc.ws],
+                             log=out / "server.log", env=env, cwd=out, cpus=server_cpus)
+        wait_until(lambda: healthy(sport), 30, "server /health", server)
 
     # The calls, round-robin over the generators so each one's starts are spread over the ramp.
     k = rc.generators
@@ -657,7 +718,8 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         cfg_path, res_path = out / f"gen{g}.json", out / f"gen{g}.result.json"
         res_path.unlink(missing_ok=True)
         cfg_path.write_text(json.dumps({"url": url, "public_url": public, "duration": rc.duration, "calls": share,
-                                        "max_seconds": max_seconds, "peers": rc.peers}))
+                                        "max_seconds": max_seconds, "peers": rc.peers,
+                                        "webhook_path": SAMPLE_WEBHOOK_PATH if sample else None}))
         generators.append(procs.start(f"gen{g}", [sys.executable, str(Path(__file__).resolve()), "--worker",
                                                   str(cfg_path), str(res_path)],
                                       log=out / f"gen{g}.log", pipes=True, cpus=other_cpus))
@@ -677,17 +739,17 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         gen.stdin.flush()
 
     time.sleep(max(0.0, w_start - time.monotonic()))
-    first = snapshot(server, double, generators, sport)
+    first = snapshot(server, double, generators, sport, metrics=not sample)
     profiler = None
     if rc.profile:
         py_spy = Path(sys.executable).parent / "py-spy"
         profiler = procs.start("py-spy", [str(py_spy), "record", "--pid", str(server.pid), "--duration",
                                           str(int(rc.profile)), "--rate", "100", "--nonblocking", "--format", "raw",
                                           "-o", str(out / "profile.txt")], log=out / "py-spy.log")
-    probe = HealthProbe(sport, w_end)
+    probe = HealthProbe(sport, w_end, path="/" if sample else "/health")
     probe.start()
     time.sleep(max(0.0, w_end - time.monotonic()))
-    last = snapshot(server, double, generators, sport)
+    last = snapshot(server, double, generators, sport, metrics=not sample)
     # Who else used the CPU meanwhile (other people's jobs): named now, while they still run.
     ours = {os.getpid(), server.pid, double.pid, *(g.pid for g in generators)}
     if profiler is not None:
@@ -716,7 +778,7 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         lag_window_p99.append(data["loop_lag_window_p99_ms"] or 0.0)
         lag_window_max.append(data["loop_lag_window_max_ms"] or 0.0)
         lag_max.append(data["loop_lag_max_ms"] or 0.0)
-    final = scrape(sport) or {"hist": {}, "values": {}}
+    final = (None if sample else scrape(sport)) or {"hist": {}, "values": {}}
     if profiler is not None:
         try:
             profiler.wait(timeout=30)
@@ -729,11 +791,19 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
     log_lines = (out / "server.log").read_text(errors="replace").splitlines()
     server_warnings = Counter(line.split()[2] for line in log_lines
                               if len(line.split()) > 2 and line.split()[2] in ("WARNING", "ERROR", "CRITICAL"))
+    if sample:  # uvicorn's default log format, and the sample's own prints
+        server_warnings = Counter(line.split(":", 1)[0] for line in log_lines
+                                  if line.startswith(("WARNING:", "ERROR:", "CRITICAL:")))
+        errors = sum(1 for line in log_lines if line.startswith("Error in send_to_twilio"))
+        if errors:
+            server_warnings["sample 'Error in send_to_twilio'"] = errors
 
     # ---------------------------------------------------------------- figures
     f = result.figures
     window = last.t - first.t
     for name, snap in (("start", first), ("end", last)):
+        if sample:
+            continue  # no /metrics
         if snap.metrics is None:
             result.notes.append(f"the server did not answer /metrics within 10 s at the window's {name}: "
                                 "its event loop was that far behind; no bridge delays")
@@ -887,11 +957,13 @@ CATEGORIES = [  # first match wins, on the frame's file path
     ("resampler", ("app/audio/resampler.py",)),
     ("g711/convert/framing", ("app/audio/",)),
     ("session", ("app/agent/",)),
-    ("twilio channel/wire", ("app/telephony/",)),
-    ("realtime connection/protocol", ("app/realtime/",)),
+    ("twilio channel/wire", ("app/channels/",)),
+    ("realtime connection/protocol", ("app/engines/",)),
+    ("picows", ("picows/",)),
     ("metrics", ("app/metrics.py",)),
     ("logging", ("logging/",)),
     ("numpy", ("numpy/",)),
+    ("the sample's main.py", ("/main.py",)),
     ("asyncio event loop/transports", ("asyncio/", "selectors.py")),
 ]
 
@@ -1092,9 +1164,10 @@ def print_targets(runs: list[RunResult]) -> None:
         if f["gen_loop_lag_window_p99_ms"] > GEN_LAG_P99_MS or f["gen_loop_lag_window_max_ms"] > GEN_LAG_MAX_MS:
             caveats.append(f"generators lagged (p99 {f['gen_loop_lag_window_p99_ms']:.0f} ms, max "
                            f"{f['gen_loop_lag_window_max_ms']:.0f} ms): callers' figures doubtful")
-        if f["failed_calls"] or f["violations"] or not f["inbound_n"]:
+        no_delays = not f["inbound_n"] and not rc.target.startswith("sample")  # the sample has no /metrics
+        if f["failed_calls"] or f["violations"] or no_delays:
             problems = [f"{f['failed_calls']} failed calls", f"{f['violations']} violations"]
-            if not f["inbound_n"]:
+            if no_delays:
                 problems.append("no bridge delays (the server did not answer /metrics)")
             print(head + "NOT A VALID OPERATING POINT: " + ", ".join(problems) + "; " + "; ".join(caveats))
             continue
@@ -1104,11 +1177,45 @@ def print_targets(runs: list[RunResult]) -> None:
                         + ("" if rc.codec == "pcm16" else " (the target is for pcm16)")
                         + (" (server behind: batching, not a steady-state cost)" if behind else ""))
         worst = max(f["inbound_p99_ms"], f["outbound_p99_ms"])
-        verdicts.append(f"p99 {_ms(worst)} ms {'met' if worst < TARGET_P99_MS else 'MISSED'}"
-                        + (" (blind to the loop's backlog)" if behind else ""))
+        if not rc.target.startswith("sample"):
+            verdicts.append(f"p99 {_ms(worst)} ms {'met' if worst < TARGET_P99_MS else 'MISSED'}"
+                            + (" (blind to the loop's backlog)" if behind else ""))
         late_ok = f["late_pct"] < TARGET_LATE_PCT
         verdicts.append(f"late {f['late_pct']:.3f} % {'met' if late_ok else 'MISSED'}")
         print(head + "; ".join(verdicts + caveats))
+
+
+def print_pairs(runs: list[RunResult]) -> None:
+    """octi's CPU per call-minute over the sample's, run by run in each (repetition, N) pair."""
+    samples = {(r.config.target, r.config.rep, r.config.calls, r.config.peers, r.config.pin): r for r in runs
+               if r.config.target.startswith("sample") and r.figures}
+    octis = [r for r in runs if r.config.target == "octi" and r.figures]
+    if not samples or not octis:
+        return
+    print()
+    print(f"Against Twilio's sample (budget: octi pcm16 <= {SAMPLE_BUDGET:g} x the sample's CPU per call-minute; "
+          "each octi run over the sample run of the same repetition and N, run next to it)")
+    print(f"{'rep':>3} {'calls':>5} {'octi run':<28} {'sample run':<12} {'octi':>7} {'sample':>7} {'ratio':>6}  "
+          "machine % octi/sample")
+    ratios: dict[tuple[str, str, int, str], list[float]] = defaultdict(list)
+    kinds = sorted({key[0] for key in samples})
+    for r in octis:
+        for kind in kinds:
+            pair = samples.get((kind, r.config.rep, r.config.calls, r.config.peers, r.config.pin))
+            if pair is None:
+                continue
+            a, b = r.figures["cpu_per_call_min"], pair.figures["cpu_per_call_min"]
+            ratio = a / b if b else float("nan")
+            ratios[(r.config.codec, r.config.label, r.config.calls, kind)].append(ratio)
+            print(f"{r.config.rep:>3} {r.config.calls:>5} {r.config.codec + ' ' + r.config.label:<28} {kind:<12} "
+                  f"{a:7.3f} {b:7.3f} {ratio:6.2f}  "
+                  f"{r.figures['machine_busy_pct']:.0f}/{pair.figures['machine_busy_pct']:.0f}")
+    for (codec, label, calls, kind), values in ratios.items():
+        verdict = ("within" if max(values) <= SAMPLE_BUDGET else
+                   "over" if min(values) > SAMPLE_BUDGET else "across") + f" the {SAMPLE_BUDGET:g} budget"
+        print(f"  {calls} calls, {codec} {label} / {kind}: ratio {min(values):.2f}-{max(values):.2f}, median "
+              f"{statistics.median(values):.2f} over {len(values)} pair(s): {verdict}"
+              + ("" if codec == "pcm16" else " (the budget is for pcm16)"))
 
 
 # --------------------------------------------------------------------------- main
@@ -1121,7 +1228,9 @@ def _config_from_strings(values: dict[str, str]) -> RunConfig:
         generators=int(values["generators"]), ramp=float(values["ramp"]), settle=float(values["settle"]),
         speed=float(values["speed"]), answer_seconds=float(values["answer_seconds"]),
         profile=float(values["profile"]), pin=values.get("pin") == "True", out=Path(values["out"]),
-        server_env=_literal_dict(values.get("server_env", "{}")), peers=values.get("peers", "faithful"))
+        server_env=_literal_dict(values.get("server_env", "{}")), peers=values.get("peers", "faithful"),
+        target=values.get("target", "octi"), sample_dir=values.get("sample_dir", ""), rep=int(values.get("rep", 0)),
+        sample_python=values.get("sample_python", ""))
 
 
 def _literal_dict(text: str) -> dict[str, str]:
@@ -1135,13 +1244,24 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 300])
     p.add_argument("--codec", nargs="+", default=["pcm16", "pcmu"], choices=["pcm16", "pcmu"])
-    p.add_argument("--ws", nargs="+", default=["streaming"],
-                   choices=["streaming", "auto", "websockets", "websockets-sansio", "wsproto"],
-                   help="uvicorn websocket implementation(s) for the server (default streaming: the server's "
-                        "own, app.websocket)")
+    p.add_argument("--ws", nargs="+", default=["websockets-sansio"],
+                   choices=["websockets-sansio", "auto", "websockets", "wsproto"],
+                   help="uvicorn websocket implementation(s) for the server (default: websockets-sansio, "
+                        "the server's own default)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds each call lasts (default 60)")
     p.add_argument("--generators", type=int, help=f"load-generator processes (default: <= {CALLS_PER_GENERATOR} "
                                                    f"calls each, {CALLS_PER_LEAN_GENERATOR} with --peers lean)")
+    p.add_argument("--target", nargs="+", choices=["octi", "sample", "sample-reqs"], default=["octi"],
+                   help="the server under load: octi (`octi serve`, default) and/or Twilio's sample relay "
+                        "(needs --sample-dir): 'sample' on this virtualenv's packages, 'sample-reqs' on the "
+                        "interpreter given by --sample-python (a virtualenv made from the sample's "
+                        "requirements.txt); with several, the runs go in pairs")
+    p.add_argument("--sample-python", type=Path, metavar="PYTHON",
+                   help="for --target sample-reqs: python of a virtualenv with the sample's requirements.txt")
+    p.add_argument("--sample-dir", type=Path, metavar="PATH",
+                   help="checkout of twilio-samples/speech-assistant-openai-realtime-api-python (holds main.py)")
+    p.add_argument("--repeat", type=int, default=1, help="run every configuration this many times, in pairs "
+                                                         "(default 1)")
     p.add_argument("--peers", choices=["faithful", "lean"], default="faithful",
                    help="the double and callers: the project's simulators (default), or the lean ones of "
                         "benchmarks/lean_peers.py, cheap enough for 200-300 calls on a small machine")
@@ -1168,6 +1288,13 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(*args.worker)
     if any("=" not in item for item in args.server_env):
         p.error("--server-env takes NAME=VALUE")
+    if any(t.startswith("sample") for t in args.target) and not (args.sample_dir and
+                                                                 (args.sample_dir / "main.py").is_file()):
+        p.error("--target sample needs --sample-dir PATH, a checkout holding the sample's main.py")
+    if "sample-reqs" in args.target and not (args.sample_python and args.sample_python.exists()):
+        p.error("--target sample-reqs needs --sample-python PYTHON")
+    if args.repeat < 1:
+        p.error("--repeat takes a positive number")
     if args.report:
         saved = json.loads(args.report.read_text())
         if isinstance(saved, dict):
@@ -1176,26 +1303,39 @@ def main(argv: list[str] | None = None) -> int:
         runs = [RunResult(_config_from_strings(r["config"]), r["figures"], r["notes"]) for r in saved]
         print_tables(runs)
         print_targets(runs)
+        print_pairs(runs)
         return 0
 
     out = args.out or Path(tempfile.mkdtemp(prefix="octi-relay-"))
     out.mkdir(parents=True, exist_ok=True)
     configs = []
-    for codec in args.codec:
-        for ws in args.ws:
+
+    def config(codec: str, ws: str, n: int, target: str, rep: int) -> RunConfig:
+        ramp = args.ramp if args.ramp is not None else min(8.0, max(2.0, n / 40))
+        per_generator = CALLS_PER_LEAN_GENERATOR if args.peers == "lean" else CALLS_PER_GENERATOR
+        gens = args.generators or max(1, math.ceil(n / per_generator))
+        window = args.duration - 0.5 - ramp - args.settle
+        if window < 5:
+            p.error(f"{n} calls: a {args.duration:g} s call leaves a {window:.1f} s window after the "
+                    f"{ramp:g} s ramp and {args.settle:g} s settling; use a longer --duration")
+        if args.profile and args.profile > window:
+            p.error(f"--profile {args.profile:g} is longer than the {window:.1f} s window")
+        return RunConfig(codec, n, ws, args.duration, min(gens, n), ramp, args.settle, args.speed,
+                         args.answer_seconds, args.profile, args.pin, out,
+                         dict(item.split("=", 1) for item in args.server_env), peers=args.peers, target=target,
+                         sample_dir=str(args.sample_dir.resolve()) if target.startswith("sample") else "", rep=rep,
+                         sample_python=str(args.sample_python) if target == "sample-reqs" else "")
+
+    if args.target == ["octi"] and args.repeat == 1:  # the original order: by codec, then ws, then N
+        configs = [config(codec, ws, n, "octi", 0) for codec in args.codec for ws in args.ws for n in args.calls]
+    else:  # in pairs: for each repetition and N, every octi configuration, then the sample (μ-law, its own ws)
+        for rep in range(args.repeat):
             for n in args.calls:
-                ramp = args.ramp if args.ramp is not None else min(8.0, max(2.0, n / 40))
-                per_generator = CALLS_PER_LEAN_GENERATOR if args.peers == "lean" else CALLS_PER_GENERATOR
-                gens = args.generators or max(1, math.ceil(n / per_generator))
-                window = args.duration - 0.5 - ramp - args.settle
-                if window < 5:
-                    p.error(f"{n} calls: a {args.duration:g} s call leaves a {window:.1f} s window after the "
-                            f"{ramp:g} s ramp and {args.settle:g} s settling; use a longer --duration")
-                if args.profile and args.profile > window:
-                    p.error(f"--profile {args.profile:g} is longer than the {window:.1f} s window")
-                configs.append(RunConfig(codec, n, ws, args.duration, min(gens, n), ramp, args.settle, args.speed,
-                                         args.answer_seconds, args.profile, args.pin, out,
-                                         dict(item.split("=", 1) for item in args.server_env), peers=args.peers))
+                for target in args.target:
+                    if target.startswith("sample"):
+                        configs.append(config("pcmu", "auto", n, target, rep))
+                    else:
+                        configs.extend(config(codec, ws, n, "octi", rep) for codec in args.codec for ws in args.ws)
 
     print(f"Relay benchmark: {len(configs)} run(s), {args.duration:g} s calls; {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {platform.platform()}; logs and raw results in {out}")
@@ -1203,6 +1343,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"server stack: {server_stack()}")
     fingerprint = code_fingerprint()
     print(f"server code: {fingerprint}" + (f"; extra server environment {args.server_env}" if args.server_env else ""))
+    sample_code = sample_fingerprint(args.sample_dir) if any(t.startswith("sample") for t in args.target) else None
+    if sample_code:
+        print(f"sample: {sample_code}")
+    if "sample-reqs" in args.target:
+        sample_code += f"; sample-reqs on {sample_stack(args.sample_python)}"
+        print(f"sample-reqs stack: {sample_stack(args.sample_python)}")
 
     def on_term(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -1243,12 +1389,13 @@ def main(argv: list[str] | None = None) -> int:
     if runs:
         print_tables(runs)
         print_targets(runs)
+        print_pairs(runs)
     if code_fingerprint() != fingerprint:
         print(f"WARNING: the server code changed during the benchmark (now {code_fingerprint()}): "
               "the runs did not all measure the same code")
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "server_code": fingerprint,
             "server_stack": server_stack(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "platform": platform.platform(), "cpus": os.cpu_count()}
+            "platform": platform.platform(), "cpus": os.cpu_count(), "sample_code": sample_code}
     (out / "results.json").write_text(json.dumps(
         {"meta": meta, "runs": [{"config": {k: str(v) for k, v in vars(r.config).items()}, "figures": r.figures,
                                  "notes": r.notes} for r in runs]}, indent=2, default=str))

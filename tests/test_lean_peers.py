@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from app.engines.openai_realtime.engine import session_update
 from app.service import engine_options
@@ -45,20 +45,23 @@ def test_event_templates_validate_against_the_sdk_types() -> None:
     assert NEEDED <= set(lean.validate_templates(updates))
 
 
-@pytest.mark.parametrize("sweep_ms", [20.0, 0.0], ids=["swept-reads", "transport-reads"])
-async def test_handshake_auth_pings_fragments_and_close(sweep_ms: float) -> None:
-    async with lean.LeanRealtimePeer(api_key=API_KEY, sweep_ms=sweep_ms) as peer:
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(peer.url, additional_headers={"Authorization": "Bearer sk-wrong-key"}):
-                pass
-        assert refused.value.response.status_code == 401
-        async with connect(peer.url + "?model=gpt-realtime", additional_headers={"Authorization": f"Bearer {API_KEY}"},
-                           compression=None, ping_interval=None) as ws:
+async def test_handshake_auth_pings_fragments_and_close() -> None:
+    async with lean.LeanRealtimePeer(api_key=API_KEY) as peer:
+        for headers, path, status in [({"Authorization": "Bearer sk-wrong-key"}, "", 401), ({}, "", 401),
+                                      ({"Authorization": f"Bearer {API_KEY}"}, "/elsewhere", 404)]:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(peer.url.replace("/v1/realtime", path or "/v1/realtime"),
+                                   additional_headers=headers):
+                    pass
+            assert refused.value.response.status_code == status
+            assert "error" in json.loads(refused.value.response.body)
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        async with connect(peer.url + "?model=gpt-realtime", additional_headers=auth, compression=None,
+                           ping_interval=None) as ws:
             created = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert created["type"] == "session.created" and created["session"]["model"] == "gpt-realtime"
             await asyncio.wait_for(await ws.ping(b"lean"), 5)  # answered with a pong
-            update = json.dumps(lean.example_session_update("pcmu"))
-            await ws.send([update[:40], update[40:120], update[120:]])  # a fragmented text message
+            await ws.send(json.dumps(lean.example_session_update("pcmu")))
             updated = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert updated["type"] == "session.updated"
             assert updated["session"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
@@ -67,13 +70,29 @@ async def test_handshake_auth_pings_fragments_and_close(sweep_ms: float) -> None
             assert error["error"]["code"] == "response_cancel_not_active"
         assert ws.close_code == 1000  # our close was echoed
 
+        async with connect(peer.url, additional_headers=auth, compression=None) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "session.created"
+            update = json.dumps(lean.example_session_update("pcmu"))
+            await ws.send([update[:40], update[40:120], update[120:]])  # a fragmented text message: refused
+            with pytest.raises(ConnectionClosedError):
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1003
 
-@pytest.mark.parametrize(("codec", "sweep_ms"), [("pcm16", 20.0), ("pcmu", 0.0)])
-async def test_two_lean_calls_through_the_real_server(codec: str, sweep_ms: float) -> None:
+        async with connect(peer.url, additional_headers={**auth, "OpenAI-Beta": "realtime=v1"}) as ws:
+            error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert error["error"]["code"] == "beta_api_shape_disabled"
+            with pytest.raises(ConnectionClosedError):
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == lean.BETA_CLOSE_CODE
+        await asyncio.sleep(0.05)
+        assert peer.connections == set()
+
+
+@pytest.mark.parametrize("codec", ["pcm16", "pcmu"])
+async def test_two_lean_calls_through_the_real_server(codec: str) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="octi-lean-"))
     try:
-        async with lean.LeanRealtimePeer(api_key=API_KEY, speed=4.0, answer_seconds=1.5, greeting_seconds=1.0,
-                                         sweep_ms=sweep_ms) as peer:
+        async with lean.LeanRealtimePeer(api_key=API_KEY, speed=4.0, answer_seconds=1.5, greeting_seconds=1.0) as peer:
             sock, port = loopback_socket()
             settings = Settings(_env_file=None, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC_URL,
                                 openai_api_key=API_KEY, openai_realtime_url=peer.url, host="127.0.0.1", port=port,

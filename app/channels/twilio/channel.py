@@ -13,7 +13,6 @@ from app.channels.contract import CallerAudio, CallIdentity, CallOutcome, Channe
 from app.audio.formats import TELEPHONE_ULAW
 from app.metrics import Metrics
 from app.channels.twilio import wire
-from app.websocket import TEXT_SENDER_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,6 @@ class TwilioChannel:
         self._metrics = metrics
         self._on_end = on_end
         self._closed = False
-        # Writes several messages in one system call when the connection can take them now.
-        self._send_now = websocket.scope.get("extensions", {}).get(TEXT_SENDER_EXTENSION)
 
     @staticmethod
     async def receive_start(websocket: WebSocket, *, timeout: float, max_message_bytes: int,
@@ -84,7 +81,7 @@ class TwilioChannel:
                 yield event
 
     async def _send(self, *texts: str) -> None:
-        if self._closed or (self._send_now is not None and self._send_now(*texts)):
+        if self._closed:
             return
         try:
             for text in texts:

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from app import json_wire
+import orjson
 
 
 class MalformedMessage(ValueError):
@@ -80,7 +80,7 @@ def parse_inbound(raw: str | bytes) -> InboundMessage | None:
     if isinstance(raw, bytes):
         raise MalformedMessage("binary frame")
     try:
-        message = json_wire.loads(raw)
+        message = orjson.loads(raw)
     except ValueError as exc:
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(message, dict):

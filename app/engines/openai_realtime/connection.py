@@ -1,36 +1,50 @@
-"""One websocket to a Realtime GA server, with send helpers that survive a closed socket."""
+"""One websocket to a Realtime GA server, with send helpers that survive a closed socket.
+
+The websocket is picows' implementation of the `websockets` asyncio API (`picows.websockets`):
+the same calls and exceptions as `websockets`, framed in compiled code. Measured on the relay's
+two hot paths (benchmarks/README.md, "Websocket stacks"), it costs about half the CPU of
+`websockets` per audio append sent and per audio delta received.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from time import perf_counter
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.protocol import State
+import orjson
+from picows import WSInvalidURL
+from picows.websockets import (
+    ClientConnection, ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, State, connect,
+)
 
-from app import json_wire
 from app.config import Settings
 from app.engines.contract import EngineUnavailable
-from app.websocket import MaskingKeys, masked_text_frame
 
 log = logging.getLogger(__name__)
 
 # Model audio deltas can be several hundred kB of base64; cap well above that.
 MAX_SERVER_MESSAGE_BYTES = 8 * 1024 * 1024
 
-# Bytes the kernel has not taken yet beyond which sends go through the library's path,
-# which waits for the buffer to drain (the library's default write limit).
-WRITE_BUFFER_HIGH_WATER = 32 * 1024
+# Seconds the closing handshake may take before the socket is dropped.
+CLOSE_TIMEOUT_SECONDS = 2
 
 
 class RealtimeUnavailable(EngineUnavailable):
-    """The realtime service could not be reached or refused us."""
+    """The realtime service could not be reached or refused us.
+
+    `http_status` and `http_body` are the service's answer when it refused the handshake;
+    `bad_url` says the configured URL is not a websocket URL."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, http_body: bytes = b"",
+                 bad_url: bool = False) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.http_body = http_body
+        self.bad_url = bad_url
 
 
 def realtime_url(settings: Settings) -> str:
@@ -51,7 +65,6 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 class RealtimeConnection:
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
-        self._masking_keys = MaskingKeys()
         # perf_counter() when the last server frame arrived, before parsing: the start of
         # the bridge delay for the audio it carries.
         self.last_received_at = 0.0
@@ -69,10 +82,17 @@ class RealtimeConnection:
                     open_timeout=None,
                     ping_interval=20,
                     ping_timeout=20,
+                    close_timeout=CLOSE_TIMEOUT_SECONDS,
                 ),
                 timeout=settings.realtime_connect_timeout_seconds,
             )
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        except InvalidStatus as exc:
+            raise RealtimeUnavailable(f"the realtime service refused the websocket: HTTP {exc.response.status_code}",
+                                      http_status=exc.response.status_code,
+                                      http_body=bytes(exc.response.body or b"")) from exc
+        except (InvalidURI, WSInvalidURL) as exc:  # picows' websockets API lets its own through
+            raise RealtimeUnavailable(f"not a websocket URL: {exc!r}", bad_url=True) from exc
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise RealtimeUnavailable(f"cannot open the realtime websocket: {exc!r}") from exc
         connection = cls(socket)
         if not await connection.send(configure):
@@ -81,41 +101,16 @@ class RealtimeConnection:
 
     @property
     def is_open(self) -> bool:
-        return self._socket.close_code is None and self._socket.state.name == "OPEN"
+        return self._socket.state is State.OPEN
 
     @property
     def close_code(self) -> int | None:
         return self._socket.close_code
 
-    @property
-    def writable(self) -> bool:
-        """Whether `send_now` may write: the socket is open and its buffer is not full."""
-        socket = self._socket
-        return socket.protocol.state is State.OPEN and socket.transport.get_write_buffer_size() < WRITE_BUFFER_HIGH_WATER
-
-    def send_now(self, event: bytes) -> bool:
-        """Frame and write one event (UTF-8 JSON) at once; only when `writable`. False if the
-        transport died.
-
-        Taken by nearly every audio append (50 a second per call). The library's `send` costs
-        several times as much in locks, context managers, awaits and a getrandom per frame; it
-        is needed only to wait for a full buffer or a closing socket. The library writes
-        whatever it frames at once, so nothing of its own can be waiting to go out first.
-        """
-        try:
-            self._socket.transport.write(masked_text_frame(event, self._masking_keys.take()))
-            return True
-        except (OSError, RuntimeError):
-            return False
-
     async def send(self, event: dict[str, Any] | str | bytes) -> bool:
         """Send one client event (a dict, or JSON text or UTF-8 bytes); False (never an
-        exception) when the socket is gone."""
-        if isinstance(event, dict):
-            event = json.dumps(event)
-        payload = event.encode() if isinstance(event, str) else event
-        if self.writable:
-            return self.send_now(payload)
+        exception) when the socket is gone. Waits only while the socket's buffer is full."""
+        payload = orjson.dumps(event) if isinstance(event, dict) else event
         try:
             await self._socket.send(payload, text=True)
             return True
@@ -125,10 +120,12 @@ class RealtimeConnection:
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Server events in order; ends when the socket closes. Unparseable frames are dropped."""
         try:
-            async for raw in self._socket:
+            while True:
+                # Text frames as bytes: orjson checks the UTF-8 itself, no str copy first.
+                raw = await self._socket.recv(decode=False)
                 self.last_received_at = perf_counter()
                 try:
-                    event = json_wire.loads(raw)
+                    event = orjson.loads(raw)
                 except ValueError:
                     log.warning("dropping a non-JSON frame from the realtime server")
                     continue
@@ -139,6 +136,6 @@ class RealtimeConnection:
 
     async def close(self) -> None:
         try:
-            await asyncio.wait_for(self._socket.close(), timeout=2)
-        except (TimeoutError, ConnectionClosed, OSError):
-            self._socket.transport.abort()
+            await self._socket.close()
+        except (ConnectionClosed, OSError):
+            pass

@@ -22,7 +22,7 @@ def mask_phone(number: str | None) -> str:
     return f"{prefix}{digits[:3]}{'•' * (len(digits) - 5)}{digits[-2:]}"
 
 
-class _CallContextFilter(logging.Filter):
+class CallContextFilter(logging.Filter):
     """Adds the current call to each record and masks any phone number that slipped into a message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -38,7 +38,7 @@ class _CallContextFilter(logging.Filter):
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(call)s] %(message)s"))
-    handler.addFilter(_CallContextFilter())
+    handler.addFilter(CallContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

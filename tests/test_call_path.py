@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 
 import httpx
 import pytest
 
+from app.logs import CallContextFilter
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
 
@@ -56,6 +58,35 @@ async def test_greeting_first_then_a_spoken_answer(double):
     assert 0 <= heard_greeting - greeting.audio_ms < 20, result.summary()
     assert 0 <= heard_answer - answer.audio_ms < 20, result.summary()
     assert result.clears == []
+
+
+async def test_log_lines_written_during_a_call_carry_its_call_sid(double):
+    double.script_next_connection(["Mes poules ne pondent plus."], answer_seconds=1.0)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(logging.INFO)
+    keep.addFilter(CallContextFilter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.INFO)
+    try:
+        async with running_line(openai_realtime_url=double.url) as line:
+            result = await call(line, ask_once(dtmf=[(0.5, "5")]))
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(level)
+
+    assert result.status == "completed", result.summary()
+    # One from the caller's frames, one from the end of the session.
+    pressed = [r for r in records if r.getMessage() == "caller pressed 5"]
+    ended = [r for r in records if r.getMessage().startswith("call ended")]
+    assert len(pressed) == 1 and len(ended) == 1
+    assert {r.call for r in pressed + ended} == {result.call_sid}
 
 
 @pytest.mark.parametrize("speed", [4.0, 1.2], ids=["answer-fully-generated", "answer-still-generating"])

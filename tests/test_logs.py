@@ -1,6 +1,6 @@
 import logging
 
-from app.logs import _CallContextFilter, current_call, mask_phone
+from app.logs import CallContextFilter, current_call, mask_phone
 
 
 def test_mask_phone_keeps_prefix_and_last_digits_only():
@@ -13,7 +13,7 @@ def test_log_records_carry_the_call_and_never_a_full_number():
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "call from %s to +33198765432", ("+33612345678",), None)
     token = current_call.set("CA0123456789abcdef0123456789abcdef")
     try:
-        assert _CallContextFilter().filter(record)
+        assert CallContextFilter().filter(record)
     finally:
         current_call.reset(token)
     assert record.call == "CA0123456789abcdef0123456789abcdef"
@@ -23,5 +23,5 @@ def test_log_records_carry_the_call_and_never_a_full_number():
 
 def test_sids_with_long_digit_runs_are_not_mistaken_for_numbers():
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "stream MZ12345678901234 for CA99999999aa", (), None)
-    _CallContextFilter().filter(record)
+    CallContextFilter().filter(record)
     assert record.msg == "stream MZ12345678901234 for CA99999999aa"

@@ -166,6 +166,19 @@ async def test_malformed_twilio_messages_are_dropped_without_ending_the_call(dou
     assert double.connections[0].responses[1].status == "completed", "the call went on"
 
 
+
+async def test_a_frame_over_the_websocket_limit_closes_the_stream_and_the_call_ends_cleanly(double):
+    double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)
+    huge = json.dumps({"event": "media", "streamSid": "MZ", "media": {"payload": "A" * (1024 * 1024)}})
+    script = ask_once(raw_messages=[(0.3, huge)])
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, script)
+        assert line.metrics.active_calls == 0
+
+    # The websocket server refuses the frame itself (1009, message too big): the call is over.
+    assert result.closed_by == "server" and result.close_code == 1009, result.summary()
+    assert result.status == "completed", result.summary()
+
 async def test_signatures_are_required_on_webhook_and_stream(double):
     async with running_line(openai_realtime_url=double.url) as line:
         script = CallScript(hangup_after=1)

@@ -676,3 +676,11 @@ def test_naive_and_aware_times_display_in_paris():
     assert formatting.cost(0) == "$0.00"
     assert formatting.cost(None) == "coût inconnu"
     assert formatting.duration(None) == "en cours" and formatting.duration(42.4) == "42 s"
+
+
+def test_every_event_a_call_journals_has_a_french_label():
+    app_dir = Path(formatting.__file__).resolve().parents[1]
+    journaled = {name for source in app_dir.rglob("*.py")
+                 for name in re.findall(r'journal\.event\(\s*"([a-z_]+)"', source.read_text(encoding="utf-8"))}
+    assert {"dtmf", "transcription_failed", "model_error"} <= journaled  # the search itself works
+    assert journaled <= set(formatting.EVENTS), journaled - set(formatting.EVENTS)

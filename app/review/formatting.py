@@ -36,6 +36,8 @@ EVENTS = {
     "dtmf": "touche DTMF",
     "signature_refused": "signature refusée",
     "stream_error": "erreur du flux",
+    "model_error": "erreur du modèle",
+    "transcription_failed": "transcription échouée",
 }
 
 try:

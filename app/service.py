@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from app.agent.agent import Agent
@@ -27,6 +28,9 @@ from app.metrics import Metrics, watch_loop_lag
 from app.model_catalog import load_installed_catalog, model_notices
 
 log = logging.getLogger(__name__)
+
+# `/health` names the service as the seed backend's does ("service" beside "status" and "timestamp").
+SERVICE_NAME = "octi-phone-line"
 
 
 def engine_options(settings: Settings, keywords: Sequence[str] = ()) -> RealtimeOptions:
@@ -93,6 +97,8 @@ class Service:
         problems.extend(notice.text for notice in notices)
         return {
             "status": "degraded" if problems else "ok",
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "service": SERVICE_NAME,
             "problems": problems,
             "realtime": {"configured": settings.realtime_configured, "url": settings.openai_realtime_url,
                          "model": settings.openai_realtime_model},

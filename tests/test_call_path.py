@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -286,6 +287,10 @@ async def test_without_an_openai_key_the_line_says_so_and_health_reports_it():
     assert result.status == "spoken_only" and result.hangup
     assert "pas disponible" in " ".join(result.say_texts)
     assert health["status"] == "degraded" and "OPENAI_API_KEY" in health["problems"][0]
+    # The seed backend's fields, beside ours: an ISO 8601 UTC time of the answer and the service.
+    assert health["service"] == "octi-phone-line"
+    answered = datetime.fromisoformat(health["timestamp"].replace("Z", "+00:00"))
+    assert health["timestamp"].endswith("Z") and abs(datetime.now(timezone.utc) - answered) < timedelta(seconds=30)
 
 
 async def test_an_unreachable_realtime_service_is_apologised_for():

@@ -187,12 +187,12 @@ async def _refusal_body(settings: Settings) -> bytes:
         return b""
 
 
-def _refused(service: str, exc: RealtimeUnavailable, explanation: bytes = b"") -> Finding:
+def _refused(service: str, exc: RealtimeUnavailable, explanation: bytes) -> Finding:
     """Why the handshake failed, in the operator's terms; `explanation` is the service's answer."""
     if exc.http_status is not None:
         code = message = ""
         try:
-            error = json.loads(explanation or exc.http_body or b"{}").get("error") or {}
+            error = json.loads(explanation or b"{}").get("error") or {}
             code, message = str(error.get("code") or error.get("type") or ""), str(error.get("message") or "")
         except (ValueError, AttributeError):
             pass

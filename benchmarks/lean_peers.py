@@ -91,6 +91,7 @@ from app.simulators.realtime_double import (  # noqa: E402 - the double's settin
     snap_to_word,
 )
 from app.simulators.realtime_schema import unexpected_server_keys, validate_server_event  # noqa: E402
+from app.simulators.twilio_caller import STREAM_USER_AGENT, WEBHOOK_PATH, WEBHOOK_USER_AGENT  # noqa: E402
 
 log = logging.getLogger("lean_peers")
 
@@ -986,9 +987,6 @@ async def serve_realtime(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------- the lean caller fleet
 
-WEBHOOK_PATH = "/voice/incoming"
-WEBHOOK_USER_AGENT = "TwilioProxy/1.1"
-STREAM_USER_AGENT = "Twilio.TmeWs/1.0"
 FRAME_MS = wire.FRAME_MS
 FRAME_BYTES = wire.FRAME_BYTES
 ULAW_BYTES_PER_MS = wire.BYTES_PER_MS
@@ -1293,11 +1291,12 @@ class Fleet:
     """What the calls of one process share: the ticker, the speech frames, an HTTP client."""
 
     def __init__(self, server_url: str, *, public_url: str | None, auth_token: str | None, duration: float,
-                 speech: Utterances) -> None:
+                 speech: Utterances, webhook_path: str = WEBHOOK_PATH) -> None:
         from twilio.request_validator import RequestValidator
 
         self.server_url = server_url.rstrip("/")
         self.public_url = (public_url or server_url).rstrip("/")
+        self.webhook_path = webhook_path
         self.validator = RequestValidator(auth_token) if auth_token else None
         self.hangup_ms = round(duration * 1000)
         self.duration = duration
@@ -1336,10 +1335,10 @@ class Fleet:
         account_sid = wire.new_sid("AC")
         params = wire.inbound_call_params(call_sid=call_sid, account_sid=account_sid, from_number="+33612345678",
                                           to_number="+33198765432")
-        url = self.public_url + WEBHOOK_PATH
+        url = self.public_url + self.webhook_path
         try:
             started = time.monotonic()
-            response = await self.http.post(self.server_url + WEBHOOK_PATH, data=params,
+            response = await self.http.post(self.server_url + self.webhook_path, data=params,
                                             headers=self.sign(url, params))
             webhook_ms = (time.monotonic() - started) * 1000
         except Exception as exc:  # noqa: BLE001 - counted as a failed call
@@ -1389,7 +1388,8 @@ class Fleet:
 
 async def run_fleet(server_url: str, calls: list[dict[str, Any]], *, duration: float, t0: float | None = None,
                     public_url: str | None = None, auth_token: str | None = None,
-                    speech: Utterances | None = None, wavs: list[Path] | None = None) -> list[dict[str, Any]]:
+                    speech: Utterances | None = None, wavs: list[Path] | None = None,
+                    webhook_path: str = WEBHOOK_PATH) -> list[dict[str, Any]]:
     """Place `calls` ({index, offset, call_sid}) at t0 + offset (time.monotonic()); each lasts `duration` s.
 
     Returns one summary per call, shaped like benchmarks/relay.py's for a faithful call.
@@ -1398,7 +1398,8 @@ async def run_fleet(server_url: str, calls: list[dict[str, Any]], *, duration: f
 
     if speech is None:
         speech = Utterances(wavs or sorted((REPO / "tests" / "audio").glob("*.wav")))
-    fleet = Fleet(server_url, public_url=public_url, auth_token=auth_token, duration=duration, speech=speech)
+    fleet = Fleet(server_url, public_url=public_url, auth_token=auth_token, duration=duration, speech=speech,
+                  webhook_path=webhook_path)
     t0 = time.monotonic() if t0 is None else t0
     limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=15, trust_env=False, limits=limits,

@@ -425,12 +425,10 @@ def worker_main(config_path: str, result_path: str) -> int:
     cfg = json.loads(Path(config_path).read_text())
     if cfg.get("peers") == "lean":
         return _lean_worker(cfg, result_path)
-    from app.simulators import twilio_caller
     from app.simulators import twilio_wire as wire
-    from app.simulators.twilio_caller import CallScript, Utterance, place_call
+    from app.simulators.twilio_caller import WEBHOOK_PATH, CallScript, Utterance, place_call
 
-    if cfg.get("webhook_path"):  # another server than octi (--target sample)
-        twilio_caller.WEBHOOK_PATH = cfg["webhook_path"]
+    webhook_path = cfg.get("webhook_path") or WEBHOOK_PATH  # another server than octi (--target sample)
 
     # Keep the generators' per-call start-up cost down, so that they keep real time while the
     # calls ramp up (this changes nothing the server sees):
@@ -469,7 +467,7 @@ def worker_main(config_path: str, result_path: str) -> int:
         try:
             r = await asyncio.wait_for(
                 place_call(cfg["url"], script=script, public_url=cfg["public_url"], auth_token=AUTH_TOKEN,
-                           call_sid=spec["call_sid"], send_hook=hook),
+                           call_sid=spec["call_sid"], send_hook=hook, webhook_path=webhook_path),
                 timeout=duration + 90)
         except Exception as exc:  # noqa: BLE001 - counted as a failed call
             return {"index": spec["index"], "status": "exception", "errors": [repr(exc)], "launched": launched}
@@ -545,8 +543,7 @@ def _lean_worker(cfg: dict[str, Any], result_path: str) -> int:
     sys.path.insert(0, str(LEAN_PEERS.parent))
     import lean_peers
 
-    if cfg.get("webhook_path"):  # another server than octi (--target sample)
-        lean_peers.WEBHOOK_PATH = cfg["webhook_path"]
+    webhook_path = cfg.get("webhook_path") or lean_peers.WEBHOOK_PATH  # another server than octi (--target sample)
     speech = lean_peers.Utterances(WAVS)  # the callers' frames, encoded once before the start
     print("READY", flush=True)
     go = json.loads(sys.stdin.readline() or "{}")
@@ -555,7 +552,8 @@ def _lean_worker(cfg: dict[str, Any], result_path: str) -> int:
 
     async def calls() -> list[dict[str, Any]]:
         return await lean_peers.run_fleet(cfg["url"], cfg["calls"], duration=cfg["duration"], t0=go["t0"],
-                                          public_url=cfg["public_url"], auth_token=AUTH_TOKEN, speech=speech)
+                                          public_url=cfg["public_url"], auth_token=AUTH_TOKEN, speech=speech,
+                                          webhook_path=webhook_path)
 
     result = lean_peers.run_async(_probed(calls, cfg, go))
     Path(result_path).write_text(json.dumps(result))

@@ -36,14 +36,12 @@ CLOSE_TIMEOUT_SECONDS = 2
 class RealtimeUnavailable(EngineUnavailable):
     """The realtime service could not be reached or refused us.
 
-    `http_status` and `http_body` are the service's answer when it refused the handshake;
-    `bad_url` says the configured URL is not a websocket URL."""
+    `http_status` is the service's answer when it refused the handshake (picows keeps no
+    body); `bad_url` says the configured URL is not a websocket URL."""
 
-    def __init__(self, message: str, *, http_status: int | None = None, http_body: bytes = b"",
-                 bad_url: bool = False) -> None:
+    def __init__(self, message: str, *, http_status: int | None = None, bad_url: bool = False) -> None:
         super().__init__(message)
         self.http_status = http_status
-        self.http_body = http_body
         self.bad_url = bad_url
 
 
@@ -88,8 +86,7 @@ class RealtimeConnection:
             )
         except InvalidStatus as exc:
             raise RealtimeUnavailable(f"the realtime service refused the websocket: HTTP {exc.response.status_code}",
-                                      http_status=exc.response.status_code,
-                                      http_body=bytes(exc.response.body or b"")) from exc
+                                      http_status=exc.response.status_code) from exc
         except (InvalidURI, WSInvalidURL) as exc:  # picows' websockets API lets its own through
             raise RealtimeUnavailable(f"not a websocket URL: {exc!r}", bad_url=True) from exc
         except (OSError, InvalidHandshake, TimeoutError) as exc:

@@ -21,11 +21,7 @@ from app.simulators.twilio_caller.records import Burst, CallResult, Clear, MarkE
 from app.simulators.twilio_caller.script import DEFAULT_SILENCE_BEFORE_REPLY_MS, CallScript, Utterance
 from app.simulators.twilio_caller.stream import SKIP, STREAM_USER_AGENT, SendHook
 from app.simulators.twilio_caller.timeline import MAX_VIOLATIONS
-from app.simulators.twilio_caller.webhooks import WEBHOOK_USER_AGENT
-
-# Where Twilio posts the voice webhook. benchmarks/relay.py points the caller at another
-# server by assigning this; place_call reads it from here at each call.
-WEBHOOK_PATH = "/voice/incoming"
+from app.simulators.twilio_caller.webhooks import WEBHOOK_PATH, WEBHOOK_USER_AGENT
 
 __all__ = [
     "BURST_GAP_MS",

@@ -14,14 +14,15 @@ from app.simulators.twilio_caller.script import CallScript
 from app.simulators.twilio_caller.speech import CallerSpeech
 from app.simulators.twilio_caller.stream import MediaStream, SendHook
 from app.simulators.twilio_caller.timeline import CallTimeline
-from app.simulators.twilio_caller.webhooks import WEBHOOK_USER_AGENT, TwilioRequests
+from app.simulators.twilio_caller.webhooks import WEBHOOK_PATH, WEBHOOK_USER_AGENT, TwilioRequests
 
 
 async def place_call(server_url: str, *, script: CallScript, public_url: str | None = None,
                      auth_token: str | None = None, call_sid: str | None = None,
                      from_number: str = "+33612345678", to_number: str = "+33198765432", realtime: bool = True,
                      sign_stream: bool = True, extra_stream_headers: dict[str, str] | None = None,
-                     send_hook: SendHook | None = None, account_sid: str | None = None) -> CallResult:
+                     send_hook: SendHook | None = None, account_sid: str | None = None,
+                     webhook_path: str = WEBHOOK_PATH) -> CallResult:
     """Call `server_url` as Twilio would and return what happened. Never raises for server misbehaviour.
 
     `public_url` is the base URL Twilio believes it is calling (what gets signed); requests
@@ -29,6 +30,7 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
     fast as the event loop allows (one loop turn per 20 ms tick): the exchange is complete but
     its timings mean nothing. `send_hook(message)` sees every protocol message before it is sent
     and may return a replacement (dict, or raw str/bytes), SKIP to drop it, or None to keep it.
+    `webhook_path` is where the voice webhook is posted (another server's route, for benchmarks).
     """
     result = CallResult(server_url=server_url.rstrip("/"), public_url=(public_url or server_url).rstrip("/"),
                         call_sid=call_sid or wire.new_sid("CA"), account_sid=account_sid or wire.new_sid("AC"))
@@ -42,7 +44,7 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
     speech = CallerSpeech(script, audio, bounds, playback, result, timeline)
     async with httpx.AsyncClient(timeout=15, trust_env=False, headers={"User-Agent": WEBHOOK_USER_AGENT}) as http:
         requests = TwilioRequests(http, result, timeline, auth_token=auth_token, params=params,
-                                  webhook_path=_webhook_path())
+                                  webhook_path=webhook_path)
         stream = MediaStream(requests, timeline, playback, speech, sign_stream=sign_stream,
                              extra_stream_headers=extra_stream_headers, send_hook=send_hook)
         if await requests.webhook() and await stream.open():
@@ -51,14 +53,6 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
         if requests.background:
             await asyncio.wait(set(requests.background), timeout=10)
     return _finish(result, timeline, playback, stream)
-
-
-def _webhook_path() -> str:
-    # benchmarks/relay.py aims the caller at another server's webhook by assigning
-    # app.simulators.twilio_caller.WEBHOOK_PATH, so the package's value is read at each call.
-    from app.simulators import twilio_caller
-
-    return twilio_caller.WEBHOOK_PATH
 
 
 def _finish(result: CallResult, timeline: CallTimeline, playback: Playback, stream: MediaStream) -> CallResult:

@@ -17,6 +17,7 @@ from app.simulators.twilio_caller.records import CallResult
 from app.simulators.twilio_caller.timeline import CallTimeline
 
 WEBHOOK_USER_AGENT = "TwilioProxy/1.1"
+WEBHOOK_PATH = "/voice/incoming"  # where Twilio posts the voice webhook to our server
 
 
 class TwilioRequests:

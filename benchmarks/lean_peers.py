@@ -127,7 +127,6 @@ class MessageListener(WSListener):
     def __init__(self) -> None:
         self.transport: WSTransport | None = None
         self.close_rcvd: int | None = None
-        self.closed = False  # the connection is gone
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -151,14 +150,13 @@ class MessageListener(WSListener):
             self.on_binary(frame.get_payload_as_bytes())
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.closed = True
         self.on_closed()
 
     @property
     def sending(self) -> bool:
         """Whether messages can still go out: connected, and no close frame sent yet."""
         transport = self.transport
-        return transport is not None and not transport.is_close_frame_sent and not self.closed
+        return transport is not None and not transport.is_close_frame_sent and not transport.is_disconnected
 
     def send_text(self, payload: bytes) -> None:
         if self.sending:
@@ -169,7 +167,7 @@ class MessageListener(WSListener):
             self.transport.send_close(code, reason.encode()[:120])  # type: ignore[union-attr, arg-type]
 
     def disconnect(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.transport.is_disconnected:
             self.transport.disconnect()
 
     def fail(self, code: int, reason: str) -> None:
@@ -764,11 +762,6 @@ class LeanRealtimePeer:
         self.server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.schedule: Callable[..., Any] = self._schedule
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None
-        return self._loop
 
     def _schedule(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
         assert self._loop is not None

@@ -76,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--realtime-url", required=True, help="e.g. ws://127.0.0.1:8765/v1/realtime")
     p.add_argument("--ai-speaks-first", action=argparse.BooleanOptionalAction, default=True,
                    help="call the sample's send_initial_conversation_item after its session update (default on)")
-    p.add_argument("--ws", default="auto", help="uvicorn websocket implementation (the sample: auto)")
     args = p.parse_args(argv)
     if not (args.sample_dir / "main.py").is_file():
         p.error(f"{args.sample_dir} has no main.py")
@@ -91,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    if args.ws == "auto":
-        uvicorn.run(sample.app, host=args.host, port=args.port)
-    else:
-        uvicorn.run(sample.app, host=args.host, port=args.port, ws=args.ws)
+    uvicorn.run(sample.app, host=args.host, port=args.port)
     return 0
 
 

@@ -834,6 +834,7 @@ class _RecordingTransport:
     """Stands in for picows' WSTransport in a scripted session: keeps the messages sent."""
 
     is_close_frame_sent = False
+    is_disconnected = False
 
     def __init__(self) -> None:
         self.messages: list[bytes] = []

@@ -30,9 +30,8 @@ from app.simulators.realtime_double.formats import BYTES_PER_MS, FORMAT_KINDS, U
 from app.simulators.realtime_double.input_audio import MIN_COMMIT_MS
 from app.simulators.realtime_double.records import ClosedInfo, RejectedHandshake, ResponseRecord, TruncationRecord
 from app.simulators.realtime_double.responses import DELTA_MS_RANGE
-from app.simulators.realtime_double.server import DEFAULT_PATH, RealtimeDouble
+from app.simulators.realtime_double.server import RealtimeDouble
 from app.simulators.realtime_double.session import (
-    DEFAULT_INSTRUCTIONS,
     DEFAULT_MODEL,
     DEFAULT_SEMANTIC_VAD,
     DEFAULT_SERVER_VAD,
@@ -42,7 +41,7 @@ from app.simulators.realtime_double.session import (
     SEMANTIC_SILENCE_MS,
     SESSION_LIFETIME_SECONDS,
 )
-from app.simulators.realtime_double.vad import SPEECH_START_MS, VAD_WINDOW_MS, EnergyVad, threshold_to_rms
+from app.simulators.realtime_double.vad import EnergyVad
 from app.simulators.realtime_double.voice import ASSET_PATH, ASSET_TEXT, VoiceAsset, load_voice_asset, snap_to_word
 
 __all__ = [
@@ -50,9 +49,7 @@ __all__ = [
     "ASSET_TEXT",
     "BETA_CLOSE_CODE",
     "BYTES_PER_MS",
-    "DEFAULT_INSTRUCTIONS",
     "DEFAULT_MODEL",
-    "DEFAULT_PATH",
     "DEFAULT_SEMANTIC_VAD",
     "DEFAULT_SERVER_VAD",
     "DEFAULT_VOICE",
@@ -64,9 +61,7 @@ __all__ = [
     "SEMANTIC_PREFIX_MS",
     "SEMANTIC_SILENCE_MS",
     "SESSION_LIFETIME_SECONDS",
-    "SPEECH_START_MS",
     "UNITS_PER_MS",
-    "VAD_WINDOW_MS",
     "ClosedInfo",
     "DoubleConnection",
     "EnergyVad",
@@ -78,5 +73,4 @@ __all__ = [
     "cli",
     "load_voice_asset",
     "snap_to_word",
-    "threshold_to_rms",
 ]

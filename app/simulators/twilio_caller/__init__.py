@@ -18,15 +18,12 @@ from app.simulators.twilio_caller.call import place_call
 from app.simulators.twilio_caller.command import cli
 from app.simulators.twilio_caller.playback import BURST_GAP_MS, Playback
 from app.simulators.twilio_caller.records import Burst, CallResult, Clear, MarkEcho, UtteranceRecord
-from app.simulators.twilio_caller.script import DEFAULT_SILENCE_BEFORE_REPLY_MS, CallScript, Utterance
+from app.simulators.twilio_caller.script import CallScript, Utterance
 from app.simulators.twilio_caller.stream import SKIP, STREAM_USER_AGENT, SendHook
-from app.simulators.twilio_caller.timeline import MAX_VIOLATIONS
 from app.simulators.twilio_caller.webhooks import WEBHOOK_PATH, WEBHOOK_USER_AGENT
 
 __all__ = [
     "BURST_GAP_MS",
-    "DEFAULT_SILENCE_BEFORE_REPLY_MS",
-    "MAX_VIOLATIONS",
     "SKIP",
     "STREAM_USER_AGENT",
     "WEBHOOK_PATH",

@@ -122,11 +122,6 @@ class CallResult:
         """Stream start → first OCTI audio heard."""
         return self.bursts[0].start_t * 1000 if self.bursts else None
 
-    @property
-    def first_audio_latencies_ms(self) -> list[float | None]:
-        """Per utterance: its end → the first OCTI burst heard after it."""
-        return [u.answer_latency_ms for u in self.utterances]
-
     def to_json_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["played_audio"], data["sent_audio"]

@@ -2,29 +2,38 @@
 
 Run from the repo root:
 
-  .venv/bin/python benchmarks/ws_stacks.py                        # everything: json, server, client (~15 min)
+  .venv/bin/python benchmarks/ws_stacks.py                        # everything: json, server, client (~25 min)
   .venv/bin/python benchmarks/ws_stacks.py json                   # in-process JSON and base64 timings (~1 min)
   .venv/bin/python benchmarks/ws_stacks.py server --stacks granian picows --calls 150 --seconds 10 --repeat 3
   .venv/bin/python benchmarks/ws_stacks.py client --stacks websockets picows aiohttp
 
-Needs `.venv/bin/pip install granian picows orjson msgspec wsproto` (aiohttp, uvicorn, uvloop and
-websockets come with the project); a stack whose package is missing is skipped.
+granian, msgspec and wsproto are optional (not project dependencies): the json part needs msgspec,
+the server part's granian and granian+starlette stacks need granian and its uvicorn-wsproto stack
+wsproto; a stack whose package is missing is skipped. Everything else (picows, orjson, aiohttp,
+uvicorn, uvloop, websockets, starlette) comes with the project.
+
+The messages are built with the project's own functions, so they are what the relay sends and
+receives: `app.channels.twilio.wire.media_message` and `mark_message` (out to Twilio),
+`app.engines.openai_realtime.protocol.append_audio` (up to OpenAI), and the simulated caller's
+`app.simulators.twilio_wire.media_message` serialised as Twilio writes it (in from Twilio).
 
 Three parts, each printing CPU-µs per message:
 
 * json: in this process, µs per call (best of several timeit runs) for decoding a Twilio media
   message and a model audio delta, and encoding an `input_audio_buffer.append`, with the
-  stdlib `json`, orjson and msgspec (generic and typed), plus base64 for scale.
+  stdlib `json`, orjson and msgspec (generic and typed), plus base64 for scale; the relay's own
+  encoder (`append_audio`, base64 included) is timed as the "bytes template (the relay's)" row.
 * server (Twilio's side of the relay): the stack under test serves in a process of its own;
   this process is the load, `--calls` websocket clients (picows, on uvloop) that
-  - in:  each send a Twilio media message (~350 bytes of JSON) every 20 ms, the connections
+  - in:  each send a Twilio media message (~380 bytes of JSON) every 20 ms, the connections
          spread over the 20 ms in `--groups` groups; the server reads each message (as text)
          and drops it;
   - out: the server sends each connection a media message of 100 ms of μ-law (~1.1 kB of
          JSON) and a mark every 100 ms, each connection on its own timer;
   - out-null: the same timers with nothing sent (what the timers alone cost).
   Figure: the server process tree's CPU (utime + stime from /proc, all threads and worker
-  processes) over the window, divided by the messages in it. out net = (out - out-null) / messages.
+  processes) over the window, divided by the messages in it. out net = (out - out-null scaled to
+  the out window) / messages.
 * client (the relay's side to OpenAI): the client stack under test runs in a process of its
   own with `--calls` connections to a sink in this process (picows); it
   - send:  sends each connection an append (960 bytes of PCM16 = 1280 base64 characters,
@@ -33,7 +42,7 @@ Three parts, each printing CPU-µs per message:
   - recv:  receives a model audio delta (100 ms of PCM16, ~6.6 kB of JSON) every 100 ms per
            connection from the sink, as the message type the library hands over.
   Figure: the client process's CPU (process_time, all threads) over the window per message;
-  send net = (send - null) / messages.
+  send net = (send - null scaled to the send window) / messages.
 
 Stacks (server): uvicorn-websockets, uvicorn-websockets-sansio, uvicorn-wsproto (uvicorn,
 uvloop, h11, a plain ASGI app), granian (ASGI, one worker, one runtime thread, uvloop),
@@ -45,7 +54,9 @@ calls on picows' implementation of the websockets API, `picows.websockets`, as t
 realtime client uses it), picows (its native API: `WSTransport.send`, `on_ws_frame`) and aiohttp
 (`ClientWebSocketResponse.send_frame`, `async for`).
 
-Every process started here is stopped at the end; everything listens on 127.0.0.1 only.
+Every process started here is stopped at the end (with relay.py's `Processes`: each child gets
+SIGTERM if this process dies, and SIGTERM here stops everything like Ctrl-C); everything listens
+on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -57,7 +68,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,7 +78,16 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-HOST = "127.0.0.1"
+for _path in (str(REPO), str(HERE)):  # app.* and relay.py, also in the granian worker (ws_stacks:asgi_app)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from app.channels.twilio import wire  # noqa: E402
+from app.engines.openai_realtime.protocol import append_audio  # noqa: E402
+from app.simulators import twilio_wire as twilio_sim  # noqa: E402
+from relay import Processes, free_port, machine_cpu, port_open, wait_until  # noqa: E402 - relay: stdlib only
+
+HOST = "127.0.0.1"  # relay's free_port and port_open use 127.0.0.1 too
 
 SERVER_STACKS = ["uvicorn-websockets", "uvicorn-websockets-sansio", "uvicorn-wsproto",
                  "granian", "aiohttp", "picows", "uvicorn-websockets-sansio+starlette", "granian+starlette"]
@@ -85,19 +104,15 @@ _PCM_100MS = bytes((i * 31 + 5) % 256 for i in range(4800))
 
 
 def twilio_media(seq: int) -> bytes:
-    """A Twilio media message as Twilio writes it (key order and all)."""
-    return (b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
-            b'"payload":"%s"},"streamSid":"%s"}'
-            % (seq, seq - 1, (seq - 2) * 20, base64.b64encode(_ULAW_20MS), STREAM_SID.encode()))
+    """A Twilio media message as Twilio writes it (key order and all): the simulated caller's, compact JSON."""
+    return json.dumps(twilio_sim.media_message(seq, stream_sid=STREAM_SID, chunk=seq - 1, timestamp_ms=(seq - 2) * 20,
+                                               payload=_ULAW_20MS), separators=(",", ":")).encode()
 
 
 MEDIA_IN = twilio_media(1234)
-MEDIA_OUT = json.dumps({"event": "media", "streamSid": STREAM_SID,
-                        "media": {"payload": base64.b64encode(_ULAW_100MS).decode()}}, separators=(",", ":"))
-MARK_OUT = json.dumps({"event": "mark", "streamSid": STREAM_SID, "mark": {"name": "octi-000123"}},
-                      separators=(",", ":"))
-APPEND = json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(_PCM_20MS).decode()},
-                    separators=(",", ":")).encode()
+MEDIA_OUT = wire.media_message(STREAM_SID, _ULAW_100MS)  # what the relay sends Twilio
+MARK_OUT = wire.mark_message(STREAM_SID, "octi-000123")
+APPEND = append_audio(_PCM_20MS)  # what the relay sends OpenAI
 DELTA = json.dumps({"type": "response.output_audio.delta", "event_id": "event_Cg5TQbQ2ZxV1r3xK000000123",
                     "response_id": "resp_Cg5TQbQ2ZxV1r3xK000000045", "item_id": "item_Cg5TQbQ2ZxV1r3xK000000046",
                     "output_index": 0, "content_index": 0, "delta": base64.b64encode(_PCM_100MS).decode()},
@@ -109,12 +124,6 @@ def uvloop_run(main: Any) -> Any:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- JSON
@@ -138,7 +147,7 @@ def _msgspec_types() -> tuple[Any, Any]:
     return TwilioMedia, Append
 
 
-def json_part(args: argparse.Namespace) -> dict[str, float]:
+def json_part() -> dict[str, float]:
     import orjson
     import msgspec
 
@@ -146,7 +155,6 @@ def json_part(args: argparse.Namespace) -> dict[str, float]:
     media_str, delta_str = MEDIA_IN.decode(), DELTA.decode()
     b64 = base64.b64encode(_PCM_20MS).decode()
     ulaw_b64 = base64.b64encode(_ULAW_20MS).decode()
-    b64b = b64.encode()
     typed = msgspec.json.Decoder(TwilioMedia)
     generic = msgspec.json.Decoder()
     encoder = msgspec.json.Encoder()
@@ -163,8 +171,7 @@ def json_part(args: argparse.Namespace) -> dict[str, float]:
                                                                        "audio": b64}), 100_000),
         ("encode append (-> bytes)", "json.dumps+encode", lambda: json.dumps({"type": "input_audio_buffer.append",
                                                                                 "audio": b64}).encode(), 100_000),
-        ("encode append (-> bytes)", "bytes template (the relay's)",
-         lambda: b'{"type":"input_audio_buffer.append","audio":"' + b64b + b'"}', 100_000),
+        ("encode append (-> bytes)", "bytes template (the relay's)", lambda: append_audio(_PCM_20MS), 100_000),
         ("encode append (-> bytes)", "orjson.dumps", lambda: orjson.dumps({"type": "input_audio_buffer.append",
                                                                            "audio": b64}), 100_000),
         ("encode append (-> bytes)", "msgspec dict", lambda: encoder.encode({"type": "input_audio_buffer.append",
@@ -174,14 +181,16 @@ def json_part(args: argparse.Namespace) -> dict[str, float]:
         ("base64 (for scale)", "b64encode 960 bytes", lambda: base64.b64encode(_PCM_20MS), 100_000),
     ]
     assert typed.decode(MEDIA_IN).media.payload == json.loads(MEDIA_IN)["media"]["payload"]
+    assert orjson.loads(append_audio(_PCM_20MS)) == {"type": "input_audio_buffer.append", "audio": b64}
     assert orjson.loads(encoder.encode(Append(b64))) == {"type": "input_audio_buffer.append", "audio": b64}
     print(f"\nJSON and base64, µs per call (best of 7; media {len(MEDIA_IN)} B, delta {len(DELTA)} B, "
           f"append {len(APPEND)} B); orjson {orjson.__version__}, msgspec {msgspec.__version__}")
+    print("  (the relay's append_audio base64-encodes the PCM too; the other encoders start from the base64 text)")
     results = {}
     for what, how, fn, number in rows:
-        us = bench(fn, number // args.json_scale)
+        us = bench(fn, number)
         results[f"{what} / {how}"] = us
-        print(f"  {what:<28} {how:<24} {us:7.2f}")
+        print(f"  {what:<28} {how:<29} {us:7.2f}")
     return results
 
 
@@ -367,7 +376,7 @@ async def _picows_server(port: int) -> None:
         await server.serve_forever()
 
 
-def start_server(stack: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(procs: Processes, stack: str, port: int, log: Path) -> subprocess.Popen:
     base = stack.removesuffix("+starlette")
     if base == "granian":
         cmd = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", HOST, "--port", str(port),
@@ -377,28 +386,14 @@ def start_server(stack: str, port: int, log: Path) -> subprocess.Popen:
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "_serve", stack, str(port)]
         env = dict(os.environ)
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, env=env, cwd=HERE, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=5)
+    return procs.start(f"server {stack}", cmd, log=log, env=env, cwd=HERE)
 
 
 def tree_cpu(pid: int) -> float:
-    """utime + stime of a process and all its descendants (threads included), in seconds."""
+    """utime + stime of a process and all its descendants (threads included), in seconds.
+
+    (relay.py reads one process, `process_cpu_s`, or all of them, `all_process_cpu`; granian's
+    worker is a child of its main process, so the server is a tree here.)"""
     tck = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
@@ -419,11 +414,6 @@ def tree_cpu(pid: int) -> float:
                 family.add(child)
                 frontier.append(child)
     return sum(cpu.get(p, 0.0) for p in family)
-
-
-def machine_busy() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return sum(values) - values[3] - values[4], sum(values)
 
 
 async def drive_server(port: int, stack: str, mode: str, calls: int, groups: int, settle: float, seconds: float,
@@ -465,9 +455,9 @@ async def drive_server(port: int, stack: str, mode: str, calls: int, groups: int
 
     tasks = [asyncio.create_task(group(g)) for g in range(groups)] if mode == "in" else []
     await asyncio.sleep(settle)
-    cpu0, sent0, recv0, m0, t0 = tree_cpu(server_pid), sent[0], received[0], machine_busy(), time.monotonic()
+    cpu0, sent0, recv0, m0, t0 = tree_cpu(server_pid), sent[0], received[0], machine_cpu()[0], time.monotonic()
     await asyncio.sleep(seconds)
-    cpu1, sent1, recv1, m1, t1 = tree_cpu(server_pid), sent[0], received[0], machine_busy(), time.monotonic()
+    cpu1, sent1, recv1, m1, t1 = tree_cpu(server_pid), sent[0], received[0], machine_cpu()[0], time.monotonic()
     stop = True
     for task in tasks:
         task.cancel()
@@ -497,21 +487,29 @@ def available(stack: str) -> str | None:
     return None
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server not listening")
+def selected(names: list[str], known: list[str], part: str) -> list[str]:
+    """The stacks of one part among --stacks (every one without --stacks); none, said so, when none is."""
+    if not names:
+        return list(known)
+    chosen = [s for s in known if s in names]
+    if not chosen:
+        print(f"\n{part} part not run: none of --stacks {' '.join(names)} is a {part} stack ({', '.join(known)})",
+              flush=True)
+    return chosen
 
 
-def server_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    stacks = [s for s in args.stacks if s in SERVER_STACKS] or SERVER_STACKS
+def net_of_timers(gross: list[dict[str, Any]], null: list[dict[str, Any]]) -> list[float]:
+    """µs per message net of timers, per repetition: the gross run's CPU less the same repetition's null run's
+    (scaled to the gross window), over the gross run's messages."""
+    nulls = {n["rep"]: n for n in null}
+    return [(g["cpu_s"] - nulls[g["rep"]]["cpu_s"] * g["window_s"] / nulls[g["rep"]]["window_s"]) / g["messages"] * 1e6
+            for g in gross if g["messages"] and g["rep"] in nulls]
+
+
+def server_part(args: argparse.Namespace, out: Path, procs: Processes) -> dict[str, Any]:
+    stacks = selected(args.stacks, SERVER_STACKS, "server")
+    if not stacks:
+        return {"runs": {}, "summary": {}}
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     print(f"\nServer side: {args.calls} connections; in = a Twilio media message ({len(MEDIA_IN)} B) per 20 ms per "
           f"connection in {args.groups} groups; out = media ({len(MEDIA_OUT)} B) + mark ({len(MARK_OUT)} B) per "
@@ -524,12 +522,13 @@ def server_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                     print(f"  {stack}: skipped, {why}")
                 continue
             port = free_port()
-            proc = start_server(stack, port, out / f"server-{stack}-{rep}.log")
+            proc = start_server(procs, stack, port, out / f"server-{stack}-{rep}.log")
             try:
-                wait_port(port, proc)
+                wait_until(lambda: port_open(port), 20, f"{stack} server", proc)
                 for mode in ("in", "out", "out-null"):
                     r = uvloop_run(drive_server(port, stack, mode, args.calls, args.groups, args.settle, args.seconds,
                                                 proc.pid))
+                    r["rep"] = rep
                     results.setdefault(stack, {}).setdefault(mode, []).append(r)
                     print(f"  rep {rep} {stack:<36} {mode:<8} {r['us_per_message']:7.2f} CPU-µs/msg  "
                           f"server {r['server_cpu_pct']:4.0f} %  machine {r['machine_pct']:3.0f} %  "
@@ -537,16 +536,14 @@ def server_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             except Exception as exc:  # noqa: BLE001 - a stack that fails is reported, the others go on
                 print(f"  rep {rep} {stack}: failed: {exc!r} (see {out / f'server-{stack}-{rep}.log'})", flush=True)
             finally:
-                stop_process(proc)
+                procs.stop(proc, grace=5.0)
     print("\n  server stack                          in µs/msg         out µs/msg (gross)    out net of timers"
           "   (median [min-max] over repetitions)")
     summary = {}
     for stack, modes in results.items():
         ins = [r["us_per_message"] for r in modes.get("in", [])]
         outs = [r["us_per_message"] for r in modes.get("out", [])]
-        nulls = modes.get("out-null", [])
-        nets = [(o["cpu_s"] - n["cpu_s"] * o["window_s"] / n["window_s"]) / o["messages"] * 1e6
-                for o, n in zip(modes.get("out", []), nulls) if o["messages"]]
+        nets = net_of_timers(modes.get("out", []), modes.get("out-null", []))
         summary[stack] = {"in": ins, "out": outs, "out_net": nets}
         print(f"  {stack:<36} {_spread(ins):>18} {_spread(outs):>18} {_spread(nets):>18}")
     return {"runs": results, "summary": summary}
@@ -673,7 +670,7 @@ async def client_role(stack: str, port: int, mode: str, calls: int, groups: int,
     return result
 
 
-async def sink_and_run(stack: str, mode: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+async def sink_and_run(stack: str, mode: str, args: argparse.Namespace, log: Path, procs: Processes) -> dict[str, Any]:
     """In this process: the picows sink/source; the client stack in a subprocess."""
     from picows import WSListener, WSMsgType, ws_create_server
 
@@ -709,19 +706,20 @@ async def sink_and_run(stack: str, mode: str, args: argparse.Namespace, out: Pat
     port = server.sockets[0].getsockname()[1]
     cmd = [sys.executable, str(Path(__file__).resolve()), "_client", stack, str(port), mode, str(args.calls),
            str(args.groups), str(args.settle), str(args.seconds)]
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                stderr=open(out / f"client-{stack}-{mode}.log", "ab"),
-                                                start_new_session=True)
-    m0 = machine_busy()
+    m0 = machine_cpu()[0]
     try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), args.settle + args.seconds + 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError("the client did not finish in time")
+        # relay's Processes: the log (stderr) closed once handed over, SIGTERM to the client if this process dies
+        proc = procs.start(f"client {stack} {mode}", cmd, log=log, pipes=True)
+        try:
+            # in a thread, so that the sink (this event loop) goes on serving the client meanwhile
+            stdout, _ = await asyncio.to_thread(proc.communicate, timeout=args.settle + args.seconds + 60)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("the client did not finish in time") from None
+        finally:
+            procs.stop(proc, grace=1.0)  # kills it when still running (timeout, failure, interruption)
     finally:
         server.close()
-    m1 = machine_busy()
+    m1 = machine_cpu()[0]
     if proc.returncode != 0 or not stdout.strip():
         raise RuntimeError(f"client exited with {proc.returncode}")
     result = json.loads(stdout.decode().strip().splitlines()[-1])
@@ -731,8 +729,10 @@ async def sink_and_run(stack: str, mode: str, args: argparse.Namespace, out: Pat
     return result
 
 
-def client_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    stacks = [s for s in args.stacks if s in CLIENT_STACKS] or CLIENT_STACKS
+def client_part(args: argparse.Namespace, out: Path, procs: Processes) -> dict[str, Any]:
+    stacks = selected(args.stacks, CLIENT_STACKS, "client")
+    if not stacks:
+        return {"runs": {}, "summary": {}}
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     print(f"\nClient side (to OpenAI): {args.calls} connections; send = an append ({len(APPEND)} B) per 20 ms per "
           f"connection in {args.groups} groups; recv = a delta ({len(DELTA)} B) per 100 ms per connection; "
@@ -745,11 +745,13 @@ def client_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                     print(f"  {stack}: skipped, {why}")
                 continue
             for mode in ("send", "null", "recv"):
+                log = out / f"client-{stack}-{mode}-{rep}.log"
                 try:
-                    r = uvloop_run(sink_and_run(stack, mode, args, out))
+                    r = uvloop_run(sink_and_run(stack, mode, args, log, procs))
                 except Exception as exc:  # noqa: BLE001
-                    print(f"  rep {rep} {stack} {mode}: failed: {exc!r}", flush=True)
+                    print(f"  rep {rep} {stack} {mode}: failed: {exc!r} (see {log})", flush=True)
                     continue
+                r["rep"] = rep
                 results.setdefault(stack, {}).setdefault(mode, []).append(r)
                 print(f"  rep {rep} {stack:<12} {mode:<5} {r['us_per_message']:7.2f} CPU-µs/msg  client "
                       f"{r['client_cpu_pct']:4.0f} %  machine {r['machine_pct']:3.0f} %  {r['messages']} msgs"
@@ -758,8 +760,7 @@ def client_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     summary = {}
     for stack, modes in results.items():
         sends = [r["us_per_message"] for r in modes.get("send", [])]
-        nets = [(s["cpu_s"] - n["cpu_s"] * s["window_s"] / n["window_s"]) / s["messages"] * 1e6
-                for s, n in zip(modes.get("send", []), modes.get("null", [])) if s["messages"]]
+        nets = net_of_timers(modes.get("send", []), modes.get("null", []))
         recvs = [r["us_per_message"] for r in modes.get("recv", [])]
         summary[stack] = {"send": sends, "send_net": nets, "recv": recvs}
         print(f"  {stack:<14} {_spread(sends):>20} {_spread(nets):>20} {_spread(recvs):>18}")
@@ -804,13 +805,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="repetitions, interleaved (default 3)")
     p.add_argument("--granian-args", default="", metavar="ARGS",
                    help="extra granian command-line options, e.g. '--task-impl rust' (one string)")
-    p.add_argument("--json-scale", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help="logs and results.json (default: a new /tmp dir)")
     args = p.parse_args(argv)
     parts = args.parts or ["json", "server", "client"]
     GRANIAN_ARGS.extend(args.granian_args.split())
     if set(parts) - {"json", "server", "client"}:
         p.error(f"unknown part(s) {sorted(set(parts) - {'json', 'server', 'client'})}: json, server or client")
+    unknown = [s for s in args.stacks if s not in SERVER_STACKS and s not in CLIENT_STACKS]
+    if unknown:
+        p.error(f"unknown stack(s) {' '.join(unknown)}: server stacks {' '.join(SERVER_STACKS)}; "
+                f"client stacks {' '.join(CLIENT_STACKS)}")
     import tempfile
 
     out = args.out or Path(tempfile.mkdtemp(prefix="octi-ws-stacks-"))
@@ -820,15 +824,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"versions: {versions()}")
     results: dict[str, Any] = {"versions": versions(), "args": {k: str(v) for k, v in vars(args).items()},
                                "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    if "json" in parts:
-        results["json"] = json_part(args)
-    if "server" in parts:
-        results["server"] = server_part(args, out)
-    if "client" in parts:
-        results["client"] = client_part(args, out)
+
+    def on_term(_signum: int, frame: Any) -> None:
+        """As relay.py, SIGTERM becomes KeyboardInterrupt, by way of the current SIGINT handler: in uvloop_run
+        that is asyncio.Runner's (it cancels the main task, so the finally blocks that stop the processes run,
+        then raises KeyboardInterrupt) rather than an exception in whatever callback the event loop is in."""
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    procs = Processes()
+    status = 0
+    try:
+        if "json" in parts:
+            results["json"] = json_part()
+        if "server" in parts:
+            results["server"] = server_part(args, out, procs)
+        if "client" in parts:
+            results["client"] = client_part(args, out, procs)
+    except KeyboardInterrupt:
+        print("interrupted: every process started was stopped; the parts completed so far are saved", flush=True)
+        status = 130
+    finally:
+        procs.stop_all()
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults: {out / 'results.json'}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ async def test_a_slow_transcript_does_not_delay_the_answer(double):
     assert result.status == "completed" and connection.errors_sent == []
     types = [event["type"] for event in connection.server_events]
     create = next(i for i, e in enumerate(connection.client_events) if e["type"] == "response.create"
-                  and "Commence l'appel" not in (e["response"].get("instructions") or ""))
+                  and "Dis exactement" not in (e["response"].get("instructions") or ""))
     assert connection.client_events[create]["response"]["tools"][0]["name"] == "search_knowledge"
     # The answer was asked for before the transcript existed.
     assert [r.kind for r in connection.responses] == ["greeting", "function_call", "answer"]

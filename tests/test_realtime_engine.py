@@ -9,11 +9,17 @@ from app.engines.contract import (
     AnswerAudio,
     AnswerDone,
     AnswerStarted,
+    AnswerText,
+    AnswerTextPiece,
+    CallerWords,
     Conversation,
     EngineError,
     Exchange,
+    SpeechStarted,
+    SpeechStopped,
 )
 from app.engines.openai_realtime.engine import RealtimeEngine, RealtimeOptions
+from tests.test_realtime_double import read_wav, to_pcm_24k
 
 
 def settings(double, **overrides) -> Settings:
@@ -101,4 +107,53 @@ async def test_a_fatal_service_error_is_marked_fatal(double):
                           error_type="invalid_request_error", close_code=1000)
     error = await next_of(events, EngineError)
     assert error.fatal and error.code == "session_expired"
+    await engine.close()
+
+
+async def test_ending_the_turn_by_hand_reports_its_end_once_and_an_empty_commit_is_harmless(double):
+    """Push-to-talk: the caller lets go before turn detection's silence; the turn ends at once,
+    on the audio timeline, and ending it again (nothing buffered) surfaces no error."""
+    engine = await RealtimeEngine.open(settings(double), RealtimeOptions(client_turns=True))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    pcm, rate = read_wav("question_incubation.wav")
+    audio = to_pcm_24k(pcm, rate)[:3000 * 48]  # let go while still speaking, 3 s in
+    for offset in range(0, len(audio), 960):  # 20 ms appends, no silence after the words
+        await engine.send_audio(audio[offset:offset + 960])
+    started = await next_of(events, SpeechStarted)
+    await engine.end_turn()
+    stopped = await next_of(events, SpeechStopped)
+    assert stopped.turn == started.turn
+    assert abs(stopped.at_ms - len(audio) / 48) < 1  # where the audio ended, in ms
+    words = await next_of(events, CallerWords)
+    assert words.turn == started.turn
+    await engine.end_turn()  # nothing left to commit
+    await connection.wait_for_server(lambda e: e["type"] == "error", timeout=5)
+    assert [e["code"] for e in connection.errors_sent] == ["input_audio_buffer_commit_empty"]
+    await engine.answer()
+    seen = []
+    async with asyncio.timeout(10):
+        async for event in events:
+            seen.append(event)
+            if isinstance(event, AnswerDone):
+                break
+    assert not any(isinstance(e, (EngineError, SpeechStopped)) for e in seen)
+    await engine.close()
+
+
+async def test_the_answer_text_streams_in_pieces_that_make_the_whole(double):
+    engine = await RealtimeEngine.open(settings(double), RealtimeOptions(client_turns=True))
+    await double.wait_for_connection()
+    events = engine.events()
+    await engine.greet("Bonjour, ici OCTI, votre conseiller en aviculture.")
+    pieces: list[AnswerTextPiece] = []
+    async with asyncio.timeout(10):
+        async for event in events:
+            if isinstance(event, AnswerTextPiece):
+                pieces.append(event)
+            if isinstance(event, AnswerText):
+                whole = event
+                break
+    assert len(pieces) > 1 and {p.item for p in pieces} == {whole.item}
+    assert "".join(p.text for p in pieces) == whole.text
     await engine.close()

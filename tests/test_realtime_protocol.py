@@ -71,11 +71,12 @@ def test_other_client_events_are_valid():
         protocol.response_create("Cherche d'abord.", tools=[tool_object(SEARCH_TOOL)]),
         protocol.function_output("call_1", '{"passages": []}'),
         protocol.system_message("octi_context_1", "# Extraits de la base de connaissances"),
-        protocol.greeting_response("Bonjour"),
+        protocol.say_response("Bonjour"),
         json.loads(protocol.append_audio(b"\x00\x01" * 10)),
         protocol.truncate_item("item_1", 1200),
         protocol.delete_item("item_1"),
         protocol.cancel_response(),
+        protocol.commit_audio(),
     ):
         assert_strictly_valid(event)
 

@@ -9,8 +9,20 @@ import wave
 from collections.abc import AsyncIterator
 from time import perf_counter
 
-from app.channels.contract import CallerAudio, CallIdentity, CallOutcome, ChannelEvent
-from app.agent.session import CallSession
+from app.channels.contract import (
+    AnswerEnded,
+    AnswerWords,
+    CallerAudio,
+    CallIdentity,
+    CallOutcome,
+    ChannelEvent,
+    ChannelUpdate,
+    ConversationReset,
+    Notice,
+    SessionReady,
+    TurnEnded,
+)
+from app.agent.session import LIMIT_REACHED, CallSession
 from app.audio.formats import TELEPHONE_ULAW
 from app.config import Settings
 from app.engines.openai_realtime.engine import RealtimeEngine
@@ -33,11 +45,13 @@ class MemoryChannel:
 
     audio_format = TELEPHONE_ULAW
 
-    def __init__(self) -> None:
+    def __init__(self, max_seconds: float | None = None) -> None:
+        self.max_seconds = max_seconds
         self.identity = CallIdentity("CA-memory")
         self.inbox: asyncio.Queue[ChannelEvent | None] = asyncio.Queue()
         self.sent: list[tuple[str, object]] = []
         self.ended: CallOutcome | None = None
+        self.shown: list[ChannelUpdate] = []
 
     async def events(self) -> AsyncIterator[ChannelEvent]:
         while (event := await self.inbox.get()) is not None:
@@ -49,6 +63,9 @@ class MemoryChannel:
 
     async def clear_playback(self) -> None:
         self.sent.append(("clear", None))
+
+    async def show(self, update: ChannelUpdate) -> None:
+        self.shown.append(update)
 
     async def end(self, outcome: CallOutcome) -> None:
         self.ended = outcome
@@ -127,3 +144,68 @@ async def test_a_fatal_model_error_ends_the_call(double):
     await double.fail_all(code="session_expired", message="Your session hit the maximum duration of 60 minutes.",
                           error_type="invalid_request_error", close_code=1000)
     assert await asyncio.wait_for(running, 5) == CallOutcome.ERROR
+
+
+async def test_a_screen_is_told_when_to_speak_what_octi_says_and_when_an_answer_ends(double):
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    await asyncio.sleep(0.05)
+    await channel.inbox.put(None)
+    await running
+    assert channel.shown[0] == SessionReady()
+    words = "".join(update.text for update in channel.shown if isinstance(update, AnswerWords))
+    assert words and words == session.turns[0].text
+    assert channel.shown[-1] == AnswerEnded()
+
+
+async def test_letting_go_of_the_button_ends_the_turn_and_brings_the_answer(double):
+    """Push-to-talk: the caller's turn ends when they say so, before any silence."""
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    frames = telephone_frames(AUDIO / "question_incubation.wav")
+    await channel.speak(frames[: len(frames) * 3 // 5], real_time=True)  # still speaking
+    await channel.inbox.put(TurnEnded())
+    await connection.wait_for(lambda e: e["type"] == "input_audio_buffer.commit", timeout=5)
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10, new_only=True)
+    await channel.inbox.put(None)
+    await running
+    caller = [turn for turn in session.turns if turn.role == "caller"]
+    assert len(caller) == 1 and caller[0].end_ms is not None
+    assert [r.kind for r in connection.responses] == ["greeting", "answer"]
+    assert connection.errors_sent == []
+
+
+async def test_a_reset_starts_a_fresh_conversation_on_the_same_channel(double):
+    double.script_next_connection(greeting_seconds=6.0)
+    double.speed = 1.0
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    first = await double.wait_for_connection()
+    await first.wait_for_server(lambda e: e["type"] == "response.output_audio.delta", timeout=10)
+    await asyncio.sleep(0.3)
+    await channel.inbox.put(ConversationReset())
+    second = await double.wait_for_connection()
+    assert (await first.wait_closed(timeout=5)).initiated_by == "client"
+    assert second.conversation == []  # nothing carried over
+    await channel.inbox.put(None)
+    assert await running == CallOutcome.CALLER_HUNG_UP
+    assert ("clear", None) in channel.sent  # the greeting stopped playing
+    assert channel.shown.count(SessionReady()) == 2
+    assert session.barge_ins == 0  # a reset is not an interruption
+
+
+async def test_a_time_limit_is_announced_then_ends_the_conversation(double):
+    double.script_next_connection(greeting_seconds=0.5)
+    channel = MemoryChannel(max_seconds=4.0)
+    started = perf_counter()
+    session, running = await open_session(double, channel)
+    connection = await double.wait_for_connection()
+    assert await asyncio.wait_for(running, 10) == CallOutcome.TIMEOUT
+    assert 4.0 <= perf_counter() - started < 6.0
+    warning = [e for e in connection.client_events if e["type"] == "response.create"][1]
+    assert "Il nous reste 1 seconde avant" in warning["response"]["instructions"]
+    assert channel.shown[-1] == Notice(LIMIT_REACHED) and channel.ended == CallOutcome.TIMEOUT

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from app.agent.session import CallSession
+from app.agent.session import UNAVAILABLE, CallSession
 from app.calllog.journal import CallJournal
-from app.channels.contract import CallChannel, CallOutcome
+from app.channels.contract import CallChannel, CallOutcome, Notice
 from app.config import Settings
 from app.engines.contract import Engine, EngineUnavailable
 from app.engines.prewarm import PrewarmPool
@@ -40,6 +40,7 @@ class Agent:
                 log.error("cannot reach the engine: %s", exc)
                 self._metrics.engine_unavailable.inc()
                 journal.event("upstream_failure", str(exc))
+                await channel.show(Notice(UNAVAILABLE))
                 await channel.end(CallOutcome.ERROR)
                 await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)
                 return CallOutcome.ERROR

@@ -23,7 +23,19 @@ from app.audio.convert import make_converter
 from app.audio.framing import FrameAssembler
 from app.calllog.journal import CallJournal, heard_text
 from app.calllog.records import PassageUsed
-from app.channels.contract import CallChannel, CallerAudio, CallOutcome, Digit, PlaybackMark
+from app.channels.contract import (
+    AnswerEnded,
+    AnswerWords,
+    CallChannel,
+    CallerAudio,
+    CallOutcome,
+    ConversationReset,
+    Digit,
+    Notice,
+    PlaybackMark,
+    SessionReady,
+    TurnEnded,
+)
 from app.config import Settings
 from app.engines.contract import (
     AnswerAudio,
@@ -31,7 +43,9 @@ from app.engines.contract import (
     AnswerDone,
     AnswerStarted,
     AnswerText,
+    AnswerTextPiece,
     CallerWords,
+    Conversation,
     Engine,
     EngineError,
     EngineEvent,
@@ -51,6 +65,12 @@ MESSAGE_MS = 100
 FRAME_MS = 20
 
 RECORDING_NOTICE = "Cet appel est enregistré pour améliorer notre service."
+# On channels with a time limit, OCTI says when the end is this near (a quarter of the limit
+# for limits under two minutes).
+LIMIT_WARNING_SECONDS = 30.0
+LIMIT_WARNING = "Il nous reste {seconds} avant la fin de cette conversation."
+LIMIT_REACHED = "La conversation a atteint sa durée maximale. Vous pouvez en démarrer une nouvelle."
+UNAVAILABLE = "OCTI est momentanément indisponible. Réessayez dans quelques instants."
 
 
 class CallSession:
@@ -89,6 +109,7 @@ class CallSession:
             AnswerStarted: self._on_answer_started,
             AnswerAudio: self._on_answer_audio,
             AnswerAudioDone: self._on_answer_audio_done,
+            AnswerTextPiece: self._on_answer_text_piece,
             AnswerText: self._on_answer_text,
             AnswerDone: self._on_answer_done,
             SpeechStarted: self._on_speech_started,
@@ -116,9 +137,13 @@ class CallSession:
         outcome = CallOutcome.ERROR
         caller = asyncio.create_task(self._caller_loop(), name="caller-loop")
         model = asyncio.create_task(self._engine_loop(), name="engine-loop")
+        loops = {caller, model}
+        if self._channel.max_seconds is not None:
+            loops.add(asyncio.create_task(self._time_limit(self._channel.max_seconds), name="time-limit"))
         try:
+            await self._channel.show(SessionReady())
             await self._engine.greet(self._greeting())
-            done, _ = await asyncio.wait({caller, model}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task.exception() is not None:
                     log.error("call loop failed", exc_info=task.exception())
@@ -130,13 +155,14 @@ class CallSession:
             else:
                 log.warning("the engine's connection ended mid-call: %s", self._engine.close_reason)
                 self._journal.event("upstream_failure", self._engine.close_reason)
+                await self._channel.show(Notice(UNAVAILABLE))
                 outcome = CallOutcome.ERROR
             return outcome
         finally:
-            for task in (caller, model):
+            for task in loops:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(caller, model, return_exceptions=True)
+                await asyncio.gather(*loops, return_exceptions=True)
             if self._knowledge is not None:
                 await self._knowledge.close()
             await self._tools.close()
@@ -154,6 +180,19 @@ class CallSession:
             # Active until its log is handed over: "no active call" then means every call's
             # end record is queued, which shutdown and the call-log tests rely on.
             self._metrics.call_ended(outcome.value)
+
+    async def _time_limit(self, max_seconds: float) -> None:
+        """Say when the end is near, then end the conversation at `max_seconds`."""
+        lead = min(LIMIT_WARNING_SECONDS, max_seconds / 4)
+        started = perf_counter()
+        await asyncio.sleep(max_seconds - lead)
+        seconds = round(lead)
+        await self._engine.greet(LIMIT_WARNING.format(seconds=f"{seconds} seconde{'s' if seconds > 1 else ''}"))
+        await asyncio.sleep(max(0.0, started + max_seconds - perf_counter()))
+        log.info("the conversation reached its %d s limit", max_seconds)
+        self._journal.event("time_limit", f"{max_seconds:.0f} s")
+        await self._channel.show(Notice(LIMIT_REACHED))
+        self.state.outcome = CallOutcome.TIMEOUT
 
     def _greeting(self) -> str:
         if self._recorder is not None:  # the greeting tells callers that the call is recorded
@@ -176,6 +215,24 @@ class CallSession:
                     self.state.digits.append(digit)
                     log.info("caller pressed %s", digit)
                     self._journal.event("dtmf", digit, self.state.timeline_ms(perf_counter()))
+                case TurnEnded():
+                    await self._engine.end_turn()
+                case ConversationReset():
+                    await self._reset()
+
+    async def _reset(self) -> None:
+        """A fresh conversation on the same channel: what is playing stops, the model forgets."""
+        if self._knowledge is not None:
+            self._knowledge.cancel()
+        interrupted = self._answers.active
+        await self._stop_playback(barge_in=False)
+        if interrupted is not None:
+            await self._engine.cancel()
+        await self._engine.recycle(Conversation())
+        self._answers = AnswerState()
+        self.state.speech_end_ms = None
+        self._journal.event("conversation_reset", "", self.state.timeline_ms(perf_counter()))
+        await self._channel.show(SessionReady())
 
     # ------------------------------------------------------------------ engine side
 
@@ -223,6 +280,7 @@ class CallSession:
     async def _on_answer_audio_done(self, event: AnswerAudioDone) -> None:
         if event.answer not in self._answers.muted:
             await self._play(event.item, self._frames.flush(), perf_counter())
+            await self._channel.show(AnswerEnded())
 
     async def _play(self, item_id: str, frames: bytes, received_at: float) -> None:
         """Send whole frames to the caller in chunks, each followed by a mark for the tracker."""
@@ -236,6 +294,9 @@ class CallSession:
             if self._recorder is not None:
                 self._recorder.assistant_audio(chunk, self.state.timeline_ms(now))
             self._metrics.outbound_delay.observe(now - received_at)
+
+    async def _on_answer_text_piece(self, event: AnswerTextPiece) -> None:
+        await self._channel.show(AnswerWords(event.text))
 
     def _on_answer_text(self, event: AnswerText) -> None:
         self.state.assistant_turn(event.item).text = event.text
@@ -263,9 +324,10 @@ class CallSession:
         self._answers.muted.add(event.answer)
         await self._stop_playback()
 
-    async def _stop_playback(self) -> tuple[str, float, list[str]] | None:
+    async def _stop_playback(self, *, barge_in: bool = True) -> tuple[str, float, list[str]] | None:
         """Flush the caller's playback; returns the item that was playing, how much of it was
-        heard, and the items queued after it (never heard), or None when nothing was queued."""
+        heard, and the items queued after it (never heard), or None when nothing was queued.
+        A reset stops playback too, but it is not counted as a barge-in."""
         self._frames.clear()
         self._to_caller.reset()
         if not self._playback.audio_queued:
@@ -278,8 +340,9 @@ class CallSession:
         self._playback.flush()
         if self._recorder is not None:
             self._recorder.clear(self.state.timeline_ms(now))
-        self.state.barge_ins += 1
-        self._metrics.barge_ins.inc()
+        if barge_in:
+            self.state.barge_ins += 1
+            self._metrics.barge_ins.inc()
         turn = self.state.assistant_turn(playing)
         turn.interrupted = True
         turn.heard_ms = max(heard, 0.0)
@@ -313,7 +376,7 @@ class CallSession:
             turn.retrieval = retrieval
             self._journal_caller(turn)
 
-    def _on_error(self, event: EngineError) -> None:
+    async def _on_error(self, event: EngineError) -> None:
         if event.code == "transcription_failed":
             # Nothing waits for the text: the model heard the audio and the answer went on without it.
             log.warning("caller transcription failed: %s", event.message)
@@ -324,6 +387,7 @@ class CallSession:
         self._journal.event("model_error", f"{event.code}: {event.message}")
         if event.fatal:
             self.state.outcome = CallOutcome.ERROR
+            await self._channel.show(Notice(UNAVAILABLE))
 
     # ------------------------------------------------------------------ call log
 

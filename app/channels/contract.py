@@ -1,7 +1,8 @@
 """What a call session needs from the caller's side, whatever carries the call.
 
-Twilio Media Streams is one channel; a browser websocket will be another. A channel
-turns its wire protocol into these events and these operations.
+Twilio Media Streams is one channel; a browser websocket is another. A channel turns its
+wire protocol into these events and these operations. Updates (`show`) are for channels with
+a screen; a phone line ignores them.
 """
 
 from __future__ import annotations
@@ -52,12 +53,54 @@ class Digit:
     digit: str
 
 
-ChannelEvent = CallerAudio | PlaybackMark | Digit
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """The caller says they finished speaking (push-to-talk let go)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationReset:
+    """The caller wants a fresh conversation on the same connection."""
+
+
+ChannelEvent = CallerAudio | PlaybackMark | Digit | TurnEnded | ConversationReset
+
+
+# ------------------------------------------------------------------ updates for a screen
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    """The model is ready: the caller may speak."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerWords:
+    """A new piece of what OCTI is saying."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEnded:
+    """All of an answer's audio has been sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something went wrong or is about to happen, in French, for the caller."""
+
+    message: str
+
+
+ChannelUpdate = SessionReady | AnswerWords | AnswerEnded | Notice
 
 
 class CallChannel(Protocol):
     audio_format: AudioFormat
     identity: CallIdentity
+    # The longest a conversation may last on this channel (None: no limit of ours).
+    max_seconds: float | None
 
     def events(self) -> AsyncIterator[ChannelEvent]:
         """Caller events, in order, until the caller hangs up or the transport closes."""
@@ -70,6 +113,10 @@ class CallChannel(Protocol):
 
     async def clear_playback(self) -> None:
         """Drop all queued audio at once; pending marks come back flushed, not played."""
+        ...
+
+    async def show(self, update: ChannelUpdate) -> None:
+        """Tell the caller's screen, if the channel has one."""
         ...
 
     async def end(self, outcome: CallOutcome) -> None:

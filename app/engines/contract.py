@@ -99,6 +99,14 @@ class AnswerAudioDone:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerTextPiece:
+    """A new piece of what the spoken item says, as the model speaks it (for screens)."""
+
+    item: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class AnswerText:
     """What the spoken item says, once complete."""
 
@@ -145,7 +153,7 @@ class UsageReport:
 
 
 EngineEvent = (SpeechStarted | SpeechStopped | CallerWords | AnswerStarted | AnswerAudio | AnswerAudioDone
-               | AnswerText | AnswerDone | Yielded | ToolCall | EngineError | UsageReport)
+               | AnswerTextPiece | AnswerText | AnswerDone | Yielded | ToolCall | EngineError | UsageReport)
 
 
 # ------------------------------------------------------------------ the conversation so far
@@ -190,7 +198,13 @@ class Engine(Protocol):
         ...
 
     async def greet(self, text: str) -> None:
-        """Have the model say `text` first."""
+        """Have the model say `text` (first, or as a notice between answers)."""
+        ...
+
+    async def end_turn(self) -> None:
+        """The caller says their turn is over (push-to-talk released): end it now, without
+        waiting for the silence the service's turn detection needs. A `SpeechStopped` follows
+        unless the service had already ended the turn by itself."""
         ...
 
     async def answer(self, *, context: str | None = None, tools: Sequence[ToolSpec] = (),
@@ -216,7 +230,8 @@ class Engine(Protocol):
         ...
 
     async def recycle(self, conversation: Conversation) -> None:
-        """Carry on in a fresh service session, given the conversation so far."""
+        """Carry on in a fresh service session, given the conversation so far (an empty one
+        starts the conversation afresh)."""
         ...
 
     async def close(self) -> None: ...

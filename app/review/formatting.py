@@ -38,6 +38,8 @@ EVENTS = {
     "stream_error": "erreur du flux",
     "model_error": "erreur du modèle",
     "transcription_failed": "transcription échouée",
+    "conversation_reset": "conversation recommencée",
+    "time_limit": "durée maximale atteinte",
 }
 
 try:

@@ -9,7 +9,15 @@ from time import perf_counter
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.channels.contract import CallerAudio, CallIdentity, CallOutcome, ChannelEvent, Digit, PlaybackMark
+from app.channels.contract import (
+    CallerAudio,
+    CallIdentity,
+    CallOutcome,
+    ChannelEvent,
+    ChannelUpdate,
+    Digit,
+    PlaybackMark,
+)
 from app.audio.formats import TELEPHONE_ULAW
 from app.metrics import Metrics
 from app.channels.twilio import wire
@@ -26,6 +34,7 @@ class StreamRejected(Exception):
 
 class TwilioChannel:
     audio_format = TELEPHONE_ULAW
+    max_seconds = None  # Twilio ends calls itself, after 4 hours
 
     def __init__(
         self,
@@ -94,6 +103,9 @@ class TwilioChannel:
 
     async def clear_playback(self) -> None:
         await self._send(wire.clear_message(self.stream_sid))
+
+    async def show(self, update: ChannelUpdate) -> None:
+        """A phone has no screen: what OCTI says is all the caller gets."""
 
     async def end(self, outcome: CallOutcome) -> None:
         # Recorded first: closing the stream makes Twilio request the <Connect> action URL,

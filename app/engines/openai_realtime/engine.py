@@ -24,6 +24,7 @@ from app.engines.contract import (
     AnswerDone,
     AnswerStarted,
     AnswerText,
+    AnswerTextPiece,
     CallerWords,
     Conversation,
     EngineError,
@@ -87,6 +88,11 @@ class RealtimeEngine:
         self._responses.idle.set()  # no response yet: the model is idle
         self._audio_ms: dict[str, float] = {}  # audio generated per item: a truncate may not pass it
         self._speech_start_ms: dict[str, float] = {}
+        self._appended_bytes = 0  # caller audio sent in this call: for turns we end ourselves
+        # The service's audio timeline restarts with each session: where the current one began.
+        self._session_start_ms = 0.0
+        self._turn_ending = False  # end_turn() committed the buffer; its `committed` is a turn's end
+        self._last_stopped = ""  # the turn whose end was reported last (the service commits it too)
         self._contexts_sent = 0
         self._translate: dict[str, Callable[[dict[str, Any]], EngineEvent | None]] = {
             "input_audio_buffer.speech_started": self._speech_started,
@@ -97,7 +103,9 @@ class RealtimeEngine:
             "response.created": self._response_created,
             "response.output_audio.delta": self._audio_delta,
             "response.output_audio.done": self._audio_done,
+            "response.output_audio_transcript.delta": self._answer_text_piece,
             "response.output_audio_transcript.done": self._answer_text,
+            "input_audio_buffer.committed": self._committed,
             "response.function_call_arguments.done": self._tool_call,
             "response.done": self._response_done,
             "error": self._error,
@@ -136,15 +144,27 @@ class RealtimeEngine:
                 return
 
     def _speech_started(self, event: dict[str, Any]) -> SpeechStarted:
-        turn, at_ms = event.get("item_id", ""), float(event.get("audio_start_ms", 0))
+        turn, at_ms = event.get("item_id", ""), float(event.get("audio_start_ms", 0)) + self._session_start_ms
         self._speech_start_ms[turn] = at_ms
         return SpeechStarted(turn, at_ms)
 
     def _speech_stopped(self, event: dict[str, Any]) -> SpeechStopped:
-        turn = event.get("item_id", "")
+        turn = self._last_stopped = event.get("item_id", "")
         # audio_end_ms includes the silence server VAD waited for: the caller stopped before it.
-        at_ms = max(float(event.get("audio_end_ms", 0)) - self._vad_silence_ms, self._speech_start_ms.pop(turn, 0.0))
+        at_ms = max(float(event.get("audio_end_ms", 0)) + self._session_start_ms - self._vad_silence_ms,
+                    self._speech_start_ms.pop(turn, 0.0))
         return SpeechStopped(turn, at_ms)
+
+    def _committed(self, event: dict[str, Any]) -> SpeechStopped | None:
+        """The buffer became a user item: the end of a turn when end_turn() asked for it and turn
+        detection had not already reported that turn's end."""
+        turn = event.get("item_id", "")
+        if not self._turn_ending or turn == self._last_stopped:
+            return None
+        self._turn_ending = False
+        self._last_stopped = turn
+        at_ms = self.audio_format.duration_ms(self._appended_bytes)
+        return SpeechStopped(turn, max(at_ms, self._speech_start_ms.pop(turn, 0.0)))
 
     @staticmethod
     def _caller_words(event: dict[str, Any]) -> CallerWords:
@@ -181,6 +201,10 @@ class RealtimeEngine:
         return AnswerAudioDone(event.get("response_id", ""), event["item_id"])
 
     @staticmethod
+    def _answer_text_piece(event: dict[str, Any]) -> AnswerTextPiece:
+        return AnswerTextPiece(event.get("item_id", ""), event.get("delta", ""))
+
+    @staticmethod
     def _answer_text(event: dict[str, Any]) -> AnswerText:
         return AnswerText(event.get("item_id", ""), event.get("transcript", ""))
 
@@ -206,6 +230,9 @@ class RealtimeEngine:
         code = str(error.get("code") or "")
         if code == "response_cancel_not_active":
             return None  # harmless: the response had already finished
+        if code == "input_audio_buffer_commit_empty":
+            self._turn_ending = False
+            return None  # harmless: turn detection had ended the turn already
         return EngineError(code, str(error.get("message") or ""), fatal=code in FATAL_ERRORS)
 
     async def _forget_context(self, response_id: str) -> None:
@@ -216,14 +243,26 @@ class RealtimeEngine:
     # ------------------------------------------------------------------ operations
 
     async def send_audio(self, audio: bytes) -> None:
+        self._appended_bytes += len(audio)
         await self._connection.send(protocol.append_audio(audio))
 
     async def greet(self, text: str) -> None:
-        await self._connection.send(protocol.greeting_response(text))
+        await self._wait_idle()
+        await self._connection.send(protocol.say_response(text))
+
+    async def _wait_idle(self) -> None:
+        """One response at a time per conversation: wait (a little) for the previous one."""
+        try:
+            await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("asking for a response while the previous one is still active")
+
+    async def end_turn(self) -> None:
+        self._turn_ending = True
+        await self._connection.send(protocol.commit_audio())
 
     async def answer(self, *, context: str | None = None, tools: Sequence[ToolSpec] = (),
                      instructions: str | None = None) -> None:
-        """One response at a time per conversation: wait (a little) for the previous one."""
         context_id = None
         if context is not None:
             self._contexts_sent += 1
@@ -232,10 +271,7 @@ class RealtimeEngine:
         try:
             if context_id is not None:
                 await self._connection.send(protocol.system_message(context_id, context))
-            try:
-                await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
-            except TimeoutError:
-                log.warning("answering while the previous response is still active")
+            await self._wait_idle()
             await self._connection.send(protocol.response_create(instructions, [tool_object(t) for t in tools] or None))
         except asyncio.CancelledError:  # a barge-in before the answer was asked for
             if context_id is not None and self._responses.context_waiting == context_id:
@@ -275,6 +311,9 @@ class RealtimeEngine:
         self._responses = _Responses()
         self._responses.idle.set()
         self._audio_ms.clear()
+        self._speech_start_ms.clear()
+        self._session_start_ms = self.audio_format.duration_ms(self._appended_bytes)
+        self._turn_ending, self._last_stopped = False, ""
         await old.close()
 
     async def close(self) -> None:

@@ -117,12 +117,9 @@ def function_output(call_id: str, output: str) -> dict[str, Any]:
             "item": {"type": "function_call_output", "call_id": call_id, "output": output}}
 
 
-def greeting_response(greeting: str) -> dict[str, Any]:
-    """The assistant speaks first: a response whose only job is to say the greeting."""
-    return response_create(
-        "Commence l'appel en disant exactement cette phrase, en français, "
-        f"sans rien ajouter : « {greeting} »"
-    )
+def say_response(text: str) -> dict[str, Any]:
+    """A response whose only job is to say `text`: the greeting, or a notice between answers."""
+    return response_create(f"Dis exactement cette phrase, en français, sans rien ajouter : « {text} »")
 
 
 def append_audio(audio: bytes) -> bytes:
@@ -137,6 +134,10 @@ def truncate_item(item_id: str, audio_end_ms: int) -> dict[str, Any]:
 
 def delete_item(item_id: str) -> dict[str, Any]:
     return {"type": "conversation.item.delete", "item_id": item_id}
+
+
+def commit_audio() -> dict[str, Any]:
+    return {"type": "input_audio_buffer.commit"}
 
 
 def cancel_response() -> dict[str, Any]:

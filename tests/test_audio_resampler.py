@@ -300,3 +300,31 @@ def test_converter_reset_forgets_history():
     to_caller.convert(tone(3000, 24000, seconds=0.03).tobytes() + b"\x01")  # history + odd byte
     to_caller.reset()
     assert to_caller.convert(probe) == fresh
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(16000, 24000), (24000, 16000)])
+def test_16_and_24_khz_convert_through_their_common_rate(in_rate, out_rate):
+    """The browser's 16 kHz microphone and the model's 24 kHz: a speech-band tone passes at its
+    level, the length follows the ratio, and any chunking gives the same output."""
+    converter = make_converter(AudioFormat("pcm16", in_rate), AudioFormat("pcm16", out_rate))
+    source = tone(1000, in_rate).tobytes()
+    step = in_rate // 50 * 2 + 1  # 20 ms and an odd byte
+    out = b"".join(converter.convert(source[i : i + step]) for i in range(0, len(source), step))
+    one_shot = make_converter(AudioFormat("pcm16", in_rate), AudioFormat("pcm16", out_rate)).convert(source)
+    assert out == one_shot
+    samples = np.frombuffer(out, "<i2")
+    assert abs(samples.size - len(source) // 2 * out_rate / in_rate) < 60  # the filters' delay
+    amps = spectrum(samples, out_rate)
+    assert abs(db(level_at(amps, 1000) / AMPLITUDE)) < 0.1
+
+
+def test_a_24_to_16_khz_conversion_keeps_what_would_alias_out():
+    """10 kHz is above 16 kHz's Nyquist: it must not fold to 6 kHz."""
+    out = make_converter(AudioFormat("pcm16", 24000), AudioFormat("pcm16", 16000)).convert(tone(10000, 24000).tobytes())
+    amps = spectrum(np.frombuffer(out, "<i2"), 16000)
+    assert db(level_at(amps, 6000) / AMPLITUDE) < -60
+
+
+def test_rates_without_a_usable_common_rate_are_refused():
+    with pytest.raises(ValueError):
+        make_converter(AudioFormat("pcm16", 44100), AudioFormat("pcm16", 24000))

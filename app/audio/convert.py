@@ -6,6 +6,7 @@ Each converter owns its own resampler state, so build one per call and per direc
 
 from __future__ import annotations
 
+from math import lcm
 from typing import Protocol
 
 from app.audio.formats import AudioFormat
@@ -59,14 +60,43 @@ class _Converter:
         self._resampler.reset()
 
 
+class _ViaCommonRate:
+    """Rates that are not an integer ratio (16 <-> 24 kHz): up to their least common multiple,
+    then down, each step a `_Converter`. Off the phone line's hot path."""
+
+    __slots__ = ("_up", "_down")
+
+    def __init__(self, source: AudioFormat, target: AudioFormat) -> None:
+        common = AudioFormat("pcm16", lcm(source.rate, target.rate))
+        self._up = _Converter(source, common)
+        self._down = _Converter(common, target)
+
+    def convert(self, data: bytes) -> bytes:
+        return self._down.convert(self._up.convert(data))
+
+    def reset(self) -> None:
+        self._up.reset()
+        self._down.reset()
+
+
+# Beyond this, the common rate of two rates is not worth resampling through.
+MAX_COMMON_RATE = 96_000
+
+
 def make_converter(source: AudioFormat, target: AudioFormat) -> AudioConverter:
     """A converter from `source` to `target` with its own state.
 
-    Raises ValueError for encodings we do not know or rates that are not an integer ratio.
+    Raises ValueError for encodings we do not know, or rates whose common multiple is above
+    MAX_COMMON_RATE.
     """
     for fmt in (source, target):
         if fmt.encoding not in ("pcmu", "pcm16"):
             raise ValueError(f"unsupported encoding {fmt.encoding!r}")
     if source == target:
         return _Passthrough()
-    return _Converter(source, target)
+    high, low = max(source.rate, target.rate), min(source.rate, target.rate)
+    if high % low == 0:
+        return _Converter(source, target)
+    if lcm(high, low) > MAX_COMMON_RATE:
+        raise ValueError(f"{source.rate} -> {target.rate} Hz: no common rate up to {MAX_COMMON_RATE}")
+    return _ViaCommonRate(source, target)

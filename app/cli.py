@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "kb": Subcommand("app.knowledge.cli:cli", "the knowledge base: ingest, search, stats, eval"),
     "calls": Subcommand("app.calllog.cli:cli", "the call log: list, show, export, purge"),
     "review": Subcommand("app.review.cli:review", "reviewer access: hash-password for REVIEW_PASSWORD"),
+    "web": Subcommand("app.accounts.cli:web", "browser users and their access tokens"),
     "doctor": Subcommand("app.doctor:cli",
                          "check the set-up: keys, models, URLs, database, knowledge base, realtime, ngrok"),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -120,7 +121,16 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("data")
     log_level: str = "INFO"
-    redis_url: str | None = None             # review sign-in limit shared by workers; default: in memory
+    redis_url: str | None = None             # rate limits shared by workers; default: in memory
+
+    # Browser channel (/ws/realtime, /ws/voice, the softphone)
+    web_token_secret: SecretStr | None = None  # signs access tokens; default: DATA_DIR/web-token-secret
+    web_token_hours: float = 12.0
+    # Origins (scheme://host[:port]) whose pages may open the websocket, comma-separated; the
+    # service's own origin (PUBLIC_BASE_URL, or the Host of the request) always may.
+    web_allowed_origins: str = ""
+    web_session_max_seconds: float = 600.0
+    web_sessions_per_hour: int = 5
 
     # Limits and timeouts
     prewarm_ttl_seconds: float = 20.0
@@ -144,6 +154,19 @@ class Settings(BaseSettings):
     @property
     def binds_loopback_only(self) -> bool:
         return self.host in {"127.0.0.1", "localhost", "::1"}
+
+
+def kept_secret(data_dir: Path, name: str) -> bytes:
+    """A random secret kept in DATA_DIR (made on first use), for values that must survive
+    restarts and be shared by the CLI and the service on one machine."""
+    path = data_dir / name
+    if path.exists():
+        return path.read_bytes()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(32)
+    path.write_bytes(secret)
+    path.chmod(0o600)
+    return secret
 
 
 @lru_cache

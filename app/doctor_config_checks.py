@@ -56,7 +56,7 @@ def check_keys(settings: Settings) -> list[Finding]:
 
 
 def _review_access(settings: Settings) -> Finding:
-    from app.review.passwords import ARGON2_PREFIX, PBKDF2_PREFIX, is_password_hash
+    from app.accounts.passwords import ARGON2_PREFIX, PBKDF2_PREFIX, is_password_hash
 
     username = (settings.review_username or "").strip()
     password = settings.review_password.get_secret_value() if settings.review_password else ""

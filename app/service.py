@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from app.accounts.tokens import AccessTokens
+from app.accounts.users import WebUsers
 from app.agent.agent import Agent
 from app.agent.rag import SEARCH_TOOL
 from app.calllog.journals import CallJournals
 from app.calllog.reader import CallLogReader
 from app.calllog.writer import CallLogWriter
+from app.channels.browser.line import BrowserLine
 from app.channels.twilio.line import TwilioLine
 from app.config import Settings
 from app.engines.contract import Engine
@@ -52,6 +55,9 @@ class Service:
         self.agent = Agent(settings, self.metrics, self.open_engine, lambda: self.knowledge.retriever)
         self.twilio = TwilioLine(settings, self.metrics, agent=self.agent, journals=self.journals,
                                  submit=self.calllog.submit)
+        self.browser = BrowserLine(settings, self.metrics, agent=self.agent, journals=self.journals,
+                                   users=WebUsers(settings.effective_database_url),
+                                   tokens=AccessTokens.from_settings(settings))
         self.call_log_reader = CallLogReader(settings)
         self._lag_watch: asyncio.Task[None] | None = None
 
@@ -75,6 +81,8 @@ class Service:
             self._lag_watch.cancel()
             await asyncio.gather(self._lag_watch, return_exceptions=True)
         await self.agent.close()
+        self.browser.close()
+        await self.browser.users.close()
         await self.knowledge.close()
         await self.calllog.close()
         await self.call_log_reader.close()

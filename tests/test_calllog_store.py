@@ -32,7 +32,8 @@ from app.calllog.views import FLAG_ERROR, FLAG_INTERRUPTED, FLAG_NO_KNOWLEDGE, C
 from app.config import Settings
 
 PG_SERVER = os.environ.get("OCTI_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-TABLES = ("calls", "turns", "turn_passages", "call_events")
+CALL_TABLES = ("calls", "turns", "turn_passages", "call_events")
+TABLES = (*CALL_TABLES, "web_users")
 T = TypeVar("T")
 
 T0 = datetime(2025, 11, 20, 9, 30, tzinfo=UTC)
@@ -187,7 +188,7 @@ async def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
     try:
         async with engine.connect() as connection:
             return {table: [tuple(row) for row in await connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
-                    for table in TABLES}
+                    for table in CALL_TABLES}
     finally:
         await engine.dispose()
 
@@ -212,7 +213,7 @@ async def test_migrations_apply_on_an_empty_database(empty_database_url: str) ->
 
     # Start-up and the writer may both migrate at once: they must not trip over each other.
     await asyncio.gather(upgrade_database(url), upgrade_database(url), upgrade_database(url))
-    assert await current_revision(url) == head_revision() == "0002"
+    assert await current_revision(url) == head_revision() == "0003"
     engine = make_engine(url, pooled=False)
     try:
         async with engine.connect() as connection:
@@ -227,7 +228,7 @@ async def test_migrations_apply_on_an_empty_database(empty_database_url: str) ->
     await downgrade_database(url)              # and the way back works too
     assert await current_revision(url) is None
     await upgrade_database(url)
-    assert await current_revision(url) == "0002"
+    assert await current_revision(url) == "0003"
 
 
 async def _execute(url: str, *statements: str) -> None:
@@ -273,7 +274,7 @@ async def test_migration_0002_keeps_the_calls_logged_before_it(empty_database_ur
     before = await dump(url)
 
     await upgrade_database(url)
-    assert await current_revision(url) == "0002"
+    assert await current_revision(url) == "0003"
     after = await dump(url)
     # Every row is still there (rebuilding the table on SQLite must not cascade), the old
     # columns keep their values, and the new ones come after them with their defaults.
@@ -308,7 +309,7 @@ async def test_migration_0002_keeps_the_calls_logged_before_it(empty_database_ur
         [("CAOLD", 0.5), ("CAZERO", 0.0), ("CANEW", 0.0)]
     assert len(await _rows(url, "SELECT * FROM turns")) == 1
     await upgrade_database(url)
-    assert await current_revision(url) == "0002"
+    assert await current_revision(url) == "0003"
 
 
 # ---------------------------------------------------------------------------- writing
@@ -318,7 +319,7 @@ async def test_apply_is_idempotent(store: CallLogStore, database_url: str) -> No
     records = full_call()
     await store.apply(records)
     first = await dump(database_url)
-    assert [len(first[table]) for table in TABLES] == [1, 2, 2, 2]
+    assert [len(first[table]) for table in CALL_TABLES] == [1, 2, 2, 2]
 
     await store.apply(records)                              # the same batch again
     for record in records:                                  # and one by one, as a replay might
@@ -363,7 +364,7 @@ async def test_a_batch_of_many_calls_keeps_the_last_version_of_each_turn(store: 
         assert (detail.summary.turns, detail.summary.barge_ins) == (4, 2 if n % 2 else 0)
         assert len(detail.events) == (1 if n < 4 else 0)
     first = await dump(database_url)
-    assert [len(first[table]) for table in TABLES] == [6, 24, 2 * 12 - 4, 4]
+    assert [len(first[table]) for table in CALL_TABLES] == [6, 24, 2 * 12 - 4, 4]
 
     await store.apply(records)                              # the whole batch again changes nothing
     assert await dump(database_url) == first
@@ -635,7 +636,7 @@ async def test_purge_deletes_old_calls_with_their_rows_and_recordings(store: Cal
     summaries, total = await store.list_calls(CallQuery())
     assert total == 1 and summaries[0].call_sid == "NEW"
     rows = await dump(database_url)
-    assert [len(rows[table]) for table in TABLES] == [1, 2, 2, 2]   # nothing left of the old calls
+    assert [len(rows[table]) for table in CALL_TABLES] == [1, 2, 2, 2]   # nothing left of the old calls
     assert await store.purge(timedelta(days=30), now=now) == (0, 0)
 
     await store.apply(full_call("OLD", old))                        # a purged call's id is not reused

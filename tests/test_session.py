@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import audioop
-import json
 import wave
 from collections.abc import AsyncIterator
 from time import perf_counter
@@ -22,7 +21,8 @@ from app.channels.contract import (
     SessionReady,
     TurnEnded,
 )
-from app.agent.session import LIMIT_REACHED, CallSession
+from app.agent.phrases import LIMIT_REACHED
+from app.agent.session import CallSession
 from app.audio.formats import TELEPHONE_ULAW
 from app.config import Settings
 from app.engines.openai_realtime.engine import RealtimeEngine
@@ -208,4 +208,4 @@ async def test_a_time_limit_is_announced_then_ends_the_conversation(double):
     assert 4.0 <= perf_counter() - started < 6.0
     warning = [e for e in connection.client_events if e["type"] == "response.create"][1]
     assert "Il nous reste 1 seconde avant" in warning["response"]["instructions"]
-    assert channel.shown[-1] == Notice(LIMIT_REACHED) and channel.ended == CallOutcome.TIMEOUT
+    assert channel.shown[-1] == Notice(LIMIT_REACHED, "time_limit") and channel.ended == CallOutcome.TIMEOUT

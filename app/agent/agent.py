@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from app.agent.session import UNAVAILABLE, CallSession
+from app.agent import phrases
+from app.agent.session import CallSession
 from app.calllog.journal import CallJournal
 from app.channels.contract import CallChannel, CallOutcome, Notice
 from app.config import Settings
@@ -40,7 +41,7 @@ class Agent:
                 log.error("cannot reach the engine: %s", exc)
                 self._metrics.engine_unavailable.inc()
                 journal.event("upstream_failure", str(exc))
-                await channel.show(Notice(UNAVAILABLE))
+                await channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))
                 await channel.end(CallOutcome.ERROR)
                 await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)
                 return CallOutcome.ERROR

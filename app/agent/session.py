@@ -14,20 +14,21 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from app.agent.playback import PlaybackTracker
+from app.agent import phrases
+from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import AnswerState, CallState, Turn
 from app.agent.tools import ToolRunner
 from app.agent.turns import KnowledgeTurns
 from app.audio.convert import make_converter
-from app.audio.framing import FrameAssembler
-from app.calllog.journal import CallJournal, heard_text
-from app.calllog.records import PassageUsed
+from app.agent.turn_log import log_assistant_turn, log_caller_turn
+from app.calllog.journal import CallJournal
 from app.channels.contract import (
-    AnswerEnded,
     AnswerWords,
     CallChannel,
     CallerAudio,
+    CallerInterrupts,
+    CallerText,
     CallOutcome,
     ConversationReset,
     Digit,
@@ -48,7 +49,6 @@ from app.engines.contract import (
     Conversation,
     Engine,
     EngineError,
-    EngineEvent,
     SpeechStarted,
     SpeechStopped,
     ToolCall,
@@ -59,18 +59,9 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Model audio goes to the caller in messages of up to 100 ms, each followed by a mark:
-# fewer messages than 20 ms ones, while the playback tracker interpolates within a chunk.
-MESSAGE_MS = 100
-FRAME_MS = 20
-
-RECORDING_NOTICE = "Cet appel est enregistré pour améliorer notre service."
 # On channels with a time limit, OCTI says when the end is this near (a quarter of the limit
 # for limits under two minutes).
 LIMIT_WARNING_SECONDS = 30.0
-LIMIT_WARNING = "Il nous reste {seconds} avant la fin de cette conversation."
-LIMIT_REACHED = "La conversation a atteint sa durée maximale. Vous pouvez en démarrer une nouvelle."
-UNAVAILABLE = "OCTI est momentanément indisponible. Réessayez dans quelques instants."
 
 
 class CallSession:
@@ -87,28 +78,23 @@ class CallSession:
         self._engine = engine
         self._settings = settings
         self._metrics = metrics or Metrics()
-        caller_format, model_format = channel.audio_format, engine.audio_format
-        self._caller_format, self._model_format = caller_format, model_format
-        self._to_model = make_converter(caller_format, model_format)
-        self._to_caller = make_converter(model_format, caller_format)
-        self._frames = FrameAssembler(caller_format.frame_bytes(FRAME_MS), caller_format.silence_byte)
-        self._chunk_bytes = caller_format.frame_bytes(MESSAGE_MS)
-        self._playback = PlaybackTracker()
+        self._to_model = make_converter(channel.audio_format, engine.audio_format)
         self.state = CallState()
-        self._answers = AnswerState()
         retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                            metrics=self._metrics)
         self._journal = journal or CallJournal(channel.identity.call_id, lambda record: None,
                                                model=settings.openai_realtime_model, prices={})
         self._recorder = self._journal.recorder
+        self._speaker = Speaker(channel, engine.audio_format, self.state, self._metrics, self._recorder,
+                                self._journal_assistant)
         # Client-driven engines answer when asked: with the knowledge for the caller's words.
         self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller)
                            if engine.traits.turns == "client" else None)
         self._tools = ToolRunner(engine, retriever, self._searched_by_the_model)
         self._engine_handlers: dict[type, Callable[[Any], Any]] = {
             AnswerStarted: self._on_answer_started,
-            AnswerAudio: self._on_answer_audio,
-            AnswerAudioDone: self._on_answer_audio_done,
+            AnswerAudio: self._speaker.audio,
+            AnswerAudioDone: self._speaker.audio_done,
             AnswerTextPiece: self._on_answer_text_piece,
             AnswerText: self._on_answer_text,
             AnswerDone: self._on_answer_done,
@@ -155,7 +141,7 @@ class CallSession:
             else:
                 log.warning("the engine's connection ended mid-call: %s", self._engine.close_reason)
                 self._journal.event("upstream_failure", self._engine.close_reason)
-                await self._channel.show(Notice(UNAVAILABLE))
+                await self._channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))
                 outcome = CallOutcome.ERROR
             return outcome
         finally:
@@ -187,16 +173,16 @@ class CallSession:
         started = perf_counter()
         await asyncio.sleep(max_seconds - lead)
         seconds = round(lead)
-        await self._engine.greet(LIMIT_WARNING.format(seconds=f"{seconds} seconde{'s' if seconds > 1 else ''}"))
+        await self._engine.greet(phrases.limit_warning(seconds))
         await asyncio.sleep(max(0.0, started + max_seconds - perf_counter()))
         log.info("the conversation reached its %d s limit", max_seconds)
         self._journal.event("time_limit", f"{max_seconds:.0f} s")
-        await self._channel.show(Notice(LIMIT_REACHED))
+        await self._channel.show(Notice(phrases.LIMIT_REACHED, "time_limit"))
         self.state.outcome = CallOutcome.TIMEOUT
 
     def _greeting(self) -> str:
         if self._recorder is not None:  # the greeting tells callers that the call is recorded
-            return f"{self._settings.agent_greeting} {RECORDING_NOTICE}"
+            return f"{self._settings.agent_greeting} {phrases.RECORDING_NOTICE}"
         return self._settings.agent_greeting
 
     # ------------------------------------------------------------------ caller side
@@ -210,7 +196,7 @@ class CallSession:
                     if self._recorder is not None:
                         self._recorder.caller_audio(event.audio)
                 case PlaybackMark(name=name):
-                    self._playback.acknowledged(name, perf_counter())
+                    self._speaker.tracker.acknowledged(name, perf_counter())
                 case Digit(digit=digit):
                     self.state.digits.append(digit)
                     log.info("caller pressed %s", digit)
@@ -219,17 +205,34 @@ class CallSession:
                     await self._engine.end_turn()
                 case ConversationReset():
                     await self._reset()
+                case CallerText(text=text):
+                    await self._typed(text)
+                case CallerInterrupts():
+                    await self._interrupt()
+
+    async def _typed(self, text: str) -> None:
+        """A typed question: OCTI stops talking, as when the caller speaks, then answers it."""
+        turn = self.state.caller_turn(f"typed_{len(self.state.turns)}")
+        turn.text = text
+        turn.start_ms = turn.end_ms = self.state.timeline_ms(perf_counter())
+        await self._interrupt()
+        await self._engine.add_caller_text(text)
+        self._journal_caller(turn)
+        if self._knowledge is not None:
+            self._knowledge.typed(turn, self.state.previous_question(turn))
+        else:
+            await self._engine.answer()
 
     async def _reset(self) -> None:
         """A fresh conversation on the same channel: what is playing stops, the model forgets."""
         if self._knowledge is not None:
             self._knowledge.cancel()
-        interrupted = self._answers.active
-        await self._stop_playback(barge_in=False)
+        interrupted = self._speaker.answers.active
+        await self._speaker.stop(barge_in=False)
         if interrupted is not None:
             await self._engine.cancel()
         await self._engine.recycle(Conversation())
-        self._answers = AnswerState()
+        self._speaker.answers = AnswerState()
         self.state.speech_end_ms = None
         self._journal.event("conversation_reset", "", self.state.timeline_ms(perf_counter()))
         await self._channel.show(SessionReady())
@@ -248,11 +251,11 @@ class CallSession:
                 return
 
     async def _on_answer_started(self, event: AnswerStarted) -> None:
-        self._answers.active = event.answer
+        self._speaker.answers.active = event.answer
 
     async def _on_answer_done(self, event: AnswerDone) -> None:
-        if event.answer == self._answers.active:
-            self._answers.active = None
+        if event.answer == self._speaker.answers.active:
+            self._speaker.answers.active = None
         for item in event.items:
             turn = self.state.assistant_turns.get(item)
             if turn is not None:
@@ -262,38 +265,6 @@ class CallSession:
 
     def _on_usage(self, event: UsageReport) -> None:
         self.state.usage.append(event.usage)
-
-    async def _on_answer_audio(self, event: AnswerAudio) -> None:
-        if event.answer in self._answers.muted:
-            return  # late audio of an interrupted answer
-        state = self.state
-        turn = state.assistant_turn(event.item)
-        if turn.model_audio_at is None:
-            turn.model_audio_at = event.received_at
-            if state.speech_end_ms is not None:  # the first answer audio since the caller spoke
-                turn.speech_end_to_model_audio_ms = state.timeline_ms(event.received_at) - state.speech_end_ms
-                state.speech_end_ms = None
-        generated = self._answers.generated_ms
-        generated[event.item] = generated.get(event.item, 0.0) + self._model_format.duration_ms(len(event.audio))
-        await self._play(event.item, self._frames.push(self._to_caller.convert(event.audio)), event.received_at)
-
-    async def _on_answer_audio_done(self, event: AnswerAudioDone) -> None:
-        if event.answer not in self._answers.muted:
-            await self._play(event.item, self._frames.flush(), perf_counter())
-            await self._channel.show(AnswerEnded())
-
-    async def _play(self, item_id: str, frames: bytes, received_at: float) -> None:
-        """Send whole frames to the caller in chunks, each followed by a mark for the tracker."""
-        for offset in range(0, len(frames), self._chunk_bytes):
-            chunk = frames[offset : offset + self._chunk_bytes]
-            mark = self._playback.sent(item_id, self._caller_format.duration_ms(len(chunk)), perf_counter())
-            await self._channel.send_audio(chunk, mark)
-            now = perf_counter()
-            if offset == 0:
-                self._first_sent(item_id, now)
-            if self._recorder is not None:
-                self._recorder.assistant_audio(chunk, self.state.timeline_ms(now))
-            self._metrics.outbound_delay.observe(now - received_at)
 
     async def _on_answer_text_piece(self, event: AnswerTextPiece) -> None:
         await self._channel.show(AnswerWords(event.text))
@@ -307,10 +278,15 @@ class CallSession:
         turn.start_ms = event.at_ms
         if self._knowledge is not None:
             self._knowledge.speech_started(turn, self.state.previous_question(turn))
-        interrupted = self._answers.active
+        await self._interrupt()
+
+    async def _interrupt(self) -> None:
+        """The caller takes the floor: mute the answer under way, flush what they still hold,
+        tell the engine what was heard, and cancel the answer."""
+        interrupted = self._speaker.answers.active
         if interrupted is not None:
-            self._answers.muted.add(interrupted)
-        cut = await self._stop_playback()
+            self._speaker.answers.muted.add(interrupted)
+        cut = await self._speaker.stop()
         if cut is not None:
             playing, heard, unheard = cut
             await self._engine.cut(playing, heard)
@@ -321,33 +297,8 @@ class CallSession:
 
     async def _on_yielded(self, event: Yielded) -> None:
         """The engine stopped speaking for the caller: what the caller still holds must go."""
-        self._answers.muted.add(event.answer)
-        await self._stop_playback()
-
-    async def _stop_playback(self, *, barge_in: bool = True) -> tuple[str, float, list[str]] | None:
-        """Flush the caller's playback; returns the item that was playing, how much of it was
-        heard, and the items queued after it (never heard), or None when nothing was queued.
-        A reset stops playback too, but it is not counted as a barge-in."""
-        self._frames.clear()
-        self._to_caller.reset()
-        if not self._playback.audio_queued:
-            return None
-        now = perf_counter()
-        playing = self._playback.playing_item or ""
-        queued = self._playback.queued_items()
-        heard = min(self._playback.heard_ms(playing, now), self._answers.generated_ms.get(playing, 0.0))
-        await self._channel.clear_playback()
-        self._playback.flush()
-        if self._recorder is not None:
-            self._recorder.clear(self.state.timeline_ms(now))
-        if barge_in:
-            self.state.barge_ins += 1
-            self._metrics.barge_ins.inc()
-        turn = self.state.assistant_turn(playing)
-        turn.interrupted = True
-        turn.heard_ms = max(heard, 0.0)
-        self._journal_assistant(turn)
-        return playing, heard, queued[1:]
+        self._speaker.answers.muted.add(event.answer)
+        await self._speaker.stop()
 
     def _on_speech_stopped(self, event: SpeechStopped) -> None:
         turn = self.state.caller_turn(event.turn)
@@ -387,34 +338,12 @@ class CallSession:
         self._journal.event("model_error", f"{event.code}: {event.message}")
         if event.fatal:
             self.state.outcome = CallOutcome.ERROR
-            await self._channel.show(Notice(UNAVAILABLE))
+            await self._channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))
 
     # ------------------------------------------------------------------ call log
 
-    def _first_sent(self, item_id: str, now: float) -> None:
-        turn = self.state.assistant_turn(item_id)
-        if turn.start_ms is None:
-            turn.start_ms = self.state.timeline_ms(now)
-            if turn.model_audio_at is not None:
-                turn.model_audio_to_caller_ms = (now - turn.model_audio_at) * 1000
-
     def _journal_caller(self, turn: Turn) -> None:
-        retrieval = turn.retrieval
-        self._journal.turn(
-            turn.index, "caller", turn.text, start_ms=turn.start_ms, end_ms=turn.end_ms,
-            passages=tuple(PassageUsed(p.id, p.source, p.title, p.score) for p in retrieval.passages)
-            if retrieval else (),
-            retrieval_ms=retrieval.elapsed_ms if retrieval else None,
-            retrieval_outcome=retrieval.outcome if retrieval else None,
-        )
+        log_caller_turn(self._journal, turn)
 
     def _journal_assistant(self, turn: Turn) -> None:
-        generated = self._answers.generated_ms.get(turn.item_id, 0.0)
-        heard = turn.heard_ms if turn.interrupted and turn.heard_ms is not None else generated
-        self._journal.turn(
-            turn.index, "assistant", heard_text(turn.text, heard, generated) if turn.interrupted else turn.text,
-            start_ms=turn.start_ms, end_ms=turn.start_ms + heard if turn.start_ms is not None else None,
-            interrupted=turn.interrupted, heard_ms=turn.heard_ms,
-            speech_end_to_model_audio_ms=turn.speech_end_to_model_audio_ms,
-            model_audio_to_caller_ms=turn.model_audio_to_caller_ms,
-        )
+        log_assistant_turn(self._journal, turn, self._speaker.answers.generated_ms.get(turn.item_id, 0.0))

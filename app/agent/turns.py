@@ -15,7 +15,13 @@ import contextlib
 from collections.abc import Callable
 from time import perf_counter
 
-from app.agent.rag import SEARCH_TOOL, TurnRetrieval, instructions_with_search_tool, knowledge_context
+from app.agent.rag import (
+    SEARCH_TOOL,
+    TurnRetrieval,
+    instructions_with_search_tool,
+    knowledge_context,
+    retrieval_query,
+)
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import KnowledgeTurnState, Turn
 from app.config import Settings
@@ -53,6 +59,16 @@ class KnowledgeTurns:
         if following is not None:  # words still coming in go to the turn being released
             state.releasing[turn.item_id] = following
         state.release = asyncio.create_task(self._release(turn, following, stopped_at), name="rag-answer")
+
+    def typed(self, turn: Turn, previous_question: str | None) -> None:
+        """A typed question: no hold to keep short, so the answer waits for its search."""
+        self.cancel()
+        self._state.release = asyncio.create_task(self._answer_typed(turn, previous_question), name="rag-typed")
+
+    async def _answer_typed(self, turn: Turn, previous_question: str | None) -> None:
+        turn.retrieval = await self._retriever.retrieve(retrieval_query(previous_question, turn.text))
+        self._record(turn)
+        await self._engine.answer(context=knowledge_context(turn.retrieval))
 
     def cancel(self) -> None:
         """A barge-in before the answer went out: the caller is still talking, drop that turn's work."""

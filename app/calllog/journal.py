@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,22 +28,14 @@ from app.calllog.cost import (
 )
 from app.calllog.records import CallEnded, CallEvent, CallRecord, CallStarted, PassageUsed, TurnRecorded
 from app.calllog.recording import StereoRecorder
+from app.config import kept_secret
 
 log = logging.getLogger(__name__)
 
 
 def caller_salt(secret: str | None, data_dir: Path) -> bytes:
     """The salt of caller hashes: configured, else kept in DATA_DIR so grouping survives restarts."""
-    if secret:
-        return secret.encode()
-    path = data_dir / "caller-hash-salt"
-    if path.exists():
-        return path.read_bytes()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    salt = secrets.token_bytes(32)
-    path.write_bytes(salt)
-    path.chmod(0o600)
-    return salt
+    return secret.encode() if secret else kept_secret(data_dir, "caller-hash-salt")
 
 
 def caller_hash(number: str, salt: bytes) -> str:

@@ -36,7 +36,9 @@ class CallJournals:
             recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
         )
         journal.started(
-            stream_sid=stream_sid, channel=identity.channel, caller_masked=mask_phone(identity.caller),
+            # A phone number is masked; a browser user's name is who they are.
+            stream_sid=stream_sid, channel=identity.channel,
+            caller_masked=mask_phone(identity.caller) if identity.channel == "twilio" else identity.caller,
             caller_hash=caller_hash(identity.caller, self._salt),
             caller_number=identity.caller if settings.store_caller_number else None,
             called=identity.called, codec=settings.audio_codec,

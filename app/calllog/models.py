@@ -189,6 +189,18 @@ class EventRow(Base):
 Index("ix_call_events_call_id_at", EventRow.call_id, EventRow.at)
 
 
+class WebUserRow(Base):
+    """Someone who may talk to OCTI from a browser (app/accounts)."""
+
+    __tablename__ = "web_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+
+
 # ---------------------------------------------------------------------------- engines
 
 
@@ -232,6 +244,6 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> AsyncEngine:
 
 
 __all__ = [
-    "Base", "CallRow", "TurnRow", "PassageRow", "EventRow", "UTCDateTime", "fold",
+    "Base", "CallRow", "TurnRow", "PassageRow", "EventRow", "WebUserRow", "UTCDateTime", "fold",
     "NO_KNOWLEDGE_OUTCOMES", "ERROR_EVENT_TYPES", "async_url", "sqlite_path", "make_engine",
 ]

@@ -79,7 +79,7 @@ def _summary(row: CallRow, flags: tuple[str, ...]) -> CallSummary:
     return CallSummary(
         id=row.id, call_sid=row.call_sid, started_at=row.started_at, caller_masked=row.caller_masked,
         duration_s=row.duration_s, turns=row.turns, barge_ins=row.barge_ins, outcome=row.outcome,
-        cost_usd=row.cost_usd, flags=flags, recorded=bool(row.recorded or row.recording_path),
+        cost_usd=row.cost_usd, flags=flags, recorded=bool(row.recorded or row.recording_path), channel=row.channel,
     )
 
 

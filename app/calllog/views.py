@@ -28,6 +28,7 @@ class CallSummary:
     cost_usd: float | None            # None: unknown (a model without a price), never shown as $0
     flags: tuple[str, ...] = ()
     recorded: bool = False
+    channel: str = ""                 # "twilio" (a phone call) or "web" (a browser conversation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,19 @@ class ConversationReset:
     """The caller wants a fresh conversation on the same connection."""
 
 
-ChannelEvent = CallerAudio | PlaybackMark | Digit | TurnEnded | ConversationReset
+@dataclass(frozen=True, slots=True)
+class CallerInterrupts:
+    """The caller asked OCTI to stop talking (a button, not their voice)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerText:
+    """The caller typed their question (no microphone)."""
+
+    text: str
+
+
+ChannelEvent = CallerAudio | PlaybackMark | Digit | TurnEnded | ConversationReset | CallerInterrupts | CallerText
 
 
 # ------------------------------------------------------------------ updates for a screen
@@ -88,9 +100,11 @@ class AnswerEnded:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """Something went wrong or is about to happen, in French, for the caller."""
+    """Something went wrong or is about to happen, in French, for the caller; `code` names it
+    for programs."""
 
     message: str
+    code: str = "notice"
 
 
 ChannelUpdate = SessionReady | AnswerWords | AnswerEnded | Notice

@@ -201,6 +201,11 @@ class Engine(Protocol):
         """Have the model say `text` (first, or as a notice between answers)."""
         ...
 
+    async def add_caller_text(self, text: str) -> None:
+        """The caller typed instead of speaking: their words join the conversation (no answer
+        is asked for)."""
+        ...
+
     async def end_turn(self) -> None:
         """The caller says their turn is over (push-to-talk released): end it now, without
         waiting for the silence the service's turn detection needs. A `SpeechStopped` follows

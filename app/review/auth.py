@@ -39,7 +39,7 @@ from itsdangerous import BadSignature, Signer, TimestampSigner, URLSafeTimedSeri
 from app.config import Settings
 from app.review.limiter import SignInLimiter
 
-from app.review.passwords import stored_password_hash, verify_password
+from app.accounts.passwords import stored_password_hash, verify_password
 
 log = logging.getLogger(__name__)
 

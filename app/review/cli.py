@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from app.review.passwords import hash_password
+from app.accounts.passwords import hash_password
 
 
 # `-h` as well as `--help`, as the argparse command accepted.

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketState
 
 from app.channels.contract import (
     CallerAudio,
@@ -19,13 +19,12 @@ from app.channels.contract import (
     PlaybackMark,
 )
 from app.audio.formats import TELEPHONE_ULAW
+from app.channels.websocket_io import CLOSED_ERRORS, receive_frame
 from app.metrics import Metrics
 from app.channels.twilio import wire
 
 log = logging.getLogger(__name__)
 
-# Errors a send can meet once the peer is gone; the send helpers swallow them.
-_CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
 
 
 class StreamRejected(Exception):
@@ -63,7 +62,7 @@ class TwilioChannel:
         """Read `connected` then `start`; anything else before `start` is dropped."""
         async def read() -> wire.Start:
             while True:
-                raw = await _receive(websocket)
+                raw = await receive_frame(websocket)
                 if raw is None:
                     raise StreamRejected("the stream closed before 'start'")
                 message = _parse(raw, max_message_bytes, metrics)
@@ -79,7 +78,7 @@ class TwilioChannel:
 
     async def events(self) -> AsyncIterator[ChannelEvent]:
         while True:
-            raw = await _receive(self._ws)
+            raw = await receive_frame(self._ws)
             if raw is None:
                 return
             message = _parse(raw, self._max_bytes, self._metrics)
@@ -95,7 +94,7 @@ class TwilioChannel:
         try:
             for text in texts:
                 await self._ws.send_text(text)
-        except _CLOSED_ERRORS:
+        except CLOSED_ERRORS:
             self._closed = True
 
     async def send_audio(self, audio: bytes, mark: str) -> None:
@@ -115,20 +114,8 @@ class TwilioChannel:
             self._closed = True
             try:
                 await self._ws.close(code=1000 if outcome != CallOutcome.ERROR else 1011)
-            except _CLOSED_ERRORS:
+            except CLOSED_ERRORS:
                 pass
-
-
-async def _receive(websocket: WebSocket) -> str | bytes | None:
-    """The next frame, or None once the peer is gone."""
-    try:
-        message = await websocket.receive()
-    except _CLOSED_ERRORS:
-        return None
-    if message["type"] == "websocket.disconnect":
-        return None
-    text = message.get("text")
-    return text if text is not None else message.get("bytes", b"")
 
 
 def _event(message: wire.InboundMessage | None, received_at: float) -> ChannelEvent | None:

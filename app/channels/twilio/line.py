@@ -23,6 +23,7 @@ from app.channels.contract import CallOutcome, Conversations
 from app.channels.twilio import twiml
 from app.channels.twilio.channel import StreamRejected, TwilioChannel
 from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
+from app.channels.websocket_io import close_quietly
 from app.config import Settings
 from app.logs import current_call, mask_phone
 from app.metrics import Metrics
@@ -129,14 +130,14 @@ class TwilioLine:
             )
         except StreamRejected as exc:
             log.warning("closing a media stream: %s", exc)
-            await _close_quietly(websocket, POLICY_VIOLATION)
+            await close_quietly(websocket, POLICY_VIOLATION)
             return
         current_call.set(start.call_sid)
         if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
             self.metrics.refusals.labels("stream_token").inc()
             log.warning("closing a media stream: invalid or expired stream token")
             self._refusal(start.call_sid, "media stream with an invalid or expired stream token")
-            await _close_quietly(websocket, POLICY_VIOLATION)
+            await close_quietly(websocket, POLICY_VIOLATION)
             return
         channel = TwilioChannel(
             websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
@@ -146,9 +147,3 @@ class TwilioLine:
                                       audio_format=channel.audio_format)
         await self._agent.converse(channel, journal)
 
-
-async def _close_quietly(websocket: WebSocket, code: int) -> None:
-    try:
-        await websocket.close(code=code)
-    except (RuntimeError, OSError):
-        pass

@@ -257,6 +257,9 @@ class RealtimeEngine:
         except TimeoutError:
             log.warning("asking for a response while the previous one is still active")
 
+    async def add_caller_text(self, text: str) -> None:
+        await self._connection.send(protocol.text_message("user", text))
+
     async def end_turn(self) -> None:
         self._turn_ending = True
         await self._connection.send(protocol.commit_audio())

@@ -1,4 +1,4 @@
-"""Reviewer password hashes: argon2 (pwdlib) for new ones; earlier PBKDF2 ones still verify.
+"""Password hashes: argon2 (pwdlib) for new ones; earlier PBKDF2 ones (reviewers) still verify.
 
 REVIEW_PASSWORD may be a plain password (hashed with argon2 at start-up, and only the hash is
 kept), an argon2 hash made by ``octi review hash-password``, or a

@@ -1,0 +1,31 @@
+"""A turn as the call log records it: the caller's with what retrieval found, OCTI's with what
+the caller heard of it."""
+
+from __future__ import annotations
+
+from app.agent.state import Turn
+from app.calllog.journal import CallJournal, heard_text
+from app.calllog.records import PassageUsed
+
+
+def log_caller_turn(journal: CallJournal, turn: Turn) -> None:
+    retrieval = turn.retrieval
+    journal.turn(
+        turn.index, "caller", turn.text, start_ms=turn.start_ms, end_ms=turn.end_ms,
+        passages=tuple(PassageUsed(p.id, p.source, p.title, p.score) for p in retrieval.passages)
+        if retrieval else (),
+        retrieval_ms=retrieval.elapsed_ms if retrieval else None,
+        retrieval_outcome=retrieval.outcome if retrieval else None,
+    )
+
+
+def log_assistant_turn(journal: CallJournal, turn: Turn, generated_ms: float) -> None:
+    """An interrupted answer is logged as far as it was heard."""
+    heard = turn.heard_ms if turn.interrupted and turn.heard_ms is not None else generated_ms
+    journal.turn(
+        turn.index, "assistant", heard_text(turn.text, heard, generated_ms) if turn.interrupted else turn.text,
+        start_ms=turn.start_ms, end_ms=turn.start_ms + heard if turn.start_ms is not None else None,
+        interrupted=turn.interrupted, heard_ms=turn.heard_ms,
+        speech_end_to_model_audio_ms=turn.speech_end_to_model_audio_ms,
+        model_audio_to_caller_ms=turn.model_audio_to_caller_ms,
+    )

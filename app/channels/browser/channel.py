@@ -1,0 +1,132 @@
+"""The browser's websocket as a `CallChannel`.
+
+Playback is tracked by sample count: each chunk of answer audio sent ends at a known sample
+position, and its mark is acknowledged once the page reports (`playback`) that its queue has
+given out that many samples. A page that never reports (the seed's own client) acknowledges
+nothing, so nothing it was sent counts as heard beyond what the session's tracker estimates
+for the chunk playing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from time import perf_counter
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from app.audio.formats import AudioFormat
+from app.channels.browser import wire
+from app.channels.contract import (
+    AnswerEnded,
+    AnswerWords,
+    CallerAudio,
+    CallerInterrupts,
+    CallerText,
+    CallIdentity,
+    CallOutcome,
+    ChannelEvent,
+    ChannelUpdate,
+    ConversationReset,
+    Notice,
+    PlaybackMark,
+    SessionReady,
+    TurnEnded,
+)
+from app.channels.websocket_io import CLOSED_ERRORS, receive_frame
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class BrowserChannel:
+    def __init__(self, websocket: WebSocket, identity: CallIdentity, audio_format: AudioFormat, *,
+                 max_seconds: float | None, metrics: Metrics) -> None:
+        self._ws = websocket
+        self.identity = identity
+        self.audio_format = audio_format
+        self.max_seconds = max_seconds
+        self._metrics = metrics
+        self._sent_samples = 0
+        self._pending: deque[tuple[int, str]] = deque()  # (sample position where a chunk ends, its mark)
+        self._closed = False
+
+    async def events(self) -> AsyncIterator[ChannelEvent]:
+        while (frame := await receive_frame(self._ws)) is not None:
+            try:
+                message = wire.parse_client(frame)
+            except wire.WireError as exc:
+                await self.refuse_frame(exc)
+                continue
+            match message:
+                case bytes():
+                    yield CallerAudio(message, perf_counter())
+                case wire.Playback(samples=samples):
+                    mark = self._played(samples)
+                    if mark is not None:
+                        yield PlaybackMark(mark)
+                case wire.UserAudioEnd():
+                    yield TurnEnded()
+                case wire.ResetSession():
+                    yield ConversationReset()
+                case wire.UserText(text=text):
+                    yield CallerText(text)
+                case wire.Interrupt():
+                    yield CallerInterrupts()
+                case wire.StartConversation():
+                    pass  # started already: nothing to do
+
+    async def refuse_frame(self, exc: wire.WireError) -> None:
+        """A frame the protocol does not allow: say so, and carry on."""
+        self._metrics.stream_messages_dropped.inc()
+        log.warning("browser frame refused (%s): %s", exc.code, exc)
+        await self._send(wire.error(str(exc), exc.code))
+
+    def _played(self, samples: int) -> str | None:
+        """The last mark whose chunk the page has finished with, if any."""
+        mark = None
+        while self._pending and self._pending[0][0] <= samples:
+            mark = self._pending.popleft()[1]
+        return mark
+
+    async def _send(self, message: str | bytes) -> None:
+        if self._closed:
+            return
+        try:
+            if isinstance(message, bytes):
+                await self._ws.send_bytes(message)
+            else:
+                await self._ws.send_text(message)
+        except CLOSED_ERRORS:
+            self._closed = True
+
+    async def send_audio(self, audio: bytes, mark: str) -> None:
+        self._sent_samples += len(audio) // 2
+        self._pending.append((self._sent_samples, mark))
+        await self._send(audio)
+
+    async def clear_playback(self) -> None:
+        # The page drops its queue and counts the dropped samples as gone: what is pending
+        # was not heard, and later reports start from everything sent so far.
+        self._pending.clear()
+        await self._send(wire.CLEAR_AUDIO)
+
+    async def show(self, update: ChannelUpdate) -> None:
+        match update:
+            case SessionReady():
+                await self._send(wire.READY)
+            case AnswerWords(text=text):
+                await self._send(wire.transcript_delta(text))
+            case AnswerEnded():
+                await self._send(wire.BOT_AUDIO_END)
+            case Notice(message=message, code=code):
+                await self._send(wire.error(message, code))
+
+    async def end(self, outcome: CallOutcome) -> None:
+        if not self._closed and self._ws.application_state != WebSocketState.DISCONNECTED:
+            self._closed = True
+            try:
+                await self._ws.close(code=1000 if outcome != CallOutcome.ERROR else 1011)
+            except CLOSED_ERRORS:
+                pass

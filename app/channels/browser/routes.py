@@ -1,0 +1,63 @@
+"""HTTP and websocket routes of the browser channel: the seed's sockets and the sign-in that
+issues their tokens (`POST /api/web/token`)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.channels.browser.line import REALTIME_PATH, TOKEN_COOKIE, VOICE_PATH, BrowserLine
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/api/web/token"
+FIELD_LIMIT = 256
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Credentials(BaseModel):
+    username: str
+    password: str
+
+
+def build_browser_router(line: BrowserLine) -> APIRouter:
+    router = APIRouter()
+    failures = line.sign_in_failures
+
+    @router.websocket(REALTIME_PATH)
+    async def realtime(websocket: WebSocket) -> None:
+        await line.serve(websocket)
+
+    @router.websocket(VOICE_PATH)
+    async def voice(websocket: WebSocket) -> None:
+        await line.serve(websocket)
+
+    @router.post(TOKEN_PATH)
+    async def issue_token(credentials: Credentials, request: Request) -> JSONResponse:
+        """A token for a user's username and password; it is also set as an HttpOnly cookie,
+        which same-site pages' websockets then carry by themselves."""
+        client = request.client.host if request.client else "unknown"
+        wait = await failures.retry_after(client)
+        if wait is not None:
+            return JSONResponse({"error": f"Trop d'essais. Réessayez dans {wait} s."}, status_code=429,
+                                headers={**NO_STORE, "Retry-After": str(wait)})
+        user = await line.users.authenticate(credentials.username[:FIELD_LIMIT], credentials.password[:FIELD_LIMIT])
+        if user is None:
+            await failures.hit(client)
+            log.warning("browser sign-in refused from %s", client)
+            return JSONResponse({"error": "Identifiant ou mot de passe incorrect."}, status_code=401, headers=NO_STORE)
+        await failures.clear(client)
+        token = line.tokens.issue(user)
+        lifetime = int(line.tokens.lifetime_seconds)
+        response = JSONResponse({"token": token, "token_type": "jwt", "expires_in": lifetime, "user": user},
+                                headers=NO_STORE)
+        secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+        response.set_cookie(TOKEN_COOKIE, token, max_age=lifetime, httponly=True, samesite="strict", secure=secure,
+                            path="/")
+        log.info("browser sign-in for %s", user)
+        return response
+
+    return router

@@ -1,0 +1,95 @@
+"""Counting things per subject in a moving window, with the `limits` library.
+
+A subject with `limit` hits in the last `window_seconds` is refused until the oldest of them
+leaves that window. The count lives in memory, or in Redis when REDIS_URL is set, so that
+every worker of the service shares it. Redis being unreachable never locks anyone out: the
+count goes to memory (with a warning) and Redis is tried again REDIS_RETRY_SECONDS later.
+
+Used for failed review sign-ins per client address and browser conversations per user.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import coredis
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+
+log = logging.getLogger(__name__)
+
+REDIS_RETRY_SECONDS = 30.0
+# A sign-in waits at most this long for Redis before counting in memory.
+REDIS_TIMEOUT_SECONDS = 1.0
+REDIS_SCHEMES = {"redis": "async+redis", "rediss": "async+rediss", "unix": "async+redis+unix"}
+
+T = TypeVar("T")
+
+
+def _async_storage_uri(redis_url: str) -> str:
+    """REDIS_URL (redis://, rediss:// or unix://) as the `limits` async storage URI."""
+    scheme, _, rest = redis_url.partition("://")
+    if not rest or scheme not in REDIS_SCHEMES:
+        raise ValueError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+    return f"{REDIS_SCHEMES[scheme]}://{rest}"
+
+
+class MovingWindowLimit:
+    """At most `limit` hits per subject in a moving window, in Redis when given a URL, else in memory."""
+
+    def __init__(self, redis_url: str | None, *, limit: int, window_seconds: int, key: str, counted: str) -> None:
+        self._rule = RateLimitItemPerSecond(limit, window_seconds)
+        self._key = key
+        self._counted = counted  # what is counted, for the logs
+        self._memory = MovingWindowRateLimiter(MemoryStorage())
+        self._redis: MovingWindowRateLimiter | None = None
+        self._redis_pool: coredis.ConnectionPool | None = None
+        self._redis_where = ""
+        if redis_url:
+            storage_uri = _async_storage_uri(redis_url)
+            # Our own pool, so that close() can end its connections.
+            self._redis_pool = coredis.ConnectionPool.from_url(redis_url, connect_timeout=REDIS_TIMEOUT_SECONDS,
+                                                               stream_timeout=REDIS_TIMEOUT_SECONDS)
+            storage = storage_from_string(storage_uri, wrap_exceptions=True, connection_pool=self._redis_pool)
+            self._redis = MovingWindowRateLimiter(storage)
+            # For the logs: where, never the credentials the URL may hold.
+            self._redis_where = urlsplit(redis_url).hostname or "socket"
+        self._redis_retry_at = 0.0   # while Redis is unreachable: when to try it again
+
+    async def _run(self, operation: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
+        if self._redis is not None and time.monotonic() >= self._redis_retry_at:
+            try:
+                return await operation(self._redis)
+            except StorageError as error:
+                self._redis_retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+                log.warning("Redis at %s is unreachable (%s); %s are counted in memory for %d s",
+                            self._redis_where, type(error.storage_error).__name__, self._counted,
+                            REDIS_RETRY_SECONDS)
+        return await operation(self._memory)
+
+    async def retry_after(self, subject: str) -> int | None:
+        """Seconds until `subject` may be counted again, or None when it may now."""
+        stats = await self._run(lambda limiter: limiter.get_window_stats(self._rule, self._key, subject))
+        if stats.remaining > 0:
+            return None
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def hit(self, subject: str) -> bool:
+        """Count one for `subject`; False (and nothing counted) when it is at its limit."""
+        return await self._run(lambda limiter: limiter.hit(self._rule, self._key, subject))
+
+    async def clear(self, subject: str) -> None:
+        await self._run(lambda limiter: limiter.clear(self._rule, self._key, subject))
+
+    def close(self) -> None:
+        """Close the Redis connections (at shutdown)."""
+        if self._redis_pool is not None:
+            self._redis_pool.disconnect()

@@ -1,0 +1,295 @@
+"""The browser channel over real sockets: the server between a page and the Realtime double."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+import httpx
+import pytest
+import websockets
+
+from app.calllog.store import CallLogStore
+from app.calllog.views import CallQuery
+from tests.browser_client import open_page, speech
+from tests.harness import running_line
+
+PASSWORD = "poussins-2026"
+
+
+async def sign_in(line, username: str = "marie") -> str:
+    await line.service.browser.users.add(username, PASSWORD)
+    async with httpx.AsyncClient(base_url=line.url) as client:
+        response = await client.post("/api/web/token", json={"username": username, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    assert response.cookies.get("octi_web_token") == response.json()["token"]
+    return response.json()["token"]
+
+
+async def stored_calls(line):
+    """Every call as stored, once the conversations have ended and the writer has flushed."""
+    while line.metrics.active_calls:
+        await asyncio.sleep(0.05)
+    assert await line.service.calllog.flush(timeout=15)
+    async with await CallLogStore.open(line.settings.effective_database_url) as store:
+        calls, _ = await store.list_calls(CallQuery())
+        return [await store.get_call(call.id) for call in calls]
+
+
+async def started(page) -> None:
+    await page.send_json({"type": "start_conversation"})
+    await page.until_type("ready")
+
+
+async def test_a_conversation_in_the_seed_protocol_lands_in_the_call_log(double):
+    double.script_next_connection(answer_seconds=1.5, greeting_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token, origin=line.url) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")  # the greeting
+            await page.played_out()
+            await page.speak(speech("question_incubation.wav", trailing_silence_ms=1200))
+            await page.until(lambda m: sum(t["type"] == "bot_audio_end" for t in page.texts) == 2, timeout=15)
+            words = "".join(m["text"] for m in page.texts if m["type"] == "transcript_delta")
+        connection = double.connections[0]
+        assert [r.kind for r in connection.responses] == ["greeting", "answer"]
+        # 24 kHz both ways: the double's audio arrives whole, in whole samples.
+        assert len(page.audio) % 2 == 0
+        assert len(page.audio) / 48 == pytest.approx(sum(r.audio_ms for r in connection.responses), abs=40)
+        [call] = await stored_calls(line)
+        assert call.summary.channel == "web" and call.summary.caller_masked == "marie"
+        assert [turn.role for turn in call.turns] == ["assistant", "caller", "assistant"]
+        assert not any(turn.interrupted for turn in call.turns) and "clear_audio" not in str(page.texts)
+        # The screen got OCTI's words as they were said: the same text as the log's.
+        assert words == call.turns[0].text + call.turns[2].text
+        assert call.turns[1].text  # the caller's words, transcribed
+
+
+async def test_bad_frames_get_an_error_each_and_the_socket_stays_open(double):
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await page.ws.send(b"\x00\x00" * 10)  # audio before the conversation
+            await page.ws.send("pas du json")
+            await started(page)
+            for frame in ('{"type":"raccrocher"}', b"\x00" * 7, b'{"type":"user_audio_end"}',
+                          b"\x00" * 200_000, '{"type":"playback","samples":-3}'):
+                await page.ws.send(frame)
+            await page.until(lambda m: m.get("code") == "bad_message")
+            codes = [m.get("code") for m in page.texts if m["type"] == "error"]
+            assert codes == ["not_started", "bad_json", "unknown_type", "bad_audio", "json_as_audio",
+                             "audio_too_large", "bad_message"]
+            assert all(m["message"] for m in page.texts if m["type"] == "error")
+            assert page.closed is None
+            await page.send_json({"type": "user_audio_end"})  # still served
+            await asyncio.sleep(0.3)
+            assert page.closed is None
+
+
+@pytest.mark.parametrize("case", ["no token", "forged token", "disabled user", "foreign origin", "bad rate"])
+async def test_refusals_are_clear_errors_then_a_close(double, case, caplog):
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        kwargs = {"token": token, "origin": line.url}
+        if case == "no token":
+            kwargs["token"] = None
+        elif case == "forged token":
+            kwargs["token"] = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        elif case == "disabled user":
+            assert await line.service.browser.users.set_disabled("marie", True)
+        elif case == "foreign origin":
+            kwargs["origin"] = "https://evil.example"
+        else:
+            kwargs["rate"] = 44100
+        async with open_page(line.url, **kwargs) as page:
+            code, _ = await page.wait_closed()
+        [error] = page.texts
+        expected = {"no token": "unauthorized", "forged token": "unauthorized", "disabled user": "unauthorized",
+                    "foreign origin": "origin_refused", "bad rate": "bad_sample_rate"}[case]
+        assert error["type"] == "error" and error["code"] == expected and error["message"]
+        assert code == 1008
+        assert double.connections == []  # no model session was opened
+        assert any("refused a browser conversation" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_seed_protocol_on_ws_voice_too_and_the_token_from_the_cookie(double):
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        url = line.url.replace("http", "ws", 1) + "/ws/voice"
+        async with websockets.connect(url, additional_headers={"Cookie": f"octi_web_token={token}"}) as ws:
+            await ws.send(json.dumps({"type": "start_conversation"}))
+            assert json.loads(await ws.recv()) == {"type": "ready"}
+            async with asyncio.timeout(10):
+                while not isinstance(await ws.recv(), bytes):  # until the greeting's audio
+                    pass
+
+
+async def test_five_conversations_an_hour_then_a_refusal_and_reconnecting_counts(double):
+    async with running_line(openai_realtime_url=double.url, web_sessions_per_hour=2) as line:
+        token = await sign_in(line)
+        for _ in range(2):  # a conversation, then a reconnect
+            async with open_page(line.url, token=token) as page:
+                await started(page)
+        async with open_page(line.url, token=token) as page:
+            await page.send_json({"type": "start_conversation"})
+            refusal = await page.until_type("error")
+            await page.wait_closed()
+        assert refusal["code"] == "rate_limited" and "2 conversations par heure" in refusal["message"]
+        assert len(double.connections) == 2
+
+
+async def test_sixteen_khz_pages_are_resampled_both_ways(double):
+    double.script_next_connection(greeting_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token, rate=16000) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")
+            greeting_bytes = len(page.audio)
+            await page.played_out()
+            await page.speak(speech("question_incubation.wav", rate=16000, trailing_silence_ms=1200))
+            connection = double.connections[0]
+            await connection.wait_for_server(lambda e: e["type"] == "input_audio_buffer.speech_stopped", timeout=10)
+        greeting = connection.responses[0].audio_ms
+        assert greeting_bytes / 32 == pytest.approx(greeting, abs=40)  # 16 kHz: 32 bytes a ms
+        # The model heard 24 kHz audio as long as what the page said.
+        said_ms = len(speech("question_incubation.wav", rate=16000, trailing_silence_ms=1200)) / 32
+        appended = connection.client_event_counts["input_audio_buffer.append"]
+        assert appended > 0 and connection.input_audio.total_units / 48 == pytest.approx(said_ms, abs=60)
+
+
+async def test_a_barge_in_clears_the_page_and_cuts_the_answer_where_the_page_was(double):
+    double.script_next_connection(greeting_seconds=6.0)
+    double.speed = 1.0
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            while len(page.played) < 48 * 1500:  # 1.5 s of the greeting heard
+                await asyncio.sleep(0.02)
+            await page.speak(speech("question_followup.wav", trailing_silence_ms=800))
+            await page.until_type("clear_audio")
+            connection = double.connections[0]
+            truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=10)
+            heard_ms = page.played_at_clear / 48
+        # Cut where the page had got to (it reports every 60 ms; the tracker fills in the rest).
+        assert abs(truncate["audio_end_ms"] - heard_ms) < 150
+        assert truncate["audio_end_ms"] < len(page.audio) / 48 - 100  # less than was sent: what was heard
+
+
+async def test_a_page_that_never_reports_playback_is_never_assumed_to_have_heard(double):
+    double.script_next_connection(greeting_seconds=6.0)
+    double.speed = 1.0
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token, report_playback=False) as page:
+            await started(page)
+            while len(page.played) < 48 * 1500:
+                await asyncio.sleep(0.02)
+            await page.speak(speech("question_followup.wav", trailing_silence_ms=800))
+            connection = double.connections[0]
+            cut = await connection.wait_for(lambda e: e["type"] in ("conversation.item.truncate",
+                                                                    "conversation.item.delete"), timeout=10)
+        # The server sent seconds of audio; only the chunk at the head can count as heard.
+        assert cut["type"] == "conversation.item.delete" or cut["audio_end_ms"] <= 100
+
+
+async def test_reset_starts_afresh_on_the_same_socket(double):
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            first = await double.wait_for_connection()
+            await page.send_json({"type": "reset_session"})
+            await page.until(lambda m: m["type"] == "ready" and page.texts.count(m) == 2)
+            second = await double.wait_for_connection()
+            assert second is not first
+            assert second.conversation == []
+        [call] = await stored_calls(line)
+        assert [event.type for event in call.events] == ["conversation_reset"]
+
+
+async def test_the_session_cap_is_announced_then_the_conversation_ends(double):
+    double.script_next_connection(greeting_seconds=0.5)
+    async with running_line(openai_realtime_url=double.url, web_session_max_seconds=4.0) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            code, _ = await page.wait_closed(timeout=10)
+            ending = [m for m in page.texts if m["type"] == "error"]
+        assert ending and ending[-1]["code"] == "time_limit" and code == 1000
+        warning = [e for e in double.connections[0].client_events if e["type"] == "response.create"][1]
+        assert "Il nous reste 1 seconde" in warning["response"]["instructions"]
+        [call] = await stored_calls(line)
+        assert call.summary.outcome == "timeout"
+
+
+async def test_sign_in_refuses_wrong_passwords_and_then_too_many(double):
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        async with httpx.AsyncClient(base_url=line.url) as client:
+            statuses = [(await client.post("/api/web/token", json={"username": "marie", "password": "non"})).status_code
+                        for _ in range(6)]
+            good_but_late = await client.post("/api/web/token", json={"username": "marie", "password": PASSWORD})
+            malformed = await client.post("/api/web/token", json={"username": "marie"})
+        assert statuses == [401] * 5 + [429]
+        assert good_but_late.status_code == 429 and "Retry-After" in good_but_late.headers
+        assert malformed.status_code == 422
+
+
+async def test_workers_sharing_redis_share_each_users_conversation_count(double, redis_url):
+    """Two service processes (here two servers) behind one Redis: a user's conversations are
+    counted across both."""
+    username = f"u{secrets.token_hex(6)}"  # runs sharing the Redis never count each other's
+    async with (running_line(openai_realtime_url=double.url, web_sessions_per_hour=2, redis_url=redis_url) as first,
+                running_line(openai_realtime_url=double.url, web_sessions_per_hour=2, redis_url=redis_url) as second):
+        tokens = [await sign_in(first, username), await sign_in(second, username)]
+        for line, token in zip((first, second), tokens):
+            async with open_page(line.url, token=token) as page:
+                await started(page)
+        async with open_page(first.url, token=tokens[0]) as page:
+            await page.send_json({"type": "start_conversation"})
+            assert (await page.until_type("error"))["code"] == "rate_limited"
+
+
+async def test_a_typed_question_is_answered_with_the_knowledge_base(double):
+    """The softphone's fallback without a microphone: the question goes in as text, the
+    passages for it go with the answer, and the log has it as the caller's turn."""
+    double.script_next_connection(answer_seconds=1.0, greeting_seconds=0.5)
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")
+            await page.send_json({"type": "user_text", "text": "À quelle température régler la couveuse ?"})
+            await page.until(lambda m: sum(t["type"] == "bot_audio_end" for t in page.texts) == 2, timeout=15)
+        connection = double.connections[0]
+        assert [r.kind for r in connection.responses] == ["greeting", "answer"]
+        typed = [item for item in connection.conversation if item.get("role") == "user"]
+        assert typed[0]["content"] == [{"type": "input_text", "text": "À quelle température régler la couveuse ?"}]
+        context = [item for item in connection.responses[1].input_items if item.get("role") == "system"]
+        assert context and "Extraits" in context[0]["content"][0]["text"]
+        [call] = await stored_calls(line)
+        caller = [turn for turn in call.turns if turn.role == "caller"]
+        assert caller[0].text == "À quelle température régler la couveuse ?" and caller[0].passages
+
+
+async def test_the_interrupt_button_stops_octi_and_counts_as_an_interruption(double):
+    double.script_next_connection(greeting_seconds=6.0)
+    double.speed = 1.0
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            while len(page.played) < 48 * 1000:
+                await asyncio.sleep(0.02)
+            await page.send_json({"type": "interrupt"})
+            await page.until_type("clear_audio")
+            connection = double.connections[0]
+            truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=10)
+            heard_ms = page.played_at_clear / 48
+        assert abs(truncate["audio_end_ms"] - heard_ms) < 150
+        [call] = await stored_calls(line)
+        assert call.summary.barge_ins == 1 and call.turns[0].interrupted

@@ -8,7 +8,7 @@ from typing import Any
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
 
-from app.channels.browser.routes import build_browser_router
+from app.channels.browser.routes import SOFTPHONE_PATH, build_browser_router, softphone_files
 from app.channels.twilio.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH
 from app.config import Settings, get_settings
 from app.metrics import CONTENT_TYPE
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await service.health()
 
     app.include_router(build_browser_router(service.browser))
+    app.mount(SOFTPHONE_PATH, softphone_files(), name="softphone")
     app.include_router(build_review_router(service.call_log_reader, settings))
 
     @app.get("/metrics")

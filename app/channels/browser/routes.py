@@ -1,12 +1,14 @@
-"""HTTP and websocket routes of the browser channel: the seed's sockets and the sign-in that
-issues their tokens (`POST /api/web/token`)."""
+"""HTTP and websocket routes of the browser channel: the seed's sockets, the sign-in that
+issues their tokens (`POST /api/web/token`) and the softphone's files (`/softphone/`)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from app.channels.browser.line import REALTIME_PATH, TOKEN_COOKIE, VOICE_PATH, BrowserLine
@@ -14,6 +16,8 @@ from app.channels.browser.line import REALTIME_PATH, TOKEN_COOKIE, VOICE_PATH, B
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/api/web/token"
+SOFTPHONE_PATH = "/softphone"
+SOFTPHONE_FILES = Path(__file__).parent / "static"
 FIELD_LIMIT = 256
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -61,3 +65,8 @@ def build_browser_router(line: BrowserLine) -> APIRouter:
         return response
 
     return router
+
+
+def softphone_files() -> StaticFiles:
+    """The softphone page and its scripts, plain files (no build step)."""
+    return StaticFiles(directory=SOFTPHONE_FILES, html=True)

@@ -1,0 +1,197 @@
+"""The softphone in a real headless Chromium, its microphone a WAV file (Chromium's fake capture
+device), against the real server and the Realtime double over real sockets.
+
+Needs Debian's Chromium at /usr/bin/chromium (see tests/test_review_browser.py).
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.harness import running_line
+from tests.test_browser_channel import PASSWORD
+from tests.test_realtime_double import read_wav, to_pcm_24k
+from tests.test_review_browser import CHROMIUM_ARGS, chromium_path  # noqa: F401 (a fixture)
+
+RATE = 24000
+
+
+def microphone_wav(path: Path, *parts: tuple[str | None, float]) -> Path:
+    """A WAV for the fake microphone: each part a recording (or None for silence) and, for
+    silence, its length in seconds."""
+    pcm = b""
+    for name, seconds in parts:
+        if name is None:
+            pcm += b"\x00\x00" * int(RATE * seconds)
+            continue
+        pcm += to_pcm_24k(*read_wav(name))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(pcm)
+    return path
+
+
+@pytest.fixture
+async def chromium_with_microphone(chromium_path, tmp_path):
+    """Chromium whose microphone says: (3 s) a question, (2 s) then talks over the answer."""
+    from playwright.async_api import async_playwright
+
+    wav = microphone_wav(tmp_path / "mic.wav", (None, 3.0), ("question_incubation.wav", 0), (None, 1.8),
+                         ("interruption.wav", 0), (None, 20.0))
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop"]
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(chromium_path), args=args)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_softphone(browser, line, *, microphone: bool, query: str = "record=1"):
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                        permissions=["microphone"] if microphone else [])
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    await page.goto(f"{line.url}/softphone/?{query}")
+    return page
+
+
+async def sign_in_by_api(page) -> None:
+    status = await page.evaluate("""async (password) => (await fetch('/api/web/token', {method: 'POST',
+        headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({username: 'marie', password})})).status""", PASSWORD)
+    assert status == 200
+
+
+def states(history: list[str], wanted: list[str]) -> bool:
+    """`wanted` appears in order within `history` (other states may come between)."""
+    it = iter(history)
+    return all(state in it for state in wanted)
+
+
+async def test_a_spoken_question_an_answer_heard_and_a_barge_in(double, chromium_with_microphone):
+    double.script_next_connection(greeting_seconds=1.5, answer_seconds=5.0)
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        page = await open_softphone(chromium_with_microphone, line, microphone=True)
+        await sign_in_by_api(page)
+        await page.click("#talk")
+        await page.wait_for_function("window.octiSoftphone.states.includes('interrupted')", timeout=30_000)
+        await page.wait_for_function("document.querySelector('#talk').dataset.state === 'listening'"
+                                     " || document.querySelector('#talk').dataset.state === 'speaking'")
+        history = await page.evaluate("window.octiSoftphone.states")
+        played = np.array(await page.evaluate("window.octiSoftphone.played"), dtype=np.float32)
+        transcript = await page.inner_text("#transcript")
+        await page.click("#hang-up")
+        connection = double.connections[0]
+        truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=5)
+    assert states(history, ["idle", "listening", "speaking", "listening", "speaking", "interrupted"]), history
+    greeting_ms = connection.responses[0].audio_ms
+    answer = connection.responses[1]
+    # What the speaker played: the greeting whole, then the answer up to the barge-in, as audio
+    # (not silence), and the server cut the answer where the page's playback had got to.
+    played_ms = len(played) / RATE * 1000
+    heard_of_answer_ms = played_ms - greeting_ms
+    assert 300 < heard_of_answer_ms < answer.audio_ms
+    assert abs(truncate["audio_end_ms"] - heard_of_answer_ms) < 150, (truncate, heard_of_answer_ms)
+    assert float(np.sqrt(np.mean(played ** 2))) > 0.01
+    assert transcript.strip()  # OCTI's words on screen
+
+
+async def test_a_refused_microphone_shows_the_text_fallback_and_answers_aloud(double, chromium_with_microphone):
+    double.script_next_connection(greeting_seconds=0.5, answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        page = await open_softphone(chromium_with_microphone, line, microphone=False)
+        await sign_in_by_api(page)
+        await page.click("#talk")
+        await page.wait_for_selector("#text-fallback", state="visible")
+        await page.wait_for_function("document.querySelector('#talk').dataset.state === 'listening'")
+        await page.fill("#question", "Quelle température pour la couveuse ?")
+        await page.click("#text-fallback button[type=submit]")
+        await page.wait_for_function("window.octiSoftphone.states.filter(s => s === 'speaking').length >= 2")
+        errors = await page.evaluate("window.octiSoftphone.errors")
+        assert "microphone: NotAllowedError" in errors
+        assert "Quelle température pour la couveuse ?" in await page.inner_text("#transcript")
+        connection = double.connections[0]
+        await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10, new_only=False)
+    typed = [item for item in connection.conversation if item.get("role") == "user"]
+    assert typed and typed[0]["content"][0]["text"] == "Quelle température pour la couveuse ?"
+
+
+async def test_signing_in_on_the_page_then_talking(double, chromium_with_microphone):
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        page = await open_softphone(chromium_with_microphone, line, microphone=True)
+        await page.click("#talk")  # no token yet: the server refuses, the page asks to sign in
+        await page.wait_for_selector("#sign-in", state="visible")
+        assert await page.get_attribute("#talk", "data-state") == "error", await page.evaluate("window.octiSoftphone")
+        await page.fill("input[name=username]", "marie")
+        await page.fill("input[name=password]", "mauvais-mot")
+        await page.click("#sign-in button[type=submit]")
+        await page.wait_for_function("document.querySelector('#sign-in-error').textContent.length > 0")
+        await page.fill("input[name=password]", PASSWORD)
+        await page.click("#sign-in button[type=submit]")
+        await page.wait_for_function("document.querySelector('#talk').dataset.state === 'listening'"
+                                     " || document.querySelector('#talk').dataset.state === 'speaking'")
+        assert await page.is_hidden("#sign-in")
+
+
+async def test_idle_hang_up_and_reconnect_after_a_drop(double, chromium_with_microphone):
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        page = await open_softphone(chromium_with_microphone, line, microphone=False, query="idle_ms=1500")
+        await sign_in_by_api(page)
+        await page.click("#talk")
+        await page.wait_for_function("window.octiSoftphone.states.includes('listening')")
+        # Nobody talks: the page hangs up by itself.
+        await page.wait_for_function("document.querySelector('#talk').dataset.state === 'idle'", timeout=10_000)
+        assert "sans échange" in await page.inner_text("#status")
+        # A dropped connection (the server goes away mid-conversation) is retried, with backoff.
+        await page.click("#talk")
+        await page.wait_for_function("document.querySelector('#talk').dataset.state === 'listening'")
+        await double.drop_all(code=1011)
+        await page.wait_for_function("document.querySelector('#status').textContent.includes('nouvelle tentative')")
+        await page.wait_for_function("window.octiSoftphone.states.filter(s => s === 'listening').length >= 3",
+                                     timeout=15_000)
+
+
+async def test_the_seed_readme_client_example_receives_ready_and_answer_audio(double, chromium_with_microphone):
+    """The seed 004 README's example, in the page of a signed-in user. Two changes, both forced:
+    the URL, and its two sends moved into `onopen` (as written they run while the socket is
+    still connecting, which browsers refuse with InvalidStateError)."""
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        page = await open_softphone(chromium_with_microphone, line, microphone=False)
+        await sign_in_by_api(page)
+        received = await page.evaluate("""(url) => new Promise((resolve) => {
+            const log = {ready: false, audioBytes: 0, errors: []};
+            const playAudio = (audioBuffer) => { log.audioBytes += audioBuffer.byteLength; };
+            const ws = new WebSocket(url);
+            ws.binaryType = 'arraybuffer';
+            ws.onopen = () => {
+              console.log('Connexion établie');
+              ws.send(JSON.stringify({ type: 'start_conversation' }));
+            };
+            ws.onmessage = (event) => {
+              if (typeof event.data === 'string') {
+                const message = JSON.parse(event.data);
+                switch (message.type) {
+                  case 'ready': log.ready = true; break;
+                  case 'bot_audio_end': resolve(log); break;
+                  case 'transcript_delta': break;
+                  case 'error': log.errors.push(message.message); break;
+                }
+              } else {
+                const audioBuffer = event.data;
+                playAudio(audioBuffer);
+              }
+            };
+        })""", line.url.replace("http", "ws", 1) + "/ws/realtime")
+    assert received["ready"] and received["audioBytes"] > 24000 and not received["errors"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 
 import httpx
 import pytest
 import websockets
 
+from app.accounts.tokens import AccessTokens, token_key
 from app.calllog.store import CallLogStore
 from app.calllog.views import CallQuery
 from tests.browser_client import open_page, speech
@@ -88,7 +90,8 @@ async def test_bad_frames_get_an_error_each_and_the_socket_stays_open(double):
             assert page.closed is None
 
 
-@pytest.mark.parametrize("case", ["no token", "forged token", "disabled user", "foreign origin", "bad rate"])
+@pytest.mark.parametrize("case", ["no token", "forged token", "expired token", "unknown user", "disabled user",
+                                  "foreign origin", "bad rate", "no start"])
 async def test_refusals_are_clear_errors_then_a_close(double, case, caplog):
     async with running_line(openai_realtime_url=double.url) as line:
         token = await sign_in(line)
@@ -97,8 +100,15 @@ async def test_refusals_are_clear_errors_then_a_close(double, case, caplog):
             kwargs["token"] = None
         elif case == "forged token":
             kwargs["token"] = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        elif case == "expired token":
+            kwargs["token"] = AccessTokens(token_key(line.settings), lifetime_seconds=60,
+                                           clock=lambda: time.time() - 3600).issue("marie")
+        elif case == "unknown user":
+            kwargs["token"] = line.service.browser.tokens.issue("paul")
         elif case == "disabled user":
             assert await line.service.browser.users.set_disabled("marie", True)
+        elif case == "no start":
+            line.service.browser.start_timeout_seconds = 0.5
         elif case == "foreign origin":
             kwargs["origin"] = "https://evil.example"
         else:
@@ -106,8 +116,9 @@ async def test_refusals_are_clear_errors_then_a_close(double, case, caplog):
         async with open_page(line.url, **kwargs) as page:
             code, _ = await page.wait_closed()
         [error] = page.texts
-        expected = {"no token": "unauthorized", "forged token": "unauthorized", "disabled user": "unauthorized",
-                    "foreign origin": "origin_refused", "bad rate": "bad_sample_rate"}[case]
+        expected = {"no token": "unauthorized", "forged token": "unauthorized", "expired token": "unauthorized",
+                    "unknown user": "unauthorized", "disabled user": "unauthorized",
+                    "foreign origin": "origin_refused", "bad rate": "bad_sample_rate", "no start": "start_timeout"}[case]
         assert error["type"] == "error" and error["code"] == expected and error["message"]
         assert code == 1008
         assert double.connections == []  # no model session was opened
@@ -293,3 +304,14 @@ async def test_the_interrupt_button_stops_octi_and_counts_as_an_interruption(dou
         assert abs(truncate["audio_end_ms"] - heard_ms) < 150
         [call] = await stored_calls(line)
         assert call.summary.barge_ins == 1 and call.turns[0].interrupted
+
+
+async def test_a_user_database_that_is_down_refuses_cleanly(double, tmp_path):
+    """The token is fine but the users cannot be checked: a clear refusal, no model session."""
+    async with running_line(openai_realtime_url=double.url,
+                            database_url="postgresql://octi@127.0.0.1:1/none") as line:
+        token = line.service.browser.tokens.issue("marie")
+        async with open_page(line.url, token=token) as page:
+            code, _ = await page.wait_closed()
+        assert page.texts[0]["code"] == "unavailable" and code == 1008
+        assert double.connections == []

@@ -71,6 +71,7 @@ class BrowserLine:
             key="octi-web-conversations", counted="browser conversations")
         self.sign_in_failures = MovingWindowLimit(settings.redis_url, limit=5, window_seconds=15 * 60,
                                                   key="octi-web-sign-in", counted="browser sign-in failures")
+        self.start_timeout_seconds = START_TIMEOUT_SECONDS
         self._origins = {origin_of(o.strip()) for o in settings.web_allowed_origins.split(",") if o.strip()}
         if settings.public_base_url:
             self._origins.add(origin_of(settings.public_base_url))
@@ -147,7 +148,7 @@ class BrowserLine:
             return False
 
         try:
-            return await asyncio.wait_for(wait(), START_TIMEOUT_SECONDS)
+            return await asyncio.wait_for(wait(), self.start_timeout_seconds)
         except TimeoutError:
             raise Refused("start_timeout", "Aucune conversation démarrée : connexion fermée.") from None
         except CLOSED_ERRORS:

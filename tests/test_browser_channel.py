@@ -18,6 +18,7 @@ from tests.browser_client import open_page, speech
 from tests.harness import running_line
 
 PASSWORD = "poussins-2026"
+REVIEW_TOKEN = "review-token-0123456789abcdef"
 
 
 async def sign_in(line, username: str = "marie") -> str:
@@ -46,7 +47,7 @@ async def started(page) -> None:
 
 async def test_a_conversation_in_the_seed_protocol_lands_in_the_call_log(double):
     double.script_next_connection(answer_seconds=1.5, greeting_seconds=1.0)
-    async with running_line(openai_realtime_url=double.url) as line:
+    async with running_line(openai_realtime_url=double.url, review_token=REVIEW_TOKEN) as line:
         token = await sign_in(line)
         async with open_page(line.url, token=token, origin=line.url) as page:
             await started(page)
@@ -67,6 +68,12 @@ async def test_a_conversation_in_the_seed_protocol_lands_in_the_call_log(double)
         # The screen got OCTI's words as they were said: the same text as the log's.
         assert words == call.turns[0].text + call.turns[2].text
         assert call.turns[1].text  # the caller's words, transcribed
+        # Reviewers see it among the calls, as a browser conversation.
+        async with httpx.AsyncClient(base_url=line.url, headers={"Authorization": f"Bearer {REVIEW_TOKEN}"}) as client:
+            listed = (await client.get("/api/calls")).json()["items"]
+            page_html = (await client.get(f"/calls/{call.summary.id}?token={REVIEW_TOKEN}", follow_redirects=True)).text
+        assert [(item["channel"], item["caller_masked"]) for item in listed] == [("web", "marie")]
+        assert "navigateur" in page_html and "marie" in page_html
 
 
 async def test_bad_frames_get_an_error_each_and_the_socket_stays_open(double):

@@ -133,6 +133,7 @@ class Settings(BaseSettings):
     web_sessions_per_hour: int = 5
 
     # Limits and timeouts
+    max_call_minutes: float = 10.0  # a phone call's length; OCTI warns a minute before, then says goodbye
     prewarm_ttl_seconds: float = 20.0
     stream_token_ttl_seconds: int = 120
     max_stream_message_bytes: int = 64 * 1024

@@ -299,3 +299,22 @@ async def test_an_unreachable_realtime_service_is_apologised_for():
         assert line.metrics.value("octi_engine_unavailable_total") == 1
     assert result.closed_by == "server"
     assert any("problème technique" in text for text in result.after_stream["say_texts"])
+
+
+async def test_a_call_at_its_maximum_length_hears_a_warning_then_a_goodbye_then_hangs_up(double):
+    """MAX_CALL_MINUTES (here 6 s): a warning before the end, a goodbye heard to its last frame,
+    then our side ends the stream and Twilio hangs up."""
+    double.script_next_connection(greeting_seconds=1.0, answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, max_call_minutes=0.1) as line:
+        result = await call(line, CallScript(utterances=[], hangup_after=30))
+        assert line.metrics.active_calls == 0
+    assert result.status == "completed" and result.closed_by == "server", result.summary()
+    assert result.after_stream["hangup"] and not result.after_stream["say_texts"]
+    connection = double.connections[0]
+    greeting, warning, goodbye = connection.responses[:3]
+    assert "Il nous reste 2 secondes" in warning.instructions
+    assert "au revoir" in goodbye.instructions and goodbye.status == "completed"
+    # The caller heard all three, whole: the stream closed only once the goodbye had played.
+    heard_ms = sum(burst.played_ms for burst in result.bursts)
+    assert 0 <= heard_ms - (greeting.audio_ms + warning.audio_ms + goodbye.audio_ms) < 60, result.summary()
+    assert 6.0 <= result.duration_s < 9.0

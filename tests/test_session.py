@@ -18,10 +18,11 @@ from app.channels.contract import (
     ChannelUpdate,
     ConversationReset,
     Notice,
+    PlaybackMark,
     SessionReady,
     TurnEnded,
 )
-from app.agent.phrases import LIMIT_REACHED
+from app.agent.phrases import LIMIT_REACHED, TIME_UP_GOODBYE
 from app.agent.session import CallSession
 from app.audio.formats import TELEPHONE_ULAW
 from app.config import Settings
@@ -198,14 +199,31 @@ async def test_a_reset_starts_a_fresh_conversation_on_the_same_channel(double):
     assert session.barge_ins == 0  # a reset is not an interruption
 
 
-async def test_a_time_limit_is_announced_then_ends_the_conversation(double):
+async def test_a_time_limit_is_announced_then_octi_says_goodbye_and_ends_once_it_was_heard(double):
     double.script_next_connection(greeting_seconds=0.5)
     channel = MemoryChannel(max_seconds=4.0)
     started = perf_counter()
     session, running = await open_session(double, channel)
     connection = await double.wait_for_connection()
-    assert await asyncio.wait_for(running, 10) == CallOutcome.TIMEOUT
-    assert 4.0 <= perf_counter() - started < 6.0
-    warning = [e for e in connection.client_events if e["type"] == "response.create"][1]
-    assert "Il nous reste 1 seconde avant" in warning["response"]["instructions"]
+
+    async def play_everything() -> None:
+        """A far end that plays instantly: every mark comes back as soon as it was sent."""
+        echoed = 0
+        while not running.done():
+            marks = [payload for kind, payload in channel.sent if kind == "mark"]
+            for mark in marks[echoed:]:
+                await channel.inbox.put(PlaybackMark(mark))
+            echoed = len(marks)
+            await asyncio.sleep(0.02)
+
+    player = asyncio.create_task(play_everything())
+    assert await asyncio.wait_for(running, 15) == CallOutcome.TIMEOUT
+    await player
+    assert 4.0 <= perf_counter() - started < 7.0
+    creates = [e["response"]["instructions"] for e in connection.client_events if e["type"] == "response.create"]
+    assert len(creates) == 3 and "Il nous reste 1 seconde avant" in creates[1] and TIME_UP_GOODBYE in creates[2]
+    goodbye = connection.responses[2]
+    sent_after_limit = b"".join(p for kind, p in channel.sent if kind == "audio")
+    assert len(sent_after_limit) / 8 >= sum(r.audio_ms for r in connection.responses) - 20  # the goodbye went out whole
+    assert goodbye.status == "completed"
     assert channel.shown[-1] == Notice(LIMIT_REACHED, "time_limit") and channel.ended == CallOutcome.TIMEOUT

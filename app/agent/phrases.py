@@ -1,9 +1,14 @@
 """What OCTI says or shows to callers besides its answers, in French, in one place."""
 
 RECORDING_NOTICE = "Cet appel est enregistré pour améliorer notre service."
+TIME_UP_GOODBYE = "Nous arrivons au bout du temps prévu pour cet échange. Merci de votre appel, au revoir !"
 LIMIT_REACHED = "La conversation a atteint sa durée maximale. Vous pouvez en démarrer une nouvelle."
 UNAVAILABLE = "OCTI est momentanément indisponible. Réessayez dans quelques instants."
 
 
 def limit_warning(seconds: int) -> str:
-    return f"Il nous reste {seconds} seconde{'s' if seconds > 1 else ''} avant la fin de cette conversation."
+    if seconds >= 60 and seconds % 60 == 0:
+        left = f"{seconds // 60} minute{'s' if seconds >= 120 else ''}"
+    else:
+        left = f"{seconds} seconde{'s' if seconds > 1 else ''}"
+    return f"Il nous reste {left} avant la fin de cette conversation."

@@ -60,8 +60,9 @@ from app.metrics import Metrics
 log = logging.getLogger(__name__)
 
 # On channels with a time limit, OCTI says when the end is this near (a quarter of the limit
-# for limits under two minutes).
-LIMIT_WARNING_SECONDS = 30.0
+# for limits under four minutes).
+LIMIT_WARNING_SECONDS = 60.0
+GOODBYE_TIMEOUT_SECONDS = 10.0
 
 
 class CallSession:
@@ -168,17 +169,26 @@ class CallSession:
             self._metrics.call_ended(outcome.value)
 
     async def _time_limit(self, max_seconds: float) -> None:
-        """Say when the end is near, then end the conversation at `max_seconds`."""
+        """Say when the end is near; at `max_seconds`, say goodbye and end the conversation."""
         lead = min(LIMIT_WARNING_SECONDS, max_seconds / 4)
         started = perf_counter()
         await asyncio.sleep(max_seconds - lead)
-        seconds = round(lead)
-        await self._engine.greet(phrases.limit_warning(seconds))
+        await self._engine.greet(phrases.limit_warning(round(lead)))
         await asyncio.sleep(max(0.0, started + max_seconds - perf_counter()))
         log.info("the conversation reached its %d s limit", max_seconds)
         self._journal.event("time_limit", f"{max_seconds:.0f} s")
+        await self._say_goodbye(phrases.TIME_UP_GOODBYE)
         await self._channel.show(Notice(phrases.LIMIT_REACHED, "time_limit"))
         self.state.outcome = CallOutcome.TIMEOUT
+
+    async def _say_goodbye(self, text: str) -> None:
+        """Stop what OCTI is saying, say `text`, and return once the caller has heard it (or
+        GOODBYE_TIMEOUT_SECONDS later, e.g. when they talk over it)."""
+        await self._interrupt(counted=False)
+        sent_before = set(self._speaker.answers.sent)
+        await self._engine.greet(text)
+        if not await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS):
+            log.info("ending without knowing the goodbye was heard")
 
     def _greeting(self) -> str:
         if self._recorder is not None:  # the greeting tells callers that the call is recorded
@@ -227,10 +237,7 @@ class CallSession:
         """A fresh conversation on the same channel: what is playing stops, the model forgets."""
         if self._knowledge is not None:
             self._knowledge.cancel()
-        interrupted = self._speaker.answers.active
-        await self._speaker.stop(barge_in=False)
-        if interrupted is not None:
-            await self._engine.cancel()
+        await self._interrupt(counted=False)
         await self._engine.recycle(Conversation())
         self._speaker.answers = AnswerState()
         self.state.speech_end_ms = None
@@ -280,13 +287,14 @@ class CallSession:
             self._knowledge.speech_started(turn, self.state.previous_question(turn))
         await self._interrupt()
 
-    async def _interrupt(self) -> None:
+    async def _interrupt(self, *, counted: bool = True) -> None:
         """The caller takes the floor: mute the answer under way, flush what they still hold,
-        tell the engine what was heard, and cancel the answer."""
+        tell the engine what was heard, and cancel the answer. Only the caller's interruptions
+        are `counted` as barge-ins."""
         interrupted = self._speaker.answers.active
         if interrupted is not None:
             self._speaker.answers.muted.add(interrupted)
-        cut = await self._speaker.stop()
+        cut = await self._speaker.stop(barge_in=counted)
         if cut is not None:
             playing, heard, unheard = cut
             await self._engine.cut(playing, heard)

@@ -3,6 +3,7 @@ marked chunks and tracked, so that an interruption knows how much of each answer
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from time import perf_counter
 
@@ -55,7 +56,18 @@ class Speaker:
     async def audio_done(self, event: AnswerAudioDone) -> None:
         if event.answer not in self.answers.muted:
             await self._play(event.item, self._frames.flush(), perf_counter())
+            self.answers.sent.add(event.answer)
             await self._channel.show(AnswerEnded())
+
+    async def heard(self, sent_before: set[str], timeout: float) -> bool:
+        """Until an answer not in `sent_before` was all sent and the caller has played all of it
+        (False after `timeout`)."""
+        deadline = perf_counter() + timeout
+        while perf_counter() < deadline:
+            if self.answers.sent - sent_before and not self.tracker.audio_queued:
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     async def _play(self, item_id: str, frames: bytes, received_at: float) -> None:
         """Send whole frames to the caller in chunks, each followed by a mark for the tracker."""

@@ -76,11 +76,12 @@ class CallState:
 
 @dataclass(slots=True)
 class AnswerState:
-    """What the model is saying: the answer under way, answers muted by a barge-in, and the
-    audio generated per spoken item."""
+    """What the model is saying: the answer under way, answers muted by a barge-in, answers
+    whose audio was all sent, and the audio generated per spoken item."""
 
     active: str | None = None
     muted: set[str] = field(default_factory=set)
+    sent: set[str] = field(default_factory=set)
     generated_ms: dict[str, float] = field(default_factory=dict)
 
 

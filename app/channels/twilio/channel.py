@@ -33,7 +33,6 @@ class StreamRejected(Exception):
 
 class TwilioChannel:
     audio_format = TELEPHONE_ULAW
-    max_seconds = None  # Twilio ends calls itself, after 4 hours
 
     def __init__(
         self,
@@ -43,8 +42,10 @@ class TwilioChannel:
         max_message_bytes: int,
         metrics: Metrics,
         on_end: Callable[[str, CallOutcome], None],
+        max_seconds: float | None = None,
     ) -> None:
         self._ws = websocket
+        self.max_seconds = max_seconds
         self.start = start
         self.stream_sid = start.stream_sid
         params = start.custom_parameters

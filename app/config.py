@@ -134,6 +134,9 @@ class Settings(BaseSettings):
 
     # Limits and timeouts
     max_call_minutes: float = 10.0  # a phone call's length; OCTI warns a minute before, then says goodbye
+    dtmf_keys: str = "0=person,*=repeat,#=end"
+    silence_prompt_seconds: float = 10.0  # 0: never prompt
+    silence_goodbye_seconds: float = 10.0
     prewarm_ttl_seconds: float = 20.0
     stream_token_ttl_seconds: int = 120
     max_stream_message_bytes: int = 64 * 1024
@@ -143,6 +146,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("dtmf_keys")
+    @classmethod
+    def _check_dtmf_keys(cls, value: str) -> str:
+        dtmf_actions(value)
+        return value
+
+    @property
+    def dtmf_actions(self) -> dict[str, str]:
+        return dtmf_actions(self.dtmf_keys)
 
     @property
     def realtime_configured(self) -> bool:
@@ -155,6 +168,21 @@ class Settings(BaseSettings):
     @property
     def binds_loopback_only(self) -> bool:
         return self.host in {"127.0.0.1", "localhost", "::1"}
+
+
+DTMF_ACTIONS = ("person", "repeat", "end")
+
+
+def dtmf_actions(setting: str) -> dict[str, str]:
+    """DTMF_KEYS ("0=person,*=repeat,#=end") as {key: action}; ValueError when malformed."""
+    keys: dict[str, str] = {}
+    for pair in filter(None, (part.strip() for part in setting.split(","))):
+        key, _, action = (part.strip() for part in pair.partition("="))
+        if len(key) != 1 or key not in "0123456789*#" or action not in DTMF_ACTIONS:
+            raise ValueError(f"DTMF_KEYS: {pair!r} is not KEY=ACTION, with KEY one of 0-9 * # and ACTION one of "
+                             f"{', '.join(DTMF_ACTIONS)}")
+        keys[key] = action
+    return keys
 
 
 def kept_secret(data_dir: Path, name: str) -> bytes:

@@ -2,6 +2,11 @@
 
 RECORDING_NOTICE = "Cet appel est enregistré pour améliorer notre service."
 TIME_UP_GOODBYE = "Nous arrivons au bout du temps prévu pour cet échange. Merci de votre appel, au revoir !"
+GOODBYE = "Merci de votre appel, au revoir et bonne journée !"
+STILL_THERE = "Vous êtes toujours là ?"
+SILENCE_GOODBYE = "Je ne vous entends plus. Rappelez-moi quand vous voulez, au revoir !"
+NOTHING_TO_REPEAT = "Je n'ai encore rien à répéter. Quelle est votre question ?"
+NO_PERSON = "Aucun conseiller n'est joignable par ce moyen pour le moment. Je reste à votre écoute."
 LIMIT_REACHED = "La conversation a atteint sa durée maximale. Vous pouvez en démarrer une nouvelle."
 UNAVAILABLE = "OCTI est momentanément indisponible. Réessayez dans quelques instants."
 

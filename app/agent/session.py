@@ -15,6 +15,7 @@ from time import perf_counter
 from typing import Any
 
 from app.agent import phrases
+from app.agent.behaviours import Behaviours
 from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import AnswerState, CallState, Turn
@@ -59,11 +60,6 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# On channels with a time limit, OCTI says when the end is this near (a quarter of the limit
-# for limits under four minutes).
-LIMIT_WARNING_SECONDS = 60.0
-GOODBYE_TIMEOUT_SECONDS = 10.0
-
 
 class CallSession:
     def __init__(
@@ -88,6 +84,8 @@ class CallSession:
         self._recorder = self._journal.recorder
         self._speaker = Speaker(channel, engine.audio_format, self.state, self._metrics, self._recorder,
                                 self._journal_assistant)
+        self._behaviours = Behaviours(channel=channel, engine=engine, speaker=self._speaker, state=self.state,
+                                      journal=self._journal, settings=settings, interrupt=self._interrupt)
         # Client-driven engines answer when asked: with the knowledge for the caller's words.
         self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller)
                            if engine.traits.turns == "client" else None)
@@ -124,9 +122,7 @@ class CallSession:
         outcome = CallOutcome.ERROR
         caller = asyncio.create_task(self._caller_loop(), name="caller-loop")
         model = asyncio.create_task(self._engine_loop(), name="engine-loop")
-        loops = {caller, model}
-        if self._channel.max_seconds is not None:
-            loops.add(asyncio.create_task(self._time_limit(self._channel.max_seconds), name="time-limit"))
+        loops = {caller, model, *self._behaviours.watchers()}
         try:
             await self._channel.show(SessionReady())
             await self._engine.greet(self._greeting())
@@ -153,6 +149,7 @@ class CallSession:
             if self._knowledge is not None:
                 await self._knowledge.close()
             await self._tools.close()
+            await self._behaviours.close()
             await self._engine.close()
             await self._channel.end(outcome)
             await self._ended(outcome)
@@ -167,28 +164,6 @@ class CallSession:
             # Active until its log is handed over: "no active call" then means every call's
             # end record is queued, which shutdown and the call-log tests rely on.
             self._metrics.call_ended(outcome.value)
-
-    async def _time_limit(self, max_seconds: float) -> None:
-        """Say when the end is near; at `max_seconds`, say goodbye and end the conversation."""
-        lead = min(LIMIT_WARNING_SECONDS, max_seconds / 4)
-        started = perf_counter()
-        await asyncio.sleep(max_seconds - lead)
-        await self._engine.greet(phrases.limit_warning(round(lead)))
-        await asyncio.sleep(max(0.0, started + max_seconds - perf_counter()))
-        log.info("the conversation reached its %d s limit", max_seconds)
-        self._journal.event("time_limit", f"{max_seconds:.0f} s")
-        await self._say_goodbye(phrases.TIME_UP_GOODBYE)
-        await self._channel.show(Notice(phrases.LIMIT_REACHED, "time_limit"))
-        self.state.outcome = CallOutcome.TIMEOUT
-
-    async def _say_goodbye(self, text: str) -> None:
-        """Stop what OCTI is saying, say `text`, and return once the caller has heard it (or
-        GOODBYE_TIMEOUT_SECONDS later, e.g. when they talk over it)."""
-        await self._interrupt(counted=False)
-        sent_before = set(self._speaker.answers.sent)
-        await self._engine.greet(text)
-        if not await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS):
-            log.info("ending without knowing the goodbye was heard")
 
     def _greeting(self) -> str:
         if self._recorder is not None:  # the greeting tells callers that the call is recorded
@@ -211,11 +186,14 @@ class CallSession:
                     self.state.digits.append(digit)
                     log.info("caller pressed %s", digit)
                     self._journal.event("dtmf", digit, self.state.timeline_ms(perf_counter()))
+                    self._behaviours.caller_active()
+                    self._behaviours.key(digit)
                 case TurnEnded():
                     await self._engine.end_turn()
                 case ConversationReset():
                     await self._reset()
                 case CallerText(text=text):
+                    self._behaviours.caller_active()
                     await self._typed(text)
                 case CallerInterrupts():
                     await self._interrupt()
@@ -281,6 +259,7 @@ class CallSession:
 
     async def _on_speech_started(self, event: SpeechStarted) -> None:
         """Barge-in: silence the caller's playback at once, then tell the engine what was heard."""
+        self._behaviours.caller_active(speaking=True)
         turn = self.state.caller_turn(event.turn)
         turn.start_ms = event.at_ms
         if self._knowledge is not None:
@@ -309,6 +288,7 @@ class CallSession:
         await self._speaker.stop()
 
     def _on_speech_stopped(self, event: SpeechStopped) -> None:
+        self._behaviours.caller_active()
         turn = self.state.caller_turn(event.turn)
         turn.end_ms = self.state.speech_end_ms = event.at_ms
         self._journal_caller(turn)

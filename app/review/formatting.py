@@ -40,6 +40,10 @@ EVENTS = {
     "transcription_failed": "transcription échouée",
     "conversation_reset": "conversation recommencée",
     "time_limit": "durée maximale atteinte",
+    "caller_ended": "fin demandée au clavier",
+    "person_requested": "conseiller demandé",
+    "silence_prompt": "relance après un silence",
+    "silence_goodbye": "fin après un silence",
 }
 
 try:

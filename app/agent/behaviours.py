@@ -1,0 +1,152 @@
+"""How a conversation is steered or ended besides talking, whatever the channel: its time
+limit, the keypad, and the caller's silence.
+
+Each way out ends the same way: OCTI stops what it is saying, says goodbye, and the
+conversation ends once the caller has heard the goodbye (`finished` is set, with the outcome
+in the call state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+
+from app.agent import phrases
+from app.agent.speaker import Speaker
+from app.agent.state import CallState
+from app.calllog.journal import CallJournal
+from app.channels.contract import CallChannel, CallOutcome, Notice
+from app.config import Settings
+from app.engines.contract import Engine
+
+log = logging.getLogger(__name__)
+
+# OCTI says the end is this near (a quarter of the limit for limits under four minutes).
+LIMIT_WARNING_SECONDS = 60.0
+GOODBYE_TIMEOUT_SECONDS = 10.0
+
+
+class Behaviours:
+    def __init__(self, *, channel: CallChannel, engine: Engine, speaker: Speaker, state: CallState,
+                 journal: CallJournal, settings: Settings, interrupt: Callable[..., Awaitable[None]]) -> None:
+        self._channel = channel
+        self._engine = engine
+        self._speaker = speaker
+        self._state = state
+        self._journal = journal
+        self._settings = settings
+        self._interrupt = interrupt  # the session's: mute, flush, cut and cancel what OCTI says
+        self._keys = settings.dtmf_actions
+        self.finished = asyncio.Event()
+        self._ending = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._caller_at = self._octi_at = perf_counter()
+        self._caller_speaking = False
+
+    def watchers(self) -> list[asyncio.Task[None]]:
+        """The tasks that end a conversation by themselves; the session runs them with its loops."""
+        tasks = [asyncio.create_task(self.finished.wait(), name="finished")]
+        if self._channel.max_seconds is not None:
+            tasks.append(asyncio.create_task(self._time_limit(self._channel.max_seconds), name="time-limit"))
+        if self._settings.silence_prompt_seconds > 0:
+            tasks.append(asyncio.create_task(self._silence(), name="silence"))
+        return tasks
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    # ------------------------------------------------------------------ ending
+
+    async def end(self, goodbye: str, outcome: CallOutcome, notice: Notice | None = None) -> None:
+        """Stop what OCTI is saying, say `goodbye`, end once the caller has heard it (or
+        GOODBYE_TIMEOUT_SECONDS later, e.g. when they talk over it)."""
+        if self._ending:
+            return
+        self._ending = True
+        await self._interrupt(counted=False)
+        sent_before = set(self._speaker.answers.sent)
+        await self._engine.greet(goodbye)
+        if not await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS):
+            log.info("ending without knowing the goodbye was heard")
+        if notice is not None:
+            await self._channel.show(notice)
+        self._state.outcome = outcome
+        self.finished.set()
+
+    async def _time_limit(self, max_seconds: float) -> None:
+        lead = min(LIMIT_WARNING_SECONDS, max_seconds / 4)
+        started = perf_counter()
+        await asyncio.sleep(max_seconds - lead)
+        await self._engine.greet(phrases.limit_warning(round(lead)))
+        await asyncio.sleep(max(0.0, started + max_seconds - perf_counter()))
+        log.info("the conversation reached its %d s limit", max_seconds)
+        self._journal.event("time_limit", f"{max_seconds:.0f} s")
+        await self.end(phrases.TIME_UP_GOODBYE, CallOutcome.TIMEOUT, Notice(phrases.LIMIT_REACHED, "time_limit"))
+
+    # ------------------------------------------------------------------ the keypad
+
+    def key(self, digit: str) -> None:
+        """A key the caller pressed (already logged): its action, if it has one."""
+        action = self._keys.get(digit)
+        if action == "end":
+            self._journal.event("caller_ended", f"touche {digit}")
+            self._spawn(self.end(phrases.GOODBYE, CallOutcome.AGENT_ENDED), "key-end")
+        elif action == "repeat":
+            self._spawn(self._repeat(), "key-repeat")
+        elif action == "person":
+            self._spawn(self._person(), "key-person")
+
+    async def _repeat(self) -> None:
+        said = next((turn.text for turn in reversed(self._state.turns)
+                     if turn.role == "assistant" and turn.text and not turn.interrupted), None)
+        await self._interrupt(counted=False)
+        await self._engine.greet(said or phrases.NOTHING_TO_REPEAT)
+
+    async def _person(self) -> None:
+        # Transfers need TRANSFER_NUMBER and Twilio's REST API, which are not built yet: say so
+        # rather than pretend.
+        self._journal.event("person_requested", "aucun conseiller joignable")
+        await self._interrupt(counted=False)
+        await self._engine.greet(phrases.NO_PERSON)
+
+    # ------------------------------------------------------------------ silence
+
+    def caller_active(self, *, speaking: bool = False) -> None:
+        """The caller started speaking (`speaking`), stopped, typed or pressed a key."""
+        self._caller_speaking = speaking
+        self._caller_at = perf_counter()
+
+    async def _silence(self) -> None:
+        """SILENCE_PROMPT_SECONDS after OCTI finished with no word from the caller: « Vous êtes
+        toujours là ? »; SILENCE_GOODBYE_SECONDS more: goodbye."""
+        prompted_at: float | None = None
+        while True:
+            await asyncio.sleep(0.25)
+            now = perf_counter()
+            if self._speaker.answers.active is not None or self._speaker.tracker.audio_queued:
+                self._octi_at = now
+            if self._caller_speaking:
+                continue
+            if prompted_at is not None and self._caller_at > prompted_at:
+                prompted_at = None  # they answered the prompt
+            wait = self._settings.silence_prompt_seconds if prompted_at is None else self._settings.silence_goodbye_seconds
+            if now - max(self._caller_at, self._octi_at) < wait:
+                continue
+            if prompted_at is None:
+                self._journal.event("silence_prompt", f"{wait:.0f} s")
+                await self._engine.greet(phrases.STILL_THERE)
+                prompted_at = self._octi_at = perf_counter()
+            else:
+                self._journal.event("silence_goodbye", f"{wait:.0f} s")
+                await self.end(phrases.SILENCE_GOODBYE, CallOutcome.TIMEOUT)
+                return

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from app.calllog.kpis import KpiRows, answer_latencies, period_counts
 from app.calllog.models import CallRow, EventRow, PassageRow, TurnRow, make_engine
 from app.calllog.records import CallRecord
 from app.calllog.store_apply import BatchApplier, in_list_chunks
@@ -84,6 +85,13 @@ class CallLogStore:
         """The id of the call with this Twilio CallSid, if logged."""
         async with self._sessions() as session:
             return await session.scalar(select(CallRow.id).where(CallRow.call_sid == call_sid))
+
+    async def kpi_rows(self, periodisations: Sequence[Sequence[datetime]]) -> list[KpiRows]:
+        """The KPI counts and answer latencies for each set of period boundaries (days, weeks,
+        months, …), read in one session."""
+        async with self._sessions() as session:
+            return [KpiRows(await period_counts(session, boundaries), await answer_latencies(session, boundaries))
+                    for boundaries in periodisations]
 
     async def get_call(self, call_id: int) -> CallDetail | None:
         """One call in full: turns in order with their passages by rank, events by time."""

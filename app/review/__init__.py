@@ -1,4 +1,5 @@
-"""Reviewer pages over the call logs (list, call timeline, recording, JSON, CSV) and their access control."""
+"""Reviewer pages over the call logs (list, call timeline, recording, JSON, CSV, KPI dashboard) and their
+access control."""
 
 from app.review.routes import build_review_router
 

@@ -4,6 +4,7 @@
 * ``call_pages``: ``/calls`` list · ``/calls/{id}`` one call · ``/review/static/{name}``
 * ``call_api``: ``/api/calls`` · ``/api/calls/{id}`` · ``/calls.csv``
 * ``recordings``: ``/calls/{id}/recording.wav`` (Range requests)
+* ``dashboard``: ``/tableau-de-bord`` KPI page · ``/api/tableau-de-bord`` the same figures as JSON
 
 They share, through FastAPI dependencies (``access.py``), the review context: access rules
 (``auth.py``), pages (``rendering.py``) and the call log.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app.config import Settings
-from app.review import call_api, call_pages, recordings, sign_in
+from app.review import call_api, call_pages, dashboard, recordings, sign_in
 from app.review.access import ReaderProvider, ReviewContext
 from app.review.auth import ReviewAuth
 from app.review.rendering import Pages
@@ -26,6 +27,6 @@ def build_review_router(reader_provider: ReaderProvider, settings: Settings, *,
     auth = auth or ReviewAuth(settings)
     context = ReviewContext(auth, Pages(auth), reader_provider)
     router = APIRouter(include_in_schema=False, dependencies=[Depends(context.attach)], lifespan=context.lifespan)
-    for concern in (sign_in, call_pages, call_api, recordings):
+    for concern in (sign_in, call_pages, call_api, recordings, dashboard):
         router.include_router(concern.router)
     return router

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from app.channels.contract import CallOutcome
 
 # Errors a send or receive can meet once the peer is gone.
 CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
@@ -26,3 +28,9 @@ async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> No
         await websocket.close(code=code, reason=reason)
     except CLOSED_ERRORS:
         pass
+
+
+async def close_for(websocket: WebSocket, outcome: CallOutcome) -> None:
+    """End a call's socket: 1000, or 1011 when the call failed; nothing if the peer is gone."""
+    if websocket.application_state != WebSocketState.DISCONNECTED:
+        await close_quietly(websocket, 1000 if outcome != CallOutcome.ERROR else 1011)

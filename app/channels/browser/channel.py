@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from time import perf_counter
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
 from app.audio.formats import AudioFormat
 from app.channels.browser import wire
@@ -34,7 +34,7 @@ from app.channels.contract import (
     SessionReady,
     TurnEnded,
 )
-from app.channels.websocket_io import CLOSED_ERRORS, receive_frame
+from app.channels.websocket_io import CLOSED_ERRORS, close_for, receive_frame
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,6 @@ class BrowserChannel:
                 await self._send(wire.error(message, code))
 
     async def end(self, outcome: CallOutcome) -> None:
-        if not self._closed and self._ws.application_state != WebSocketState.DISCONNECTED:
+        if not self._closed:
             self._closed = True
-            try:
-                await self._ws.close(code=1000 if outcome != CallOutcome.ERROR else 1011)
-            except CLOSED_ERRORS:
-                pass
+            await close_for(self._ws, outcome)

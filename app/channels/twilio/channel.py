@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
 from app.channels.contract import (
     CallerAudio,
@@ -19,7 +19,7 @@ from app.channels.contract import (
     PlaybackMark,
 )
 from app.audio.formats import TELEPHONE_ULAW
-from app.channels.websocket_io import CLOSED_ERRORS, receive_frame
+from app.channels.websocket_io import CLOSED_ERRORS, close_for, receive_frame
 from app.metrics import Metrics
 from app.channels.twilio import wire
 
@@ -111,12 +111,9 @@ class TwilioChannel:
         # Recorded first: closing the stream makes Twilio request the <Connect> action URL,
         # whose answer (apology or hang-up) depends on it.
         self._on_end(self.start.call_sid, outcome)
-        if not self._closed and self._ws.application_state != WebSocketState.DISCONNECTED:
+        if not self._closed:
             self._closed = True
-            try:
-                await self._ws.close(code=1000 if outcome != CallOutcome.ERROR else 1011)
-            except CLOSED_ERRORS:
-                pass
+            await close_for(self._ws, outcome)
 
 
 def _event(message: wire.InboundMessage | None, received_at: float) -> ChannelEvent | None:

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     dtmf_keys: str = "0=person,*=repeat,#=end"
     silence_prompt_seconds: float = 10.0  # 0: never prompt
     silence_goodbye_seconds: float = 10.0
+    allowed_callers: str = ""  # comma-separated numbers; empty: every caller
+    calls_per_caller_per_hour: int = 10  # 0: no limit
+    max_concurrent_calls: int = 200  # per instance (benchmarks/README.md: ~200 pcm16 calls a process); 0: no limit
     prewarm_ttl_seconds: float = 20.0
     stream_token_ttl_seconds: int = 120
     max_stream_message_bytes: int = 64 * 1024

@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post(INCOMING_PATH)
     async def incoming_call(form: dict[str, str] = signed_form(INCOMING_PATH)) -> Response:
-        return Response(line.answer_call(form), media_type=TWIML)
+        return Response(await line.answer_call(form), media_type=TWIML)
 
     @app.post(STREAM_ENDED_PATH)
     async def stream_ended(form: dict[str, str] = signed_form(STREAM_ENDED_PATH)) -> Response:

@@ -681,6 +681,11 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         "LOG_LEVEL": "WARNING",
         # The relay alone: retrieval (RAG) has its own benchmark. --server-env RAG_MODE=inject puts it back.
         "RAG_MODE": "off",
+        # Every simulated call comes from one number, and runs go past one instance's capacity
+        # on purpose: neither guard may refuse them. Nor may silence end calls early.
+        "CALLS_PER_CALLER_PER_HOUR": "0",
+        "MAX_CONCURRENT_CALLS": "0",
+        "SILENCE_PROMPT_SECONDS": "0",
     })
     env.update(rc.server_env)
     sample = rc.target.startswith("sample")

@@ -3,6 +3,9 @@ server and the Realtime double. The keypad and the caller's silence."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 import pytest
 
 from app.agent import phrases
@@ -90,3 +93,52 @@ def test_a_malformed_key_map_is_refused_at_start_up():
         with pytest.raises(ValueError):
             Settings(_env_file=None, dtmf_keys=bad)
     assert Settings(_env_file=None, dtmf_keys="9=end, 1=repeat").dtmf_actions == {"9": "end", "1": "repeat"}
+
+
+# ------------------------------------------------------------------ which calls the line takes
+
+
+async def refused_outcome(line, call_sid: str) -> str | None:
+    detail = await stored(line, call_sid)
+    return detail.summary.outcome if detail else None
+
+
+async def test_a_number_off_the_allow_list_is_told_so_in_french_and_logged(double):
+    async with running_line(openai_realtime_url=double.url, allowed_callers="+33 6 00 00 00 01, +33600000002") as line:
+        member = await call(line, CallScript(utterances=[], hangup_after=2), from_number="+33600000002")
+        stranger = await call(line, CallScript(utterances=[], hangup_after=2), from_number="+33699999999")
+        assert await refused_outcome(line, stranger.call_sid) == "not_allowed"
+    assert member.status == "completed" and member.stream_sid
+    assert stranger.stream_sid is None and stranger.hangup and "réservé aux adhérents" in stranger.say_texts[0]
+    assert len(double.connections) == 1  # no engine was opened for the refused call
+
+
+async def test_too_many_calls_from_one_number_in_an_hour_are_refused(double):
+    async with running_line(openai_realtime_url=double.url, calls_per_caller_per_hour=2) as line:
+        results = [await call(line, CallScript(utterances=[], hangup_after=1.5)) for _ in range(3)]
+        other = await call(line, CallScript(utterances=[], hangup_after=1.5), from_number="+33611111111")
+        assert await refused_outcome(line, results[2].call_sid) == "rate_limited"
+    assert [bool(r.stream_sid) for r in results] == [True, True, False] and other.stream_sid
+    assert "plusieurs fois" in results[2].say_texts[0]
+
+
+async def test_a_full_instance_says_the_lines_are_busy(double):
+    async with running_line(openai_realtime_url=double.url, max_concurrent_calls=1) as line:
+        first = asyncio.create_task(call(line, CallScript(utterances=[], hangup_after=4)))
+        while line.metrics.active_calls < 1:
+            await asyncio.sleep(0.05)
+        second = await call(line, CallScript(utterances=[], hangup_after=2), from_number="+33622222222")
+        assert (await first).stream_sid and await refused_outcome(line, second.call_sid) == "busy"
+        # Once the first call is over, the line takes calls again.
+        third = await call(line, CallScript(utterances=[], hangup_after=1.5), from_number="+33622222222")
+    assert second.stream_sid is None and "occupées" in second.say_texts[0]
+    assert third.stream_sid
+
+
+async def test_the_count_per_caller_is_shared_through_redis(double, redis_url):
+    number = "+3369" + str(secrets.randbelow(10**7)).zfill(7)  # runs sharing the Redis never count each other's
+    async with (running_line(openai_realtime_url=double.url, calls_per_caller_per_hour=1, redis_url=redis_url) as a,
+                running_line(openai_realtime_url=double.url, calls_per_caller_per_hour=1, redis_url=redis_url) as b):
+        taken = await call(a, CallScript(utterances=[], hangup_after=1.5), from_number=number)
+        refused = await call(b, CallScript(utterances=[], hangup_after=1.5), from_number=number)
+    assert taken.stream_sid and refused.stream_sid is None

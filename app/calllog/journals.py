@@ -27,12 +27,14 @@ class CallJournals:
         self._salt = await asyncio.to_thread(
             caller_salt, secret.get_secret_value() if secret else None, self._settings.data_dir)
 
-    def open(self, identity: CallIdentity, *, stream_sid: str, audio_format: AudioFormat) -> CallJournal:
+    def open(self, identity: CallIdentity, *, stream_sid: str, audio_format: AudioFormat,
+             recorded: bool = True) -> CallJournal:
+        """`recorded` False: never record this call (one that will carry no audio)."""
         settings = self._settings
         journal = CallJournal(
             identity.call_id, self._submit, model=settings.openai_realtime_model,
             prices=settings.model_prices, transcription_model=settings.openai_transcribe_model,
-            recorder=StereoRecorder(audio_format) if settings.record_calls else None,
+            recorder=StereoRecorder(audio_format) if settings.record_calls and recorded else None,
             recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
         )
         journal.started(

@@ -24,6 +24,10 @@ class CallOutcome(enum.StrEnum):
     TRANSFERRED = "transferred"
     ERROR = "error"
     TIMEOUT = "timeout"
+    # Calls the line did not take (app/channels/twilio/admission.py).
+    NOT_ALLOWED = "not_allowed"
+    RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
 
 
 @dataclass(frozen=True, slots=True)

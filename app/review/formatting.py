@@ -20,6 +20,9 @@ OUTCOMES = {
     "transferred": "transféré",
     "error": "erreur",
     "timeout": "délai dépassé",
+    "not_allowed": "refusé : numéro non inscrit",
+    "rate_limited": "refusé : trop d'appels",
+    "busy": "refusé : lignes occupées",
 }
 FLAGS = {FLAG_INTERRUPTED: "interrompu", FLAG_NO_KNOWLEDGE: "sans connaissance", FLAG_ERROR: "erreur"}
 RETRIEVAL = {

@@ -19,8 +19,10 @@ from starlette.websockets import WebSocket
 
 from app.calllog.journals import CallJournals
 from app.calllog.records import CallEvent, CallRecord
-from app.channels.contract import CallOutcome, Conversations
+from app.audio.formats import TELEPHONE_ULAW
+from app.channels.contract import CallIdentity, CallOutcome, Conversations
 from app.channels.twilio import twiml
+from app.channels.twilio.admission import CallAdmission
 from app.channels.twilio.channel import StreamRejected, TwilioChannel
 from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
 from app.channels.websocket_io import close_quietly
@@ -53,6 +55,7 @@ class TwilioLine:
         self.signatures = SignatureChecker(settings)
         self.tokens = StreamTokens(settings)
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
+        self.admission = CallAdmission(settings, lambda: metrics.active_calls)
 
     # ------------------------------------------------------------------ HTTP webhooks
 
@@ -69,7 +72,7 @@ class TwilioLine:
         if call_sid:
             self._submit(CallEvent(call_sid, datetime.now(UTC), "signature_refused", detail))
 
-    def answer_call(self, form: Mapping[str, str]) -> str:
+    async def answer_call(self, form: Mapping[str, str]) -> str:
         """The TwiML answer to an incoming call (signature already checked)."""
         call_sid = form.get("CallSid", "")
         caller, called = form.get("From", ""), form.get("To", "")
@@ -80,6 +83,10 @@ class TwilioLine:
             return twiml.unavailable()
         if not call_sid:
             return twiml.unavailable()
+        refusal = await self.admission.refusal(call_sid, caller)
+        if refusal is not None:
+            await self._refuse_call(CallIdentity(call_sid, caller=caller, called=called), refusal)
+            return twiml.refused(refusal.value)
         self._agent.expect(call_sid)
         return twiml.connect_stream(
             stream_url=websocket_url(self.settings, STREAM_PATH),
@@ -90,6 +97,12 @@ class TwilioLine:
             caller=caller,
             called=called,
         )
+
+    async def _refuse_call(self, identity: CallIdentity, outcome: CallOutcome) -> None:
+        self.metrics.refusals.labels(outcome.value).inc()
+        log.warning("refused the call from %s: %s", mask_phone(identity.caller), outcome.value)
+        journal = self._journals.open(identity, stream_sid="", audio_format=TELEPHONE_ULAW, recorded=False)
+        await journal.ended(outcome.value, [], turns=0, barge_ins=0)
 
     def after_stream(self, form: Mapping[str, str]) -> str:
         """The <Connect> action: what the caller hears once our side closed the stream."""
@@ -133,6 +146,7 @@ class TwilioLine:
             await close_quietly(websocket, POLICY_VIOLATION)
             return
         current_call.set(start.call_sid)
+        self.admission.stream_started(start.call_sid)
         if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
             self.metrics.refusals.labels("stream_token").inc()
             log.warning("closing a media stream: invalid or expired stream token")

@@ -37,3 +37,17 @@ def apology() -> str:
 
 def hangup() -> str:
     return render("hangup")
+
+
+REFUSALS = {
+    "not_allowed": "Bonjour, vous êtes bien sur la ligne OCTI. Ce numéro est réservé aux adhérents : "
+                   "votre numéro n'est pas inscrit. Renseignez-vous auprès de votre coopérative. Au revoir.",
+    "rate_limited": "Bonjour, vous êtes bien sur la ligne OCTI. Vous avez déjà appelé plusieurs fois "
+                    "cette heure-ci. Merci de rappeler un peu plus tard. Au revoir.",
+    "busy": "Bonjour, vous êtes bien sur la ligne OCTI. Toutes nos lignes sont occupées. "
+            "Merci de rappeler dans quelques minutes. Au revoir.",
+}
+
+
+def refused(reason: str) -> str:
+    return render("refused", message=REFUSALS[reason])

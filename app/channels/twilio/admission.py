@@ -1,0 +1,59 @@
+"""Which incoming calls the line takes: an optional allow-list of caller numbers (a
+cooperative's members), calls per caller per hour, and this instance's capacity.
+
+A refused call is answered with French TwiML that says why, and logged with its outcome
+(`not_allowed`, `rate_limited`, `busy`). The per-caller count lives in Redis when REDIS_URL is
+set (shared by every instance), in memory otherwise; capacity is per instance: the calls in
+conversation plus those admitted whose stream has not started yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from app.channels.contract import CallOutcome
+from app.config import Settings
+from app.ratelimit import MovingWindowLimit
+
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+class CallAdmission:
+    def __init__(self, settings: Settings, active_calls: Callable[[], int]) -> None:
+        self._allowed = {_digits(n) for n in settings.allowed_callers.split(",") if _digits(n)}
+        self._per_hour = settings.calls_per_caller_per_hour
+        self._capacity = settings.max_concurrent_calls
+        self._active_calls = active_calls
+        self._waiting_ttl = settings.stream_token_ttl_seconds
+        self._waiting: OrderedDict[str, float] = OrderedDict()  # admitted, stream not started yet
+        self._calls_per_caller = MovingWindowLimit(
+            settings.redis_url, limit=max(self._per_hour, 1), window_seconds=3600,
+            key="octi-calls-per-caller", counted="calls per caller")
+
+    async def refusal(self, call_sid: str, caller: str) -> CallOutcome | None:
+        """None when the call may go ahead (it is then counted), else why not."""
+        if self._allowed and _digits(caller) not in self._allowed:
+            return CallOutcome.NOT_ALLOWED
+        if self._capacity > 0 and self._active_calls() + self._waiting_count() >= self._capacity:
+            return CallOutcome.BUSY
+        if self._per_hour > 0 and not await self._calls_per_caller.hit(_digits(caller) or "unknown"):
+            return CallOutcome.RATE_LIMITED
+        self._waiting[call_sid] = time.monotonic()
+        return None
+
+    def stream_started(self, call_sid: str) -> None:
+        self._waiting.pop(call_sid, None)
+
+    def _waiting_count(self) -> int:
+        expired = time.monotonic() - self._waiting_ttl
+        while self._waiting and next(iter(self._waiting.values())) < expired:
+            self._waiting.popitem(last=False)
+        return len(self._waiting)
+
+    def close(self) -> None:
+        self._calls_per_caller.close()

@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     dtmf_keys: str = "0=person,*=repeat,#=end"
     silence_prompt_seconds: float = 10.0  # 0: never prompt
     silence_goodbye_seconds: float = 10.0
+    call_recap: bool = True  # after each call, the model summarises its advice (stored, shown in the review)
     allowed_callers: str = ""  # comma-separated numbers; empty: every caller
     calls_per_caller_per_hour: int = 10  # 0: no limit
     max_concurrent_calls: int = 200  # per instance (benchmarks/README.md: ~200 pcm16 calls a process); 0: no limit

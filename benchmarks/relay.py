@@ -686,6 +686,8 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         "CALLS_PER_CALLER_PER_HOUR": "0",
         "MAX_CONCURRENT_CALLS": "0",
         "SILENCE_PROMPT_SECONDS": "0",
+        # The lean peer answers no out-of-band response, and a recap is not the relay's cost.
+        "CALL_RECAP": "false",
     })
     env.update(rc.server_env)
     sample = rc.target.startswith("sample")

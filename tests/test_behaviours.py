@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+import httpx
 import pytest
 
 from app.agent import phrases
@@ -142,3 +143,42 @@ async def test_the_count_per_caller_is_shared_through_redis(double, redis_url):
         taken = await call(a, CallScript(utterances=[], hangup_after=1.5), from_number=number)
         refused = await call(b, CallScript(utterances=[], hangup_after=1.5), from_number=number)
     assert taken.stream_sid and refused.stream_sid is None
+
+
+# ------------------------------------------------------------------ after the call
+
+
+async def test_after_a_call_octi_s_advice_is_summarised_out_of_band_and_shown_first_in_the_review(double):
+    double.script_next_connection(["Quelle température pour la couveuse ?"], answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, review_token="review-token-0123456789abcdef") as line:
+        result = await call(line, CallScript(utterances=[Utterance(QUESTION)], hangup_after=20,
+                                             hangup_when_done_after_s=1.0))
+        while line.metrics.active_calls:
+            await asyncio.sleep(0.05)
+        detail = await stored(line, result.call_sid)
+        async with httpx.AsyncClient(base_url=line.url) as client:
+            page = (await client.get(f"/calls/{detail.summary.id}?token=review-token-0123456789abcdef",
+                                     follow_redirects=True)).text
+    connection = double.connections[0]
+    recap_request = [e for e in connection.client_events if e["type"] == "response.create"][-1]["response"]
+    assert recap_request["conversation"] == "none" and recap_request["output_modalities"] == ["text"]
+    assert recap_request["instructions"] == phrases.RECAP_INSTRUCTIONS
+    recap_response = connection.responses[-1]
+    assert recap_response.conversation == "none" and recap_response.transcript
+    # Nothing joined the conversation, and the caller had hung up before it was asked for.
+    assert all(item.get("id") != recap_response.item_id for item in connection.conversation)
+    passages = [p.title for turn in detail.turns if turn.role == "caller" for p in turn.passages]
+    assert detail.recap == f"{recap_response.transcript}\n\nFiches : {' ; '.join(dict.fromkeys(passages))}."
+    assert page.index("Récapitulatif des conseils") < page.index("Conversation")
+    assert recap_response.transcript in page
+
+
+async def test_a_call_without_a_question_gets_no_recap(double):
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, CallScript(utterances=[], hangup_after=2))
+        while line.metrics.active_calls:
+            await asyncio.sleep(0.05)
+        detail = await stored(line, result.call_sid)
+    assert detail.recap is None
+    assert all(e["response"].get("conversation") != "none"
+               for e in double.connections[0].client_events if e["type"] == "response.create")

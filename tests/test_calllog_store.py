@@ -213,7 +213,7 @@ async def test_migrations_apply_on_an_empty_database(empty_database_url: str) ->
 
     # Start-up and the writer may both migrate at once: they must not trip over each other.
     await asyncio.gather(upgrade_database(url), upgrade_database(url), upgrade_database(url))
-    assert await current_revision(url) == head_revision() == "0003"
+    assert await current_revision(url) == head_revision() == "0004"
     engine = make_engine(url, pooled=False)
     try:
         async with engine.connect() as connection:
@@ -228,7 +228,7 @@ async def test_migrations_apply_on_an_empty_database(empty_database_url: str) ->
     await downgrade_database(url)              # and the way back works too
     assert await current_revision(url) is None
     await upgrade_database(url)
-    assert await current_revision(url) == "0003"
+    assert await current_revision(url) == "0004"
 
 
 async def _execute(url: str, *statements: str) -> None:
@@ -274,14 +274,15 @@ async def test_migration_0002_keeps_the_calls_logged_before_it(empty_database_ur
     before = await dump(url)
 
     await upgrade_database(url)
-    assert await current_revision(url) == "0003"
+    assert await current_revision(url) == "0004"
     after = await dump(url)
     # Every row is still there (rebuilding the table on SQLite must not cascade), the old
     # columns keep their values, and the new ones come after them with their defaults.
     for table in ("turns", "turn_passages", "call_events"):
         assert after[table] == before[table], table
     assert [row[:len(before["calls"][0])] for row in after["calls"]] == before["calls"]
-    assert [row[len(before["calls"][0]):] for row in after["calls"]] == [("", 0, 0, 0, 0, None)] * 2
+    # 0002's transcription columns, then 0004's recap
+    assert [row[len(before["calls"][0]):] for row in after["calls"]] == [("", 0, 0, 0, 0, None, None)] * 2
     engine = make_engine(url, pooled=False)
     try:
         async with engine.connect() as connection:
@@ -309,7 +310,7 @@ async def test_migration_0002_keeps_the_calls_logged_before_it(empty_database_ur
         [("CAOLD", 0.5), ("CAZERO", 0.0), ("CANEW", 0.0)]
     assert len(await _rows(url, "SELECT * FROM turns")) == 1
     await upgrade_database(url)
-    assert await current_revision(url) == "0003"
+    assert await current_revision(url) == "0004"
 
 
 # ---------------------------------------------------------------------------- writing

@@ -77,6 +77,7 @@ def test_other_client_events_are_valid():
         protocol.delete_item("item_1"),
         protocol.cancel_response(),
         protocol.commit_audio(),
+        protocol.out_of_band_text("Résume l'appel.", "summary"),
     ):
         assert_strictly_valid(event)
 

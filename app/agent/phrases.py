@@ -7,6 +7,9 @@ STILL_THERE = "Vous êtes toujours là ?"
 SILENCE_GOODBYE = "Je ne vous entends plus. Rappelez-moi quand vous voulez, au revoir !"
 NOTHING_TO_REPEAT = "Je n'ai encore rien à répéter. Quelle est votre question ?"
 NO_PERSON = "Aucun conseiller n'est joignable par ce moyen pour le moment. Je reste à votre écoute."
+RECAP_INSTRUCTIONS = (
+    "L'appel est terminé. Rédige en français un récapitulatif des conseils que tu as donnés à l'éleveur "
+    "pendant cet appel : trois à cinq points courts, sans introduction. N'invente rien qui n'a pas été dit.")
 LIMIT_REACHED = "La conversation a atteint sa durée maximale. Vous pouvez en démarrer une nouvelle."
 UNAVAILABLE = "OCTI est momentanément indisponible. Réessayez dans quelques instants."
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from app.agent import phrases
 from app.agent.behaviours import Behaviours
+from app.agent.recap import recap_of
 from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import AnswerState, CallState, Turn
@@ -150,16 +151,17 @@ class CallSession:
                 await self._knowledge.close()
             await self._tools.close()
             await self._behaviours.close()
-            await self._engine.close()
             await self._channel.end(outcome)
-            await self._ended(outcome)
+            recap = await recap_of(self._engine, self.state, self._settings)
+            await self._engine.close()
+            await self._ended(outcome, recap)
 
-    async def _ended(self, outcome: CallOutcome) -> None:
+    async def _ended(self, outcome: CallOutcome, recap: str | None) -> None:
         state = self.state
         log.info("call ended: %s after %d turns, %d barge-ins", outcome.value, len(state.turns), state.barge_ins)
         try:
             await self._journal.ended(outcome.value, state.usage, turns=len(state.turns), barge_ins=state.barge_ins,
-                                      transcription_usages=state.transcription_usage)
+                                      transcription_usages=state.transcription_usage, recap=recap)
         finally:
             # Active until its log is handed over: "no active call" then means every call's
             # end record is queued, which shutdown and the call-log tests rely on.

@@ -96,7 +96,7 @@ class CallJournal:
         self._submit(CallEvent(call_sid=self.call_sid, at=at, type=type_, detail=detail))
 
     async def ended(self, outcome: str, usages: list[dict[str, Any]], *, turns: int, barge_ins: int,
-                    transcription_usages: Sequence[dict[str, Any] | None] = ()) -> None:
+                    transcription_usages: Sequence[dict[str, Any] | None] = (), recap: str | None = None) -> None:
         """The call's end: `usages` are the `usage` objects of the model's `response.done`
         events, `transcription_usages` those of the caller's transcription events
         (`conversation.item.input_audio_transcription.completed`)."""
@@ -123,4 +123,5 @@ class CallJournal:
             transcription_seconds=heard["seconds"], transcription_input_tokens=heard["input_tokens"],
             transcription_input_audio_tokens=heard["input_audio_tokens"],
             transcription_output_tokens=heard["output_tokens"], transcription_cost_usd=transcription_cost,
+            recap=recap,
         ))

@@ -133,6 +133,7 @@ class CallRow(Base):
     transcription_input_audio_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     transcription_output_tokens: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     transcription_cost_usd: Mapped[float | None] = mapped_column(Float)
+    recap: Mapped[str | None] = mapped_column(Text)
 
 
 # The list: newest first (id breaks ties), optionally filtered on the outcome.

@@ -94,6 +94,8 @@ class CallEnded:
     transcription_input_audio_tokens: int = 0
     transcription_output_tokens: int = 0
     transcription_cost_usd: float | None = None
+    # What OCTI advised, summarised after the call (with the fiches it came from); None: none.
+    recap: str | None = None
     kind: Literal["call_ended"] = "call_ended"
 
 

@@ -236,6 +236,7 @@ class BatchApplier:
         call.transcription_input_audio_tokens = record.transcription_input_audio_tokens
         call.transcription_output_tokens = record.transcription_output_tokens
         call.transcription_cost_usd = record.transcription_cost_usd
+        call.recap = record.recap
         self._fill_cost(call)
 
     def _fill_cost(self, call: CallRow) -> None:

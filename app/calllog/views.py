@@ -58,6 +58,7 @@ class CallDetail:
     transcription_input_audio_tokens: int = 0
     transcription_output_tokens: int = 0
     transcription_cost_usd: float | None = None
+    recap: str | None = None                  # OCTI's advice, summarised after the call
 
     @property
     def transcribed(self) -> bool:

@@ -146,6 +146,14 @@ class EngineError:
 
 
 @dataclass(frozen=True, slots=True)
+class Summary:
+    """An out-of-band text answer and what it was billed."""
+
+    text: str
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReport:
     """Billing the engine reports outside answers (e.g. per active minute)."""
 
@@ -232,6 +240,12 @@ class Engine(Protocol):
 
     async def tool_result(self, call: str, output: str) -> None:
         """The result of a tool call, for the model to carry on with."""
+        ...
+
+    async def summarize(self, instructions: str) -> Summary | None:
+        """Out of band, once the conversation is over: a text answer to `instructions` that does
+        not join the conversation (None when the service gave none). Reads the events itself:
+        call it after the session stopped reading them."""
         ...
 
     async def recycle(self, conversation: Conversation) -> None:

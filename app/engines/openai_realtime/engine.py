@@ -32,6 +32,7 @@ from app.engines.contract import (
     EngineTraits,
     SpeechStarted,
     SpeechStopped,
+    Summary,
     ToolCall,
     ToolSpec,
 )
@@ -301,6 +302,19 @@ class RealtimeEngine:
         """The model carries on once the response that called the tool is over."""
         await self._connection.send(protocol.function_output(call, output))
         await self.answer()
+
+    async def summarize(self, instructions: str) -> Summary | None:
+        if not await self._connection.send(protocol.out_of_band_text(instructions, "summary")):
+            return None
+        async for event in self._connection.events():
+            response = event.get("response") or {}
+            if event["type"] != "response.done" or (response.get("metadata") or {}).get("octi") != "summary":
+                continue
+            texts = [part.get("text") or "" for item in response.get("output") or []
+                     for part in item.get("content") or [] if part.get("type") == "output_text"]
+            text = "".join(texts).strip()
+            return Summary(text, response.get("usage") or None) if text else None
+        return None
 
     async def recycle(self, conversation: Conversation) -> None:
         """A new service session with the same configuration and the conversation so far as

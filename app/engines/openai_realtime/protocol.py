@@ -136,6 +136,14 @@ def delete_item(item_id: str) -> dict[str, Any]:
     return {"type": "conversation.item.delete", "item_id": item_id}
 
 
+def out_of_band_text(instructions: str, purpose: str) -> dict[str, Any]:
+    """A text response outside the conversation (it reads the conversation, adds nothing to it),
+    tagged with `purpose` in its metadata so that its events can be told apart."""
+    return {"type": "response.create",
+            "response": {"conversation": "none", "output_modalities": ["text"], "instructions": instructions,
+                         "metadata": {"octi": purpose}}}
+
+
 def commit_audio() -> dict[str, Any]:
     return {"type": "input_audio_buffer.commit"}
 

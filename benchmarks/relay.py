@@ -682,10 +682,9 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         # The relay alone: retrieval (RAG) has its own benchmark. --server-env RAG_MODE=inject puts it back.
         "RAG_MODE": "off",
         # Every simulated call comes from one number, and runs go past one instance's capacity
-        # on purpose: neither guard may refuse them. Nor may silence end calls early.
+        # on purpose: neither guard may refuse them.
         "CALLS_PER_CALLER_PER_HOUR": "0",
         "MAX_CONCURRENT_CALLS": "0",
-        "SILENCE_PROMPT_SECONDS": "0",
         # The lean peer answers no out-of-band response, and a recap is not the relay's cost.
         "CALL_RECAP": "false",
     })

@@ -81,8 +81,9 @@ async def test_a_caller_who_answers_the_prompt_is_not_told_goodbye(double):
     double.script_next_connection(greeting_seconds=1.0, answer_seconds=1.0)
     async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=2,
                             silence_goodbye_seconds=3) as line:
-        # The prompt comes ~3 s in; the caller answers it at 4 s, then hangs up after the answer.
-        script = CallScript(utterances=[Utterance(QUESTION, at=4.0)], hangup_after=30, hangup_when_done_after_s=1.0)
+        # The prompt comes 3-4.5 s in (silence is looked at once a second); the caller answers
+        # it at 5.5 s, then hangs up after the answer.
+        script = CallScript(utterances=[Utterance(QUESTION, at=5.5)], hangup_after=30, hangup_when_done_after_s=1.0)
         result = await call(line, script)
         detail = await stored(line, result.call_sid)
     assert result.closed_by == "caller", result.summary()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 
 from app.agent import phrases
+from app.agent.background import BackgroundTasks
 from app.agent.speaker import Speaker
 from app.agent.state import CallState
 from app.calllog.journal import CallJournal
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 # OCTI says the end is this near (a quarter of the limit for limits under four minutes).
 LIMIT_WARNING_SECONDS = 60.0
 GOODBYE_TIMEOUT_SECONDS = 10.0
+# How often a call's silence is looked at: its precision, for a wake-up per call per second.
+SILENCE_CHECK_SECONDS = 1.0
 
 
 class Behaviours:
@@ -41,7 +44,7 @@ class Behaviours:
         self._keys = settings.dtmf_actions
         self.finished = asyncio.Event()
         self._ending = False
-        self._running: set[asyncio.Task[None]] = set()
+        self._running = BackgroundTasks()
         self._caller_at = self._octi_at = perf_counter()
         self._caller_speaking = False
 
@@ -55,15 +58,7 @@ class Behaviours:
         return tasks
 
     async def close(self) -> None:
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
-
-    def _spawn(self, work: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(work)
-        task.set_name(name)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        await self._running.cancel_all()
 
     # ------------------------------------------------------------------ ending
 
@@ -100,11 +95,11 @@ class Behaviours:
         action = self._keys.get(digit)
         if action == "end":
             self._journal.event("caller_ended", f"touche {digit}")
-            self._spawn(self.end(phrases.GOODBYE, CallOutcome.AGENT_ENDED), "key-end")
+            self._running.spawn(self.end(phrases.GOODBYE, CallOutcome.AGENT_ENDED), "key-end")
         elif action == "repeat":
-            self._spawn(self._repeat(), "key-repeat")
+            self._running.spawn(self._repeat(), "key-repeat")
         elif action == "person":
-            self._spawn(self._person(), "key-person")
+            self._running.spawn(self._person(), "key-person")
 
     async def _repeat(self) -> None:
         said = next((turn.text for turn in reversed(self._state.turns)
@@ -131,7 +126,7 @@ class Behaviours:
         toujours là ? »; SILENCE_GOODBYE_SECONDS more: goodbye."""
         prompted_at: float | None = None
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(SILENCE_CHECK_SECONDS)
             now = perf_counter()
             if self._speaker.answers.active is not None or self._speaker.tracker.audio_queued:
                 self._octi_at = now

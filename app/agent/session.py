@@ -19,7 +19,7 @@ from app.agent.behaviours import Behaviours
 from app.agent.recap import recap_of
 from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
-from app.agent.state import AnswerState, CallState, Turn
+from app.agent.state import CallState, Turn
 from app.agent.tools import ToolRunner
 from app.agent.turns import KnowledgeTurns
 from app.audio.convert import make_converter
@@ -219,7 +219,7 @@ class CallSession:
             self._knowledge.cancel()
         await self._interrupt(counted=False)
         await self._engine.recycle(Conversation())
-        self._speaker.answers = AnswerState()
+        self._speaker.forget_answers()
         self.state.speech_end_ms = None
         self._journal.event("conversation_reset", "", self.state.timeline_ms(perf_counter()))
         await self._channel.show(SessionReady())

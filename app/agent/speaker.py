@@ -59,6 +59,10 @@ class Speaker:
             self.answers.sent.add(event.answer)
             await self._channel.show(AnswerEnded())
 
+    def forget_answers(self) -> None:
+        """A new conversation: the answers of the old one are no one's business any more."""
+        self.answers = AnswerState()
+
     async def heard(self, sent_before: set[str], timeout: float) -> bool:
         """Until an answer not in `sent_before` was all sent and the caller has played all of it
         (False after `timeout`)."""

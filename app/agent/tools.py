@@ -3,11 +3,11 @@ result; the call never dies of it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
 
+from app.agent.background import BackgroundTasks
 from app.agent.rag import SEARCH_TOOL, tool_output
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.engines.contract import Engine, ToolCall
@@ -20,18 +20,13 @@ class ToolRunner:
         self._engine = engine
         self._retriever = retriever
         self._searched = searched  # a search ran for the caller's current question
-        self._running: set[asyncio.Task[None]] = set()
+        self._running = BackgroundTasks()
 
     def start(self, call: ToolCall) -> None:
-        task = asyncio.create_task(self._run(call), name=f"tool-{call.name}")
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._running.spawn(self._run(call), f"tool-{call.name}")
 
     async def close(self) -> None:
-        tasks = list(self._running)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._running.cancel_all()
 
     async def _run(self, call: ToolCall) -> None:
         try:

@@ -1,6 +1,7 @@
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -43,3 +44,34 @@ def redis_url() -> str:
             pytest.fail(f"{message}; Redis is required in CI", pytrace=False)
         pytest.skip(f"{message}; Redis cases skipped")
     return REDIS_URL
+
+
+# ------------------------------------------------------------------ headless Chromium (Playwright)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required", "--mute-audio"]
+
+
+@pytest.fixture
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        message = (f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
+                   "(apt-get install -y chromium)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; .ci/run must install it before running the tests", pytrace=False)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium_path: Path):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()

@@ -26,23 +26,6 @@ from tests.test_review_pages import (
     write_wav,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required", "--mute-audio"]
-
-
-@pytest.fixture
-def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        message = (f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
-                   "(apt-get install -y chromium)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + "; .ci/run must install it before running the tests", pytrace=False)
-        pytest.skip(message)
-    return CHROMIUM
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[str]:
     reader = FakeReader(sample_calls(), {1: write_wav(tmp_path / "call-1.wav")})
@@ -50,18 +33,6 @@ async def server(tmp_path: Path) -> AsyncIterator[str]:
     app = make_app(reader, signin_settings())
     async with serving_on(sock, uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")):
         yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-async def browser(chromium_path: Path):
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def new_page(browser, **context_options):

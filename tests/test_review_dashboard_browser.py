@@ -17,7 +17,7 @@ import uvicorn
 from app.calllog.migrate import upgrade_database
 from app.calllog.store import CallLogStore
 from tests.harness import loopback_socket, serving_on
-from tests.test_review_browser import browser, chromium_path, new_page, sign_in  # noqa: F401  (fixtures)
+from tests.test_review_browser import new_page, sign_in
 from tests.test_review_dashboard import CALLS, END
 from tests.test_review_pages import make_app, signin_settings
 

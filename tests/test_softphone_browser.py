@@ -15,7 +15,7 @@ import pytest
 from tests.harness import running_line
 from tests.test_browser_channel import PASSWORD
 from tests.test_realtime_double import read_wav, to_pcm_24k
-from tests.test_review_browser import CHROMIUM_ARGS, chromium_path  # noqa: F401 (a fixture)
+from tests.conftest import CHROMIUM_ARGS
 
 RATE = 24000
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 import time
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -38,6 +39,21 @@ async def stored_calls(line):
     async with await CallLogStore.open(line.settings.effective_database_url) as store:
         calls, _ = await store.list_calls(CallQuery())
         return [await store.get_call(call.id) for call in calls]
+
+
+@asynccontextmanager
+async def hearing_a_long_greeting(double, *, heard_ms: float, **page_options):
+    """A signed-in page in a conversation whose 6 s greeting streams in real time, once the
+    page has played `heard_ms` of it: (the running line, the page)."""
+    double.script_next_connection(greeting_seconds=6.0)
+    double.speed = 1.0
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token, **page_options) as page:
+            await started(page)
+            while len(page.played) < 48 * heard_ms:
+                await asyncio.sleep(0.02)
+            yield line, page
 
 
 async def started(page) -> None:
@@ -179,39 +195,25 @@ async def test_sixteen_khz_pages_are_resampled_both_ways(double):
 
 
 async def test_a_barge_in_clears_the_page_and_cuts_the_answer_where_the_page_was(double):
-    double.script_next_connection(greeting_seconds=6.0)
-    double.speed = 1.0
-    async with running_line(openai_realtime_url=double.url) as line:
-        token = await sign_in(line)
-        async with open_page(line.url, token=token) as page:
-            await started(page)
-            while len(page.played) < 48 * 1500:  # 1.5 s of the greeting heard
-                await asyncio.sleep(0.02)
-            await page.speak(speech("question_followup.wav", trailing_silence_ms=800))
-            await page.until_type("clear_audio")
-            connection = double.connections[0]
-            truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=10)
-            heard_ms = page.played_at_clear / 48
-        # Cut where the page had got to (it reports every 60 ms; the tracker fills in the rest).
-        assert abs(truncate["audio_end_ms"] - heard_ms) < 150
-        assert truncate["audio_end_ms"] < len(page.audio) / 48 - 100  # less than was sent: what was heard
+    async with hearing_a_long_greeting(double, heard_ms=1500) as (_, page):
+        await page.speak(speech("question_followup.wav", trailing_silence_ms=800))
+        await page.until_type("clear_audio")
+        connection = double.connections[0]
+        truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=10)
+        heard_ms = page.played_at_clear / 48
+    # Cut where the page had got to (it reports every 60 ms; the tracker fills in the rest).
+    assert abs(truncate["audio_end_ms"] - heard_ms) < 150
+    assert truncate["audio_end_ms"] < len(page.audio) / 48 - 100  # less than was sent: what was heard
 
 
 async def test_a_page_that_never_reports_playback_is_never_assumed_to_have_heard(double):
-    double.script_next_connection(greeting_seconds=6.0)
-    double.speed = 1.0
-    async with running_line(openai_realtime_url=double.url) as line:
-        token = await sign_in(line)
-        async with open_page(line.url, token=token, report_playback=False) as page:
-            await started(page)
-            while len(page.played) < 48 * 1500:
-                await asyncio.sleep(0.02)
-            await page.speak(speech("question_followup.wav", trailing_silence_ms=800))
-            connection = double.connections[0]
-            cut = await connection.wait_for(lambda e: e["type"] in ("conversation.item.truncate",
-                                                                    "conversation.item.delete"), timeout=10)
-        # The server sent seconds of audio; only the chunk at the head can count as heard.
-        assert cut["type"] == "conversation.item.delete" or cut["audio_end_ms"] <= 100
+    async with hearing_a_long_greeting(double, heard_ms=1500, report_playback=False) as (_, page):
+        await page.speak(speech("question_followup.wav", trailing_silence_ms=800))
+        connection = double.connections[0]
+        cut = await connection.wait_for(lambda e: e["type"] in ("conversation.item.truncate",
+                                                                "conversation.item.delete"), timeout=10)
+    # The server sent seconds of audio; only the chunk at the head can count as heard.
+    assert cut["type"] == "conversation.item.delete" or cut["audio_end_ms"] <= 100
 
 
 async def test_reset_starts_afresh_on_the_same_socket(double):
@@ -295,22 +297,16 @@ async def test_a_typed_question_is_answered_with_the_knowledge_base(double):
 
 
 async def test_the_interrupt_button_stops_octi_and_counts_as_an_interruption(double):
-    double.script_next_connection(greeting_seconds=6.0)
-    double.speed = 1.0
-    async with running_line(openai_realtime_url=double.url) as line:
-        token = await sign_in(line)
-        async with open_page(line.url, token=token) as page:
-            await started(page)
-            while len(page.played) < 48 * 1000:
-                await asyncio.sleep(0.02)
-            await page.send_json({"type": "interrupt"})
-            await page.until_type("clear_audio")
-            connection = double.connections[0]
-            truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=10)
-            heard_ms = page.played_at_clear / 48
-        assert abs(truncate["audio_end_ms"] - heard_ms) < 150
+    async with hearing_a_long_greeting(double, heard_ms=1000) as (line, page):
+        await page.send_json({"type": "interrupt"})
+        await page.until_type("clear_audio")
+        connection = double.connections[0]
+        truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=10)
+        heard_ms = page.played_at_clear / 48
+        await page.ws.close()
         [call] = await stored_calls(line)
-        assert call.summary.barge_ins == 1 and call.turns[0].interrupted
+    assert abs(truncate["audio_end_ms"] - heard_ms) < 150
+    assert call.summary.barge_ins == 1 and call.turns[0].interrupted
 
 
 async def test_a_user_database_that_is_down_refuses_cleanly(double, tmp_path):

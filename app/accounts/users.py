@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from functools import cache
 from datetime import UTC, datetime
 
 import anyio
@@ -22,8 +23,13 @@ from app.calllog.models import WebUserRow, make_engine
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{1,31}")
 MIN_PASSWORD_LENGTH = 8
-# Checked when the username is unknown, so that a wrong name costs as long as a wrong password.
-_DUMMY_HASH = hash_password("not-a-real-password")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Checked when the username is unknown, so that a wrong name costs as long as a wrong
+    password; made on first need (an argon2 hash is real work), not at import."""
+    return hash_password("not-a-real-password")
 
 
 class UserError(ValueError):
@@ -98,7 +104,7 @@ class WebUsers:
     async def authenticate(self, username: str, password: str) -> str | None:
         """The user's name when the password is theirs and they are not disabled."""
         found = await self._find(username)
-        hashed = found[0] if found else _DUMMY_HASH
+        hashed = found[0] if found else await anyio.to_thread.run_sync(_dummy_hash)
         good = await anyio.to_thread.run_sync(verify_password, password, hashed)
         if not good or found is None or found[1]:
             return None

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from app.review.formatting import PARIS
+from app.review.queries import positive_int
 
 DEFAULT_DAYS, MAX_DAYS = 30, 366
 DEFAULT_WEEKS, MAX_WEEKS = 12, 104
@@ -117,19 +118,6 @@ def parse_window(params: Any) -> tuple[Window, list[str], dict[str, str]]:
     for name, default, limit, label in (("days", DEFAULT_DAYS, MAX_DAYS, "nombre de jours"),
                                         ("weeks", DEFAULT_WEEKS, MAX_WEEKS, "nombre de semaines"),
                                         ("months", DEFAULT_MONTHS, MAX_MONTHS, "nombre de mois")):
-        counts[name] = _count(params.get(name), default, limit, label, problems)
+        counts[name] = positive_int(params.get(name), default, label, problems, limit=limit)
         form[name] = str(counts[name]) if counts[name] != default else ""   # defaults stay out of links
     return Window(end=end, **counts), problems, form
-
-
-def _count(raw: str | None, default: int, limit: int, name: str, problems: list[str]) -> int:
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= limit:
-        problems.append(f"{name} invalide : {raw} (de 1 à {limit})")
-        return default
-    return value

@@ -37,9 +37,9 @@ def parse_query(params: Any, *, per_page: int | None = None) -> tuple[CallQuery,
         except ValueError:
             problems.append(f"date « {label} » invalide (attendu AAAA-MM-JJ)")
             dates[name] = None
-    page = _positive(params.get("page"), 1, "page", problems)
+    page = positive_int(params.get("page"), 1, "page", problems)
     if per_page is None:
-        per_page = min(_positive(params.get("per_page"), PAGE_SIZE, "per_page", problems), MAX_PER_PAGE)
+        per_page = min(positive_int(params.get("per_page"), PAGE_SIZE, "per_page", problems), MAX_PER_PAGE)
     query = CallQuery(text=text, outcome=outcome, date_from=dates["date_from"], date_to=dates["date_to"],
                       page=min(page, 1_000_000), per_page=per_page)
     form = {"text": text or "", "outcome": outcome or "",
@@ -48,15 +48,17 @@ def parse_query(params: Any, *, per_page: int | None = None) -> tuple[CallQuery,
     return query, problems, form
 
 
-def _positive(raw: str | None, default: int, name: str, problems: list[str]) -> int:
-    if raw is None or raw == "":
+def positive_int(raw: str | None, default: int, name: str, problems: list[str], *, limit: int | None = None) -> int:
+    """A query parameter that must be a whole number from 1 (to `limit`); the default, with a
+    French problem, otherwise."""
+    if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
-        problems.append(f"{name} invalide : {raw}")
+    if value < 1 or (limit is not None and value > limit):
+        problems.append(f"{name} invalide : {raw}" + (f" (de 1 à {limit})" if limit is not None else ""))
         return default
     return value
 

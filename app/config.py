@@ -7,8 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.agent.opening_hours import OpeningHours
 
 DEFAULT_INSTRUCTIONS = (
     "Tu es OCTI, un expert en aviculture qui répond au téléphone à des éleveurs de volailles. "
@@ -149,6 +151,12 @@ class Settings(BaseSettings):
     max_stream_message_bytes: int = 64 * 1024
     realtime_connect_timeout_seconds: float = 10.0
 
+    # A person to talk to (transfer_to_human and the "person" key): Twilio dials them
+    transfer_number: str | None = None  # E.164; unset: OCTI says no advisor can be reached
+    transfer_hours: str = ""  # "mon-fri 08:00-12:00 14:00-18:00; sat 09:00-12:00"; empty: always
+    transfer_timezone: str = "Europe/Paris"
+    transfer_ring_seconds: int = 20  # then the caller comes back to OCTI
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
@@ -159,6 +167,15 @@ class Settings(BaseSettings):
     def _check_dtmf_keys(cls, value: str) -> str:
         dtmf_actions(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_transfer_hours(self) -> Settings:
+        OpeningHours.parse(self.transfer_hours, self.transfer_timezone)
+        return self
+
+    @property
+    def opening_hours(self) -> OpeningHours:
+        return OpeningHours.parse(self.transfer_hours, self.transfer_timezone)
 
     @property
     def dtmf_actions(self) -> dict[str, str]:

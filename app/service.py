@@ -16,12 +16,13 @@ from typing import Any
 from app.accounts.tokens import AccessTokens
 from app.accounts.users import WebUsers
 from app.agent.agent import Agent
-from app.agent.rag import SEARCH_TOOL
+from app.agent.tools import session_instructions, session_tools
 from app.calllog.journals import CallJournals
 from app.calllog.reader import CallLogReader
 from app.calllog.writer import CallLogWriter
 from app.channels.browser.line import BrowserLine
 from app.channels.twilio.line import TwilioLine
+from app.channels.twilio.rest import TwilioRest
 from app.config import Settings
 from app.engines.contract import Engine
 from app.engines.openai_realtime.engine import RealtimeEngine, RealtimeOptions
@@ -38,9 +39,10 @@ SERVICE_NAME = "octi-phone-line"
 
 def engine_options(settings: Settings, keywords: Sequence[str] = ()) -> RealtimeOptions:
     """The engine as the agent's RAG mode needs it: with injection we ask for each answer; in
-    tool mode the model answers on its own and searches when it wants."""
-    return RealtimeOptions(client_turns=settings.rag_mode == "inject",
-                           tools=[SEARCH_TOOL] if settings.rag_mode == "tool" else (), keywords=keywords)
+    tool mode the model answers on its own and searches when it wants. The call tools are
+    always there."""
+    return RealtimeOptions(client_turns=settings.rag_mode == "inject", tools=session_tools(settings),
+                           instructions=session_instructions(settings), keywords=keywords)
 
 
 class Service:
@@ -53,8 +55,9 @@ class Service:
         self.knowledge = KnowledgeBase(settings, self.metrics,
                                        vocabulary_size=settings.transcribe_keywords if takes_keywords else 0)
         self.agent = Agent(settings, self.metrics, self.open_engine, lambda: self.knowledge.retriever)
+        self.twilio_rest = TwilioRest(settings)
         self.twilio = TwilioLine(settings, self.metrics, agent=self.agent, journals=self.journals,
-                                 submit=self.calllog.submit)
+                                 submit=self.calllog.submit, rest=self.twilio_rest)
         self.browser = BrowserLine(settings, self.metrics, agent=self.agent, journals=self.journals,
                                    users=WebUsers(settings.effective_database_url),
                                    tokens=AccessTokens.from_settings(settings))
@@ -83,6 +86,7 @@ class Service:
         await self.agent.close()
         self.browser.close()
         self.twilio.admission.close()
+        await self.twilio_rest.close()
         await self.browser.users.close()
         await self.knowledge.close()
         await self.calllog.close()

@@ -9,6 +9,7 @@ import httpx
 
 from app.channels.contract import CallOutcome
 from app.agent.rag import retrieval_query
+from app.agent.tools import session_instructions
 from app.knowledge.retrieval import Retriever
 from app.agent.session import CallSession
 from app.config import Settings
@@ -57,7 +58,7 @@ async def test_inject_mode_answers_from_the_passages_for_the_question(double):
     assert f"(source : {INCUBATION})" in context and "37,5" in context
     assert "Comment utiliser ces extraits" in context
     # The instructions never change, so the service's prompt cache keeps the conversation.
-    assert answer.instructions == line.settings.agent_instructions
+    assert answer.instructions == session_instructions(line.settings)
     # The streaming transcription had given every word before the turn ended, and the answer
     # did not wait for the completed transcript: nothing started between speech_stopped and it.
     types = [event["type"] for event in connection.server_events]

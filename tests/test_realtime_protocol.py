@@ -61,7 +61,12 @@ def test_the_agent_session_follows_the_rag_mode(mode):
     assert_strictly_valid(event)
     session = event["session"]
     assert session["audio"]["input"]["turn_detection"]["create_response"] is (mode != "inject")
-    assert [tool["name"] for tool in session.get("tools", [])] == (["search_knowledge"] if mode == "tool" else [])
+    # The call's ways out are there in every mode; the knowledge is a tool in tool mode only.
+    names = [tool["name"] for tool in session.get("tools", [])]
+    assert names == (["search_knowledge"] if mode == "tool" else []) + ["end_call", "transfer_to_human"]
+    # The instructions say when to use them (and to search first, in tool mode).
+    assert "end_call" in session["instructions"] and "transfer_to_human" in session["instructions"]
+    assert ("appelle d'abord l'outil search_knowledge" in session["instructions"]) is (mode == "tool")
 
 
 def test_other_client_events_are_valid():

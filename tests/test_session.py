@@ -68,6 +68,12 @@ class MemoryChannel:
     async def show(self, update: ChannelUpdate) -> None:
         self.shown.append(update)
 
+    def transfer_unavailable(self) -> str | None:
+        return "pas de conseiller en mémoire"
+
+    async def transfer(self, summary: str) -> str | None:
+        return self.transfer_unavailable()
+
     async def end(self, outcome: CallOutcome) -> None:
         self.ended = outcome
 

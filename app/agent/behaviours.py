@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from time import perf_counter
 
 from app.agent import phrases
@@ -62,13 +63,16 @@ class Behaviours:
 
     # ------------------------------------------------------------------ ending
 
-    async def end(self, goodbye: str, outcome: CallOutcome, notice: Notice | None = None) -> None:
-        """Stop what OCTI is saying, say `goodbye`, end once the caller has heard it (or
-        GOODBYE_TIMEOUT_SECONDS later, e.g. when they talk over it)."""
+    async def end(self, goodbye: str, outcome: CallOutcome, notice: Notice | None = None, *,
+                  cut_short: bool = True) -> None:
+        """Stop what OCTI is saying (unless not `cut_short`: it is heard to the end), say
+        `goodbye`, end once the caller has heard it (or GOODBYE_TIMEOUT_SECONDS later, e.g.
+        when they talk over it)."""
         if self._ending:
             return
         self._ending = True
-        await self._interrupt(counted=False)
+        if cut_short:
+            await self._interrupt(counted=False)
         sent_before = set(self._speaker.answers.sent)
         await self._engine.greet(goodbye)
         if not await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS):
@@ -87,6 +91,39 @@ class Behaviours:
         log.info("the conversation reached its %d s limit", max_seconds)
         self._journal.event("time_limit", f"{max_seconds:.0f} s")
         await self.end(phrases.TIME_UP_GOODBYE, CallOutcome.TIMEOUT, Notice(phrases.LIMIT_REACHED, "time_limit"))
+
+    async def end_call(self) -> None:
+        """The model's end_call: what OCTI is saying is heard to the end, then goodbye."""
+        self._journal.event("agent_ended", "end_call")
+        await self.end(phrases.GOODBYE, CallOutcome.AGENT_ENDED, cut_short=False)
+
+    # ------------------------------------------------------------------ a person
+
+    async def transfer(self, summary: str) -> str | None:
+        """Hand the caller to an advisor: OCTI says so, the caller hears it, the channel
+        transfers. None once the call has left; else why not (French), and the call goes on."""
+        refusal = self._channel.transfer_unavailable()
+        if refusal is None and not self._settings.opening_hours.open_at(datetime.now(UTC)):
+            refusal = phrases.ADVISORS_CLOSED
+        if refusal is None and self._ending:
+            refusal = phrases.TRANSFER_FAILED
+        if refusal is not None:
+            self._journal.event("transfer_refused", refusal)
+            return refusal
+        self._ending = True
+        summary = summary or self._state.previous_question() or ""
+        self._journal.event("transfer", summary)
+        sent_before = set(self._speaker.answers.sent)
+        await self._engine.greet(phrases.TRANSFERRING)
+        await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS)
+        failure = await self._channel.transfer(summary)
+        if failure is not None:
+            self._ending = False
+            self._journal.event("transfer_failed", failure)
+            return failure
+        self._state.outcome = CallOutcome.TRANSFERRED
+        self.finished.set()
+        return None
 
     # ------------------------------------------------------------------ the keypad
 
@@ -108,11 +145,11 @@ class Behaviours:
         await self._engine.greet(said or phrases.NOTHING_TO_REPEAT)
 
     async def _person(self) -> None:
-        # Transfers need TRANSFER_NUMBER and Twilio's REST API, which are not built yet: say so
-        # rather than pretend.
-        self._journal.event("person_requested", "aucun conseiller joignable")
+        self._journal.event("person_requested", "touche")
         await self._interrupt(counted=False)
-        await self._engine.greet(phrases.NO_PERSON)
+        refusal = await self.transfer("")
+        if refusal is not None:
+            await self._engine.greet(f"{refusal} {phrases.STILL_LISTENING}")
 
     # ------------------------------------------------------------------ silence
 

@@ -6,7 +6,7 @@ GOODBYE = "Merci de votre appel, au revoir et bonne journée !"
 STILL_THERE = "Vous êtes toujours là ?"
 SILENCE_GOODBYE = "Je ne vous entends plus. Rappelez-moi quand vous voulez, au revoir !"
 NOTHING_TO_REPEAT = "Je n'ai encore rien à répéter. Quelle est votre question ?"
-NO_PERSON = "Aucun conseiller n'est joignable par ce moyen pour le moment. Je reste à votre écoute."
+NO_PERSON = "Aucun conseiller n'est joignable par ce moyen pour le moment."
 RECAP_INSTRUCTIONS = (
     "L'appel est terminé. Rédige en français un récapitulatif des conseils que tu as donnés à l'éleveur "
     "pendant cet appel : trois à cinq points courts, sans introduction. N'invente rien qui n'a pas été dit.")
@@ -20,3 +20,13 @@ def limit_warning(seconds: int) -> str:
     else:
         left = f"{seconds} seconde{'s' if seconds > 1 else ''}"
     return f"Il nous reste {left} avant la fin de cette conversation."
+TRANSFERRING = "Je vous passe un conseiller. Ne quittez pas."
+ADVISORS_CLOSED = "Les conseillers ne sont pas joignables à cette heure-ci."
+TRANSFER_FAILED = "Le transfert vers un conseiller n'a pas abouti."
+TRANSFER_BY_PHONE_ONLY = "On ne peut joindre un conseiller que par téléphone."
+STILL_LISTENING = "Je reste à votre écoute."
+CALLBACK_NOTED = "C'est noté : un conseiller vous rappellera."
+# Said by Twilio (TwiML) once the caller has left OCTI for the advisor's line.
+VOICEMAIL_PROMPT = ("Le conseiller n'a pas pu prendre votre appel. Laissez votre question après le bip, "
+                    "puis raccrochez : il vous rappellera.")
+VOICEMAIL_SAVED = "Merci, votre message est enregistré. Un conseiller vous rappellera. Au revoir."

@@ -90,7 +90,7 @@ class CallSession:
         # Client-driven engines answer when asked: with the knowledge for the caller's words.
         self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller)
                            if engine.traits.turns == "client" else None)
-        self._tools = ToolRunner(engine, retriever, self._searched_by_the_model)
+        self._tools = ToolRunner(engine, retriever, self._searched_by_the_model, self._behaviours)
         self._engine_handlers: dict[type, Callable[[Any], Any]] = {
             AnswerStarted: self._on_answer_started,
             AnswerAudio: self._speaker.audio,

@@ -67,7 +67,7 @@ class CallState:
             turn = self.assistant_turns[item_id] = self.new_turn("assistant", item_id)
         return turn
 
-    def previous_question(self, turn: Turn) -> str | None:
+    def previous_question(self, turn: Turn | None = None) -> str | None:
         return next((t.text for t in reversed(self.turns) if t.role == "caller" and t.text and t is not turn), None)
 
     def last_caller_turn(self) -> Turn | None:

@@ -1,25 +1,86 @@
-"""The functions the model may call, run for it. A failure goes back to the model as an error
-result; the call never dies of it."""
+"""The functions the model may call, in every RAG mode, and what it is told about them; each
+call is run for it. A failure goes back to the model as an error result; the call never dies
+of it."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from app.agent.background import BackgroundTasks
-from app.agent.rag import SEARCH_TOOL, tool_output
+from app.agent.rag import SEARCH_TOOL, instructions_with_search_tool, tool_output
+from app.config import Settings
+from app.engines.contract import Engine, ToolCall, ToolSpec
 from app.knowledge.retrieval import Retrieval, Retriever
-from app.engines.contract import Engine, ToolCall
 
 log = logging.getLogger(__name__)
 
+END_CALL = ToolSpec(
+    name="end_call",
+    description=(
+        "Raccroche : quand l'éleveur dit au revoir, remercie pour terminer, ou dit qu'il a fini. "
+        "OCTI prononce lui-même la formule d'au revoir : n'ajoute rien avant d'appeler cet outil."
+    ),
+    parameters={"type": "object", "properties": {}, "required": []},
+)
+TRANSFER_TO_HUMAN = ToolSpec(
+    name="transfer_to_human",
+    description=(
+        "Passe l'appel à un conseiller humain (une personne, un technicien, le vétérinaire de la "
+        "coopérative) quand l'éleveur le demande, ou quand tu ne peux vraiment pas l'aider."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "summary": {"type": "string", "description": (
+                "La question de l'éleveur résumée en une phrase : le conseiller l'entend avant de décrocher.")},
+        },
+        "required": ["summary"],
+    },
+)
+CALL_TOOLS = (END_CALL, TRANSFER_TO_HUMAN)
+CALL_TOOLS_INSTRUCTIONS = (
+    "# Conseiller et fin d'appel\n"
+    f"Si l'éleveur veut parler à une personne, appelle {TRANSFER_TO_HUMAN.name} avec sa question résumée. "
+    f"S'il dit au revoir ou a fini, appelle {END_CALL.name} sans rien dire : OCTI lui dira au revoir. "
+    "Si un outil renvoie une erreur, explique-la simplement à l'éleveur et propose une autre solution."
+)
+
+
+def session_tools(settings: Settings) -> list[ToolSpec]:
+    """The tools the model always has: the call's ways out, and the knowledge in tool mode."""
+    return [SEARCH_TOOL, *CALL_TOOLS] if settings.rag_mode == "tool" else list(CALL_TOOLS)
+
+
+def session_instructions(settings: Settings) -> str:
+    base = settings.agent_instructions
+    if settings.rag_mode == "tool":
+        base = instructions_with_search_tool(base)
+    return with_call_tools(base)
+
+
+def with_call_tools(instructions: str) -> str:
+    return f"{instructions}\n\n{CALL_TOOLS_INSTRUCTIONS}"
+
+
+class CallControl(Protocol):
+    """What the call tools act on (the session's behaviours)."""
+
+    async def end_call(self) -> None: ...
+
+    async def transfer(self, summary: str) -> str | None:
+        """Hand the call to a person; None once under way, else why not (French, for the model)."""
+
 
 class ToolRunner:
-    def __init__(self, engine: Engine, retriever: Retriever, searched: Callable[[Retrieval], None]) -> None:
+    def __init__(self, engine: Engine, retriever: Retriever, searched: Callable[[Retrieval], None],
+                 control: CallControl) -> None:
         self._engine = engine
         self._retriever = retriever
         self._searched = searched  # a search ran for the caller's current question
+        self._control = control
         self._running = BackgroundTasks()
 
     def start(self, call: ToolCall) -> None:
@@ -30,14 +91,40 @@ class ToolRunner:
 
     async def _run(self, call: ToolCall) -> None:
         try:
-            arguments = json.loads(call.arguments or "{}")
+            arguments: Any = json.loads(call.arguments or "{}")
         except ValueError:
             arguments = None
-        if call.name == SEARCH_TOOL.name and isinstance(arguments, dict) and isinstance(arguments.get("query"), str):
+        if not isinstance(arguments, dict):
+            await self._refuse(call)
+            return
+        try:
+            await self._dispatch(call, arguments)
+        except Exception:
+            log.exception("the tool %r failed", call.name)
+            await self._engine.tool_result(call.call, _error(f"l'outil {call.name} a échoué"))
+
+    async def _dispatch(self, call: ToolCall, arguments: dict[str, Any]) -> None:
+        if call.name == SEARCH_TOOL.name and isinstance(arguments.get("query"), str):
             retrieval = await self._retriever.retrieve(arguments["query"])
             self._searched(retrieval)
-            output = tool_output(retrieval)
+            await self._engine.tool_result(call.call, tool_output(retrieval))
+        elif call.name == END_CALL.name:
+            # The output keeps the conversation whole; OCTI's goodbye is said without the model.
+            await self._engine.tool_result(call.call, json.dumps({"ok": True}), then_answer=False)
+            await self._control.end_call()
+        elif call.name == TRANSFER_TO_HUMAN.name and isinstance(arguments.get("summary", ""), str):
+            refused = await self._control.transfer(arguments.get("summary", "").strip())
+            if refused is None:
+                await self._engine.tool_result(call.call, json.dumps({"ok": True}), then_answer=False)
+            else:
+                await self._engine.tool_result(call.call, _error(refused))
         else:
-            log.warning("the model called %r with unusable arguments", call.name)
-            output = json.dumps({"error": f"appel de fonction invalide : {call.name}"}, ensure_ascii=False)
-        await self._engine.tool_result(call.call, output)
+            await self._refuse(call)
+
+    async def _refuse(self, call: ToolCall) -> None:
+        log.warning("the model called %r with unusable arguments", call.name)
+        await self._engine.tool_result(call.call, _error(f"appel de fonction invalide : {call.name}"))
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": message}, ensure_ascii=False)

@@ -137,6 +137,15 @@ class CallChannel(Protocol):
         """Tell the caller's screen, if the channel has one."""
         ...
 
+    def transfer_unavailable(self) -> str | None:
+        """Why this call cannot be handed to a person now (French, for the caller), or None."""
+        ...
+
+    async def transfer(self, summary: str) -> str | None:
+        """Hand the call to a person, who first hears `summary`; None once the channel has
+        taken it away (the conversation is over), else why not, in French."""
+        ...
+
     async def end(self, outcome: CallOutcome) -> None:
         """Close the caller's side; the outcome decides what the caller hears next."""
         ...

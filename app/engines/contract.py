@@ -238,8 +238,9 @@ class Engine(Protocol):
         """Forget a spoken item entirely (never heard)."""
         ...
 
-    async def tool_result(self, call: str, output: str) -> None:
-        """The result of a tool call, for the model to carry on with."""
+    async def tool_result(self, call: str, output: str, *, then_answer: bool = True) -> None:
+        """The result of a tool call, for the model to carry on with (`then_answer` False: it
+        stays silent, e.g. when the call is ending)."""
         ...
 
     async def summarize(self, instructions: str) -> Summary | None:

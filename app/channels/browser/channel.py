@@ -16,6 +16,7 @@ from time import perf_counter
 
 from starlette.websockets import WebSocket
 
+from app.agent import phrases
 from app.audio.formats import AudioFormat
 from app.channels.browser import wire
 from app.channels.contract import (
@@ -122,6 +123,12 @@ class BrowserChannel:
                 await self._send(wire.BOT_AUDIO_END)
             case Notice(message=message, code=code):
                 await self._send(wire.error(message, code))
+
+    def transfer_unavailable(self) -> str | None:
+        return phrases.TRANSFER_BY_PHONE_ONLY
+
+    async def transfer(self, summary: str) -> str | None:
+        return phrases.TRANSFER_BY_PHONE_ONLY
 
     async def end(self, outcome: CallOutcome) -> None:
         if not self._closed:

@@ -18,13 +18,18 @@ from app.channels.contract import (
     Digit,
     PlaybackMark,
 )
+from app.agent import phrases
 from app.audio.formats import TELEPHONE_ULAW
 from app.channels.websocket_io import CLOSED_ERRORS, close_for, receive_frame
 from app.metrics import Metrics
 from app.channels.twilio import wire
+from app.channels.twilio.rest import TwilioRest, TwilioRestError
+from app.channels.twilio.transfer import TwilioTransfers
 
 log = logging.getLogger(__name__)
 
+# Ends of our making, which REST makes sure of (the caller hanging up needs nothing).
+HUNG_UP_BY_US = {CallOutcome.AGENT_ENDED, CallOutcome.TIMEOUT}
 
 
 class StreamRejected(Exception):
@@ -43,6 +48,8 @@ class TwilioChannel:
         metrics: Metrics,
         on_end: Callable[[str, CallOutcome], None],
         max_seconds: float | None = None,
+        rest: TwilioRest | None = None,
+        transfers: TwilioTransfers | None = None,
     ) -> None:
         self._ws = websocket
         self.max_seconds = max_seconds
@@ -55,6 +62,8 @@ class TwilioChannel:
         self._max_bytes = max_message_bytes
         self._metrics = metrics
         self._on_end = on_end
+        self._rest = rest if rest is not None and rest.configured else None
+        self._transfers = transfers
         self._closed = False
 
     @staticmethod
@@ -107,6 +116,14 @@ class TwilioChannel:
     async def show(self, update: ChannelUpdate) -> None:
         """A phone has no screen: what OCTI says is all the caller gets."""
 
+    def transfer_unavailable(self) -> str | None:
+        return phrases.NO_PERSON if self._transfers is None else self._transfers.unavailable()
+
+    async def transfer(self, summary: str) -> str | None:
+        if self._transfers is None:
+            return phrases.NO_PERSON
+        return await self._transfers.transfer(self.start.call_sid, self.identity.caller, summary)
+
     async def end(self, outcome: CallOutcome) -> None:
         # Recorded first: closing the stream makes Twilio request the <Connect> action URL,
         # whose answer (apology or hang-up) depends on it.
@@ -114,6 +131,12 @@ class TwilioChannel:
         if not self._closed:
             self._closed = True
             await close_for(self._ws, outcome)
+        if outcome in HUNG_UP_BY_US and self._rest is not None:
+            # Closing the stream ends the call through the <Connect> action; REST makes sure.
+            try:
+                await self._rest.hang_up(self.start.call_sid)
+            except TwilioRestError as exc:
+                log.warning("could not hang up %s through the REST API: %s", self.start.call_sid, exc)
 
 
 def _event(message: wire.InboundMessage | None, received_at: float) -> ChannelEvent | None:

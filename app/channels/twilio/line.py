@@ -24,6 +24,8 @@ from app.channels.contract import CallIdentity, CallOutcome, Conversations
 from app.channels.twilio import twiml
 from app.channels.twilio.admission import CallAdmission
 from app.channels.twilio.channel import StreamRejected, TwilioChannel
+from app.channels.twilio.rest import TwilioRest
+from app.channels.twilio.transfer import TwilioTransfers
 from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
 from app.channels.websocket_io import close_quietly
 from app.config import Settings
@@ -46,7 +48,7 @@ class TwilioLine:
     """A phone number's calls: Twilio's webhooks and media streams, each call handed to the agent."""
 
     def __init__(self, settings: Settings, metrics: Metrics, *, agent: Conversations, journals: CallJournals,
-                 submit: Callable[[CallRecord], None]) -> None:
+                 submit: Callable[[CallRecord], None], rest: TwilioRest) -> None:
         self.settings = settings
         self.metrics = metrics
         self._agent = agent
@@ -56,6 +58,8 @@ class TwilioLine:
         self.tokens = StreamTokens(settings)
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
         self.admission = CallAdmission(settings, lambda: metrics.active_calls)
+        self.rest = rest
+        self.transfers = TwilioTransfers(settings, rest, submit)
 
     # ------------------------------------------------------------------ HTTP webhooks
 
@@ -156,6 +160,7 @@ class TwilioLine:
         channel = TwilioChannel(
             websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
             metrics=self.metrics, on_end=self._record_outcome, max_seconds=self.settings.max_call_minutes * 60,
+            rest=self.rest, transfers=self.transfers,
         )
         journal = self._journals.open(channel.identity, stream_sid=channel.stream_sid,
                                       audio_format=channel.audio_format)

@@ -50,4 +50,8 @@ REFUSALS = {
 
 
 def refused(reason: str) -> str:
-    return render("refused", message=REFUSALS[reason])
+    return say_goodbye(REFUSALS[reason])
+
+
+def say_goodbye(message: str) -> str:
+    return render("say_goodbye", message=message)

@@ -50,11 +50,13 @@ RESPONSE_IDLE_TIMEOUT_SECONDS = 2.0
 @dataclass(frozen=True, slots=True)
 class RealtimeOptions:
     """How the agent uses the session: client-driven answers (our retrieval first), the tools
-    the model always has, and the transcription keywords."""
+    the model always has and the instructions that say when to use them (None: the settings'),
+    and the transcription keywords."""
 
     client_turns: bool
     tools: Sequence[ToolSpec] = ()
     keywords: Sequence[str] = ()
+    instructions: str | None = None
 
 
 def tool_object(tool: ToolSpec) -> dict[str, Any]:
@@ -63,7 +65,8 @@ def tool_object(tool: ToolSpec) -> dict[str, Any]:
 
 def session_update(settings: Settings, options: RealtimeOptions) -> dict[str, Any]:
     return protocol.session_update(settings, create_response=not options.client_turns,
-                                   tools=[tool_object(t) for t in options.tools] or None, keywords=options.keywords)
+                                   tools=[tool_object(t) for t in options.tools] or None, keywords=options.keywords,
+                                   instructions=options.instructions)
 
 
 @dataclass(slots=True)
@@ -298,10 +301,11 @@ class RealtimeEngine:
     async def discard(self, item: str) -> None:
         await self._connection.send(protocol.delete_item(item))
 
-    async def tool_result(self, call: str, output: str) -> None:
+    async def tool_result(self, call: str, output: str, *, then_answer: bool = True) -> None:
         """The model carries on once the response that called the tool is over."""
         await self._connection.send(protocol.function_output(call, output))
-        await self.answer()
+        if then_answer:
+            await self.answer()
 
     async def summarize(self, instructions: str) -> Summary | None:
         if not await self._connection.send(protocol.out_of_band_text(instructions, "summary")):

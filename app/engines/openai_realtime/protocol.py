@@ -64,7 +64,8 @@ def truncation(settings: Settings) -> dict[str, Any]:
 
 
 def session_update(settings: Settings, *, create_response: bool = True,
-                   tools: list[dict[str, Any]] | None = None, keywords: Sequence[str] = ()) -> dict[str, Any]:
+                   tools: list[dict[str, Any]] | None = None, keywords: Sequence[str] = (),
+                   instructions: str | None = None) -> dict[str, Any]:
     """The session configuration; without `create_response` the model waits for our response.create."""
     fmt = _format_object(model_audio_format(settings))
     audio_input: dict[str, Any] = {
@@ -77,7 +78,7 @@ def session_update(settings: Settings, *, create_response: bool = True,
         "type": "realtime",
         "model": settings.openai_realtime_model,
         "output_modalities": ["audio"],
-        "instructions": settings.agent_instructions,
+        "instructions": settings.agent_instructions if instructions is None else instructions,
         "max_output_tokens": settings.max_output_tokens,
         "truncation": truncation(settings),
         "audio": {"input": audio_input, "output": {"format": fmt, "voice": settings.openai_voice}},

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
+from app.knowledge.french import fold
 from app.simulators.realtime_double.items import ConversationItem, ResponseRun, public_item
 from app.simulators.realtime_double.records import ResponseRecord
 
@@ -16,28 +18,66 @@ if TYPE_CHECKING:
     from app.simulators.realtime_double.responses import ResponseRuns
 
 
+# What the double reads as a directive to call a tool before answering any question.
+FIRST_CALL = re.compile(r"appelle d'abord l'outil (\w+)")
+# Words too common to tell one tool from another.
+COMMON_WORDS = frozenset("""
+    avec dans pour quand sont cette votre vous nous elle leur leurs plus tout toute tous
+    moins bien faire fait comme mais donc alors aussi encore apres avant depuis entre
+""".split())
+
+
 def planned_function_call(
-    tools: list[Any], tool_choice: Any, context: list[ConversationItem]
+    tools: list[Any], tool_choice: Any, context: list[ConversationItem], instructions: str = ""
 ) -> tuple[str, dict[str, Any]] | None:
-    """Whether the model (as the double plays it) calls a tool: when one is offered and the newest
-    item is the caller's message, it calls the first function tool with the caller's words as its
-    first string parameter; once a function output follows, it answers in voice."""
+    """Whether the model (as the double plays it) calls a tool when the newest item is the
+    caller's message. Like a model reading the tools' descriptions, it calls the tool whose
+    description shares the most words with what the caller said (« un conseiller », « au
+    revoir »); failing that, the tool its instructions tell it to call first (« appelle d'abord
+    l'outil search_knowledge »); failing that, it answers. The caller's words fill the call's
+    first string parameter. Once a function output follows, it answers in voice."""
     functions = [tool for tool in tools if isinstance(tool, dict) and tool.get("type") == "function"]
     if not functions or tool_choice == "none" or not context:
         return None
-    newest = context[-1].data
+    # Context the client added for this answer (system messages) comes after the caller's turn.
+    spoken = [item for item in context if item.data.get("role") != "system"]
+    if not spoken:
+        return None
+    newest = spoken[-1].data
     if newest.get("type") != "message" or newest.get("role") != "user":
         return None
-    tool = functions[0]
-    if isinstance(tool_choice, dict) and tool_choice.get("name"):
-        tool = next((t for t in functions if t.get("name") == tool_choice["name"]), tool)
-    words = context[-1].heard or " ".join(
+    words = spoken[-1].heard or " ".join(
         part.get("transcript") or part.get("text") or ""
         for part in newest.get("content") or [] if isinstance(part, dict)
     ).strip()
+    tool = _chosen(functions, tool_choice, words, instructions)
+    if tool is None:
+        return None
     properties = ((tool.get("parameters") or {}).get("properties") or {})
     first_string = next((key for key, spec in properties.items() if (spec or {}).get("type") == "string"), None)
     return tool.get("name") or "function", ({first_string: words} if first_string else {})
+
+
+def _chosen(functions: list[dict[str, Any]], tool_choice: Any, words: str,
+            instructions: str) -> dict[str, Any] | None:
+    by_name = {tool.get("name"): tool for tool in functions}
+    if isinstance(tool_choice, dict) and tool_choice.get("name") in by_name:
+        return by_name[tool_choice["name"]]
+    said = _content_words(words)
+    shared = [(len(said & _content_words(tool.get("description") or "")), -index)
+              for index, tool in enumerate(functions)]
+    best, position = max(shared)
+    if best > 0:
+        return functions[-position]
+    directed = FIRST_CALL.search(instructions)
+    if directed and directed.group(1) in by_name:
+        return by_name[directed.group(1)]
+    return functions[0] if tool_choice == "required" else None
+
+
+def _content_words(text: str) -> set[str]:
+    folded = fold(text).lower()
+    return {word for word in re.findall(r"[a-z]{5,}", folded) if word not in COMMON_WORDS}
 
 
 async def call_function(

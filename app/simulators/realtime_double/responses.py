@@ -97,7 +97,7 @@ class ResponseRuns:
             max_output_tokens = session.get("max_output_tokens", "inf")
         tools = params["tools"] if params.get("tools") is not None else list(session.get("tools") or [])
         tool_choice = params.get("tool_choice") or session.get("tool_choice") or "auto"
-        call = planned_function_call(tools, tool_choice, context)
+        call = planned_function_call(tools, tool_choice, context, instructions)
         if call is not None and not oob:
             await call_function(self, call, params, trigger, context, instructions, modalities, voice,
                                 output_format, max_output_tokens, tools)

@@ -1,0 +1,84 @@
+"""The tools that end or hand over a call, called by the model (the Realtime double choosing
+them from what the caller said), over real sockets with the simulated Twilio caller."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from app.agent import phrases
+from app.agent.opening_hours import DAYS
+from app.simulators.twilio_caller import CallScript, Utterance
+from tests.test_behaviours import creates, stored
+from tests.test_call_path import QUESTION, call
+from tests.harness import running_line
+
+GOODBYE_WORDS = "Bon, merci beaucoup, au revoir !"
+ASKS_FOR_A_PERSON = "Je voudrais parler à un conseiller, s'il vous plaît."
+
+
+def say(**script) -> CallScript:
+    script.setdefault("hangup_after", 25)
+    return CallScript(utterances=[Utterance(QUESTION)], **script)
+
+
+def function_calls(connection) -> list[dict]:
+    return [r.function_call for r in connection.responses if r.kind == "function_call"]
+
+
+def tool_outputs(connection) -> list[dict]:
+    return [json.loads(item["output"]) for item in connection.conversation if item["type"] == "function_call_output"]
+
+
+async def test_a_caller_saying_goodbye_is_told_goodbye_then_the_call_ends_once_it_was_heard(double):
+    double.script_next_connection([GOODBYE_WORDS], greeting_seconds=1.0, answer_seconds=1.5)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0) as line:
+        result = await call(line, say())
+        detail = await stored(line, result.call_sid)
+    connection = double.connections[0]
+    assert [c["name"] for c in function_calls(connection)] == ["end_call"]
+    assert tool_outputs(connection) == [{"ok": True}]
+    # The model did not answer the output: OCTI's own goodbye was the next and last thing said.
+    assert phrases.GOODBYE in creates(connection)[-1]
+    goodbye = [r for r in connection.responses if r.conversation == "auto"][-1]
+    assert result.closed_by == "server" and result.after_stream["hangup"], result.summary()
+    heard_after_question = sum(b.played_ms for b in result.bursts if b.start_t > result.utterances[0].speech_end_t)
+    assert heard_after_question >= goodbye.audio_ms - 40, result.summary()
+    assert detail.summary.outcome == "agent_ended"
+    assert "agent_ended" in [e.type for e in detail.events]
+
+
+async def test_asking_for_a_person_where_none_is_configured_gets_an_explanation_and_the_call_goes_on(double):
+    double.script_next_connection([ASKS_FOR_A_PERSON], greeting_seconds=1.0, answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0) as line:
+        result = await call(line, say(hangup_when_done_after_s=2.0))
+        detail = await stored(line, result.call_sid)
+    connection = double.connections[0]
+    [transfer] = function_calls(connection)
+    assert transfer["name"] == "transfer_to_human"
+    assert json.loads(transfer["arguments"]) == {"summary": ASKS_FOR_A_PERSON}
+    assert tool_outputs(connection) == [{"error": phrases.NO_PERSON}]
+    # The model carried on with an answer, and the caller hung up themselves.
+    assert connection.responses[-1].kind == "answer" and connection.responses[-1].status == "completed"
+    assert result.closed_by == "caller"
+    assert detail.summary.outcome == "caller_hung_up"
+    assert [e.type for e in detail.events] == ["transfer_refused"]
+
+
+def closed_today() -> str:
+    """Opening hours on every day but today (in the advisors' time zone)."""
+    today = datetime.now(ZoneInfo("Europe/Paris")).weekday()
+    return "; ".join(f"{day} 00:00-24:00" for index, day in enumerate(DAYS) if index != today)
+
+
+async def test_outside_opening_hours_octi_is_told_the_advisors_are_closed(double):
+    double.script_next_connection([ASKS_FOR_A_PERSON], greeting_seconds=1.0, answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0,
+                            transfer_number="+33555000111", transfer_hours=closed_today(),
+                            twilio_account_sid="AC" + "0" * 32) as line:
+        result = await call(line, say(hangup_when_done_after_s=2.0))
+        detail = await stored(line, result.call_sid)
+    assert tool_outputs(double.connections[0]) == [{"error": phrases.ADVISORS_CLOSED}]
+    assert result.closed_by == "caller"
+    assert [(e.type, e.detail) for e in detail.events] == [("transfer_refused", phrases.ADVISORS_CLOSED)]

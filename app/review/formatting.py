@@ -47,6 +47,13 @@ EVENTS = {
     "person_requested": "conseiller demandé",
     "silence_prompt": "relance après un silence",
     "silence_goodbye": "fin après un silence",
+    "agent_ended": "fin de l'appel par OCTI",
+    "transfer": "transfert vers un conseiller",
+    "transfer_refused": "transfert impossible",
+    "transfer_failed": "transfert échoué",
+    "transfer_answered": "conseiller en ligne",
+    "transfer_unanswered": "conseiller injoignable",
+    "voicemail": "message vocal, à rappeler",
 }
 
 try:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     public_base_url: str | None = None
+    # Where the REST client sends its requests; None: Twilio's own API (https://api.twilio.com).
+    twilio_api_base: str | None = None
+    twilio_phone_number: str | None = None  # the From number of our SMS and call-outs (E.164)
 
     # Audio between us and the model: pcm16 transcodes, pcmu passes μ-law through.
     audio_codec: Literal["pcm16", "pcmu"] = "pcm16"

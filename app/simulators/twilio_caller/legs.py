@@ -136,10 +136,10 @@ class CallLegs:
             if record.whisper_url:
                 await self._whisper(number, record, verb)
             connected = time.monotonic()
-            if not self.live.requested.is_set():
-                await self.live.wait(advisor.talk_seconds / speed)
+            cut_short = self.live.requested.is_set() or await self.live.wait(advisor.talk_seconds / speed)
             record.status = "completed"
-            record.duration_s = round((time.monotonic() - connected) * speed)
+            talked = (time.monotonic() - connected) * speed if cut_short else advisor.talk_seconds
+            record.duration_s = round(talked)
         if self.live.requested.is_set() or not verb.action:
             return None  # without an action the document goes on after <Dial>
         record.action_url = self._absolute(verb.action, document)

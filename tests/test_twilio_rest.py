@@ -27,8 +27,7 @@ from twilio.request_validator import RequestValidator
 from app.channels.twilio.rest import TwilioRest, TwilioRestError
 from app.config import Settings
 from app.simulators import twilio_wire as wire
-from app.simulators.twilio_caller import CallResult, CallScript, Utterance, place_call
-from app.simulators.twilio_caller.script import Advisor
+from app.simulators.twilio_caller import Advisor, CallResult, CallScript, Utterance, place_call
 from app.simulators.twilio_rest import Callee, TwilioRestDouble
 from tests.harness import loopback_socket, serving_on
 

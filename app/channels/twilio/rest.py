@@ -8,6 +8,7 @@ local impersonator in `app.simulators.twilio_rest`) by rewriting the URLs the li
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -64,8 +65,12 @@ class ReroutedHttpClient(AsyncTwilioHttpClient):
                       allow_redirects: bool = False) -> Response:
         if self.api_base and (url == TWILIO_API or url.startswith(TWILIO_API + "/")):
             url = self.api_base + url[len(TWILIO_API):]
+        if auth is not None:
+            # As a header: aiohttp deprecates its `auth` argument (the library never logs this header).
+            credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
         try:
-            return await super().request(method, url, params=params, data=data, headers=headers, auth=auth,
+            return await super().request(method, url, params=params, data=data, headers=headers, auth=None,
                                          timeout=timeout if timeout is not None else self.default_timeout,
                                          allow_redirects=allow_redirects)
         except TimeoutError:

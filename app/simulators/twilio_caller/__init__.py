@@ -12,13 +12,24 @@ Used by people (no phone needed), by tests and by benchmarks, through the server
 The parts: `call` runs one call (`place_call`) from the `script`: `webhooks` for Twilio's HTTP
 requests, `stream` for the media stream with the caller's `speech` and the `playback` buffer,
 all recorded on the `timeline` into `records`; `summary` and `command` are for `octi call`.
+With `place_call(..., rest_api=...)` the call is `live` for Twilio's REST API impersonator
+(`app.simulators.twilio_rest`), and `legs` runs what its updates ask for.
 """
 
 from app.simulators.twilio_caller.call import place_call
 from app.simulators.twilio_caller.command import cli
 from app.simulators.twilio_caller.playback import BURST_GAP_MS, Playback
-from app.simulators.twilio_caller.records import Burst, CallResult, Clear, MarkEcho, UtteranceRecord
-from app.simulators.twilio_caller.script import CallScript, Utterance
+from app.simulators.twilio_caller.records import (
+    Burst,
+    CallResult,
+    Clear,
+    DialRecord,
+    MarkEcho,
+    StreamSegment,
+    TwimlRun,
+    UtteranceRecord,
+)
+from app.simulators.twilio_caller.script import Advisor, CallScript, Utterance
 from app.simulators.twilio_caller.stream import SKIP, STREAM_USER_AGENT, SendHook
 from app.simulators.twilio_caller.webhooks import WEBHOOK_PATH, WEBHOOK_USER_AGENT
 
@@ -28,13 +39,17 @@ __all__ = [
     "STREAM_USER_AGENT",
     "WEBHOOK_PATH",
     "WEBHOOK_USER_AGENT",
+    "Advisor",
     "Burst",
     "CallResult",
     "CallScript",
     "Clear",
+    "DialRecord",
     "MarkEcho",
     "Playback",
     "SendHook",
+    "StreamSegment",
+    "TwimlRun",
     "Utterance",
     "UtteranceRecord",
     "cli",

@@ -70,6 +70,45 @@ class UtteranceRecord:
     clear_after_ms: float | None = None
 
 
+@dataclass(slots=True)
+class StreamSegment:
+    """One <Connect><Stream> of the call, from its upgrade to its end."""
+
+    stream_url: str
+    stream_sid: str | None
+    ended_by: str  # "caller" (hung up) | "server" (closed it) | "rest_hang_up" | "rest_redirect" | "not_opened"
+    duration_s: float = 0.0
+    utterances: list[str] = field(default_factory=list)  # labels of what the caller said in it
+    heard_ms: float = 0.0  # OCTI audio played to the caller
+
+
+@dataclass(slots=True)
+class DialRecord:
+    """One <Dial>: the number rung, what its whisper told the advisor, and how it ended."""
+
+    number: str
+    caller_id: str | None
+    dial_call_sid: str
+    status: str = ""  # DialCallStatus: "completed" | "no-answer" | "busy" | "canceled" | "failed"
+    duration_s: int = 0
+    whisper_url: str | None = None
+    whisper_texts: list[str] = field(default_factory=list)  # the <Say>s the advisor heard before connecting
+    action_url: str | None = None
+    action_http_status: int | None = None
+
+
+@dataclass(slots=True)
+class TwimlRun:
+    """A TwiML document the call ran, and where it came from."""
+
+    source: str  # "webhook" | "rest_twiml" | "rest_url" | "dial_action" | "connect_action"
+    url: str | None
+    verbs: list[str] = field(default_factory=list)
+    say_texts: list[str] = field(default_factory=list)
+    hangup: bool = False
+    error: str | None = None
+
+
 @dataclass
 class CallResult:
     """Everything observed during one simulated call.
@@ -112,7 +151,14 @@ class CallResult:
     media_frames_sent: int = 0
     max_tick_lag_ms: float = 0.0  # how late the simulator's own pacing ran at worst
     status_callbacks: list[dict[str, Any]] = field(default_factory=list)
-    after_stream: dict[str, Any] | None = None  # what Twilio ran after the server closed the stream
+    after_stream: dict[str, Any] | None = None  # what Twilio ran after the server closed the first stream
+    # Legs of a call that Twilio's REST API acted on (see twilio_caller/live.py): every media
+    # stream, every <Dial>, the TwiML documents run, and whether a REST update hung it up.
+    streams: list[StreamSegment] = field(default_factory=list)
+    dials: list[DialRecord] = field(default_factory=list)
+    documents: list[TwimlRun] = field(default_factory=list)
+    hung_up_by_rest: bool = False
+    direction: str = "inbound"  # "outbound-api" for a call placed through the REST API
     errors: list[str] = field(default_factory=list)
     played_audio: bytes = b""  # μ-law 8 kHz heard by the caller, one byte per sample of the stream
     sent_audio: bytes = b""  # μ-law 8 kHz the caller sent, same length

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_SILENCE_BEFORE_REPLY_MS = 700
 
@@ -35,6 +36,16 @@ class Utterance:
             self.label = self.wav.stem
 
 
+@dataclass(frozen=True, slots=True)
+class Advisor:
+    """The person a <Dial> rings (an advisor taking a transfer): whether they pick up, after how
+    long, and how long they then talk before hanging up. Seconds are scaled by `CallScript.twiml_speed`."""
+
+    answer: Literal["answers", "no-answer", "busy"] = "answers"
+    ring_seconds: float = 2.0
+    talk_seconds: float = 5.0
+
+
 @dataclass(slots=True)
 class CallScript:
     """What the caller does during the stream; times are seconds since stream start."""
@@ -49,3 +60,7 @@ class CallScript:
     silence_before_reply_ms: float = DEFAULT_SILENCE_BEFORE_REPLY_MS
     # Faint line noise instead of digital silence between utterances (e.g. -60 dBFS).
     comfort_noise_dbfs: float | None = None
+    # Who answers a <Dial> run after a REST redirect, and how much faster than real time
+    # <Pause>, ringing, <Dial timeout> and the dialled conversation go (tests use e.g. 20).
+    advisor: Advisor = field(default_factory=Advisor)
+    twiml_speed: float = 1.0

@@ -42,7 +42,7 @@ class MediaStream:
 
     def __init__(self, requests: TwilioRequests, timeline: CallTimeline, playback: Playback, speech: CallerSpeech,
                  *, sign_stream: bool, extra_stream_headers: dict[str, str] | None,
-                 send_hook: SendHook | None) -> None:
+                 send_hook: SendHook | None, stop_requested: asyncio.Event | None = None) -> None:
         self.requests = requests
         self.result = requests.result
         self.timeline = timeline
@@ -51,6 +51,8 @@ class MediaStream:
         self.sign_stream = sign_stream
         self.extra_stream_headers = dict(extra_stream_headers or {})
         self.send_hook = send_hook
+        # Set when Twilio itself ends the stream (a REST hang-up or redirect): stop, then close.
+        self.stop_requested = stop_requested or asyncio.Event()
         self.ws: ClientConnection | None = None
         self.send_lock = asyncio.Lock()
         self.seq = 0
@@ -148,8 +150,6 @@ class MediaStream:
                 self._record_server_close()
         r.duration_s = self.chunk * FRAME_MS / 1000
         self.requests.status_callback("stream-stopped", self.stream_name)
-        if r.closed_by == "server":
-            await self.requests.after_stream()
 
     async def _hang_up(self) -> None:
         assert self.ws is not None
@@ -252,7 +252,7 @@ class MediaStream:
                 self.result.max_tick_lag_ms = max(self.result.max_tick_lag_ms, lag_ms)
             else:
                 await asyncio.sleep(0)
-            if self.server_closed.is_set():
+            if self.server_closed.is_set() or self.stop_requested.is_set():
                 return
             timeline.media_ms = tick_ms
             if tick_ms >= hangup_ms or (not dtmf and not raw and self.speech.done(tick_ms)):

@@ -61,8 +61,22 @@ def describe(r: CallResult) -> str:
             via = f"action {after.get('url')} (HTTP {after.get('http_status')})" if after["source"] == "action" \
                 else "the verbs after <Connect>"
             lines.append(f"  then Twilio ran {via}: {', '.join(what) or 'nothing'}")
+    elif r.streams and r.streams[0].ended_by.startswith("rest_"):
+        how = "hung up" if r.streams[0].ended_by == "rest_hang_up" else "redirected"
+        lines.append(f"Ended: Twilio's REST API {how} the call after {r.duration_s:.1f} s")
     else:
         lines.append(f"Ended: the caller hung up after {r.duration_s:.1f} s")
+    for run in r.documents[1:]:
+        lines.append(f"Then ran TwiML from {run.source}: {', '.join(run.verbs) or 'nothing'}"
+                     + (f" (error: {run.error})" if run.error else ""))
+    for dial in r.dials:
+        lines.append(f"Dialled {dial.number}: {dial.status}, {dial.duration_s} s"
+                     + (f"; whisper: {' '.join(dial.whisper_texts)}" if dial.whisper_texts else ""))
+    for segment in r.streams[1:]:
+        lines.append(f"Media stream again ({segment.stream_sid}): {segment.duration_s:.1f} s, ended by "
+                     f"{segment.ended_by}, caller said {', '.join(segment.utterances) or 'nothing'}")
+    if r.hung_up_by_rest:
+        lines.append("Twilio's REST API hung up the call")
     for cb in r.status_callbacks:
         lines.append(f"Status callback {cb['event']}: " + (f"HTTP {cb['http_status']}" if "http_status" in cb
                                                            else cb.get("error", "")))

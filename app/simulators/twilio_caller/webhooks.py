@@ -121,6 +121,11 @@ class TwilioRequests:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
+    async def settle(self) -> None:
+        """Wait (a bounded time) for the status callbacks still being posted."""
+        if self.background:
+            await asyncio.wait(set(self.background), timeout=10)
+
     async def after_stream(self) -> None:
         """The server closed the stream: Twilio requests the Connect action, or runs the next verbs."""
         r = self.result

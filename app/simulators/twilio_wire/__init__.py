@@ -1,5 +1,5 @@
 """Pure pieces of the simulated Twilio caller: the voice `webhook` (ids, form fields, TwiML, URLs),
-the `media_stream` messages both ways, and the phone line's `audio`.
+TwiML as ordered `verbs`, the `media_stream` messages both ways, and the phone line's `audio`.
 
 Nothing here touches a socket, so every rule about what Twilio sends and accepts can be
 unit-tested on its own.
@@ -32,6 +32,7 @@ from app.simulators.twilio_wire.media_stream import (
     start_message,
     stop_message,
 )
+from app.simulators.twilio_wire.verbs import parse_verbs
 from app.simulators.twilio_wire.webhook import (
     TWIML_MAX_BYTES,
     StreamSpec,
@@ -40,6 +41,7 @@ from app.simulators.twilio_wire.webhook import (
     inbound_call_params,
     map_to_server,
     new_sid,
+    outbound_call_params,
     parse_twiml,
     resolve_twiml_url,
     stream_url_warnings,
@@ -70,7 +72,9 @@ __all__ = [
     "mark_message",
     "media_message",
     "new_sid",
+    "outbound_call_params",
     "parse_twiml",
+    "parse_verbs",
     "pcm16_to_ulaw",
     "resolve_twiml_url",
     "speech_bounds",

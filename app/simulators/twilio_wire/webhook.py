@@ -62,6 +62,20 @@ def inbound_call_params(*, call_sid: str, account_sid: str, from_number: str, to
     }
 
 
+def outbound_call_params(*, call_sid: str, account_sid: str, from_number: str, to_number: str,
+                         answered_by: str | None = None) -> dict[str, str]:
+    """The form fields of the voice request for a call placed through the REST API, once answered.
+
+    `answered_by` (`human`, `machine_end_beep`…) is only sent when machine detection was asked for.
+    """
+    params = inbound_call_params(call_sid=call_sid, account_sid=account_sid, from_number=from_number,
+                                 to_number=to_number, call_status="in-progress")
+    params["Direction"] = "outbound-api"
+    if answered_by is not None:
+        params["AnsweredBy"] = answered_by
+    return params
+
+
 # --------------------------------------------------------------------------- TwiML
 
 
@@ -90,24 +104,44 @@ class Twiml:
     connect_method: str = "POST"
 
 
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def parse_twiml(text: str | bytes) -> Twiml:
-    """Read the verbs the simulator executes: Say, Hangup, Connect/Stream/Parameter."""
+def twiml_root(text: str | bytes) -> ET.Element:
+    """The <Response> element of a TwiML document Twilio would accept."""
     if len(text) > TWIML_MAX_BYTES:
         raise TwimlError(f"TwiML of {len(text)} bytes is over Twilio's 64 kB limit (error 11750)")
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
         raise TwimlError(f"not XML: {exc}") from None
-    if _local(root.tag) != "Response":
-        raise TwimlError(f"root element is <{_local(root.tag)}>, not <Response>")
+    if local_name(root.tag) != "Response":
+        raise TwimlError(f"root element is <{local_name(root.tag)}>, not <Response>")
+    return root
+
+
+def stream_spec(element: ET.Element) -> StreamSpec:
+    """A <Stream> element (inside <Connect>) with its <Parameter>s."""
+    url = element.get("url")
+    if not url:
+        raise TwimlError("<Stream> without a url")
+    params = {}
+    for p in element:
+        if local_name(p.tag) == "Parameter" and p.get("name") is not None:
+            params[p.get("name")] = p.get("value", "")
+    return StreamSpec(url=url, name=element.get("name"), status_callback=element.get("statusCallback"),
+                      status_callback_method=(element.get("statusCallbackMethod") or "POST").upper(),
+                      parameters=params)
+
+
+def parse_twiml(text: str | bytes) -> Twiml:
+    """Read the verbs the simulator executes: Say, Hangup, Connect/Stream/Parameter."""
+    root = twiml_root(text)
     result = Twiml()
     after_connect = False
     for verb in root:
-        name = _local(verb.tag)
+        name = local_name(verb.tag)
         result.verbs.append(name)
         if name == "Say":
             said = "".join(verb.itertext()).strip()
@@ -119,22 +153,9 @@ def parse_twiml(text: str | bytes) -> Twiml:
             result.hangup_after_connect = result.hangup_after_connect or after_connect
         elif name == "Connect" and result.stream is None:
             for child in verb:
-                if _local(child.tag) != "Stream":
+                if local_name(child.tag) != "Stream":
                     continue
-                url = child.get("url")
-                if not url:
-                    raise TwimlError("<Stream> without a url")
-                params = {}
-                for p in child:
-                    if _local(p.tag) == "Parameter" and p.get("name") is not None:
-                        params[p.get("name")] = p.get("value", "")
-                result.stream = StreamSpec(
-                    url=url,
-                    name=child.get("name"),
-                    status_callback=child.get("statusCallback"),
-                    status_callback_method=(child.get("statusCallbackMethod") or "POST").upper(),
-                    parameters=params,
-                )
+                result.stream = stream_spec(child)
                 result.connect_action = verb.get("action")
                 result.connect_method = (verb.get("method") or "POST").upper()
                 after_connect = True

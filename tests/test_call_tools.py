@@ -3,16 +3,18 @@ them from what the caller said), over real sockets with the simulated Twilio cal
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from app.agent import phrases
 from app.agent.opening_hours import DAYS
-from app.simulators.twilio_caller import CallScript, Utterance
+from app.simulators.twilio_caller import Advisor, CallScript, Utterance
+from app.simulators.twilio_rest import TwilioRestDouble
 from tests.test_behaviours import creates, stored
 from tests.test_call_path import QUESTION, call
-from tests.harness import running_line
+from tests.harness import AUTH_TOKEN, PUBLIC_URL, running_line
 
 GOODBYE_WORDS = "Bon, merci beaucoup, au revoir !"
 ASKS_FOR_A_PERSON = "Je voudrais parler à un conseiller, s'il vous plaît."
@@ -82,3 +84,47 @@ async def test_outside_opening_hours_octi_is_told_the_advisors_are_closed(double
     assert tool_outputs(double.connections[0]) == [{"error": phrases.ADVISORS_CLOSED}]
     assert result.closed_by == "caller"
     assert [(e.type, e.detail) for e in detail.events] == [("transfer_refused", phrases.ADVISORS_CLOSED)]
+
+
+# ------------------------------------------------------------------ through Twilio's REST API
+
+ACCOUNT = "AC" + "7" * 32
+ADVISOR = "+33611223344"
+
+
+@contextlib.asynccontextmanager
+async def line_with_rest(double, **settings):
+    """The line, and the impersonator of Twilio's REST API it sends its requests to."""
+    async with TwilioRestDouble(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, public_url=PUBLIC_URL) as rest:
+        async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0,
+                                twilio_account_sid=ACCOUNT, twilio_api_base=rest.url,
+                                twilio_phone_number="+33198765432", **settings) as line:
+            rest.server_url = line.url
+            yield line, rest
+
+
+async def test_octi_s_goodbye_is_made_sure_of_by_a_rest_hang_up(double):
+    double.script_next_connection([GOODBYE_WORDS], greeting_seconds=1.0, answer_seconds=1.0)
+    async with line_with_rest(double) as (line, rest):
+        result = await call(line, say(), rest_api=rest, account_sid=ACCOUNT)
+        detail = await stored(line, result.call_sid)
+    assert [(u["call_sid"], u["params"]) for u in rest.call_updates][0] == (result.call_sid, {"Status": "completed"})
+    assert detail.summary.outcome == "agent_ended"
+
+
+async def test_a_transfer_whispers_the_question_to_the_advisor_who_takes_the_call(double):
+    double.script_next_connection([ASKS_FOR_A_PERSON], greeting_seconds=1.0, answer_seconds=1.0)
+    script = say(twiml_speed=20.0, advisor=Advisor("answers", ring_seconds=2.0, talk_seconds=30.0))
+    async with line_with_rest(double, transfer_number=ADVISOR) as (line, rest):
+        result = await call(line, script, rest_api=rest, account_sid=ACCOUNT)
+        detail = await stored(line, result.call_sid)
+    connection = double.connections[0]
+    assert phrases.TRANSFERRING in creates(connection)[-1]
+    [dial] = result.dials
+    assert (dial.number, dial.status) == (ADVISOR, "completed")
+    assert dial.whisper_texts == [f"Appel de la ligne OCTI. {ASKS_FOR_A_PERSON}"]
+    assert [s.ended_by for s in result.streams] == ["rest_redirect"]
+    assert result.documents[-1].source == "dial_action" and result.documents[-1].hangup
+    assert detail.summary.outcome == "transferred"
+    assert [e.type for e in detail.events] == ["transfer", "transfer_answered"]
+    assert result.errors == [] and result.violations == []

@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     silence_prompt_seconds: float = 10.0  # 0: never prompt
     silence_goodbye_seconds: float = 10.0
     call_recap: bool = True  # after each call, the model summarises its advice (stored, shown in the review)
+    # The recap by SMS to the caller: "ask" when they accept it by voice, "always", or "off".
+    sms_recap: Literal["off", "ask", "always"] = "ask"
     allowed_callers: str = ""  # comma-separated numbers; empty: every caller
     calls_per_caller_per_hour: int = 10  # 0: no limit
     max_concurrent_calls: int = 200  # per instance (benchmarks/README.md: ~200 pcm16 calls a process); 0: no limit
@@ -180,6 +182,11 @@ class Settings(BaseSettings):
     @property
     def dtmf_actions(self) -> dict[str, str]:
         return dtmf_actions(self.dtmf_keys)
+
+    @property
+    def sends_sms(self) -> bool:
+        """Twilio's REST API can text from our number."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
 
     @property
     def realtime_configured(self) -> bool:

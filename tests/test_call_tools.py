@@ -128,3 +128,32 @@ async def test_a_transfer_whispers_the_question_to_the_advisor_who_takes_the_cal
     assert detail.summary.outcome == "transferred"
     assert [e.type for e in detail.events] == ["transfer", "transfer_answered"]
     assert result.errors == [] and result.violations == []
+
+
+ACCEPTS_THE_SMS = "Oui, envoyez-moi le récapitulatif par texto."
+CALLER = "+33612345678"
+
+
+async def test_a_caller_who_accepts_the_recap_by_sms_is_texted_it_after_the_call(double):
+    double.script_next_connection([ACCEPTS_THE_SMS], greeting_seconds=1.0, answer_seconds=1.0)
+    async with line_with_rest(double) as (line, rest):
+        result = await call(line, say(hangup_when_done_after_s=2.0), rest_api=rest, account_sid=ACCOUNT,
+                            from_number=CALLER)
+        detail = await stored(line, result.call_sid)
+    connection = double.connections[0]
+    assert [c["name"] for c in function_calls(connection)] == ["send_recap_by_sms"]
+    assert tool_outputs(connection) == [{"ok": True, "note": phrases.SMS_RECAP_PROMISED}]
+    [message] = rest.messages
+    assert (message["to"], message["from"]) == (CALLER, "+33198765432")
+    assert message["body"] == f"{phrases.SMS_RECAP_HEADER}\n{detail.recap}"
+    assert [e.type for e in detail.events] == ["sms_recap_accepted", "sms_recap_sent"]
+
+
+async def test_without_the_caller_s_yes_no_sms_is_sent_unless_configured_always(double):
+    for setting, texted in (("ask", 0), ("always", 1)):
+        double.script_next_connection(["Combien de jours pour couver des œufs de cane ?"],
+                                      greeting_seconds=1.0, answer_seconds=1.0)
+        async with line_with_rest(double, sms_recap=setting) as (line, rest):
+            result = await call(line, say(hangup_when_done_after_s=2.0), rest_api=rest, account_sid=ACCOUNT)
+            detail = await stored(line, result.call_sid)
+        assert detail.recap and len(rest.messages) == texted, setting

@@ -125,6 +125,13 @@ class Behaviours:
         self.finished.set()
         return None
 
+    def recap_by_sms(self) -> str | None:
+        refusal = self._channel.texts_unavailable()
+        if refusal is None:
+            self._state.recap_by_sms = True
+            self._journal.event("sms_recap_accepted", "")
+        return refusal
+
     # ------------------------------------------------------------------ the keypad
 
     def key(self, digit: str) -> None:

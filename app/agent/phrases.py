@@ -7,6 +7,10 @@ STILL_THERE = "Vous êtes toujours là ?"
 SILENCE_GOODBYE = "Je ne vous entends plus. Rappelez-moi quand vous voulez, au revoir !"
 NOTHING_TO_REPEAT = "Je n'ai encore rien à répéter. Quelle est votre question ?"
 NO_PERSON = "Aucun conseiller n'est joignable par ce moyen pour le moment."
+SMS_RECAP_HEADER = "OCTI - ce qu'il faut retenir de votre appel :"
+SMS_RECAP_PROMISED = "Le récapitulatif partira par SMS à la fin de l'appel."
+NO_SMS = "Les SMS ne sont pas disponibles sur cette ligne."
+SMS_BY_PHONE_ONLY = "Le récapitulatif par SMS n'est envoyé qu'après un appel téléphonique."
 RECAP_INSTRUCTIONS = (
     "L'appel est terminé. Rédige en français un récapitulatif des conseils que tu as donnés à l'éleveur "
     "pendant cet appel : trois à cinq points courts, sans introduction. N'invente rien qui n'a pas été dit.")

@@ -12,6 +12,8 @@ import logging
 
 from app.agent import phrases
 from app.agent.state import CallState
+from app.calllog.journal import CallJournal
+from app.channels.contract import CallChannel
 from app.config import Settings
 from app.engines.contract import Engine
 
@@ -42,3 +44,24 @@ async def recap_of(engine: Engine, state: CallState, settings: Settings) -> str 
         state.usage.append(summary.usage)  # the recap is part of the call's cost
     sources = fiches(state)
     return summary.text + (f"\n\nFiches : {' ; '.join(sources)}." if sources else "")
+
+
+SMS_MAX_CHARS = 1500  # Twilio joins up to 1,600 characters into one message
+
+
+async def send_recap(channel: CallChannel, recap: str, journal: CallJournal) -> None:
+    """The recap, texted to the caller; a failure is logged in the call, never raised."""
+    refusal = channel.texts_unavailable()
+    if refusal is not None:
+        journal.event("sms_recap_failed", refusal)
+        return
+    text = f"{phrases.SMS_RECAP_HEADER}\n{recap}"
+    if len(text) > SMS_MAX_CHARS:
+        text = text[: SMS_MAX_CHARS - 1].rstrip() + "…"
+    try:
+        await channel.send_text(text)
+    except Exception as exc:  # whatever the channel's transport raises
+        log.warning("the recap could not be texted: %s", exc)
+        journal.event("sms_recap_failed", str(exc)[:200])
+        return
+    journal.event("sms_recap_sent", f"{len(text)} caractères")

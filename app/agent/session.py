@@ -16,7 +16,7 @@ from typing import Any
 
 from app.agent import phrases
 from app.agent.behaviours import Behaviours
-from app.agent.recap import recap_of
+from app.agent.recap import recap_of, send_recap
 from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import CallState, Turn
@@ -154,6 +154,8 @@ class CallSession:
             await self._channel.end(outcome)
             recap = await recap_of(self._engine, self.state, self._settings)
             await self._engine.close()
+            if recap is not None and (self.state.recap_by_sms or self._settings.sms_recap == "always"):
+                await send_recap(self._channel, recap, self._journal)
             await self._ended(outcome, recap)
 
     async def _ended(self, outcome: CallOutcome, recap: str | None) -> None:

@@ -45,6 +45,7 @@ class CallState:
     transcription_usage: list[dict[str, Any]] = field(default_factory=list)
     speech_end_ms: float | None = None  # the caller's last end of speech not yet answered
     outcome: CallOutcome | None = None  # set when the call must end, with how
+    recap_by_sms: bool = False  # the caller asked for the recap by SMS
 
     def timeline_ms(self, at: float) -> float:
         return (at - self.started_at) * 1000

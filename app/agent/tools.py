@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from app.agent import phrases
 from app.agent.background import BackgroundTasks
 from app.agent.rag import SEARCH_TOOL, instructions_with_search_tool, tool_output
 from app.config import Settings
@@ -40,29 +41,50 @@ TRANSFER_TO_HUMAN = ToolSpec(
         "required": ["summary"],
     },
 )
-CALL_TOOLS = (END_CALL, TRANSFER_TO_HUMAN)
+RECAP_BY_SMS = ToolSpec(
+    name="send_recap_by_sms",
+    description=(
+        "Envoie par SMS, à la fin de l'appel, le récapitulatif écrit des conseils donnés : quand "
+        "l'éleveur accepte ou demande un texto, un message écrit, le récapitulatif."
+    ),
+    parameters={"type": "object", "properties": {}, "required": []},
+)
 CALL_TOOLS_INSTRUCTIONS = (
     "# Conseiller et fin d'appel\n"
     f"Si l'éleveur veut parler à une personne, appelle {TRANSFER_TO_HUMAN.name} avec sa question résumée. "
     f"S'il dit au revoir ou a fini, appelle {END_CALL.name} sans rien dire : OCTI lui dira au revoir. "
     "Si un outil renvoie une erreur, explique-la simplement à l'éleveur et propose une autre solution."
 )
+SMS_INSTRUCTIONS = (
+    "Après un conseil, propose une fois à l'éleveur de recevoir le récapitulatif par SMS ; "
+    f"s'il accepte, appelle {RECAP_BY_SMS.name}."
+)
+
+
+def call_tools(settings: Settings) -> list[ToolSpec]:
+    """The call's ways out, and the recap by SMS when the caller is to be asked."""
+    return [END_CALL, TRANSFER_TO_HUMAN, *([RECAP_BY_SMS] if _asks_for_sms(settings) else [])]
+
+
+def _asks_for_sms(settings: Settings) -> bool:
+    return settings.sms_recap == "ask" and settings.sends_sms
 
 
 def session_tools(settings: Settings) -> list[ToolSpec]:
-    """The tools the model always has: the call's ways out, and the knowledge in tool mode."""
-    return [SEARCH_TOOL, *CALL_TOOLS] if settings.rag_mode == "tool" else list(CALL_TOOLS)
+    """The tools the model always has: the call tools, and the knowledge in tool mode."""
+    return [SEARCH_TOOL, *call_tools(settings)] if settings.rag_mode == "tool" else call_tools(settings)
 
 
 def session_instructions(settings: Settings) -> str:
     base = settings.agent_instructions
     if settings.rag_mode == "tool":
         base = instructions_with_search_tool(base)
-    return with_call_tools(base)
+    return with_call_tools(base, settings)
 
 
-def with_call_tools(instructions: str) -> str:
-    return f"{instructions}\n\n{CALL_TOOLS_INSTRUCTIONS}"
+def with_call_tools(instructions: str, settings: Settings) -> str:
+    sms = f" {SMS_INSTRUCTIONS}" if _asks_for_sms(settings) else ""
+    return f"{instructions}\n\n{CALL_TOOLS_INSTRUCTIONS}{sms}"
 
 
 class CallControl(Protocol):
@@ -72,6 +94,9 @@ class CallControl(Protocol):
 
     async def transfer(self, summary: str) -> str | None:
         """Hand the call to a person; None once under way, else why not (French, for the model)."""
+
+    def recap_by_sms(self) -> str | None:
+        """Send the recap by SMS after the call; None when it will be, else why not."""
 
 
 class ToolRunner:
@@ -112,6 +137,10 @@ class ToolRunner:
             # The output keeps the conversation whole; OCTI's goodbye is said without the model.
             await self._engine.tool_result(call.call, json.dumps({"ok": True}), then_answer=False)
             await self._control.end_call()
+        elif call.name == RECAP_BY_SMS.name:
+            refused = self._control.recap_by_sms()
+            await self._engine.tool_result(call.call, _error(refused) if refused else json.dumps(
+                {"ok": True, "note": phrases.SMS_RECAP_PROMISED}, ensure_ascii=False))
         elif call.name == TRANSFER_TO_HUMAN.name and isinstance(arguments.get("summary", ""), str):
             refused = await self._control.transfer(arguments.get("summary", "").strip())
             if refused is None:

@@ -24,7 +24,7 @@ from app.agent.rag import (
 )
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import KnowledgeTurnState, Turn
-from app.agent.tools import CALL_TOOLS, with_call_tools
+from app.agent.tools import call_tools, with_call_tools
 from app.config import Settings
 from app.engines.contract import Engine
 from app.metrics import Metrics
@@ -99,8 +99,9 @@ class KnowledgeTurns:
         if retrieval is None and self._settings.rag_fallback == "tool":
             self._metrics.turns_searched_by_the_model.inc()
             # Tools given with a response replace the session's: the call tools come too.
-            instructions = with_call_tools(instructions_with_search_tool(self._settings.agent_instructions))
-            await self._engine.answer(instructions=instructions, tools=[SEARCH_TOOL, *CALL_TOOLS])
+            instructions = with_call_tools(instructions_with_search_tool(self._settings.agent_instructions),
+                                           self._settings)
+            await self._engine.answer(instructions=instructions, tools=[SEARCH_TOOL, *call_tools(self._settings)])
         else:
             turn.retrieval = retrieval or Retrieval(following.query if following else "", "timeout",
                                                     error="no words before the hold ended")

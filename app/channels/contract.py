@@ -146,6 +146,14 @@ class CallChannel(Protocol):
         taken it away (the conversation is over), else why not, in French."""
         ...
 
+    def texts_unavailable(self) -> str | None:
+        """Why the caller cannot be sent a text after the call (French), or None."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Text the caller (after the call: the channel may be closed). Raises on failure."""
+        ...
+
     async def end(self, outcome: CallOutcome) -> None:
         """Close the caller's side; the outcome decides what the caller hears next."""
         ...

@@ -54,6 +54,9 @@ EVENTS = {
     "transfer_answered": "conseiller en ligne",
     "transfer_unanswered": "conseiller injoignable",
     "voicemail": "message vocal, à rappeler",
+    "sms_recap_accepted": "récapitulatif par SMS accepté",
+    "sms_recap_sent": "récapitulatif envoyé par SMS",
+    "sms_recap_failed": "récapitulatif par SMS non envoyé",
 }
 
 try:

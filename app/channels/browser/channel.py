@@ -130,6 +130,12 @@ class BrowserChannel:
     async def transfer(self, summary: str) -> str | None:
         return phrases.TRANSFER_BY_PHONE_ONLY
 
+    def texts_unavailable(self) -> str | None:
+        return phrases.SMS_BY_PHONE_ONLY
+
+    async def send_text(self, text: str) -> None:
+        raise RuntimeError(phrases.SMS_BY_PHONE_ONLY)
+
     async def end(self, outcome: CallOutcome) -> None:
         if not self._closed:
             self._closed = True

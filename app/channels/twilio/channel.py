@@ -124,6 +124,16 @@ class TwilioChannel:
             return phrases.NO_PERSON
         return await self._transfers.transfer(self.start.call_sid, self.identity.caller, summary)
 
+    def texts_unavailable(self) -> str | None:
+        if self._rest is None or not self._rest.sends_sms or not self.identity.caller:
+            return phrases.NO_SMS
+        return None
+
+    async def send_text(self, text: str) -> None:
+        if self._rest is None:
+            raise TwilioRestError(phrases.NO_SMS)
+        await self._rest.send_sms(self.identity.caller, text)
+
     async def end(self, outcome: CallOutcome) -> None:
         # Recorded first: closing the stream makes Twilio request the <Connect> action URL,
         # whose answer (apology or hang-up) depends on it.

@@ -95,6 +95,10 @@ class TwilioRest:
     def configured(self) -> bool:
         return bool(self._account_sid and self._auth_token)
 
+    @property
+    def sends_sms(self) -> bool:
+        return self.configured and bool(self._phone_number)
+
     def _api(self) -> Client:
         if not self.configured:
             raise TwilioRestError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not both set")

@@ -14,7 +14,7 @@ from app.simulators.twilio_caller import Advisor, CallScript, Utterance
 from app.simulators.twilio_rest import TwilioRestDouble
 from tests.test_behaviours import creates, stored
 from tests.test_call_path import QUESTION, call
-from tests.harness import AUTH_TOKEN, PUBLIC_URL, running_line
+from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
 
 GOODBYE_WORDS = "Bon, merci beaucoup, au revoir !"
 ASKS_FOR_A_PERSON = "Je voudrais parler à un conseiller, s'il vous plaît."
@@ -157,3 +157,26 @@ async def test_without_the_caller_s_yes_no_sms_is_sent_unless_configured_always(
             result = await call(line, say(hangup_when_done_after_s=2.0), rest_api=rest, account_sid=ACCOUNT)
             detail = await stored(line, result.call_sid)
         assert detail.recap and len(rest.messages) == texted, setting
+
+
+async def test_when_the_advisor_does_not_answer_the_caller_leaves_a_voicemail_for_a_call_back(double):
+    double.script_next_connection([ASKS_FOR_A_PERSON], greeting_seconds=1.0, answer_seconds=1.0)
+    # The second utterance is not said to OCTI: it is the message left after the beep.
+    message = Utterance(AUDIO / "question_incubation.wav", at=120, label="message")
+    script = say(twiml_speed=20.0, advisor=Advisor("no-answer"), hangup_after=60)
+    script.utterances.append(message)
+    async with line_with_rest(double, transfer_number=ADVISOR) as (line, rest):
+        result = await call(line, script, rest_api=rest, account_sid=ACCOUNT)
+        detail = await stored(line, result.call_sid)
+    [dial] = result.dials
+    assert dial.status == "no-answer"
+    assert [d.source for d in result.documents] == ["webhook", "rest_twiml", "dial_action", "record_action"]
+    assert result.documents[2].say_texts[0] == phrases.VOICEMAIL_PROMPT
+    [recording] = result.recordings
+    assert recording.utterance == "message" and recording.action_http_status == 200
+    assert result.documents[-1].say_texts == [phrases.VOICEMAIL_SAVED] and result.documents[-1].hangup
+    assert detail.summary.outcome == "transferred"
+    events = {e.type: e.detail for e in detail.events}
+    assert list(events) == ["transfer", "transfer_unanswered", "voicemail"]
+    assert events["transfer_unanswered"] == "no-answer" and events["voicemail"].startswith(recording.url)
+    assert result.errors == []

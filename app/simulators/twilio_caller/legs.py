@@ -13,13 +13,13 @@ import httpx
 from app.simulators import twilio_wire as wire
 from app.simulators.twilio_caller.live import Interruption, LiveCall
 from app.simulators.twilio_caller.playback import Playback
-from app.simulators.twilio_caller.records import CallResult, DialRecord, StreamSegment, TwimlRun
+from app.simulators.twilio_caller.records import CallResult, DialRecord, RecordingRecord, StreamSegment, TwimlRun
 from app.simulators.twilio_caller.script import CallScript
 from app.simulators.twilio_caller.speech import CallerSpeech
 from app.simulators.twilio_caller.stream import MediaStream
 from app.simulators.twilio_caller.timeline import CallTimeline
 from app.simulators.twilio_caller.webhooks import TwilioRequests
-from app.simulators.twilio_wire.verbs import ConnectStream, Dial, DialNumber, Hangup, Pause, Verb
+from app.simulators.twilio_wire.verbs import ConnectStream, Dial, DialNumber, Hangup, Pause, Record, Verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +116,8 @@ class CallLegs:
             return await self._dial(verb, document)
         elif isinstance(verb, ConnectStream):
             return await self._stream(verb, document)
+        elif isinstance(verb, Record):
+            return await self._record(verb, document)
         return None  # <Say> is recorded with the document; other verbs are skipped
 
     # ------------------------------------------------------------------ <Dial>
@@ -166,6 +168,33 @@ class CallLegs:
         record.whisper_texts = whisper.says
         pause = sum(v.seconds for v in whisper.verbs if isinstance(v, Pause))
         await self.live.wait(pause / self.script.twiml_speed)
+
+    # ------------------------------------------------------------------ <Record>
+
+    async def _record(self, verb: Record, document: Document) -> Step:
+        """The caller leaves their next utterance not said yet as a message. With nothing to
+        say, Twilio goes on with the next verb without requesting the action."""
+        if self.next_utterance >= len(self.script.utterances):
+            return None
+        index = self.next_utterance
+        self.next_utterance += 1
+        seconds = min(len(self.audio[index]) / wire.SAMPLE_RATE, verb.max_length)
+        if await self.live.wait(seconds / self.script.twiml_speed):
+            return None  # a REST update took the call elsewhere
+        sid = wire.new_sid("RE")
+        record = RecordingRecord(
+            recording_sid=sid, duration_s=max(1, round(seconds)), utterance=self.script.utterances[index].label,
+            url=f"https://api.twilio.com/2010-04-01/Accounts/{self.result.account_sid}/Recordings/{sid}")
+        self.result.recordings.append(record)
+        if not verb.action and document.url is None:
+            return None
+        # Without an action, Twilio posts the recording to the document's own URL.
+        record.action_url = self._absolute(verb.action, document) if verb.action else document.url
+        params = {**self.params, "RecordingUrl": record.url, "RecordingSid": sid,
+                  "RecordingDuration": str(record.duration_s), "Digits": "hangup"}
+        response = await self._get(record.action_url, verb.method, params)
+        record.action_http_status = response.status_code if response is not None else None
+        return self._document(response, record.action_url, "record_action")
 
     # ------------------------------------------------------------------ <Connect><Stream>
 

@@ -98,6 +98,18 @@ class DialRecord:
 
 
 @dataclass(slots=True)
+class RecordingRecord:
+    """A voicemail the caller left at a <Record>: which utterance, and where Twilio said it is."""
+
+    recording_sid: str
+    url: str
+    duration_s: int
+    utterance: str
+    action_url: str | None = None
+    action_http_status: int | None = None
+
+
+@dataclass(slots=True)
 class TwimlRun:
     """A TwiML document the call ran, and where it came from."""
 
@@ -156,6 +168,7 @@ class CallResult:
     # stream, every <Dial>, the TwiML documents run, and whether a REST update hung it up.
     streams: list[StreamSegment] = field(default_factory=list)
     dials: list[DialRecord] = field(default_factory=list)
+    recordings: list[RecordingRecord] = field(default_factory=list)
     documents: list[TwimlRun] = field(default_factory=list)
     hung_up_by_rest: bool = False
     direction: str = "inbound"  # "outbound-api" for a call placed through the REST API

@@ -1,5 +1,5 @@
 """TwiML as an ordered list of verbs, for running a document step by step (after a REST redirect,
-a <Dial> action, a whisper): Say, Pause, Hangup, Dial/Number, Connect/Stream. Other verbs are
+a <Dial> action, a whisper): Say, Pause, Hangup, Dial/Number, Connect/Stream, Record. Other verbs are
 kept by name and skipped."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from app.simulators.twilio_wire.webhook import StreamSpec, TwimlError, local_nam
 
 DIAL_TIMEOUT_DEFAULT = 30  # seconds Twilio lets a <Dial> ring
 PAUSE_DEFAULT = 1
+RECORD_MAX_LENGTH_DEFAULT = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,20 @@ class ConnectStream:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """A voicemail: the caller's message, then its action URL gets the recording."""
+
+    action: str | None = None
+    method: str = "POST"
+    max_length: float = RECORD_MAX_LENGTH_DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
 class Unsupported:
     name: str
 
 
-Verb = Say | Pause | Hangup | Dial | ConnectStream | Unsupported
+Verb = Say | Pause | Hangup | Dial | ConnectStream | Record | Unsupported
 
 
 @dataclass(slots=True)
@@ -106,6 +116,10 @@ def parse_verbs(text: str | bytes) -> VerbList:
             result.verbs.append(Pause(_number(element.get("length", str(PAUSE_DEFAULT)), "<Pause length>")))
         elif name == "Hangup":
             result.verbs.append(Hangup())
+        elif name == "Record":
+            result.verbs.append(Record(action=element.get("action"), method=(element.get("method") or "POST").upper(),
+                                       max_length=_number(element.get("maxLength", str(RECORD_MAX_LENGTH_DEFAULT)),
+                                                          "<Record maxLength>")))
         elif name == "Dial":
             result.verbs.append(_dial(element))
         elif name == "Connect":

@@ -30,7 +30,7 @@ def check_keys(settings: Settings) -> list[Finding]:
     if settings.realtime_configured:
         findings.append(ok("keys", "OPENAI_API_KEY is set"))
     else:
-        findings.append(problem("keys", "OPENAI_API_KEY is not set: every call gets the French apology instead of OCTI",
+        findings.append(problem("keys", "OPENAI_API_KEY is not set: every call goes to voicemail instead of OCTI",
                                 "set OPENAI_API_KEY to your OpenAI (or Azure OpenAI) key"))
     if _secret_set(settings.twilio_auth_token):
         findings.append(ok("keys", "TWILIO_AUTH_TOKEN is set: Twilio's signatures are checked"))

@@ -101,7 +101,7 @@ class Service:
         elif knowledge.get("vectors") is False:
             problems.append(f"knowledge base on keywords only: {knowledge.get('detail')}")
         if not settings.realtime_configured:
-            problems.append("OPENAI_API_KEY is not set: calls are answered with an apology")
+            problems.append("OPENAI_API_KEY is not set: calls go to voicemail")
         if self.twilio.signatures.refuses_everything:
             problems.append("TWILIO_AUTH_TOKEN is not set and the server is not bound to loopback: "
                             "every Twilio request is refused")

@@ -10,7 +10,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocke
 
 from app.channels.browser.routes import SOFTPHONE_PATH, build_browser_router, softphone_files
 from app.channels.twilio.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH
-from app.channels.twilio.transfer import DIAL_ENDED_PATH, VOICEMAIL_PATH, WHISPER_PATH
+from app.channels.twilio.transfer import DIAL_ENDED_PATH, WHISPER_PATH
+from app.channels.twilio.voicemail import VOICEMAIL_PATH
 from app.config import Settings, get_settings
 from app.metrics import CONTENT_TYPE
 from app.review import build_review_router
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post(VOICEMAIL_PATH)
     async def voicemail(form: dict[str, str] = signed_form(VOICEMAIL_PATH)) -> Response:
-        return Response(line.transfers.voicemail(form), media_type=TWIML)
+        return Response(line.voicemail.saved(form), media_type=TWIML)
 
     @app.post(STATUS_PATH)
     async def stream_status(form: dict[str, str] = signed_form(STATUS_PATH)) -> Response:

@@ -281,13 +281,13 @@ async def test_pcmu_passthrough_reaches_the_model_as_mulaw(double):
     assert 0 <= played_between(result, result.utterances[0].speech_end_t, float("inf")) - answer.audio_ms < 20
 
 
-async def test_without_an_openai_key_the_line_says_so_and_health_reports_it():
+async def test_without_an_openai_key_callers_leave_a_voicemail_and_health_reports_it():
     async with running_line(openai_api_key=None) as line:
         result = await call(line, CallScript(hangup_after=1))
         async with httpx.AsyncClient() as http:
             health = (await http.get(line.url + "/health")).json()
-    assert result.status == "spoken_only" and result.hangup
-    assert "pas disponible" in " ".join(result.say_texts)
+    assert result.status == "spoken_only" and result.hangup and "Record" in result.verbs
+    assert "indisponible" in " ".join(result.say_texts)
     assert health["status"] == "degraded" and "OPENAI_API_KEY" in health["problems"][0]
     # The seed backend's fields, beside ours: an ISO 8601 UTC time of the answer and the service.
     assert health["service"] == "octi-phone-line"

@@ -8,11 +8,16 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import httpx
+from twilio.request_validator import RequestValidator
+
 from app.agent import phrases
+from app.channels.twilio.voicemail import VOICEMAIL_PATH
 from app.agent.opening_hours import DAYS
 from app.simulators.twilio_caller import Advisor, CallScript, Utterance
 from app.simulators.twilio_rest import TwilioRestDouble
 from tests.test_behaviours import creates, stored
+from tests.test_doctor import closed_port
 from tests.test_call_path import QUESTION, call
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
 
@@ -180,3 +185,31 @@ async def test_when_the_advisor_does_not_answer_the_caller_leaves_a_voicemail_fo
     assert list(events) == ["transfer", "transfer_unanswered", "voicemail"]
     assert events["transfer_unanswered"] == "no-answer" and events["voicemail"].startswith(recording.url)
     assert result.errors == []
+
+
+# ------------------------------------------------------------------ the model out of reach
+
+
+async def test_when_the_model_cannot_be_reached_callers_leave_their_question_as_a_voicemail():
+    async with running_line(openai_realtime_url=f"ws://127.0.0.1:{closed_port()}/v1/realtime",
+                            realtime_connect_timeout_seconds=1.0) as line:
+        # The first caller reaches the stream; the engine does not answer: voicemail after it.
+        first = await call(line, CallScript(hangup_after=10))
+        # The next one is sent to voicemail by the webhook, without a stream.
+        second = await call(line, CallScript(hangup_after=10))
+        # Twilio posts the recording of the question.
+        form = {"CallSid": second.call_sid, "AccountSid": second.account_sid, "RecordingDuration": "7",
+                "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{second.account_sid}/Recordings/RE1"}
+        url = PUBLIC_URL + VOICEMAIL_PATH
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(url, form)
+        async with httpx.AsyncClient() as http:
+            saved = await http.post(line.url + VOICEMAIL_PATH, data=form, headers={"X-Twilio-Signature": signature})
+        details = [await stored(line, result.call_sid) for result in (first, second)]
+    assert first.closed_by == "server" and first.after_stream["say_texts"][0] == phrases.FAILURE_VOICEMAIL
+    assert "Record" in first.after_stream["twiml"]
+    assert second.status == "spoken_only" and second.stream_url is None
+    assert second.say_texts[0] == phrases.UNREACHABLE_VOICEMAIL and "Record" in second.verbs
+    assert saved.status_code == 200 and phrases.VOICEMAIL_SAVED in saved.text
+    assert [d.summary.outcome for d in details] == ["error", "error"]
+    assert [(e.type, e.detail) for e in details[1].events] == [
+        ("upstream_failure", "modèle injoignable : messagerie"), ("voicemail", f"{form['RecordingUrl']} (7 s)")]

@@ -110,7 +110,7 @@ async def test_problems_make_exit_code_1_and_secrets_are_never_printed(tmp_path:
     text = out.getvalue()
     assert code == 1
     lines = text.splitlines()
-    assert "problem  OPENAI_API_KEY is not set: every call gets the French apology instead of OCTI. Fix: set " \
+    assert "problem  OPENAI_API_KEY is not set: every call goes to voicemail instead of OCTI. Fix: set " \
            "OPENAI_API_KEY to your OpenAI (or Azure OpenAI) key" in lines
     assert "problem  OPENAI_REALTIME_MODEL=gpt-realtime: the service shuts this model down on 2027-01-20. " \
            "Fix: set OPENAI_REALTIME_MODEL=gpt-realtime-2.1" in lines

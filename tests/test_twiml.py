@@ -17,9 +17,13 @@ def test_connect_stream_escapes_values_and_carries_the_parameters():
 
 
 def test_spoken_documents_are_french_and_hang_up():
-    for document in (twiml.unavailable(), twiml.apology()):
+    for document in (twiml.unavailable(), twiml.refused("busy")):
         doc = ET.fromstring(document)
         say = doc.find("Say")
         assert say.get("language") == "fr-FR" and "rappeler" in say.text
         assert doc.find("Hangup") is not None
+    voicemail = ET.fromstring(twiml.render("voicemail", message="Laissez votre question.", action_url="https://h/v"))
+    assert [child.tag for child in voicemail] == ["Say", "Record", "Say", "Hangup"]
+    assert voicemail.find("Record").get("action") == "https://h/v"
+    assert all(say.get("language") == "fr-FR" for say in voicemail.findall("Say"))
     assert ET.fromstring(twiml.hangup()).find("Hangup") is not None

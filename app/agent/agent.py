@@ -4,6 +4,7 @@ converse with a caller once their channel is up. Channels know nothing else of t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from app.agent import phrases
@@ -18,6 +19,10 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# After the engine could not be reached, calls go to voicemail for this long; then one more
+# call tries it (and every call does again once one got through).
+UNREACHABLE_SECONDS = 30.0
+
 
 class Agent:
     def __init__(self, settings: Settings, metrics: Metrics, open_engine: Callable[[], Awaitable[Engine]],
@@ -26,7 +31,26 @@ class Agent:
         self._metrics = metrics
         self._open_engine = open_engine
         self._retriever = retriever  # the knowledge base's, once it is open
-        self.prewarm = PrewarmPool(open_engine, settings.prewarm_ttl_seconds)
+        self._unreachable_at: float | None = None
+        self.prewarm = PrewarmPool(self._open, settings.prewarm_ttl_seconds)
+
+    def reachable(self) -> bool:
+        """Whether the engine answered lately: when it did not, callers leave a voicemail."""
+        if self._unreachable_at is None:
+            return True
+        if time.monotonic() - self._unreachable_at < UNREACHABLE_SECONDS:
+            return False
+        self._unreachable_at = None  # time to try again
+        return True
+
+    async def _open(self) -> Engine:
+        try:
+            engine = await self._open_engine()
+        except EngineUnavailable:
+            self._unreachable_at = time.monotonic()
+            raise
+        self._unreachable_at = None
+        return engine
 
     def expect(self, call_id: str) -> None:
         """A call is on its way: connect to the engine now, so the caller hears OCTI sooner."""
@@ -36,7 +60,7 @@ class Agent:
         engine = await self.prewarm.claim(channel.identity.call_id)
         if engine is None:
             try:
-                engine = await self._open_engine()
+                engine = await self._open()
             except EngineUnavailable as exc:
                 log.error("cannot reach the engine: %s", exc)
                 self._metrics.engine_unavailable.inc()

@@ -34,3 +34,8 @@ CALLBACK_NOTED = "C'est noté : un conseiller vous rappellera."
 VOICEMAIL_PROMPT = ("Le conseiller n'a pas pu prendre votre appel. Laissez votre question après le bip, "
                     "puis raccrochez : il vous rappellera.")
 VOICEMAIL_SAVED = "Merci, votre message est enregistré. Un conseiller vous rappellera. Au revoir."
+UNREACHABLE_VOICEMAIL = ("Bonjour, vous êtes bien sur la ligne OCTI. Notre assistant est momentanément "
+                         "indisponible. Laissez votre question après le bip, puis raccrochez : "
+                         "un conseiller vous rappellera.")
+FAILURE_VOICEMAIL = ("Désolé, OCTI rencontre un problème technique. Laissez votre question après le bip, "
+                     "puis raccrochez : un conseiller vous rappellera.")

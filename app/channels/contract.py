@@ -162,6 +162,10 @@ class CallChannel(Protocol):
 class Conversations(Protocol):
     """What a channel needs from the agent behind it."""
 
+    def reachable(self) -> bool:
+        """Whether a conversation can be held now (the engine answered lately)."""
+        ...
+
     def expect(self, call_id: str) -> None:
         """A call is on its way (the channel is still setting up): get ready for it."""
         ...

@@ -136,7 +136,7 @@ class TwilioChannel:
 
     async def end(self, outcome: CallOutcome) -> None:
         # Recorded first: closing the stream makes Twilio request the <Connect> action URL,
-        # whose answer (apology or hang-up) depends on it.
+        # whose answer (voicemail or hang-up) depends on it.
         self._on_end(self.start.call_sid, outcome)
         if not self._closed:
             self._closed = True

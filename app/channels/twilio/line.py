@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from starlette.websockets import WebSocket
 
+from app.agent import phrases
 from app.calllog.journals import CallJournals
 from app.calllog.records import CallEvent, CallRecord
 from app.audio.formats import TELEPHONE_ULAW
@@ -26,6 +27,7 @@ from app.channels.twilio.admission import CallAdmission
 from app.channels.twilio.channel import StreamRejected, TwilioChannel
 from app.channels.twilio.rest import TwilioRest
 from app.channels.twilio.transfer import TwilioTransfers
+from app.channels.twilio.voicemail import Voicemail
 from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
 from app.channels.websocket_io import close_quietly
 from app.config import Settings
@@ -59,7 +61,8 @@ class TwilioLine:
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
         self.admission = CallAdmission(settings, lambda: metrics.active_calls)
         self.rest = rest
-        self.transfers = TwilioTransfers(settings, rest, submit)
+        self.voicemail = Voicemail(settings, submit)
+        self.transfers = TwilioTransfers(settings, rest, self.voicemail, submit)
 
     # ------------------------------------------------------------------ HTTP webhooks
 
@@ -82,14 +85,19 @@ class TwilioLine:
         caller, called = form.get("From", ""), form.get("To", "")
         current_call.set(call_sid or "-")
         log.info("incoming call %s from %s to %s", call_sid, mask_phone(caller), mask_phone(called))
-        if not self.settings.realtime_configured:
-            log.error("answering with the unavailable message: OPENAI_API_KEY is not set")
-            return twiml.unavailable()
         if not call_sid:
             return twiml.unavailable()
+        if not self.settings.realtime_configured or not self._agent.reachable():
+            log.error("answering with voicemail: %s", "the model cannot be reached" if
+                      self.settings.realtime_configured else "OPENAI_API_KEY is not set")
+            await self._log_unconnected(CallIdentity(call_sid, caller=caller, called=called), CallOutcome.ERROR,
+                                        ("upstream_failure", "modèle injoignable : messagerie"))
+            return self.voicemail.prompt(phrases.UNREACHABLE_VOICEMAIL)
         refusal = await self.admission.refusal(call_sid, caller)
         if refusal is not None:
-            await self._refuse_call(CallIdentity(call_sid, caller=caller, called=called), refusal)
+            self.metrics.refusals.labels(refusal.value).inc()
+            log.warning("refused the call from %s: %s", mask_phone(caller), refusal.value)
+            await self._log_unconnected(CallIdentity(call_sid, caller=caller, called=called), refusal)
             return twiml.refused(refusal.value)
         self._agent.expect(call_sid)
         return twiml.connect_stream(
@@ -102,16 +110,20 @@ class TwilioLine:
             called=called,
         )
 
-    async def _refuse_call(self, identity: CallIdentity, outcome: CallOutcome) -> None:
-        self.metrics.refusals.labels(outcome.value).inc()
-        log.warning("refused the call from %s: %s", mask_phone(identity.caller), outcome.value)
+    async def _log_unconnected(self, identity: CallIdentity, outcome: CallOutcome,
+                               event: tuple[str, str] | None = None) -> None:
+        """A call answered without a conversation (refused, or sent to voicemail) still has its log."""
         journal = self._journals.open(identity, stream_sid="", audio_format=TELEPHONE_ULAW, recorded=False)
+        if event is not None:
+            journal.event(*event)
         await journal.ended(outcome.value, [], turns=0, barge_ins=0)
 
     def after_stream(self, form: Mapping[str, str]) -> str:
         """The <Connect> action: what the caller hears once our side closed the stream."""
         outcome = self._outcomes.pop(form.get("CallSid", ""), (None, 0.0))[0]
-        return twiml.apology() if outcome == CallOutcome.ERROR else twiml.hangup()
+        if outcome == CallOutcome.ERROR:
+            return self.voicemail.prompt(phrases.FAILURE_VOICEMAIL)
+        return twiml.hangup()
 
     def stream_status(self, form: Mapping[str, str]) -> None:
         event, error = form.get("StreamEvent", ""), form.get("StreamError", "")

@@ -14,22 +14,24 @@ from app.calllog.records import CallEvent, CallRecord
 from app.channels.twilio import twiml
 from app.channels.twilio.rest import TwilioRest, TwilioRestError
 from app.channels.twilio.security import public_url
+from app.channels.twilio.voicemail import Voicemail
 from app.config import Settings
 
 log = logging.getLogger(__name__)
 
 WHISPER_PATH = "/voice/whisper"
 DIAL_ENDED_PATH = "/voice/transfer-ended"
-VOICEMAIL_PATH = "/voice/voicemail"
 WHISPER_MAX_CHARS = 300  # a sentence or two: the advisor is waiting to talk
 ANSWERED = {"completed", "answered"}
 
 
 class TwilioTransfers:
-    def __init__(self, settings: Settings, rest: TwilioRest, submit: Callable[[CallRecord], None]) -> None:
+    def __init__(self, settings: Settings, rest: TwilioRest, voicemail: Voicemail,
+                 submit: Callable[[CallRecord], None]) -> None:
         self._settings = settings
         self._rest = rest
-        self._submit = submit  # to the call log: how the dial ended, the voicemail left
+        self._voicemail = voicemail
+        self._submit = submit  # to the call log: how the dial ended
 
     def unavailable(self) -> str | None:
         """Why no transfer can be made from this line (French, for the caller), or None."""
@@ -69,15 +71,7 @@ class TwilioTransfers:
         self._event(form, "transfer_answered" if status in ANSWERED else "transfer_unanswered", status)
         if status in ANSWERED:
             return twiml.hangup()
-        return twiml.render("voicemail", message=phrases.VOICEMAIL_PROMPT,
-                            action_url=public_url(self._settings, VOICEMAIL_PATH))
-
-    def voicemail(self, form: Mapping[str, str]) -> str:
-        """The recorded question: stored in the call log, for a call-back from the review."""
-        url, seconds = form.get("RecordingUrl", ""), form.get("RecordingDuration", "0")
-        if url:
-            self._event(form, "voicemail", f"{url} ({seconds} s)")
-        return twiml.say_goodbye(phrases.VOICEMAIL_SAVED)
+        return self._voicemail.prompt(phrases.VOICEMAIL_PROMPT)
 
     def _event(self, form: Mapping[str, str], kind: str, detail: str) -> None:
         if form.get("CallSid"):

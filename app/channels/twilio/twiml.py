@@ -31,10 +31,6 @@ def unavailable() -> str:
     return render("unavailable")
 
 
-def apology() -> str:
-    return render("apology")
-
-
 def hangup() -> str:
     return render("hangup")
 

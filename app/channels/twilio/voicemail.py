@@ -1,0 +1,33 @@
+"""Voicemail: when no one can take the call (the advisor did not answer, the model cannot be
+reached), the caller leaves their question after the beep; the recording's address goes to
+the call log as a `voicemail` event, which the review offers for a call-back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from app.agent import phrases
+from app.calllog.records import CallEvent, CallRecord
+from app.channels.twilio import twiml
+from app.channels.twilio.security import public_url
+from app.config import Settings
+
+VOICEMAIL_PATH = "/voice/voicemail"
+
+
+class Voicemail:
+    def __init__(self, settings: Settings, submit: Callable[[CallRecord], None]) -> None:
+        self._settings = settings
+        self._submit = submit
+
+    def prompt(self, message: str) -> str:
+        """TwiML: `message`, the beep, the recording posted to VOICEMAIL_PATH."""
+        return twiml.render("voicemail", message=message, action_url=public_url(self._settings, VOICEMAIL_PATH))
+
+    def saved(self, form: Mapping[str, str]) -> str:
+        """The recorded question: stored in the call log, then goodbye."""
+        url, seconds = form.get("RecordingUrl", ""), form.get("RecordingDuration", "0")
+        if url and form.get("CallSid"):
+            self._submit(CallEvent(form["CallSid"], datetime.now(UTC), "voicemail", f"{url} ({seconds} s)"))
+        return twiml.say_goodbye(phrases.VOICEMAIL_SAVED)

@@ -288,7 +288,7 @@ async def test_without_an_openai_key_callers_leave_a_voicemail_and_health_report
             health = (await http.get(line.url + "/health")).json()
     assert result.status == "spoken_only" and result.hangup and "Record" in result.verbs
     assert "indisponible" in " ".join(result.say_texts)
-    assert health["status"] == "degraded" and "OPENAI_API_KEY" in health["problems"][0]
+    assert health["status"] == "degraded" and any("OPENAI_API_KEY" in problem for problem in health["problems"])
     # The seed backend's fields, beside ours: an ISO 8601 UTC time of the answer and the service.
     assert health["service"] == "octi-phone-line"
     answered = datetime.fromisoformat(health["timestamp"].replace("Z", "+00:00"))

@@ -213,3 +213,18 @@ async def test_when_the_model_cannot_be_reached_callers_leave_their_question_as_
     assert [d.summary.outcome for d in details] == ["error", "error"]
     assert [(e.type, e.detail) for e in details[1].events] == [
         ("upstream_failure", "modèle injoignable : messagerie"), ("voicemail", f"{form['RecordingUrl']} (7 s)")]
+
+
+async def test_the_person_key_transfers_with_the_last_question_as_the_whisper(double):
+    double.script_next_connection(["Mes poules ne pondent plus depuis une semaine."],
+                                  greeting_seconds=1.0, answer_seconds=1.0)
+    script = say(dtmf=[(6.0, "0")], twiml_speed=20.0, advisor=Advisor("answers", ring_seconds=2.0, talk_seconds=10.0))
+    async with line_with_rest(double, transfer_number=ADVISOR) as (line, rest):
+        result = await call(line, script, rest_api=rest, account_sid=ACCOUNT)
+        detail = await stored(line, result.call_sid)
+    assert function_calls(double.connections[0]) == []
+    [dial] = result.dials
+    assert dial.status == "completed"
+    assert dial.whisper_texts == ["Appel de la ligne OCTI. Mes poules ne pondent plus depuis une semaine."]
+    assert detail.summary.outcome == "transferred"
+    assert [e.type for e in detail.events] == ["dtmf", "person_requested", "transfer", "transfer_answered"]

@@ -25,7 +25,8 @@ def limit_warning(seconds: int) -> str:
         left = f"{seconds} seconde{'s' if seconds > 1 else ''}"
     return f"Il nous reste {left} avant la fin de cette conversation."
 TRANSFERRING = "Je vous passe un conseiller. Ne quittez pas."
-ADVISORS_CLOSED = "Les conseillers ne sont pas joignables à cette heure-ci."
+ADVISORS_CLOSED = ("Les conseillers ne sont pas joignables à cette heure-ci. Votre demande est notée : "
+                   "un conseiller vous rappellera.")
 TRANSFER_FAILED = "Le transfert vers un conseiller n'a pas abouti."
 TRANSFER_BY_PHONE_ONLY = "On ne peut joindre un conseiller que par téléphone."
 STILL_LISTENING = "Je reste à votre écoute."

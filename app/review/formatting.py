@@ -47,6 +47,7 @@ EVENTS = {
     "person_requested": "conseiller demandé",
     "silence_prompt": "relance après un silence",
     "silence_goodbye": "fin après un silence",
+    "false_barge_in": "bruit sans paroles : OCTI a repris",
 }
 
 try:

@@ -31,7 +31,7 @@ class Interruption:
 class BargeInJudge:
     """One call's interruptions under judgement; the engine reports one caller turn at a time."""
 
-    def __init__(self, min_ms: int, end_wait_ms: float, confirm: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, min_ms: int, end_wait_ms: float, confirm: Callable[[], Awaitable[None]]) -> None:
         self.min_ms = min_ms
         self._lasted_s = (min_ms + end_wait_ms) / 1000
         self._confirm = confirm  # the session's: the interruption is a barge-in
@@ -55,14 +55,14 @@ class BargeInJudge:
 
     def start(self, turn: str) -> None:
         self.settle()
-        self._pending = Interruption(turn, asyncio.create_task(self._lasted(turn), name="barge-in-timer"))
+        self._pending = Interruption(turn, asyncio.create_task(self._lasted(), name="barge-in-timer"))
         self._confirming = self._pending.timer
 
-    async def _lasted(self, turn: str) -> None:
+    async def _lasted(self) -> None:
         """Not over by now: the sound lasted BARGE_IN_MIN_MS at least."""
         await asyncio.sleep(self._lasted_s)
         self._pending = None  # judged: nothing may cancel the confirmation now
-        await self._confirm(turn)
+        await self._confirm()
 
     def settle(self) -> None:
         """The verdict is in, or moot: the timer stops."""

@@ -277,7 +277,8 @@ class CallSession:
         turn = self.state.caller_turn(event.turn)
         turn.start_ms = event.at_ms
         previous_question = self.state.previous_question(turn)
-        if self._judge.active and self._answer_under_way():
+        releasing = self._knowledge is not None and self._knowledge.releasing
+        if self._judge.active and (self._speaker.busy or releasing):
             if self._knowledge is not None:
                 self._knowledge.follow(turn, previous_question)
             await self._speaker.pause()
@@ -287,12 +288,7 @@ class CallSession:
             self._knowledge.speech_started(turn, previous_question)
         await self._interrupt()
 
-    def _answer_under_way(self) -> bool:
-        speaker = self._speaker
-        return (speaker.answers.active is not None or speaker.tracker.audio_queued
-                or (self._knowledge is not None and self._knowledge.releasing))
-
-    async def _barge_in(self, turn: str) -> None:
+    async def _barge_in(self) -> None:
         """The sound over OCTI is the caller taking the floor: the answer on its way goes too."""
         self._judge.settle()
         if self._knowledge is not None:
@@ -340,7 +336,7 @@ class CallSession:
             if not self._judge.is_speech(event.spoken_ms, turn.text):
                 await self._noise(turn, event)
                 return
-            await self._barge_in(event.turn)
+            await self._barge_in()
         turn.end_ms = self.state.speech_end_ms = event.at_ms
         self._journal_caller(turn)
         if self._knowledge is not None:
@@ -365,16 +361,13 @@ class CallSession:
         if self._knowledge is not None:
             self._knowledge.words(turn, final=event.final)
         if self._judge.judging(event.turn) and turn.text.strip():
-            await self._barge_in(event.turn)
+            await self._barge_in()
 
     def _heard_after_noise(self, event: CallerWords) -> None:
-        """The transcription of a turn judged a noise: billed all the same; words are only
-        logged (see barge_in.py for why the turn stays closed)."""
-        if not event.final:
-            return
-        if event.usage:
+        """A noise's transcription is billed all the same; its words do not reopen it (barge_in.py)."""
+        if event.final and event.usage:
             self.state.transcription_usage.append(event.usage)
-        if event.text.strip():
+        if event.final and event.text.strip():
             log.info("words came for a sound judged a noise; OCTI carried on")
 
     def _searched_by_the_model(self, retrieval: Retrieval) -> None:

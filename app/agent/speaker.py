@@ -46,6 +46,11 @@ class Speaker:
         self._log_turn = log_turn  # an assistant turn changed: log it
         self._held: HeldVoice | None = None  # paused by an interruption being judged
 
+    @property
+    def busy(self) -> bool:
+        """OCTI is saying something: an answer under way, or audio the caller has not played yet."""
+        return self.answers.active is not None or self.tracker.audio_queued
+
     async def audio(self, event: AnswerAudio) -> None:
         if event.answer in self.answers.muted:
             return  # late audio of an interrupted answer

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.agent.opening_hours import OpeningHours
@@ -60,7 +60,12 @@ class Settings(BaseSettings):
     vad_prefix_padding_ms: int = 300
     vad_silence_duration_ms: int = 500
     # True: the service cancels its answer itself when the caller starts talking; False: we do.
+    # Only with BARGE_IN_MIN_MS=0: otherwise a noise must not cost the answer, so we always do.
     vad_interrupt_response: bool = True
+    # An interruption is a barge-in once the caller's sound lasted this long or words were
+    # recognised; shorter and wordless (a clang in the barn), OCTI resumes where it was cut.
+    # 0: every interruption is a barge-in at once.
+    barge_in_min_ms: int = Field(default=300, ge=0)
     noise_reduction: Literal["far_field", "near_field", "off"] = "far_field"
 
     # Twilio

@@ -39,10 +39,12 @@ SERVICE_NAME = "octi-phone-line"
 
 def engine_options(settings: Settings, keywords: Sequence[str] = ()) -> RealtimeOptions:
     """The engine as the agent's RAG mode needs it: with injection we ask for each answer; in
-    tool mode the model answers on its own and searches when it wants. The call tools are
-    always there."""
-    return RealtimeOptions(client_turns=settings.rag_mode == "inject", tools=session_tools(settings),
-                           instructions=session_instructions(settings), keywords=keywords)
+    tool mode the model searches when it wants. While interruptions are judged
+    (BARGE_IN_MIN_MS), we ask for every answer: the service would answer a noise. The call
+    tools are always there."""
+    return RealtimeOptions(client_turns=settings.rag_mode == "inject" or settings.barge_in_min_ms > 0,
+                           tools=session_tools(settings), instructions=session_instructions(settings),
+                           keywords=keywords)
 
 
 class Service:

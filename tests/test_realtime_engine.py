@@ -69,7 +69,7 @@ async def test_a_cut_never_goes_past_the_audio_generated(double):
 
 async def test_cancel_is_sent_only_when_the_service_does_not_interrupt_itself(double):
     for interrupts in (True, False):
-        engine = await RealtimeEngine.open(settings(double, vad_interrupt_response=interrupts),
+        engine = await RealtimeEngine.open(settings(double, vad_interrupt_response=interrupts, barge_in_min_ms=0),
                                            RealtimeOptions(client_turns=True))
         connection = await double.wait_for_connection()
         events = engine.events()

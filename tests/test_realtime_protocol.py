@@ -51,16 +51,25 @@ def test_defaults_suit_a_noisy_barn_and_french_callers():
     session = protocol.session_update(Settings(_env_file=None))["session"]
     assert session["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
     assert session["audio"]["input"]["transcription"]["language"] == "fr"
+    # A sound over OCTI may be a noise: the service must not cancel the answer for it.
+    assert session["audio"]["input"]["turn_detection"]["interrupt_response"] is False
+
+
+def test_without_a_barge_in_minimum_the_service_interrupts_its_answer_itself():
+    session = protocol.session_update(Settings(_env_file=None, barge_in_min_ms=0))["session"]
     assert session["audio"]["input"]["turn_detection"]["interrupt_response"] is True
 
 
 @pytest.mark.parametrize("mode", ["inject", "tool", "off"])
-def test_the_agent_session_follows_the_rag_mode(mode):
-    settings = Settings(_env_file=None, rag_mode=mode)
+@pytest.mark.parametrize("barge_in_min_ms", [300, 0])
+def test_the_agent_session_follows_the_rag_mode(mode, barge_in_min_ms):
+    settings = Settings(_env_file=None, rag_mode=mode, barge_in_min_ms=barge_in_min_ms)
     event = session_update(settings, engine_options(settings))
     assert_strictly_valid(event)
     session = event["session"]
-    assert session["audio"]["input"]["turn_detection"]["create_response"] is (mode != "inject")
+    # Judging interruptions, we ask for every answer; otherwise only to inject the passages.
+    service_answers = mode != "inject" and barge_in_min_ms == 0
+    assert session["audio"]["input"]["turn_detection"]["create_response"] is service_answers
     # The call's ways out are there in every mode; the knowledge is a tool in tool mode only.
     names = [tool["name"] for tool in session.get("tools", [])]
     assert names == (["search_knowledge"] if mode == "tool" else []) + ["end_call", "transfer_to_human"]

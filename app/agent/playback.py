@@ -20,6 +20,16 @@ class _Chunk:
     item_id: str
     ms: float
     sent_at: float
+    audio: bytes  # kept until played: an interruption that proves to be noise replays it
+
+
+@dataclass(frozen=True, slots=True)
+class Unplayed:
+    """Audio the far end held when it was cleared; `heard_ms` of it had already played."""
+
+    item_id: str
+    audio: bytes
+    heard_ms: float
 
 
 class PlaybackTracker:
@@ -41,10 +51,10 @@ class PlaybackTracker:
     def queued_items(self) -> list[str]:
         return list(dict.fromkeys(chunk.item_id for chunk in self._queue))
 
-    def sent(self, item_id: str, ms: float, now: float) -> str:
+    def sent(self, item_id: str, ms: float, now: float, audio: bytes = b"") -> str:
         """Register a chunk sent to the far end; returns the name of the mark to send after it."""
         name = f"a{next(self._names)}"
-        self._queue.append(_Chunk(name, item_id, ms, now))
+        self._queue.append(_Chunk(name, item_id, ms, now, audio))
         self._heard.setdefault(item_id, 0.0)
         return name
 
@@ -62,10 +72,18 @@ class PlaybackTracker:
     def heard_ms(self, item_id: str, now: float) -> float:
         heard = self._heard.get(item_id, 0.0)
         if self._queue and self._queue[0].item_id == item_id:
-            head = self._queue[0]
-            playing_since = max(head.sent_at, self._last_ack_at)
-            heard += min(max(now - playing_since, 0.0) * 1000.0, head.ms)
+            heard += self._head_heard_ms(now)
         return heard
+
+    def _head_heard_ms(self, now: float) -> float:
+        head = self._queue[0]
+        playing_since = max(head.sent_at, self._last_ack_at)
+        return min(max(now - playing_since, 0.0) * 1000.0, head.ms)
+
+    def unplayed(self, now: float) -> list[Unplayed]:
+        """What the far end still holds, in order; the head chunk is partly heard."""
+        return [Unplayed(chunk.item_id, chunk.audio, self._head_heard_ms(now) if index == 0 else 0.0)
+                for index, chunk in enumerate(self._queue)]
 
     def flush(self) -> None:
         """The far end's queue was cleared: pending chunks were not played."""

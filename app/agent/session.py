@@ -15,6 +15,8 @@ from time import perf_counter
 from typing import Any
 
 from app.agent import phrases
+from app.agent.background import BackgroundTasks
+from app.agent.barge_in import BargeInJudge
 from app.agent.behaviours import Behaviours
 from app.agent.recap import recap_of, send_recap
 from app.agent.speaker import Speaker
@@ -87,9 +89,15 @@ class CallSession:
                                 self._journal_assistant)
         self._behaviours = Behaviours(channel=channel, engine=engine, speaker=self._speaker, state=self.state,
                                       journal=self._journal, settings=settings, interrupt=self._interrupt)
-        # Client-driven engines answer when asked: with the knowledge for the caller's words.
+        # Client-driven engines answer when asked: with the knowledge for the caller's words
+        # (RAG_MODE=inject), or as they are.
+        client_turns = engine.traits.turns == "client"
         self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller)
-                           if engine.traits.turns == "client" else None)
+                           if client_turns and settings.rag_mode == "inject" else None)
+        self._plain_answers = BackgroundTasks() if client_turns and self._knowledge is None else None
+        # A service-driven engine yields to the caller by itself: nothing to judge.
+        self._judge = BargeInJudge(settings.barge_in_min_ms if client_turns else 0,
+                                   engine.traits.speech_end_wait_ms, self._barge_in)
         self._tools = ToolRunner(engine, retriever, self._searched_by_the_model, self._behaviours)
         self._engine_handlers: dict[type, Callable[[Any], Any]] = {
             AnswerStarted: self._on_answer_started,
@@ -149,6 +157,9 @@ class CallSession:
                 await asyncio.gather(*loops, return_exceptions=True)
             if self._knowledge is not None:
                 await self._knowledge.close()
+            if self._plain_answers is not None:
+                await self._plain_answers.cancel_all()
+            await self._judge.close()
             await self._tools.close()
             await self._behaviours.close()
             await self._channel.end(outcome)
@@ -262,26 +273,55 @@ class CallSession:
         self.state.assistant_turn(event.item).text = event.text
 
     async def _on_speech_started(self, event: SpeechStarted) -> None:
-        """Barge-in: silence the caller's playback at once, then tell the engine what was heard."""
+        """The caller's sound over OCTI silences the caller's playback at once. Then either it
+        is a barge-in now, or (BARGE_IN_MIN_MS) OCTI only pauses until we know (barge_in.py)."""
         self._behaviours.caller_active(speaking=True)
         turn = self.state.caller_turn(event.turn)
         turn.start_ms = event.at_ms
+        previous_question = self.state.previous_question(turn)
+        releasing = self._knowledge is not None and self._knowledge.releasing
+        if self._judge.active and (self._speaker.busy or releasing):
+            if self._knowledge is not None:
+                self._knowledge.follow(turn, previous_question)
+            await self._speaker.pause()
+            self._judge.start(event.turn)
+            return
         if self._knowledge is not None:
-            self._knowledge.speech_started(turn, self.state.previous_question(turn))
+            self._knowledge.speech_started(turn, previous_question)
         await self._interrupt()
+
+    async def _barge_in(self) -> None:
+        """The sound over OCTI is the caller taking the floor: the answer on its way goes too."""
+        self._judge.settle()
+        if self._knowledge is not None:
+            self._knowledge.cancel_release()
+        await self._interrupt()
+
+    async def _noise(self, turn: Turn, event: SpeechStopped) -> None:
+        """The sound over OCTI was a noise: OCTI carries on where it was cut, and the noise
+        leaves the conversation unanswered."""
+        self._judge.noise(turn.item_id)
+        self.state.forget_caller_turn(turn)
+        if self._knowledge is not None:
+            self._knowledge.dismiss(turn)
+        await self._speaker.resume()
+        await self._engine.discard(turn.item_id)
+        log.info("a %.0f ms sound without words over OCTI was a noise: OCTI resumed", event.spoken_ms)
+        self._journal.event("false_barge_in", f"{event.spoken_ms:.0f} ms sans paroles", turn.start_ms)
 
     async def _interrupt(self, *, counted: bool = True) -> None:
         """The caller takes the floor: mute the answer under way, flush what they still hold,
         tell the engine what was heard, and cancel the answer. Only the caller's interruptions
         are `counted` as barge-ins."""
+        self._judge.settle()
         interrupted = self._speaker.answers.active
         if interrupted is not None:
             self._speaker.answers.muted.add(interrupted)
         cut = await self._speaker.stop(barge_in=counted)
         if cut is not None:
-            playing, heard, unheard = cut
-            await self._engine.cut(playing, heard)
-            for item in unheard:
+            if cut.playing is not None:
+                await self._engine.cut(cut.playing, cut.heard_ms)
+            for item in cut.unheard:
                 await self._engine.discard(item)
         if interrupted is not None:
             await self._engine.cancel()
@@ -291,17 +331,27 @@ class CallSession:
         self._speaker.answers.muted.add(event.answer)
         await self._speaker.stop()
 
-    def _on_speech_stopped(self, event: SpeechStopped) -> None:
+    async def _on_speech_stopped(self, event: SpeechStopped) -> None:
         self._behaviours.caller_active()
         turn = self.state.caller_turn(event.turn)
+        if self._judge.judging(event.turn):
+            if not self._judge.is_speech(event.spoken_ms, turn.text):
+                await self._noise(turn, event)
+                return
+            await self._barge_in()
         turn.end_ms = self.state.speech_end_ms = event.at_ms
         self._journal_caller(turn)
         if self._knowledge is not None:
             self._knowledge.speech_stopped(turn)
+        elif self._plain_answers is not None:
+            self._plain_answers.spawn(self._engine.answer(), "answer")
 
-    def _on_caller_words(self, event: CallerWords) -> None:
+    async def _on_caller_words(self, event: CallerWords) -> None:
         """Words of a caller turn as the transcription gives them: pieces while they speak with
-        a streaming model, then (or only) the whole text."""
+        a streaming model, then (or only) the whole text. Words over OCTI are a barge-in."""
+        if self._judge.was_noise(event.turn):
+            self._heard_after_noise(event)
+            return
         turn = self.state.caller_turn(event.turn)
         if event.final:
             turn.text = event.text
@@ -312,6 +362,15 @@ class CallSession:
             turn.text += event.text
         if self._knowledge is not None:
             self._knowledge.words(turn, final=event.final)
+        if self._judge.judging(event.turn) and turn.text.strip():
+            await self._barge_in()
+
+    def _heard_after_noise(self, event: CallerWords) -> None:
+        """A noise's transcription is billed all the same; its words do not reopen it (barge_in.py)."""
+        if event.final and event.usage:
+            self.state.transcription_usage.append(event.usage)
+        if event.final and event.text.strip():
+            log.info("words came for a sound judged a noise; OCTI carried on")
 
     def _searched_by_the_model(self, retrieval: Retrieval) -> None:
         turn = self.state.last_caller_turn()

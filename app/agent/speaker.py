@@ -1,5 +1,11 @@
 """OCTI's voice on its way to the caller: converted to the channel's format, re-framed, sent in
-marked chunks and tracked, so that an interruption knows how much of each answer was heard."""
+marked chunks and tracked, so that an interruption knows how much of each answer was heard.
+
+An interruption first pauses the voice: the caller's playback is cleared at once, but what
+they had not heard is held, with what the model goes on saying. Then either it was the
+caller taking the floor (`confirm`: the held voice is dropped, the answer is cut where they
+stopped hearing it) or a noise (`resume`: the held voice is sent again, from where it was cut).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 from app.agent.playback import PlaybackTracker
-from app.agent.state import AnswerState, CallState, Turn
+from app.agent.state import AnswerState, CallState, Cut, HeldVoice, Turn
 from app.audio.convert import make_converter
 from app.audio.formats import AudioFormat
 from app.audio.framing import FrameAssembler
@@ -38,6 +44,12 @@ class Speaker:
         self._metrics = metrics
         self._recorder = recorder
         self._log_turn = log_turn  # an assistant turn changed: log it
+        self._held: HeldVoice | None = None  # paused by an interruption being judged
+
+    @property
+    def busy(self) -> bool:
+        """OCTI is saying something: an answer under way, or audio the caller has not played yet."""
+        return self.answers.active is not None or self.tracker.audio_queued
 
     async def audio(self, event: AnswerAudio) -> None:
         if event.answer in self.answers.muted:
@@ -57,7 +69,10 @@ class Speaker:
         if event.answer not in self.answers.muted:
             await self._play(event.item, self._frames.flush(), perf_counter())
             self.answers.sent.add(event.answer)
-            await self._channel.show(AnswerEnded())
+            if self._held is not None:
+                self._held.ended = True
+            else:
+                await self._channel.show(AnswerEnded())
 
     def forget_answers(self) -> None:
         """A new conversation: the answers of the old one are no one's business any more."""
@@ -74,17 +89,25 @@ class Speaker:
         return False
 
     async def _play(self, item_id: str, frames: bytes, received_at: float) -> None:
-        """Send whole frames to the caller in chunks, each followed by a mark for the tracker."""
+        if self._held is not None:
+            _hold(self._held, item_id, frames)
+        else:
+            await self._send(item_id, frames, received_at)
+
+    async def _send(self, item_id: str, frames: bytes, received_at: float | None) -> None:
+        """Send whole frames to the caller in chunks, each followed by a mark for the tracker;
+        `received_at` None: audio sent again after a pause (no bridge delay to measure)."""
         for offset in range(0, len(frames), self._chunk_bytes):
             chunk = frames[offset : offset + self._chunk_bytes]
-            mark = self.tracker.sent(item_id, self._caller_format.duration_ms(len(chunk)), perf_counter())
+            mark = self.tracker.sent(item_id, self._caller_format.duration_ms(len(chunk)), perf_counter(), chunk)
             await self._channel.send_audio(chunk, mark)
             now = perf_counter()
             if offset == 0:
                 self._first_sent(item_id, now)
             if self._recorder is not None:
                 self._recorder.assistant_audio(chunk, self._state.timeline_ms(now))
-            self._metrics.outbound_delay.observe(now - received_at)
+            if received_at is not None:
+                self._metrics.outbound_delay.observe(now - received_at)
 
     def _first_sent(self, item_id: str, now: float) -> None:
         turn = self._state.assistant_turn(item_id)
@@ -93,27 +116,68 @@ class Speaker:
             if turn.model_audio_at is not None:
                 turn.model_audio_to_caller_ms = (now - turn.model_audio_at) * 1000
 
-    async def stop(self, *, barge_in: bool = True) -> tuple[str, float, list[str]] | None:
-        """Flush the caller's playback; returns the item that was playing, how much of it was
-        heard, and the items queued after it (never heard), or None when nothing was queued.
-        A reset stops playback too, but it is not counted as a barge-in."""
+    async def pause(self) -> None:
+        """The caller may be cutting in: silence OCTI at once, keep what they have not heard."""
+        if self._held is not None:
+            return
+        now = perf_counter()
+        tracker = self.tracker
+        playing = tracker.playing_item
+        heard = 0.0
+        if playing is not None:
+            heard = max(min(tracker.heard_ms(playing, now), self.answers.generated_ms.get(playing, 0.0)), 0.0)
+        held = self._held = HeldVoice(Cut(playing, heard, tracker.queued_items()[1:]), cleared=playing is not None)
+        frame_bytes = self._caller_format.frame_bytes(FRAME_MS)
+        for chunk in tracker.unplayed(now):
+            _hold(held, chunk.item_id, chunk.audio[frame_bytes * round(chunk.heard_ms / FRAME_MS):])
+        if held.cleared:
+            tracker.flush()  # before the clear goes out: marks echoed for it are not ours any more
+            await self._channel.clear_playback()
+            if self._recorder is not None:
+                self._recorder.clear(self._state.timeline_ms(now))
+
+    async def resume(self) -> None:
+        """It was a noise: the caller hears the rest of what OCTI was saying, from where it was cut."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        for item_id, audio in held.audio:
+            await self._send(item_id, bytes(audio), None)
+        if held.ended:
+            await self._channel.show(AnswerEnded())
+
+    def confirm(self, *, barge_in: bool = True) -> Cut | None:
+        """The caller took the floor: what was held will never be heard. Returns where the caller
+        stopped hearing OCTI (None when it was not paused). A reset or a goodbye stops OCTI
+        too, but only the caller's interruptions are counted as barge-ins (`barge_in`)."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
         self._frames.clear()
         self._to_caller.reset()
-        if not self.tracker.audio_queued:
-            return None
-        now = perf_counter()
-        playing = self.tracker.playing_item or ""
-        queued = self.tracker.queued_items()
-        heard = min(self.tracker.heard_ms(playing, now), self.answers.generated_ms.get(playing, 0.0))
-        await self._channel.clear_playback()
-        self.tracker.flush()
-        if self._recorder is not None:
-            self._recorder.clear(self._state.timeline_ms(now))
-        if barge_in:
-            self._state.barge_ins += 1
-            self._metrics.barge_ins.inc()
-        turn = self._state.assistant_turn(playing)
-        turn.interrupted = True
-        turn.heard_ms = max(heard, 0.0)
-        self._log_turn(turn)
-        return playing, heard, queued[1:]
+        cut = held.cut
+        cut.unheard += [item for item, _ in held.audio if item != cut.playing and item not in cut.unheard]
+        if held.cleared and cut.playing is not None:
+            if barge_in:
+                self._state.barge_ins += 1
+                self._metrics.barge_ins.inc()
+            turn = self._state.assistant_turn(cut.playing)
+            turn.interrupted = True
+            turn.heard_ms = cut.heard_ms
+            self._log_turn(turn)
+        return cut
+
+    async def stop(self, *, barge_in: bool = True) -> Cut | None:
+        """Silence OCTI for good: pause, then confirm."""
+        await self.pause()
+        return self.confirm(barge_in=barge_in)
+
+
+def _hold(held: HeldVoice, item_id: str, audio: bytes) -> None:
+    """Keep audio of `item_id` for later, after what is held already."""
+    if not audio:
+        return
+    if held.audio and held.audio[-1][0] == item_id:
+        held.audio[-1][1].extend(audio)
+    else:
+        held.audio.append((item_id, bytearray(audio)))

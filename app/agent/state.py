@@ -61,6 +61,11 @@ class CallState:
             turn = self.caller_turns[item_id] = self.new_turn("caller", item_id)
         return turn
 
+    def forget_caller_turn(self, turn: Turn) -> None:
+        """A caller turn that was only a noise: it never was a turn of the conversation."""
+        self.caller_turns.pop(turn.item_id, None)
+        self.turns.remove(turn)
+
     def assistant_turn(self, item_id: str) -> Turn:
         """Looked up on every audio chunk: by item id, not by scanning the turns."""
         turn = self.assistant_turns.get(item_id)
@@ -84,6 +89,28 @@ class AnswerState:
     muted: set[str] = field(default_factory=set)
     sent: set[str] = field(default_factory=set)
     generated_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Cut:
+    """Where the caller stopped hearing OCTI: `heard_ms` of the spoken item `playing` (None
+    when nothing was playing), and the items they never heard."""
+
+    playing: str | None
+    heard_ms: float
+    unheard: list[str]
+
+
+@dataclass(slots=True)
+class HeldVoice:
+    """OCTI's voice while an interruption is judged: cleared at the caller, kept here. `cut` is
+    where the caller stopped hearing it; `audio` what they have not heard yet, in order, as
+    (item, audio in the caller's format): what was cleared, then what the model went on saying."""
+
+    cut: Cut
+    cleared: bool  # the caller was hearing OCTI when it was paused
+    audio: list[tuple[str, bytearray]] = field(default_factory=list)
+    ended: bool = False  # an answer's audio ended meanwhile: the channel is owed its AnswerEnded
 
 
 @dataclass(slots=True)

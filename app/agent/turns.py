@@ -5,7 +5,7 @@ When they stop, the answer is released within RAG_HOLD_MS: with the search of al
 words if it finished by then, else the newest one that did. With no words at all (a
 transcription that only comes after the turn), the answer goes at once with the search tool:
 the model heard the question and searches itself. A barge-in before the answer went out
-cancels that turn's work.
+cancels that turn's work; a sound that may be noise leaves it alone until it proves to be speech.
 """
 
 from __future__ import annotations
@@ -40,10 +40,30 @@ class KnowledgeTurns:
         self._record = record  # the caller turn changed: log it
         self._state = KnowledgeTurnState()
 
+    @property
+    def releasing(self) -> bool:
+        """An answer is on its way out (its passages being awaited, or asked for)."""
+        return self._state.release is not None and not self._state.release.done()
+
     def speech_started(self, turn: Turn, previous_question: str | None) -> None:
+        """The caller took the floor: the previous turn's work goes, this turn's words are followed."""
         self.cancel()
-        self._state.following = TurnRetrieval(self._retriever, previous_question)
-        self._state.following_turn = turn.item_id
+        self.follow(turn, previous_question)
+
+    def follow(self, turn: Turn, previous_question: str | None) -> None:
+        """Search this turn's words as they come, leaving the answer on its way alone."""
+        state = self._state
+        if state.following is not None:
+            state.following.close()
+        state.following = TurnRetrieval(self._retriever, previous_question)
+        state.following_turn = turn.item_id
+
+    def dismiss(self, turn: Turn) -> None:
+        """The turn was a noise: its words are not followed any more."""
+        state = self._state
+        if state.following is not None and state.following_turn == turn.item_id:
+            state.following.close()
+            state.following, state.following_turn = None, ""
 
     def words(self, turn: Turn, *, final: bool) -> None:
         state = self._state
@@ -71,12 +91,17 @@ class KnowledgeTurns:
         self._record(turn)
         await self._engine.answer(context=knowledge_context(turn.retrieval))
 
-    def cancel(self) -> None:
-        """A barge-in before the answer went out: the caller is still talking, drop that turn's work."""
+    def cancel_release(self) -> None:
+        """A barge-in before the answer went out: the caller is still talking, that answer goes."""
         state = self._state
         if state.release is not None and not state.release.done():
             state.release.cancel()
         state.release = None
+
+    def cancel(self) -> None:
+        """Drop the work of the turn being answered and of the turn being followed."""
+        state = self._state
+        self.cancel_release()
         if state.following is not None:
             state.following.close()
             state.following = None

@@ -36,6 +36,9 @@ class EngineTraits:
     cuts_answers: bool
     # The caller's words stream in while they speak (not only once their turn ended).
     streams_caller_words: bool
+    # How long after the caller's last sound `SpeechStopped` comes at the latest (the silence
+    # turn detection waits for): a turn not ended that long after it began lasted longer.
+    speech_end_wait_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +63,12 @@ class SpeechStarted:
 
 @dataclass(frozen=True, slots=True)
 class SpeechStopped:
-    """The caller stopped talking at `at_ms` (the service's silence wait already deducted)."""
+    """The caller stopped talking at `at_ms` (the service's silence wait already deducted);
+    `spoken_ms`: how long their sound lasted (without the audio kept from before it)."""
 
     turn: str
     at_ms: float
+    spoken_ms: float
 
 
 @dataclass(frozen=True, slots=True)

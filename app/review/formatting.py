@@ -57,6 +57,7 @@ EVENTS = {
     "sms_recap_accepted": "récapitulatif par SMS accepté",
     "sms_recap_sent": "récapitulatif envoyé par SMS",
     "sms_recap_failed": "récapitulatif par SMS non envoyé",
+    "false_barge_in": "bruit sans paroles : OCTI a repris",
 }
 
 try:

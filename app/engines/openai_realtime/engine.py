@@ -84,10 +84,15 @@ class RealtimeEngine:
         self._settings = settings
         self._options = options
         self.audio_format = protocol.model_audio_format(settings)
+        server_vad = settings.turn_detection == "server_vad"
+        self._vad_silence_ms = settings.vad_silence_duration_ms if server_vad else 0
+        # speech_started's audio_start_ms includes the audio kept from before the speech.
+        self._vad_prefix_ms = settings.vad_prefix_padding_ms if server_vad else 0
+        end_wait_ms = self._vad_silence_ms if server_vad else models.SEMANTIC_VAD_LONGEST_WAIT_MS["auto"]
         self.traits = EngineTraits(turns="client" if options.client_turns else "service", cuts_answers=True,
-                                   streams_caller_words=models.streams_transcription(settings.openai_transcribe_model))
+                                   streams_caller_words=models.streams_transcription(settings.openai_transcribe_model),
+                                   speech_end_wait_ms=end_wait_ms)
         self._auto_interrupt = protocol.turn_detection(settings)["interrupt_response"]
-        self._vad_silence_ms = settings.vad_silence_duration_ms if settings.turn_detection == "server_vad" else 0
         self._responses = _Responses()
         self._responses.idle.set()  # no response yet: the model is idle
         self._audio_ms: dict[str, float] = {}  # audio generated per item: a truncate may not pass it
@@ -154,10 +159,10 @@ class RealtimeEngine:
 
     def _speech_stopped(self, event: dict[str, Any]) -> SpeechStopped:
         turn = self._last_stopped = event.get("item_id", "")
+        started_ms = self._speech_start_ms.pop(turn, 0.0)
         # audio_end_ms includes the silence server VAD waited for: the caller stopped before it.
-        at_ms = max(float(event.get("audio_end_ms", 0)) + self._session_start_ms - self._vad_silence_ms,
-                    self._speech_start_ms.pop(turn, 0.0))
-        return SpeechStopped(turn, at_ms)
+        at_ms = max(float(event.get("audio_end_ms", 0)) + self._session_start_ms - self._vad_silence_ms, started_ms)
+        return SpeechStopped(turn, at_ms, max(at_ms - started_ms - self._vad_prefix_ms, 0.0))
 
     def _committed(self, event: dict[str, Any]) -> SpeechStopped | None:
         """The buffer became a user item: the end of a turn when end_turn() asked for it and turn
@@ -167,8 +172,9 @@ class RealtimeEngine:
             return None
         self._turn_ending = False
         self._last_stopped = turn
-        at_ms = self.audio_format.duration_ms(self._appended_bytes)
-        return SpeechStopped(turn, max(at_ms, self._speech_start_ms.pop(turn, 0.0)))
+        started_ms = self._speech_start_ms.pop(turn, 0.0)
+        at_ms = max(self.audio_format.duration_ms(self._appended_bytes), started_ms)
+        return SpeechStopped(turn, at_ms, max(at_ms - started_ms - self._vad_prefix_ms, 0.0))
 
     @staticmethod
     def _caller_words(event: dict[str, Any]) -> CallerWords:

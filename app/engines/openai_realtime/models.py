@@ -21,6 +21,10 @@ PROMPTLESS_TRANSCRIPTION = frozenset({"gpt-realtime-whisper"})
 TOKEN_BILLED_TRANSCRIPTION = frozenset({"gpt-4o-transcribe", "gpt-4o-mini-transcribe",
                                         "gpt-4o-mini-transcribe-2025-12-15", "gpt-4o-transcribe-diarize"})
 
+# semantic_vad's longest wait for the end of a turn, per eagerness ("auto" is "medium"); its
+# audio kept before speech is not documented, so nothing is deducted for it.
+SEMANTIC_VAD_LONGEST_WAIT_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
+
 # Context windows in tokens (the service's model pages); others are assumed to be 2.x-sized.
 CONTEXT_WINDOW = {"gpt-realtime": 32_768, "gpt-realtime-mini": 32_768, "gpt-realtime-1.5": 32_768}
 DEFAULT_CONTEXT_WINDOW = 128_000

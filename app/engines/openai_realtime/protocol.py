@@ -26,16 +26,19 @@ def _format_object(fmt: AudioFormat) -> dict[str, Any]:
 
 
 def turn_detection(settings: Settings, *, create_response: bool = True) -> dict[str, Any]:
+    # While an interruption may still prove to be noise (BARGE_IN_MIN_MS), the answer must
+    # live on: the service may not cancel it on its own.
+    interrupt = settings.vad_interrupt_response and settings.barge_in_min_ms == 0
     if settings.turn_detection == "semantic_vad":
         return {"type": "semantic_vad", "eagerness": "auto", "create_response": create_response,
-                "interrupt_response": settings.vad_interrupt_response}
+                "interrupt_response": interrupt}
     return {
         "type": "server_vad",
         "threshold": settings.vad_threshold,
         "prefix_padding_ms": settings.vad_prefix_padding_ms,
         "silence_duration_ms": settings.vad_silence_duration_ms,
         "create_response": create_response,
-        "interrupt_response": settings.vad_interrupt_response,
+        "interrupt_response": interrupt,
     }
 
 

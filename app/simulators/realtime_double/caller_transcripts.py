@@ -1,5 +1,8 @@
 """The caller's words, scripted, delivered as the session's transcription model would
-(`app.simulators.transcriber`): streamed while the caller speaks, or after the commit."""
+(`app.simulators.transcriber`): streamed while the caller speaks, or after the commit.
+
+A turn the VAD found gets the script's next words only once voice was heard in it
+(`EnergyVad.heard_voice`): a noise burst is a turn without words, and takes none from the script."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class CallerTranscripts:
     def __init__(self, connection: DoubleConnection) -> None:
         self.connection = connection
         self._streams: dict[str, StreamedUtterance] = {}
+        self._unvoiced: dict[str, int] = {}  # turns the VAD found with no voice yet, by onset
 
     @property
     def model(self) -> str:
@@ -36,7 +40,12 @@ class CallerTranscripts:
         return models.streams_transcription(self.model)
 
     def speech_started(self, item_id: str, onset: int) -> None:
-        if self.streaming:
+        self._unvoiced[item_id] = onset
+
+    def voice_heard(self, item_id: str) -> None:
+        """A turn has voice in it: it has words, streamed from its onset by a streaming model."""
+        onset = self._unvoiced.pop(item_id, None)
+        if onset is not None and self.streaming:
             self._streams[item_id] = self._streamed(item_id, onset)
 
     def speech_stopped(self, item_id: str, end: int) -> None:
@@ -56,21 +65,28 @@ class CallerTranscripts:
 
     def buffer_cleared(self, item_id: str) -> None:
         self._streams.pop(item_id, None)
+        self._unvoiced.pop(item_id, None)
 
     async def transcribe(self, item: ConversationItem, audio_ms: int, position: int) -> None:
         """A turn became a conversation item: the model knows its words at once, the client gets
         them as the transcription model delivers them, if the session asked for a transcription."""
         item_id = item.data["id"]
         stream = self._streams.get(item_id)
-        item.heard = stream.transcript if stream is not None else self.connection.next_transcript()
+        noise = self._unvoiced.pop(item_id, None) is not None
+        if stream is not None:
+            item.heard = stream.transcript
+        else:
+            item.heard = "" if noise else self.connection.next_transcript()
         if self.connection.session["audio"]["input"]["transcription"] is None:
             self._streams.pop(item_id, None)
             return
         if stream is not None:
             stream.committed = True
             await self.send_due_words(position)
-            return
-        self.connection.spawn(self._transcribe_committed(item, audio_ms))
+        elif noise and self.streaming:  # nothing was streamed: the empty text comes with the commit
+            await self._completed(item_id, "", audio_ms)
+        else:
+            self.connection.spawn(self._transcribe_committed(item, audio_ms))
 
     async def send_due_words(self, position: int) -> None:
         """Words the streaming model has heard by `position`, then completions."""
@@ -97,7 +113,7 @@ class CallerTranscripts:
         await asyncio.sleep(self.connection.transcription_seconds)
         transcript = item.heard or ""
         with contextlib.suppress(ConnectionClosed):
-            for piece in _word_chunks(transcript, 3):
+            for piece in _word_chunks(transcript, 3) if transcript else ():
                 await self.connection.send({"type": "conversation.item.input_audio_transcription.delta",
                                             "item_id": item.data["id"], "content_index": 0, "delta": piece})
             await self._completed(item.data["id"], transcript, audio_ms)

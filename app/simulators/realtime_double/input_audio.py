@@ -72,6 +72,8 @@ class InputAudio:
                     await self._speech_started(position)
                 else:
                     await self._speech_stopped(position)
+            if self._speech_item_id is not None and self._vad.heard_voice:
+                self.connection.caller_transcripts.voice_heard(self._speech_item_id)
         await self.connection.caller_transcripts.send_due_words(self.total_units)
 
     async def on_commit(self, event: ParsedClientEvent) -> None:
@@ -122,6 +124,8 @@ class InputAudio:
         detection = turn_detection(connection.session) or {}
         item_id = self._speech_item_id or connection.new_id("item")
         self._speech_item_id = None
+        if self._vad.heard_voice:  # the voice may have come in the feed that ended the turn
+            connection.caller_transcripts.voice_heard(item_id)
         await connection.send(
             {
                 "type": "input_audio_buffer.speech_stopped",

@@ -1,11 +1,22 @@
-"""Turn detection: an energy VAD on the audio timeline, so the same audio gives the same turns."""
+"""Turn detection: an energy VAD on the audio timeline, so the same audio gives the same turns.
+
+Like the service's, it takes any loud enough sound for speech: a clang in the barn starts and
+ends a turn. What tells a voice from a noise is left to the transcription, which hears words
+only in a turn with voice in it (`voice_ms`): windows whose zero-crossing rate is that of
+voiced speech (vowels cross zero under ~1500 times a second; hiss, rattles and clangs, spread
+over the telephone band, 3000–5000 times). Low, humming noise would pass for voice.
+"""
 
 from __future__ import annotations
+
+import audioop
 
 from app.simulators.realtime_double.formats import UNITS_PER_MS, pcm16_rms
 
 SPEECH_START_MS = 100  # energy above threshold this long starts a turn
 VAD_WINDOW_MS = 10
+VOICED_CROSSINGS_PER_SECOND = 1500
+VOICE_FOR_WORDS_MS = 100  # a turn with less voice than this has no words
 
 
 def threshold_to_rms(threshold: float) -> float:
@@ -34,6 +45,7 @@ class EnergyVad:
         self._voiced_ms = 0
         self._silent_ms = 0
         self._onset = 0
+        self.voice_ms = 0  # voice-like audio since the onset of the turn in progress (or last)
 
     def configure(self, threshold: float, silence_ms: int) -> None:
         self.threshold_rms = threshold_to_rms(threshold)
@@ -45,6 +57,12 @@ class EnergyVad:
         self.speaking = False
         self._pending = b""
         self._voiced_ms = self._silent_ms = 0
+        self.voice_ms = 0
+
+    @property
+    def heard_voice(self) -> bool:
+        """The turn in progress (or the last one) has enough voice in it for words."""
+        return self.voice_ms >= VOICE_FOR_WORDS_MS
 
     def feed(self, pcm: bytes, rate: int) -> list[tuple[str, int]]:
         """Consume PCM16 at `rate`; return ("start", onset) / ("stop", end) events in order."""
@@ -54,11 +72,17 @@ class EnergyVad:
         view = memoryview(data)
         events: list[tuple[str, int]] = []
         offset = 0
+        voice_crossings = VOICED_CROSSINGS_PER_SECOND * VAD_WINDOW_MS // 1000
         while offset + window <= len(data):
-            voiced = pcm16_rms(view[offset : offset + window]) >= self.threshold_rms
+            chunk = view[offset : offset + window]
+            voiced = pcm16_rms(chunk) >= self.threshold_rms
             start = self.position
             self.position += step
             offset += window
+            if voiced and not self.speaking and self._voiced_ms == 0:
+                self.voice_ms = 0  # a new onset
+            if voiced and audioop.cross(chunk, 2) < voice_crossings:
+                self.voice_ms += VAD_WINDOW_MS
             if not self.speaking:
                 if voiced:
                     if self._voiced_ms == 0:

@@ -3,7 +3,7 @@
 It sends the signed voice webhook, executes the TwiML answer (records `<Say>`, honours
 `<Hangup/>`, opens the `<Connect><Stream>`), then plays the Twilio side of a bidirectional
 Media Stream in real time: a `media` frame every 20 ms for the whole call, scripted caller
-speech from WAV files, DTMF, and a playback buffer with Twilio's mark/clear semantics, so
+speech from WAV files, noise bursts, DTMF, and a playback buffer with Twilio's mark/clear semantics, so
 what the caller *hears* (and when) is recorded sample-accurately. Everything the server sends
 is validated like Twilio would (warnings 31950/31951) and recorded, never fatal.
 
@@ -29,7 +29,7 @@ from app.simulators.twilio_caller.records import (
     TwimlRun,
     UtteranceRecord,
 )
-from app.simulators.twilio_caller.script import Advisor, CallScript, Utterance
+from app.simulators.twilio_caller.script import Advisor, CallScript, NoiseBurst, Utterance
 from app.simulators.twilio_caller.stream import SKIP, STREAM_USER_AGENT, SendHook
 from app.simulators.twilio_caller.webhooks import WEBHOOK_PATH, WEBHOOK_USER_AGENT
 
@@ -46,6 +46,7 @@ __all__ = [
     "Clear",
     "DialRecord",
     "MarkEcho",
+    "NoiseBurst",
     "Playback",
     "SendHook",
     "StreamSegment",

@@ -14,7 +14,7 @@ from app.simulators.twilio_caller.legs import CallLegs, stream_segment
 from app.simulators.twilio_caller.live import CallRegistry, LiveCall
 from app.simulators.twilio_caller.playback import Playback
 from app.simulators.twilio_caller.records import CallResult, TwimlRun
-from app.simulators.twilio_caller.script import CallScript
+from app.simulators.twilio_caller.script import CallScript, NoiseBurst, Utterance
 from app.simulators.twilio_caller.speech import CallerSpeech
 from app.simulators.twilio_caller.stream import MediaStream, SendHook
 from app.simulators.twilio_caller.timeline import CallTimeline
@@ -59,7 +59,8 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
     timeline = CallTimeline(result, realtime=realtime)
     playback = Playback()
     # Decoding and resampling WAVs is CPU work: keep it off the event loop.
-    audio = await asyncio.gather(*(asyncio.to_thread(wire.wav_to_ulaw, u.wav) for u in script.utterances))
+    audio = await asyncio.gather(*(asyncio.to_thread(_line_audio, u, index)
+                                   for index, u in enumerate(script.utterances)))
     bounds = await asyncio.gather(*(asyncio.to_thread(wire.speech_bounds, a) for a in audio))
     speech = CallerSpeech(script, audio, bounds, playback, result, timeline)
     try:
@@ -92,6 +93,12 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
     finally:
         live.completed = True
     return _finish(result, timeline, playback, stream)
+
+
+def _line_audio(utterance: Utterance | NoiseBurst, index: int) -> bytes:
+    if isinstance(utterance, NoiseBurst):
+        return wire.noise_burst(utterance.duration_ms, utterance.dbfs, seed=index)
+    return wire.wav_to_ulaw(utterance.wav)
 
 
 @functools.cache

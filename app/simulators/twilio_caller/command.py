@@ -10,7 +10,7 @@ import click
 
 from app.cli_support import HELP_OPTIONS, ParsedBy, run_coroutine
 from app.simulators.twilio_caller.call import place_call
-from app.simulators.twilio_caller.script import CallScript, Utterance
+from app.simulators.twilio_caller.script import CallScript, NoiseBurst, Utterance
 
 
 def _dtmf(value: str) -> tuple[float, str]:
@@ -34,6 +34,9 @@ OUTPUT_FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--barge-in-wav", type=WAV_FILE, help="an utterance spoken over OCTI's next answer")
 @click.option("--barge-in-after-ms", type=float, default=1000.0,
               help="how far into OCTI's answer the barge-in starts (default 1000)")
+@click.option("--noise-after-ms", "noise_after_ms", multiple=True, type=float, metavar="MS",
+              help="a noise burst (a clang, no voice) that many ms into OCTI's next answer; repeat for more")
+@click.option("--noise-ms", type=float, default=150.0, help="how long each noise burst lasts (default 150)")
 @click.option("--dtmf", multiple=True, type=ParsedBy(_dtmf, "dtmf"), metavar="SECONDS:DIGIT")
 @click.option("--duration", type=float, default=60.0, help="hang up after this many seconds (default 60)")
 @click.option("--hangup-when-done", type=float, metavar="SECONDS",
@@ -44,11 +47,13 @@ OUTPUT_FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--from", "from_number", default="+33612345678")
 @click.option("--to", "to_number", default="+33198765432")
 def cli(url: str, public_url: str | None, auth_token: str | None, wavs: tuple[Path, ...], barge_in_wav: Path | None,
-        barge_in_after_ms: float, dtmf: tuple[tuple[float, str], ...], duration: float,
+        barge_in_after_ms: float, noise_after_ms: tuple[float, ...], noise_ms: float,
+        dtmf: tuple[tuple[float, str], ...], duration: float,
         hangup_when_done: float | None, out_wav: Path | None, stereo: bool, timeline: Path | None,
         from_number: str, to_number: str) -> None:
     """Call the OCTI phone line as Twilio would, without a phone."""
-    utterances = [Utterance(wav) for wav in wavs]
+    utterances: list[Utterance | NoiseBurst] = [Utterance(wav) for wav in wavs]
+    utterances += [NoiseBurst(noise_ms, after_answer_starts_ms=after) for after in noise_after_ms]
     if barge_in_wav:
         utterances.append(Utterance(barge_in_wav, after_answer_starts_ms=barge_in_after_ms))
     script = CallScript(utterances=utterances, dtmf=list(dtmf), hangup_after=duration,

@@ -60,6 +60,7 @@ class UtteranceRecord:
     duration_ms: float
     barge_in: bool
     over_playback: bool  # OCTI audio was playing when the caller started
+    noise: bool = False  # a noise burst, not speech
     speech_start_t: float = 0.0  # where the voice starts and ends inside the recording
     speech_end_t: float = 0.0  # (leading/trailing near-silence excluded)
     burst: int | None = None  # the burst talked over, if any

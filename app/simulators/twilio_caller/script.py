@@ -1,5 +1,5 @@
-"""What the simulated caller does during the stream: utterances from WAV files, DTMF, raw
-messages and when to hang up."""
+"""What the simulated caller does during the stream: utterances from WAV files, noise bursts,
+DTMF, raw messages and when to hang up."""
 
 from __future__ import annotations
 
@@ -47,10 +47,26 @@ class Advisor:
 
 
 @dataclass(slots=True)
+class NoiseBurst:
+    """A short noise of the barn in the caller's line (a feeder's clang), no voice in it: played
+    when due as an utterance is (`at`, `after_answer_starts_ms`, or after OCTI fell silent)."""
+
+    duration_ms: float = 150.0
+    dbfs: float = -15.0  # RMS level: a clang close to the phone
+    at: float | None = None
+    after_answer_starts_ms: float | None = None
+    label: str = "noise"
+
+    def __post_init__(self) -> None:
+        if self.at is not None and self.after_answer_starts_ms is not None:
+            raise ValueError("a noise burst has either `at` or `after_answer_starts_ms`, not both")
+
+
+@dataclass(slots=True)
 class CallScript:
     """What the caller does during the stream; times are seconds since stream start."""
 
-    utterances: list[Utterance] = field(default_factory=list)
+    utterances: list[Utterance | NoiseBurst] = field(default_factory=list)
     dtmf: list[tuple[float, str]] = field(default_factory=list)
     hangup_after: float = 30.0
     # Hang up this long after the last utterance finished and playback went idle.

@@ -1,5 +1,5 @@
-"""What the caller says, frame by frame: each utterance once the script says it is due (at a time,
-after OCTI fell silent, or over OCTI's answer), silence or line noise in between."""
+"""What the caller says, frame by frame: each utterance (or noise burst) once the script says it
+is due (at a time, after OCTI fell silent, or over OCTI's answer), silence or line noise in between."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from app.simulators import twilio_wire as wire
 from app.simulators.twilio_caller.playback import Playback
 from app.simulators.twilio_caller.records import CallResult, UtteranceRecord
-from app.simulators.twilio_caller.script import CallScript, Utterance
+from app.simulators.twilio_caller.script import CallScript, NoiseBurst, Utterance
 from app.simulators.twilio_caller.timeline import CallTimeline
 from app.simulators.twilio_wire import BYTES_PER_MS, FRAME_BYTES, SILENCE_FRAME
 
@@ -41,8 +41,10 @@ class CallerSpeech:
                 burst = self.playback.current
                 duration_ms = len(self.audio[self.speaking[0]]) / BYTES_PER_MS
                 voice_start, voice_end = self.bounds[self.speaking[0]] or (0.0, duration_ms)
+                noise = isinstance(utt, NoiseBurst)
                 self.result.utterances.append(UtteranceRecord(
-                    index=len(self.result.utterances), label=utt.label, wav=str(utt.wav), start_t=tick_ms / 1000,
+                    index=len(self.result.utterances), label=utt.label, wav="" if noise else str(utt.wav),
+                    noise=noise, start_t=tick_ms / 1000,
                     end_t=(tick_ms + duration_ms) / 1000, duration_ms=duration_ms,
                     barge_in=utt.after_answer_starts_ms is not None, over_playback=not self.playback.idle,
                     speech_start_t=(tick_ms + voice_start) / 1000, speech_end_t=(tick_ms + voice_end) / 1000,
@@ -77,7 +79,7 @@ class CallerSpeech:
         quiet_since = max(self.prev_end_ms or 0, self.playback.last_audio_end_ms or 0)
         return tick_ms - quiet_since >= after * 1000
 
-    def _ready(self, utt: Utterance, tick_ms: int) -> bool:
+    def _ready(self, utt: Utterance | NoiseBurst, tick_ms: int) -> bool:
         if utt.at is not None:
             return tick_ms >= round(utt.at * 1000)
         since = self.prev_start_ms if self.prev_start_ms is not None else -1

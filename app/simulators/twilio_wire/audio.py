@@ -87,3 +87,19 @@ def comfort_noise_frame(rng: np.random.Generator, dbfs: float) -> bytes:
     rms = 32767 * 10 ** (dbfs / 20)
     samples = np.clip(rng.normal(0.0, rms, FRAME_BYTES), -32768, 32767).astype("<i2")
     return pcm16_to_ulaw(samples.tobytes())
+
+
+NOISE_BAND_HZ = (500.0, 3400.0)
+
+
+def noise_burst(duration_ms: float, dbfs: float, seed: int = 0) -> bytes:
+    """A short noise of the barn as a phone carries it (a feeder's clang, a gate): noise spread
+    over the telephone band, struck then dying away, with no voice in it. μ-law 8 kHz."""
+    count = round(duration_ms * BYTES_PER_MS)
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.normal(size=count))
+    frequencies = np.fft.rfftfreq(count, 1 / SAMPLE_RATE)
+    spectrum[(frequencies < NOISE_BAND_HZ[0]) | (frequencies > NOISE_BAND_HZ[1])] = 0
+    samples = np.fft.irfft(spectrum, count) * np.exp(-np.arange(count) / (count / 3))  # -26 dB by its end
+    samples *= 32767 * 10 ** (dbfs / 20) / max(float(np.sqrt(np.mean(samples**2))), 1e-9)
+    return pcm16_to_ulaw(np.clip(samples, -32768, 32767).astype("<i2").tobytes())

@@ -862,7 +862,9 @@ def test_cli_arguments_and_module_entry_point() -> None:
 
 
 async def test_a_tool_offered_to_the_model_is_called_with_the_callers_words(double: RealtimeDouble) -> None:
-    tool = {"type": "function", "name": "search_knowledge", "description": "d",
+    # The caller's « dindes » is in the description: the double, like a model, calls the tool.
+    tool = {"type": "function", "name": "search_knowledge",
+            "description": "Cherche les fiches sur les volailles : poules, dindes, canards.",
             "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
     async with open_session(double) as client:
         await update_session(client, tools=[tool], tool_choice="auto")
@@ -891,3 +893,26 @@ async def test_a_tool_offered_to_the_model_is_called_with_the_callers_words(doub
     assert [r.kind for r in connection.responses] == ["function_call", "answer"]
     assert connection.responses[0].function_call["name"] == "search_knowledge"
     assert connection.errors_sent == []
+
+
+async def test_the_double_calls_a_tool_its_instructions_name_first_and_otherwise_answers(double: RealtimeDouble) -> None:
+    tools = [{"type": "function", "name": name, "description": description, "parameters": {"type": "object",
+              "properties": {"query": {"type": "string"}}, "required": []}}
+             for name, description in (("end_call", "Raccroche quand l'éleveur dit au revoir."),
+                                       ("search_knowledge", "Cherche dans la base de connaissances."))]
+    question = {"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Et pour les dindes ?"}]}}
+    async with open_session(double) as client:
+        await update_session(client, tools=tools, tool_choice="auto")
+        await client.send(question)
+        await client.send({"type": "response.create"})
+        answered = await client.until("response.done")
+        await client.send(question)
+        await client.send({"type": "response.create", "response": {
+            "instructions": "Pour une question technique, appelle d'abord l'outil search_knowledge."}})
+        searched = await client.until(lambda e: e["type"] == "response.done" and e is not answered)
+    # No description shares a word with the question, and nothing says to search: it answers.
+    assert answered["response"]["output"][0]["type"] == "message"
+    # Told to search first, it calls that tool, not the first one offered.
+    assert searched["response"]["output"][0]["name"] == "search_knowledge"
+    assert double.connections[0].errors_sent == []

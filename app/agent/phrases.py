@@ -34,3 +34,13 @@ CALLBACK_NOTED = "C'est noté : un conseiller vous rappellera."
 VOICEMAIL_PROMPT = ("Le conseiller n'a pas pu prendre votre appel. Laissez votre question après le bip, "
                     "puis raccrochez : il vous rappellera.")
 VOICEMAIL_SAVED = "Merci, votre message est enregistré. Un conseiller vous rappellera. Au revoir."
+# A call-back OCTI placed: left on an answering machine (TwiML), or OCTI's first words to the farmer.
+CALL_BACK_MACHINE_MESSAGE = ("Bonjour, ici OCTI, l'assistant avicole de votre coopérative. Nous vous rappelons "
+                             "au sujet de votre question. Rappelez-nous quand vous voulez.")
+
+
+def call_back_greeting(question: str) -> str:
+    question = question.strip().rstrip(".?! ")
+    if not question:
+        return "Bonjour, ici OCTI, je vous rappelle au sujet de votre question. Je vous écoute."
+    return f"Bonjour, ici OCTI, je vous rappelle au sujet de votre question : {question}. Je vous écoute."

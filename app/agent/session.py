@@ -170,9 +170,11 @@ class CallSession:
             self._metrics.call_ended(outcome.value)
 
     def _greeting(self) -> str:
+        call_back = self._channel.identity.call_back
+        greeting = self._settings.agent_greeting if call_back is None else phrases.call_back_greeting(call_back)
         if self._recorder is not None:  # the greeting tells callers that the call is recorded
-            return f"{self._settings.agent_greeting} {phrases.RECORDING_NOTICE}"
-        return self._settings.agent_greeting
+            return f"{greeting} {phrases.RECORDING_NOTICE}"
+        return greeting
 
     # ------------------------------------------------------------------ caller side
 

@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(build_browser_router(service.browser))
     app.mount(SOFTPHONE_PATH, softphone_files(), name="softphone")
-    app.include_router(build_review_router(service.call_log_reader, settings))
+    app.include_router(build_review_router(service.call_log_reader, settings, call_backs=line.call_backs))
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from app.agent import phrases
+from app.channels.twilio import twiml
 from app.calllog.records import CallEvent, CallStarted
 from app.calllog.store import CallLogStore
 from app.simulators.twilio_caller import CallScript
@@ -18,6 +19,7 @@ from app.simulators.twilio_rest import Callee
 from tests.cli_runner import run_octi
 from tests.harness import PUBLIC_URL, running_line
 from tests.test_behaviours import creates, stored
+from tests.test_call_path import call
 from tests.test_call_tools import ACCOUNT, line_with_rest
 
 TOKEN = "review-token-0123456789abcdefghijkl"
@@ -82,11 +84,13 @@ async def test_call_backs_are_refused_clearly(double):
     async with running_line(openai_realtime_url=double.url, review_token=TOKEN) as line:
         unauthenticated = await call_back(line, {"to": FARMER})
         bad_number = await call_back(line, {"to": "0612345678"}, headers=BEARER)
+        no_number = await call_back(line, {"question": QUESTION}, headers=BEARER)
         no_rest = await call_back(line, {"to": FARMER}, headers=BEARER)
         unknown_call = await call_back(line, {"call_id": 999}, headers=BEARER)
     assert unauthenticated.status_code == 401
     assert (bad_number.status_code, bad_number.json()["code"]) == (422, "invalid_number")
     assert "E.164" in bad_number.json()["detail"]
+    assert (no_number.status_code, no_number.json()["code"]) == (422, "invalid_request")
     assert (no_rest.status_code, no_rest.json()["code"]) == (409, "not_configured")
     assert "TWILIO_ACCOUNT_SID" in no_rest.json()["detail"]
     assert (unknown_call.status_code, unknown_call.json()["code"]) == (404, "not_found")
@@ -94,6 +98,24 @@ async def test_call_backs_are_refused_clearly(double):
         stranger = await call_back(line, {"to": FARMER}, headers=BEARER)
     assert (stranger.status_code, stranger.json()["code"]) == (403, "not_allowed")
     assert rest.created_calls == []
+
+
+async def test_a_call_back_answered_while_the_lines_are_full_hears_that_they_are_busy(double):
+    double.script_next_connection(greeting_seconds=1.0)
+    async with line_with_rest(double, review_token=TOKEN, max_concurrent_calls=1) as (line, rest):
+        rest.callee = listens_briefly()
+        incoming = asyncio.create_task(call(line, CallScript(hangup_after=6.0)))
+        async with asyncio.timeout(5):
+            while not line.metrics.active_calls:
+                await asyncio.sleep(0.05)
+        answer = await call_back(line, {"to": FARMER, "question": QUESTION}, headers=BEARER)
+        [placed] = rest.created_calls
+        result = await placed.result()
+        await incoming
+        detail = await stored(line, placed.sid)
+    assert answer.status_code == 201
+    assert result.status == "spoken_only" and result.say_texts == [twiml.REFUSALS["busy"]], result.summary()
+    assert detail.summary.outcome == "busy" and len(double.connections) == 1
 
 
 # ------------------------------------------------------------------ from the review's call page

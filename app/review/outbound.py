@@ -74,7 +74,7 @@ async def _place(context: ReviewContext, reader: CallLogReader | None, fields: d
     if "call_id" not in fields:
         to, question = fields.get("to"), fields.get("question") or ""
         if not isinstance(to, str) or not isinstance(question, str):
-            raise CallBackRefused("invalid_number")
+            raise CallBackRefused("invalid_request")
         return await context.call_backs.place(to, question), e164(to)
     found = await get_call(reader, str(fields["call_id"]))
     if found is None:

@@ -42,7 +42,9 @@ REFUSALS: dict[str, tuple[int, str]] = {
                             "(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_PHONE_NUMBER)."),
     "not_allowed": (403, "Ce numéro n'est pas dans la liste des adhérents (ALLOWED_CALLERS)."),
     "twilio_refused": (502, "Twilio n'a pas pu lancer l'appel. Réessayez plus tard."),
-    # Calling back a logged call (the review).
+    # The review's API.
+    "invalid_request": (422, "Requête invalide : il faut « to » (un numéro E.164) et, en option, « question » "
+                             "(du texte), ou bien « call_id » (un appel du journal)."),
     "not_found": (404, "Appel introuvable dans le journal."),
     "number_not_kept": (409, "Le numéro de l'appelant n'a pas été conservé (STORE_CALLER_NUMBER=false) : "
                              "rappel impossible depuis le journal."),

@@ -152,7 +152,7 @@ class TwilioLine:
                 self._submit(CallEvent(form["CallSid"], datetime.now(UTC), "stream_error", error))
             log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
         else:
-            log.info("stream status for %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
+            log.info("status of %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
 
     def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
         now = time.monotonic()

@@ -9,7 +9,9 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
 
 from app.channels.browser.routes import SOFTPHONE_PATH, build_browser_router, softphone_files
-from app.channels.twilio.line import INCOMING_PATH, STATUS_PATH, STREAM_ENDED_PATH, STREAM_PATH
+from app.channels.twilio.callback import OUTBOUND_PATH
+from app.channels.twilio.line import INCOMING_PATH, STREAM_ENDED_PATH, STREAM_PATH
+from app.channels.twilio.security import STATUS_PATH
 from app.channels.twilio.transfer import DIAL_ENDED_PATH, WHISPER_PATH
 from app.channels.twilio.voicemail import VOICEMAIL_PATH
 from app.config import Settings, get_settings
@@ -69,6 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def incoming_call(form: dict[str, str] = signed_form(INCOMING_PATH)) -> Response:
         return Response(await line.answer_call(form), media_type=TWIML)
 
+    @app.post(OUTBOUND_PATH)
+    async def call_back_answered(request: Request, form: dict[str, str] = signed_form(OUTBOUND_PATH)) -> Response:
+        return Response(await line.answer_call_back(form, request.query_params), media_type=TWIML)
+
     @app.post(STREAM_ENDED_PATH)
     async def stream_ended(form: dict[str, str] = signed_form(STREAM_ENDED_PATH)) -> Response:
         return Response(line.after_stream(form), media_type=TWIML)
@@ -100,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(build_browser_router(service.browser))
     app.mount(SOFTPHONE_PATH, softphone_files(), name="softphone")
-    app.include_router(build_review_router(service.call_log_reader, settings))
+    app.include_router(build_review_router(service.call_log_reader, settings, call_backs=line.call_backs))
 
     @app.get("/metrics")
     async def metrics() -> Response:

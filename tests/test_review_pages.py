@@ -684,3 +684,47 @@ def test_every_event_a_call_journals_has_a_french_label():
                  for name in re.findall(r'journal\.event\(\s*"([a-z_]+)"', source.read_text(encoding="utf-8"))}
     assert {"dtmf", "transcription_failed", "model_error"} <= journaled  # the search itself works
     assert journaled <= set(formatting.EVENTS), journaled - set(formatting.EVENTS)
+
+
+# ---------------------------------------------------------------- call-backs
+
+def voicemail_call(number: str | None) -> CallDetail:
+    t0 = datetime(2025, 7, 15, 8, 0, tzinfo=timezone.utc)
+    sid = "CA" + "9" * 32
+    call = detail(CallSummary(id=40, call_sid=sid, started_at=t0, caller_masked="+336••••••78", duration_s=80.0,
+                              turns=1, barge_ins=0, outcome="transferred", cost_usd=0.01),
+                  turns=[turn(sid, 0, "caller", "Mes dindes toussent.", 0, 1500)],
+                  events=[CallEvent(sid, t0 + timedelta(seconds=40), "transfer_unanswered", "no-answer"),
+                          CallEvent(sid, t0 + timedelta(seconds=70), "voicemail", "https://x/RE1 (9 s)")])
+    return dataclasses.replace(call, caller_number=number)
+
+
+async def test_a_call_left_as_a_voicemail_offers_rappeler_which_posts_with_the_form_token():
+    reader = FakeReader([voicemail_call("+33612345678"), *sample_calls()[:1]])
+    async with client(make_app(reader, signin_settings())) as http:
+        await sign_in(http)
+        page = (await http.get("/calls/40")).text
+        elsewhere = (await http.get("/calls/1")).text
+        # No phone line behind this review: the refusal is shown on the page it came from.
+        sent = await http.post("/api/calls/outbound", data={"call_id": "40", "csrf": csrf_of(page)})
+        shown = (await http.get(sent.headers["location"])).text
+        forged = await http.post("/api/calls/outbound", data={"call_id": "40", "csrf": "x"})
+    form = page[page.index('id="call-back"'):]
+    assert "au sujet de : « Mes dindes toussent. »" in form
+    assert '<form method="post" action="/api/calls/outbound">' in form and 'name="call_id" value="40"' in form
+    assert ">Rappeler</button>" in form
+    assert 'id="call-back"' not in elsewhere
+    assert sent.status_code == 303 and sent.headers["location"] == "/calls/40?rappel=not_configured"
+    assert '<p class="alert" role="status">Rappel impossible : l&#39;API de Twilio n&#39;est pas configurée' in shown
+    assert forged.status_code == 403 and "Requête refusée" in forged.text
+
+
+async def test_the_call_page_says_how_a_call_back_went_and_why_it_cannot_without_the_number():
+    reader = FakeReader([voicemail_call(None)])
+    async with client(make_app(reader, signin_settings())) as http:
+        await sign_in(http)
+        placed = (await http.get("/calls/40", params={"rappel": "placed"})).text
+        unknown = (await http.get("/calls/40", params={"rappel": "<b>"})).text
+    assert '<p class="done" role="status">Rappel lancé' in placed
+    assert "STORE_CALLER_NUMBER=false" in placed and ">Rappeler</button>" not in placed
+    assert 'role="status"' not in unknown

@@ -12,8 +12,18 @@ def test_connect_stream_escapes_values_and_carries_the_parameters():
     assert connect.get("action") == "https://h/voice/stream-ended"
     assert stream.get("url") == "wss://h/voice/stream" and stream.get("statusCallback") == "https://h/voice/status"
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-    assert params == {"token": '1.ab"<&', "callSid": "CA1", "from": "+33612345678", "to": "+33198765432"}
+    assert params == {"token": '1.ab"<&', "callSid": "CA1", "from": "+33612345678", "to": "+33198765432",
+                      "direction": "inbound", "question": ""}
     assert doc.find("Hangup") is not None
+
+
+def test_a_call_back_s_stream_carries_its_direction_and_question():
+    doc = ET.fromstring(twiml.connect_stream(
+        stream_url="wss://h/voice/stream", status_url="https://h/voice/status", action_url="https://h/voice/stream-ended",
+        token="1.ab", call_sid="CA1", caller="+33612345678", called="+33198765432",
+        call_back='Mes poules "pondent" <moins>'))
+    params = {p.get("name"): p.get("value") for p in doc.find("Connect").find("Stream").findall("Parameter")}
+    assert (params["direction"], params["question"]) == ("outbound", 'Mes poules "pondent" <moins>')
 
 
 def test_spoken_documents_are_french_and_hang_up():

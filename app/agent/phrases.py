@@ -40,3 +40,20 @@ UNREACHABLE_VOICEMAIL = ("Bonjour, vous êtes bien sur la ligne OCTI. Notre assi
                          "un conseiller vous rappellera.")
 FAILURE_VOICEMAIL = ("Désolé, OCTI rencontre un problème technique. Laissez votre question après le bip, "
                      "puis raccrochez : un conseiller vous rappellera.")
+# A call-back OCTI placed: left on an answering machine (TwiML), or OCTI's first words to the farmer.
+CALL_BACK_MACHINE_MESSAGE = ("Bonjour, ici OCTI, l'assistant avicole de votre coopérative. Nous vous rappelons "
+                             "au sujet de votre question. Rappelez-nous quand vous voulez.")
+
+
+def call_back_greeting(question: str) -> str:
+    question = question.strip().rstrip(".?! ")
+    if not question:
+        return "Bonjour, ici OCTI, je vous rappelle au sujet de votre question. Je vous écoute."
+    return f"Bonjour, ici OCTI, je vous rappelle au sujet de votre question : {question}. Je vous écoute."
+
+
+def greeting(configured: str, call_back: str | None, *, recorded: bool) -> str:
+    """OCTI's first words: the configured greeting, or the call-back's; callers of a recorded
+    call are told so."""
+    said = configured if call_back is None else call_back_greeting(call_back)
+    return f"{said} {RECORDING_NOTICE}" if recorded else said

@@ -49,8 +49,12 @@ async def recap_of(engine: Engine, state: CallState, settings: Settings) -> str 
 SMS_MAX_CHARS = 1500  # Twilio joins up to 1,600 characters into one message
 
 
-async def send_recap(channel: CallChannel, recap: str, journal: CallJournal) -> None:
-    """The recap, texted to the caller; a failure is logged in the call, never raised."""
+async def text_recap(channel: CallChannel, recap: str | None, state: CallState, settings: Settings,
+                     journal: CallJournal) -> None:
+    """The recap, texted to the caller when they asked for it (or SMS_RECAP=always); a failure
+    is logged in the call, never raised."""
+    if recap is None or not (state.recap_by_sms or settings.sms_recap == "always"):
+        return
     refusal = channel.texts_unavailable()
     if refusal is not None:
         journal.event("sms_recap_failed", refusal)

@@ -18,7 +18,7 @@ from app.agent import phrases
 from app.agent.background import BackgroundTasks
 from app.agent.barge_in import BargeInJudge
 from app.agent.behaviours import Behaviours
-from app.agent.recap import recap_of, send_recap
+from app.agent.recap import recap_of, text_recap
 from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import CallState, Turn
@@ -165,8 +165,7 @@ class CallSession:
             await self._channel.end(outcome)
             recap = await recap_of(self._engine, self.state, self._settings)
             await self._engine.close()
-            if recap is not None and (self.state.recap_by_sms or self._settings.sms_recap == "always"):
-                await send_recap(self._channel, recap, self._journal)
+            await text_recap(self._channel, recap, self.state, self._settings, self._journal)
             await self._ended(outcome, recap)
 
     async def _ended(self, outcome: CallOutcome, recap: str | None) -> None:
@@ -181,9 +180,8 @@ class CallSession:
             self._metrics.call_ended(outcome.value)
 
     def _greeting(self) -> str:
-        if self._recorder is not None:  # the greeting tells callers that the call is recorded
-            return f"{self._settings.agent_greeting} {phrases.RECORDING_NOTICE}"
-        return self._settings.agent_greeting
+        return phrases.greeting(self._settings.agent_greeting, self._channel.identity.call_back,
+                                recorded=self._recorder is not None)
 
     # ------------------------------------------------------------------ caller side
 

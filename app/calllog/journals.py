@@ -46,4 +46,6 @@ class CallJournals:
             called=identity.called, codec=settings.audio_codec,
             model=settings.openai_realtime_model, rag_mode=settings.rag_mode,
         )
+        if identity.call_back is not None:  # the record has no direction: an event says it
+            journal.event("outbound", identity.call_back)
         return journal

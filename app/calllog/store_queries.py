@@ -112,7 +112,7 @@ async def call_detail(session: AsyncSession, call_id: int) -> CallDetail | None:
         transcription_input_tokens=row.transcription_input_tokens,
         transcription_input_audio_tokens=row.transcription_input_audio_tokens,
         transcription_output_tokens=row.transcription_output_tokens,
-        transcription_cost_usd=row.transcription_cost_usd, recap=row.recap,
+        transcription_cost_usd=row.transcription_cost_usd, recap=row.recap, caller_number=row.caller_number,
         turns=[TurnRecorded(
             call_sid=row.call_sid, index=t.turn_index, role=t.role, text=t.text,  # type: ignore[arg-type]
             start_ms=t.start_ms, end_ms=t.end_ms, interrupted=t.interrupted, heard_ms=t.heard_ms,

@@ -59,6 +59,7 @@ class CallDetail:
     transcription_output_tokens: int = 0
     transcription_cost_usd: float | None = None
     recap: str | None = None                  # OCTI's advice, summarised after the call
+    caller_number: str | None = None          # only with STORE_CALLER_NUMBER=true: what a call-back dials
 
     @property
     def transcribed(self) -> bool:

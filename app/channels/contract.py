@@ -28,6 +28,8 @@ class CallOutcome(enum.StrEnum):
     NOT_ALLOWED = "not_allowed"
     RATE_LIMITED = "rate_limited"
     BUSY = "busy"
+    # A call-back that reached an answering machine: OCTI left a short message (no conversation).
+    MACHINE_ANSWERED = "machine_answered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,9 @@ class CallIdentity:
     called: str = ""
     channel: str = "twilio"
     extra: dict[str, str] = field(default_factory=dict)
+    # A call OCTI placed to call the farmer back: the question it is about ("" when none was
+    # given). None for a call the farmer placed.
+    call_back: str | None = None
 
 
 @dataclass(slots=True)  # not frozen: 50 a second per call, and a frozen __init__ costs 2.5x

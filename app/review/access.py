@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.routing import APIRoute
 
 from app.calllog.views import CallDetail, CallLogReader, CallQuery, CallSummary
+from app.channels.twilio.callback import CallBacks
 from app.review.auth import CSRF_COOKIE, CSRF_SECONDS, SESSION_COOKIE, SESSION_SECONDS, ReviewAuth, Reviewer
 from app.review.rendering import NO_STORE, Pages
 
@@ -64,6 +65,7 @@ class ReviewContext:
     auth: ReviewAuth
     pages: Pages
     reader_provider: ReaderProvider
+    call_backs: CallBacks | None = None  # None: the review cannot place call-backs (no phone line)
 
     @asynccontextmanager
     async def lifespan(self, _: Any) -> AsyncIterator[None]:

@@ -17,8 +17,8 @@ hash and the token, so changing either signs everyone out; with a plain REVIEW_P
 hash's salt is random, so sessions last until the process restarts.
 
 The sign-in form carries a CSRF token (signed, timestamped, bound to a random nonce held in a
-SameSite=Strict cookie) besides the SameSite session cookie; the sign-out form carries a
-signature of the session's own nonce. Failed sign-ins and failed tokens are counted per client
+SameSite=Strict cookie) besides the SameSite session cookie; the forms of a signed-in page
+(sign-out, call-back) carry a signature of the session's own nonce (`form_token`). Failed sign-ins and failed tokens are counted per client
 address (``limiter.py``).
 """
 
@@ -104,7 +104,7 @@ class ReviewAuth:
         timed = {"signer": _ClockedSigner, "signer_kwargs": {**SIGNING, "clock": clock}}
         self._sessions = URLSafeTimedSerializer(key, salt="octi-review-session", **timed)
         self._csrf = URLSafeTimedSerializer(key, salt="octi-review-csrf", **timed)
-        self._logout = Signer(key, salt="octi-review-logout", **SIGNING)
+        self._forms = Signer(key, salt="octi-review-form", **SIGNING)
 
     # -- what is configured
 
@@ -171,8 +171,9 @@ class ReviewAuth:
             return False
         return isinstance(signed_nonce, str) and hmac.compare_digest(signed_nonce.encode(), nonce.encode())
 
-    def logout_token(self, reviewer: Reviewer) -> str:
-        return self._logout.get_signature(reviewer.nonce).decode("ascii")
+    def form_token(self, reviewer: Reviewer) -> str:
+        """The CSRF token of the forms a reviewer's pages post (sign-out, call-back)."""
+        return self._forms.get_signature(reviewer.nonce).decode("ascii")
 
-    def check_logout(self, reviewer: Reviewer, token: str | None) -> bool:
-        return bool(token) and self._logout.verify_signature(reviewer.nonce, token)
+    def check_form_token(self, reviewer: Reviewer, token: str | None) -> bool:
+        return bool(token) and self._forms.verify_signature(reviewer.nonce, token)

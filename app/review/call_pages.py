@@ -18,7 +18,9 @@ from app.review.access import (
     not_found,
     unavailable,
 )
-from app.review.formatting import event_views, turn_views
+from app.channels.twilio.callback import REFUSALS
+from app.review.formatting import call_back_result, event_views, turn_views
+from app.review.outbound import call_back_question, wants_call_back
 from app.review.queries import PAGE_SIZE, filters_url, parse_query
 from app.review.rendering import STATIC_PATH
 
@@ -57,6 +59,9 @@ async def call_page(request: Request, call_id: str, context: Context, reviewer: 
         turns=turn_views(detail.turns), events=event_views(detail),
         recording_url=f"/calls/{detail.summary.id}/recording.wav" if recording else None,
         back_url=request.headers.get("referer") if _from_the_list(request) else "/calls",
+        offer_call_back=wants_call_back(detail), call_back_question=call_back_question(detail),
+        number_not_kept=REFUSALS["number_not_kept"][1],
+        call_back_result=call_back_result(request.query_params.get("rappel")),
     )
 
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.calllog.records import TurnRecorded
 from app.calllog.views import FLAG_ERROR, FLAG_INTERRUPTED, FLAG_NO_KNOWLEDGE, CallDetail, CallSummary
+from app.channels.twilio.callback import REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ OUTCOMES = {
     "not_allowed": "refusé : numéro non inscrit",
     "rate_limited": "refusé : trop d'appels",
     "busy": "refusé : lignes occupées",
+    "machine_answered": "rappel : répondeur, message laissé",
 }
 FLAGS = {FLAG_INTERRUPTED: "interrompu", FLAG_NO_KNOWLEDGE: "sans connaissance", FLAG_ERROR: "erreur"}
 RETRIEVAL = {
@@ -58,6 +60,9 @@ EVENTS = {
     "sms_recap_sent": "récapitulatif envoyé par SMS",
     "sms_recap_failed": "récapitulatif par SMS non envoyé",
     "false_barge_in": "bruit sans paroles : OCTI a repris",
+    "call_back": "rappel lancé",
+    "outbound": "appel sortant : OCTI rappelle",
+    "machine_answered": "répondeur : message laissé",
 }
 
 try:
@@ -121,6 +126,25 @@ def cost(usd: float | None) -> str:
 
 def milliseconds(ms: float | None) -> str:
     return "—" if ms is None else f"{fr_int(int(round(ms)))} ms"
+
+
+PLACED = "placed"  # the `?rappel=` of a call-back placed; a refusal's is its code
+CALL_BACK_PLACED = "Rappel lancé : le téléphone de l'éleveur sonne. L'appel rejoindra le journal dès qu'il décroche."
+
+
+@dataclasses.dataclass(frozen=True)
+class CallBackResult:
+    placed: bool
+    message: str
+
+
+def call_back_result(code: str | None) -> CallBackResult | None:
+    """What the call page says after its « Rappeler » form (`?rappel=` the outcome's code)."""
+    if code == PLACED:
+        return CallBackResult(True, CALL_BACK_PLACED)
+    if code in REFUSALS:
+        return CallBackResult(False, REFUSALS[code][1])
+    return None
 
 
 def outcome_label(outcome: str | None, summary: CallSummary | None = None) -> str:

@@ -70,8 +70,7 @@ class Pages:
                **context: Any) -> HTMLResponse:
         context.setdefault("open_access", self.auth.mode == "open")
         context["reviewer"] = reviewer
-        context["logout_csrf"] = (self.auth.logout_token(reviewer)
-                                  if reviewer is not None and reviewer.via != "local" else "")
+        context["form_csrf"] = self.auth.form_token(reviewer) if reviewer is not None else ""
         context["path"] = request.url.path
         html = self.env.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)

@@ -83,7 +83,7 @@ async def sign_in(request: Request, context: Context, csrf: FormField = "",
 async def sign_out(request: Request, context: Context, csrf: FormField = "") -> Response:
     auth = context.auth
     reviewer = auth.read_session(request.cookies.get(SESSION_COOKIE))
-    if reviewer is not None and not auth.check_logout(reviewer, csrf):
+    if reviewer is not None and not auth.check_form_token(reviewer, csrf):
         return context.pages.render("error.html", request, status=403, reviewer=reviewer, title="Requête refusée",
                                     message="La déconnexion n'a pas été demandée depuis cette page.")
     response = RedirectResponse(LOGIN_PATH if auth.mode == "signin" else "/calls", status_code=303,

@@ -1,10 +1,12 @@
-"""Which incoming calls the line takes: an optional allow-list of caller numbers (a
-cooperative's members), calls per caller per hour, and this instance's capacity.
+"""Which calls the line takes: an optional allow-list of caller numbers (a cooperative's
+members), calls per caller per hour, and this instance's capacity.
 
 A refused call is answered with French TwiML that says why, and logged with its outcome
 (`not_allowed`, `rate_limited`, `busy`). The per-caller count lives in Redis when REDIS_URL is
 set (shared by every instance), in memory otherwise; capacity is per instance: the calls in
-conversation plus those admitted whose stream has not started yet.
+conversation plus those admitted whose stream has not started yet. A call-back OCTI placed
+meets capacity only: its number met the allow-list when it was placed, and it is not the
+farmer calling again.
 """
 
 from __future__ import annotations
@@ -18,14 +20,23 @@ from app.config import Settings
 from app.ratelimit import MovingWindowLimit
 
 
-
 def _digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
 
+class AllowedCallers:
+    """ALLOWED_CALLERS: the numbers the line talks with; empty, everyone."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._numbers = {_digits(n) for n in settings.allowed_callers.split(",") if _digits(n)}
+
+    def allows(self, number: str) -> bool:
+        return not self._numbers or _digits(number) in self._numbers
+
+
 class CallAdmission:
     def __init__(self, settings: Settings, active_calls: Callable[[], int]) -> None:
-        self._allowed = {_digits(n) for n in settings.allowed_callers.split(",") if _digits(n)}
+        self.allowed = AllowedCallers(settings)
         self._per_hour = settings.calls_per_caller_per_hour
         self._capacity = settings.max_concurrent_calls
         self._active_calls = active_calls
@@ -37,14 +48,24 @@ class CallAdmission:
 
     async def refusal(self, call_sid: str, caller: str) -> CallOutcome | None:
         """None when the call may go ahead (it is then counted), else why not."""
-        if self._allowed and _digits(caller) not in self._allowed:
+        if not self.allowed.allows(caller):
             return CallOutcome.NOT_ALLOWED
-        if self._capacity > 0 and self._active_calls() + self._waiting_count() >= self._capacity:
+        if self._full():
             return CallOutcome.BUSY
         if self._per_hour > 0 and not await self._calls_per_caller.hit(_digits(caller) or "unknown"):
             return CallOutcome.RATE_LIMITED
         self._waiting[call_sid] = time.monotonic()
         return None
+
+    def call_back_refusal(self, call_sid: str) -> CallOutcome | None:
+        """For a call-back OCTI placed, once answered: None when there is room (it is then counted)."""
+        if self._full():
+            return CallOutcome.BUSY
+        self._waiting[call_sid] = time.monotonic()
+        return None
+
+    def _full(self) -> bool:
+        return self._capacity > 0 and self._active_calls() + self._waiting_count() >= self._capacity
 
     def stream_started(self, call_sid: str) -> None:
         self._waiting.pop(call_sid, None)

@@ -57,7 +57,8 @@ class TwilioChannel:
         self.stream_sid = start.stream_sid
         params = start.custom_parameters
         self.identity = CallIdentity(
-            call_id=start.call_sid, caller=params.get("from", ""), called=params.get("to", ""), channel="twilio"
+            call_id=start.call_sid, caller=params.get("from", ""), called=params.get("to", ""), channel="twilio",
+            call_back=params.get("question", "") if params.get("direction") == "outbound" else None,
         )
         self._max_bytes = max_message_bytes
         self._metrics = metrics

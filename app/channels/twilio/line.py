@@ -3,8 +3,9 @@ hears once our side closes it.
 
 The line checks every request's signature and each stream's token, answers the webhook with
 TwiML (and has the agent get an engine ready meanwhile), turns the stream into a
-`TwilioChannel` and hands it to the agent. The FastAPI routes only translate HTTP into calls
-on it.
+`TwilioChannel` and hands it to the agent. A call-back OCTI placed (`callback.py`) comes in
+by its own webhook: a short message on an answering machine, else the same stream. The
+FastAPI routes only translate HTTP into calls on it.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from app.audio.formats import TELEPHONE_ULAW
 from app.channels.contract import CallIdentity, CallOutcome, Conversations
 from app.channels.twilio import twiml
 from app.channels.twilio.admission import CallAdmission
+from app.channels.twilio.callback import MACHINE_ANSWERS, QUESTION_MAX_CHARS, CallBacks
 from app.channels.twilio.channel import StreamRejected, TwilioChannel
 from app.channels.twilio.rest import TwilioRest
 from app.channels.twilio.transfer import TwilioTransfers
 from app.channels.twilio.voicemail import Voicemail
-from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
+from app.channels.twilio.security import STATUS_PATH, SignatureChecker, StreamTokens, public_url, websocket_url
 from app.channels.websocket_io import close_quietly
 from app.config import Settings
 from app.logs import current_call, mask_phone
@@ -38,7 +40,6 @@ log = logging.getLogger(__name__)
 
 INCOMING_PATH = "/voice/incoming"
 STREAM_PATH = "/voice/stream"
-STATUS_PATH = "/voice/status"
 STREAM_ENDED_PATH = "/voice/stream-ended"
 
 START_TIMEOUT_SECONDS = 10.0
@@ -63,6 +64,7 @@ class TwilioLine:
         self.rest = rest
         self.voicemail = Voicemail(settings, submit)
         self.transfers = TwilioTransfers(settings, rest, self.voicemail, submit)
+        self.call_backs = CallBacks(settings, rest, submit)
 
     # ------------------------------------------------------------------ HTTP webhooks
 
@@ -87,28 +89,58 @@ class TwilioLine:
         log.info("incoming call %s from %s to %s", call_sid, mask_phone(caller), mask_phone(called))
         if not call_sid:
             return twiml.unavailable()
+        identity = CallIdentity(call_sid, caller=caller, called=called)
         if not self.settings.realtime_configured or not self._agent.reachable():
             log.error("answering with voicemail: %s", "the model cannot be reached" if
                       self.settings.realtime_configured else "OPENAI_API_KEY is not set")
-            await self._log_unconnected(CallIdentity(call_sid, caller=caller, called=called), CallOutcome.ERROR,
+            await self._log_unconnected(identity, CallOutcome.ERROR,
                                         ("upstream_failure", "modèle injoignable : messagerie"))
             return self.voicemail.prompt(phrases.UNREACHABLE_VOICEMAIL)
         refusal = await self.admission.refusal(call_sid, caller)
         if refusal is not None:
-            self.metrics.refusals.labels(refusal.value).inc()
-            log.warning("refused the call from %s: %s", mask_phone(caller), refusal.value)
-            await self._log_unconnected(CallIdentity(call_sid, caller=caller, called=called), refusal)
+            await self._refuse_call(identity, refusal)
             return twiml.refused(refusal.value)
-        self._agent.expect(call_sid)
+        return self._connect(identity)
+
+    async def answer_call_back(self, form: Mapping[str, str], query: Mapping[str, str]) -> str:
+        """The TwiML of a call-back OCTI placed, once answered (signature, query included, checked)."""
+        call_sid = form.get("CallSid", "")
+        # On a call we placed, the farmer is the one called.
+        identity = CallIdentity(call_sid, caller=form.get("To", ""), called=form.get("From", ""),
+                                call_back=query.get("question", "")[:QUESTION_MAX_CHARS])
+        answered_by = form.get("AnsweredBy", "")
+        current_call.set(call_sid or "-")
+        log.info("call-back %s to %s answered (%s)", call_sid, mask_phone(identity.caller), answered_by or "?")
+        if not self.settings.realtime_configured or not call_sid:
+            return twiml.unavailable()
+        if answered_by in MACHINE_ANSWERS:
+            await self._log_unconnected(identity, CallOutcome.MACHINE_ANSWERED,
+                                        (CallOutcome.MACHINE_ANSWERED.value, answered_by))
+            return twiml.say_goodbye(phrases.CALL_BACK_MACHINE_MESSAGE)
+        refusal = self.admission.call_back_refusal(call_sid)
+        if refusal is not None:
+            await self._refuse_call(identity, refusal)
+            return twiml.refused(refusal.value)
+        return self._connect(identity)
+
+    def _connect(self, identity: CallIdentity) -> str:
+        """Admitted: the agent gets an engine ready while Twilio opens the stream."""
+        self._agent.expect(identity.call_id)
         return twiml.connect_stream(
             stream_url=websocket_url(self.settings, STREAM_PATH),
             status_url=public_url(self.settings, STATUS_PATH),
             action_url=public_url(self.settings, STREAM_ENDED_PATH),
-            token=self.tokens.issue(call_sid),
-            call_sid=call_sid,
-            caller=caller,
-            called=called,
+            token=self.tokens.issue(identity.call_id),
+            call_sid=identity.call_id,
+            caller=identity.caller,
+            called=identity.called,
+            call_back=identity.call_back,
         )
+
+    async def _refuse_call(self, identity: CallIdentity, outcome: CallOutcome) -> None:
+        self.metrics.refusals.labels(outcome.value).inc()
+        log.warning("refused the call with %s: %s", mask_phone(identity.caller), outcome.value)
+        await self._log_unconnected(identity, outcome)
 
     async def _log_unconnected(self, identity: CallIdentity, outcome: CallOutcome,
                                event: tuple[str, str] | None = None) -> None:
@@ -133,7 +165,7 @@ class TwilioLine:
                 self._submit(CallEvent(form["CallSid"], datetime.now(UTC), "stream_error", error))
             log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
         else:
-            log.info("stream status for %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
+            log.info("status of %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
 
     def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
         now = time.monotonic()

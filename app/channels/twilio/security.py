@@ -16,6 +16,9 @@ from twilio.request_validator import RequestValidator
 
 from app.config import Settings
 
+# Where Twilio posts status changes: of our media streams, and of the calls we place.
+STATUS_PATH = "/voice/status"
+
 
 def public_base_url(settings: Settings) -> str:
     return settings.public_base_url or f"http://{settings.host}:{settings.port}"

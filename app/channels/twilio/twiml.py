@@ -22,9 +22,11 @@ def render(name: str, **values: str) -> str:
 
 
 def connect_stream(*, stream_url: str, status_url: str, action_url: str, token: str, call_sid: str,
-                   caller: str, called: str) -> str:
+                   caller: str, called: str, call_back: str | None = None) -> str:
+    """`call_back`: the question of a call-back OCTI placed (see CallIdentity.call_back)."""
     return render("connect_stream", stream_url=stream_url, status_url=status_url, action_url=action_url,
-                  token=token, call_sid=call_sid, caller=caller, called=called)
+                  token=token, call_sid=call_sid, caller=caller, called=called,
+                  direction="inbound" if call_back is None else "outbound", question=call_back or "")
 
 
 def unavailable() -> str:

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     # Call logs and review
     database_url: str | None = None          # default: SQLite under DATA_DIR
     store_caller_number: bool = False        # the raw number is stored only when asked
+    # A caller who leaves a voicemail is promised a call-back: their number is kept for it.
+    keep_call_back_numbers: bool = True
     caller_hash_salt: SecretStr | None = None  # default: derived from TWILIO_AUTH_TOKEN
     record_calls: bool = False               # stereo WAV per call; the greeting then says so
     review_username: str | None = None

@@ -184,6 +184,8 @@ async def test_when_the_advisor_does_not_answer_the_caller_leaves_a_voicemail_fo
     events = {e.type: e.detail for e in detail.events}
     assert list(events) == ["transfer", "transfer_unanswered", "voicemail"]
     assert events["transfer_unanswered"] == "no-answer" and events["voicemail"].startswith(recording.url)
+    # Promised a call-back, the caller's number is kept for it (STORE_CALLER_NUMBER is off).
+    assert not line.settings.store_caller_number and detail.caller_number == CALLER
     assert result.errors == []
 
 
@@ -199,6 +201,7 @@ async def test_when_the_model_cannot_be_reached_callers_leave_their_question_as_
         second = await call(line, CallScript(hangup_after=10))
         # Twilio posts the recording of the question.
         form = {"CallSid": second.call_sid, "AccountSid": second.account_sid, "RecordingDuration": "7",
+                "From": CALLER, "Direction": "inbound",
                 "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{second.account_sid}/Recordings/RE1"}
         url = PUBLIC_URL + VOICEMAIL_PATH
         signature = RequestValidator(AUTH_TOKEN).compute_signature(url, form)
@@ -211,6 +214,7 @@ async def test_when_the_model_cannot_be_reached_callers_leave_their_question_as_
     assert second.say_texts[0] == phrases.UNREACHABLE_VOICEMAIL and "Record" in second.verbs
     assert saved.status_code == 200 and phrases.VOICEMAIL_SAVED in saved.text
     assert [d.summary.outcome for d in details] == ["error", "error"]
+    assert [d.caller_number for d in details] == [None, CALLER]  # only the one who left a message
     assert [(e.type, e.detail) for e in details[1].events] == [
         ("upstream_failure", "modèle injoignable : messagerie"), ("voicemail", f"{form['RecordingUrl']} (7 s)")]
 

@@ -99,7 +99,18 @@ class CallEnded:
     kind: Literal["call_ended"] = "call_ended"
 
 
-CallRecord = CallStarted | TurnRecorded | CallEvent | CallEnded
+@dataclass(frozen=True, slots=True)
+class CallBackNumber:
+    """The caller asked to be called back (a voicemail): the number a call-back dials, kept
+    even without STORE_CALLER_NUMBER when KEEP_CALL_BACK_NUMBERS is on."""
+
+    call_sid: str
+    number: str
+    at: datetime
+    kind: Literal["call_back_number"] = "call_back_number"
+
+
+CallRecord = CallStarted | TurnRecorded | CallEvent | CallEnded | CallBackNumber
 
 
 def to_dict(record: CallRecord) -> dict[str, Any]:
@@ -110,7 +121,8 @@ def to_dict(record: CallRecord) -> dict[str, Any]:
     return data
 
 
-_KINDS = {cls.__dataclass_fields__["kind"].default: cls for cls in (CallStarted, TurnRecorded, CallEvent, CallEnded)}
+_KINDS = {cls.__dataclass_fields__["kind"].default: cls
+          for cls in (CallStarted, TurnRecorded, CallEvent, CallEnded, CallBackNumber)}
 
 
 def from_dict(data: dict[str, Any]) -> CallRecord:

@@ -8,6 +8,7 @@ arrives late:
 * `TurnRecorded` is keyed by (call_sid, index): sent again, it replaces the previous version
   (the caller's turn is re-sent once its retrieval is known);
 * `CallEvent` is appended once: a key over (at, type, detail) recognises a replay;
+* `CallBackNumber` keeps the number of a caller who asked to be called back;
 * `CallEnded` completes the call (its cost is estimated from the usage when it came without
   one, or as $0 with usage, as code before unknown costs logged an unpriced model);
 * a turn, event or end whose call has not started yet creates a placeholder call row,
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calllog.cost import call_cost, estimate_cost, estimate_transcription_cost
 from app.calllog.models import CallRow, EventRow, PassageRow, TurnRow, fold
-from app.calllog.records import CallEnded, CallEvent, CallRecord, CallStarted, TurnRecorded
+from app.calllog.records import CallBackNumber, CallEnded, CallEvent, CallRecord, CallStarted, TurnRecorded
 
 IN_LIST_CHUNK = 500  # parameters per IN (…): well under every database's limit
 T = TypeVar("T")
@@ -88,6 +89,9 @@ class BatchApplier:
             elif isinstance(record, TurnRecorded):
                 turns[(call.id, record.index)] = record
                 recount.add(call.id)
+            elif isinstance(record, CallBackNumber):
+                self._placeholder_start(call, record.at)
+                call.caller_number = record.number
             elif isinstance(record, CallEvent):
                 self._placeholder_start(call, record.at)
                 events.append({"call_id": call.id, "at": _utc(record.at), "type": record.type,
@@ -149,7 +153,7 @@ class BatchApplier:
         call.channel = record.channel
         call.caller_masked = record.caller_masked
         call.caller_hash = record.caller_hash
-        call.caller_number = record.caller_number
+        call.caller_number = record.caller_number or call.caller_number  # a call-back number stays
         call.called = record.called
         call.started_at = _utc(record.started_at)
         call.codec = record.codec

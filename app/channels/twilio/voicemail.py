@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from app.agent import phrases
-from app.calllog.records import CallEvent, CallRecord
+from app.calllog.records import CallBackNumber, CallEvent, CallRecord
 from app.channels.twilio import twiml
 from app.channels.twilio.security import public_url
 from app.config import Settings
@@ -27,7 +27,12 @@ class Voicemail:
 
     def saved(self, form: Mapping[str, str]) -> str:
         """The recorded question: stored in the call log, then goodbye."""
-        url, seconds = form.get("RecordingUrl", ""), form.get("RecordingDuration", "0")
-        if url and form.get("CallSid"):
-            self._submit(CallEvent(form["CallSid"], datetime.now(UTC), "voicemail", f"{url} ({seconds} s)"))
+        url, seconds, call_sid = form.get("RecordingUrl", ""), form.get("RecordingDuration", "0"), form.get("CallSid")
+        if url and call_sid:
+            now = datetime.now(UTC)
+            self._submit(CallEvent(call_sid, now, "voicemail", f"{url} ({seconds} s)"))
+            # The caller was promised a call-back: its number is kept for it.
+            caller = form.get("From", "") if form.get("Direction", "inbound") == "inbound" else form.get("To", "")
+            if self._settings.keep_call_back_numbers and caller:
+                self._submit(CallBackNumber(call_sid, caller, now))
         return twiml.say_goodbye(phrases.VOICEMAIL_SAVED)

@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     calls_per_caller_per_hour: int = 10  # 0: no limit
     max_concurrent_calls: int = 200  # per instance (benchmarks/README.md: ~200 pcm16 calls a process); 0: no limit
     prewarm_ttl_seconds: float = 20.0
+    # SIGTERM drains: calls under way go on this long at most; new calls are sent elsewhere
+    # (DRAIN_REDIRECT, several instances behind PUBLIC_BASE_URL) or told the line is busy.
+    drain_timeout_s: float = 600.0
+    drain_redirect: bool = False
     stream_token_ttl_seconds: int = 120
     max_stream_message_bytes: int = 64 * 1024
     realtime_connect_timeout_seconds: float = 10.0

@@ -66,6 +66,15 @@ class Service:
         self.call_log_reader = CallLogReader(settings)
         self._lag_watch: asyncio.Task[None] | None = None
 
+    @property
+    def draining(self) -> bool:
+        return self.twilio.draining
+
+    def begin_drain(self) -> None:
+        """No new calls from now on (`/ready` says so); the ones under way go on."""
+        log.warning("draining: %d calls under way, no new ones", self.metrics.active_calls)
+        self.twilio.draining = self.browser.draining = True
+
     async def open_engine(self) -> Engine:
         return await RealtimeEngine.open(self.settings, engine_options(self.settings, self.knowledge.vocabulary))
 
@@ -104,6 +113,8 @@ class Service:
             problems.append(f"knowledge base on keywords only: {knowledge.get('detail')}")
         if not settings.realtime_configured:
             problems.append("OPENAI_API_KEY is not set: calls go to voicemail")
+        if self.draining:
+            problems.append("draining: no new calls, the ones under way finish")
         if self.twilio.signatures.refuses_everything:
             problems.append("TWILIO_AUTH_TOKEN is not set and the server is not bound to loopback: "
                             "every Twilio request is refused")

@@ -7,6 +7,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
 
 from app.channels.browser.routes import SOFTPHONE_PATH, build_browser_router, softphone_files
 from app.channels.twilio.callback import OUTBOUND_PATH
@@ -99,6 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.websocket(STREAM_PATH)
     async def media_stream(websocket: WebSocket) -> None:
         await line.serve_stream(websocket)
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """For load balancers: 503 while draining, so no new calls are sent here."""
+        if service.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -322,3 +322,12 @@ async def test_a_call_at_its_maximum_length_hears_a_warning_then_a_goodbye_then_
     heard_ms = sum(burst.played_ms for burst in result.bursts)
     assert 0 <= heard_ms - (greeting.audio_ms + warning.audio_ms + goodbye.audio_ms) < 60, result.summary()
     assert 6.0 <= result.duration_s < 9.0
+
+
+async def test_a_draining_instance_sends_new_calls_back_to_the_public_url_when_others_share_it(double):
+    async with running_line(openai_realtime_url=double.url, drain_redirect=True) as line:
+        line.service.begin_drain()
+        result = await call(line, CallScript(hangup_after=2))
+    assert result.status == "spoken_only" and result.verbs == ["Redirect"]
+    assert f"<Redirect method=\"POST\">{PUBLIC_URL}/voice/incoming</Redirect>" in result.twiml
+    assert double.connections == []  # no engine was opened for it

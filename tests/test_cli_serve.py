@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +13,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness import loopback_socket
+import httpx
+
+from app.calllog.store import CallLogStore
+from app.simulators.twilio_caller import CallScript, place_call
+from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +49,48 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
             server.communicate()
     assert server.returncode == 130
     assert "Traceback" not in err, err
+
+
+async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cleanly(tmp_path: Path, double) -> None:
+    sock, port = loopback_socket()
+    sock.close()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_"))}
+    env.update({"OPENAI_API_KEY": "sk-test", "OPENAI_REALTIME_URL": double.url, "RAG_MODE": "off",
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": PUBLIC_URL, "DRAIN_TIMEOUT_S": "60",
+                "SILENCE_PROMPT_SECONDS": "0", "CALL_RECAP": "false", "LOG_LEVEL": "WARNING",
+                "DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)})
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            async with asyncio.timeout(60):
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(url + "/ready")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.2)
+            under_way = asyncio.create_task(place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                                                       script=CallScript(hangup_after=6)))
+            await double.wait_for_connection(timeout=20)
+            server.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                while (await http.get(url + "/ready")).status_code != 503:
+                    await asyncio.sleep(0.1)
+            health = (await http.get(url + "/health")).json()
+            refused = await place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                                       script=CallScript(hangup_after=2))
+            finished = await under_way
+        _, err = await asyncio.wait_for(server.communicate(), 60)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.communicate()
+    assert finished.status == "completed" and finished.closed_by == "caller", finished.summary()
+    assert refused.status == "spoken_only" and "lignes sont occupées" in " ".join(refused.say_texts)
+    assert any("draining" in problem for problem in health["problems"])
+    assert server.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+    async with await CallLogStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.sqlite3'}") as store:
+        detail = await store.get_call(await store.find_call_id(finished.call_sid))
+    assert detail.summary.outcome == "caller_hung_up"

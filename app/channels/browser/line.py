@@ -72,6 +72,7 @@ class BrowserLine:
         self.sign_in_failures = MovingWindowLimit(settings.redis_url, limit=5, window_seconds=15 * 60,
                                                   key="octi-web-sign-in", counted="browser sign-in failures")
         self.start_timeout_seconds = START_TIMEOUT_SECONDS
+        self.draining = False  # shutting down: no new conversations
         self._origins = {origin_of(o.strip()) for o in settings.web_allowed_origins.split(",") if o.strip()}
         if settings.public_base_url:
             self._origins.add(origin_of(settings.public_base_url))
@@ -111,6 +112,8 @@ class BrowserLine:
 
     async def _admit(self, websocket: WebSocket) -> tuple[str, int]:
         """The user and the audio rate of a socket allowed in; Refused otherwise."""
+        if self.draining:
+            raise Refused("unavailable", "OCTI redémarre. Réessayez dans une minute.", "draining")
         origin = websocket.headers.get("origin")
         if not self.origin_allowed(origin, websocket.headers.get("host")):
             raise Refused("origin_refused", "Cette page n'est pas autorisée à parler à OCTI.", f"origin {origin}")

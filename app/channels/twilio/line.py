@@ -61,6 +61,7 @@ class TwilioLine:
         self.tokens = StreamTokens(settings)
         self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
         self.admission = CallAdmission(settings, lambda: metrics.active_calls)
+        self.draining = False  # shutting down: new calls go elsewhere
         self.rest = rest
         self.voicemail = Voicemail(settings, submit)
         self.transfers = TwilioTransfers(settings, rest, self.voicemail, submit)
@@ -90,6 +91,8 @@ class TwilioLine:
         if not call_sid:
             return twiml.unavailable()
         identity = CallIdentity(call_sid, caller=caller, called=called)
+        if self.draining:
+            return self._elsewhere(identity)
         if not self.settings.realtime_configured or not self._agent.reachable():
             log.error("answering with voicemail: %s", "the model cannot be reached" if
                       self.settings.realtime_configured else "OPENAI_API_KEY is not set")
@@ -122,6 +125,14 @@ class TwilioLine:
             await self._refuse_call(identity, refusal)
             return twiml.refused(refusal.value)
         return self._connect(identity)
+
+    def _elsewhere(self, identity: CallIdentity) -> str:
+        """While draining: back to the public URL, where the load balancer picks another
+        instance; a lone instance says the line is busy."""
+        log.info("draining: call %s %s", identity.call_id, "redirected" if self.settings.drain_redirect else "told busy")
+        if self.settings.drain_redirect:
+            return twiml.render("redirect", url=public_url(self.settings, INCOMING_PATH))
+        return twiml.refused(CallOutcome.BUSY.value)
 
     def _connect(self, identity: CallIdentity) -> str:
         """Admitted: the agent gets an engine ready while Twilio opens the stream."""

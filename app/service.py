@@ -96,7 +96,7 @@ class Service:
             await asyncio.gather(self._lag_watch, return_exceptions=True)
         await self.agent.close()
         self.browser.close()
-        self.twilio.admission.close()
+        self.twilio.close()
         await self.twilio_rest.close()
         await self.browser.users.close()
         await self.knowledge.close()

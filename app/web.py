@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post(STREAM_ENDED_PATH)
     async def stream_ended(form: dict[str, str] = signed_form(STREAM_ENDED_PATH)) -> Response:
-        return Response(line.after_stream(form), media_type=TWIML)
+        return Response(await line.after_stream(form), media_type=TWIML)
 
     @app.post(WHISPER_PATH)
     async def whisper(request: Request, form: dict[str, str] = signed_form(WHISPER_PATH)) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 
 from starlette.websockets import WebSocket
@@ -46,7 +46,7 @@ class TwilioChannel:
         *,
         max_message_bytes: int,
         metrics: Metrics,
-        on_end: Callable[[str, CallOutcome], None],
+        on_end: Callable[[str, CallOutcome], Awaitable[None]],
         max_seconds: float | None = None,
         rest: TwilioRest | None = None,
         transfers: TwilioTransfers | None = None,
@@ -138,7 +138,7 @@ class TwilioChannel:
     async def end(self, outcome: CallOutcome) -> None:
         # Recorded first: closing the stream makes Twilio request the <Connect> action URL,
         # whose answer (voicemail or hang-up) depends on it.
-        self._on_end(self.start.call_sid, outcome)
+        await self._on_end(self.start.call_sid, outcome)
         if not self._closed:
             self._closed = True
             await close_for(self._ws, outcome)

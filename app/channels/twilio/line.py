@@ -11,8 +11,6 @@ FastAPI routes only translate HTTP into calls on it.
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -33,6 +31,7 @@ from app.channels.twilio.voicemail import Voicemail
 from app.channels.twilio.security import STATUS_PATH, SignatureChecker, StreamTokens, public_url, websocket_url
 from app.channels.websocket_io import close_quietly
 from app.config import Settings
+from app.expiring import ExpiringValues
 from app.logs import current_call, mask_phone
 from app.metrics import Metrics
 
@@ -43,7 +42,7 @@ STREAM_PATH = "/voice/stream"
 STREAM_ENDED_PATH = "/voice/stream-ended"
 
 START_TIMEOUT_SECONDS = 10.0
-OUTCOME_TTL_SECONDS = 600.0
+OUTCOME_TTL_SECONDS = 600
 POLICY_VIOLATION = 1008
 
 
@@ -59,7 +58,9 @@ class TwilioLine:
         self._submit = submit  # to the call log: refusals and stream errors naming a call
         self.signatures = SignatureChecker(settings)
         self.tokens = StreamTokens(settings)
-        self._outcomes: OrderedDict[str, tuple[CallOutcome, float]] = OrderedDict()
+        # How each stream ended, for the <Connect> action that follows (maybe on another instance).
+        self._outcomes = ExpiringValues(settings.redis_url, prefix="octi-stream-outcome",
+                                        ttl_seconds=OUTCOME_TTL_SECONDS)
         self.admission = CallAdmission(settings, lambda: metrics.active_calls)
         self.draining = False  # shutting down: new calls go elsewhere
         self.rest = rest
@@ -161,10 +162,10 @@ class TwilioLine:
             journal.event(*event)
         await journal.ended(outcome.value, [], turns=0, barge_ins=0)
 
-    def after_stream(self, form: Mapping[str, str]) -> str:
+    async def after_stream(self, form: Mapping[str, str]) -> str:
         """The <Connect> action: what the caller hears once our side closed the stream."""
-        outcome = self._outcomes.pop(form.get("CallSid", ""), (None, 0.0))[0]
-        if outcome == CallOutcome.ERROR:
+        outcome = await self._outcomes.pop(form.get("CallSid", ""))
+        if outcome == CallOutcome.ERROR.value:
             return self.voicemail.prompt(phrases.FAILURE_VOICEMAIL)
         return twiml.hangup()
 
@@ -178,11 +179,12 @@ class TwilioLine:
         else:
             log.info("status of %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
 
-    def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
-        now = time.monotonic()
-        self._outcomes[call_sid] = (outcome, now)
-        while self._outcomes and next(iter(self._outcomes.values()))[1] < now - OUTCOME_TTL_SECONDS:
-            self._outcomes.popitem(last=False)
+    async def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
+        await self._outcomes.put(call_sid, outcome.value)
+
+    def close(self) -> None:
+        self.admission.close()
+        self._outcomes.close()
 
     # ------------------------------------------------------------------ media stream
 

@@ -41,9 +41,9 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_started is not None and not self.should_exit:
-            drained = self._service.metrics.active_calls == 0
+            drained = self._service.calls_held == 0
             if drained or time.monotonic() - self._drain_started >= self._drain_seconds:
-                log.warning("drained: stopping with %d calls under way", self._service.metrics.active_calls)
+                log.warning("drained: stopping with %d calls under way", self._service.calls_held)
                 self.should_exit = True
         return await super().on_tick(counter)
 

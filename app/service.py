@@ -70,6 +70,11 @@ class Service:
     def draining(self) -> bool:
         return self.twilio.draining
 
+    @property
+    def calls_held(self) -> int:
+        """What a drain waits for: calls in conversation or admitted and connecting."""
+        return self.twilio.admission.calls_held()
+
     def begin_drain(self) -> None:
         """No new calls from now on (`/ready` says so); the ones under way go on."""
         log.warning("draining: %d calls under way, no new ones", self.metrics.active_calls)

@@ -65,7 +65,11 @@ class CallAdmission:
         return None
 
     def _full(self) -> bool:
-        return self._capacity > 0 and self._active_calls() + self._waiting_count() >= self._capacity
+        return self._capacity > 0 and self.calls_held() >= self._capacity
+
+    def calls_held(self) -> int:
+        """Calls in conversation, and those admitted whose stream has not started yet."""
+        return self._active_calls() + self._waiting_count()
 
     def stream_started(self, call_sid: str) -> None:
         self._waiting.pop(call_sid, None)

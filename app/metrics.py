@@ -53,8 +53,8 @@ class Metrics:
                                           registry=registry)
         self.refusals = Counter("octi_refusals", "Requests refused, by reason.", ["reason"], registry=registry)
         self.stream_messages_dropped = Counter("octi_stream_messages_dropped",
-                                               "Malformed or oversized media-stream messages dropped.",
-                                               registry=registry)
+                                               "Malformed or oversized channel messages dropped, by reason.",
+                                               ["reason"], registry=registry)
         self.stream_errors = Counter("octi_stream_errors", "Stream errors Twilio reported.", registry=registry)
 
     def call_started(self) -> None:

@@ -61,6 +61,7 @@ class Service:
         self.twilio = TwilioLine(settings, self.metrics, agent=self.agent, journals=self.journals,
                                  submit=self.calllog.submit, rest=self.twilio_rest)
         self.browser = BrowserLine(settings, self.metrics, agent=self.agent, journals=self.journals,
+                                   submit=self.calllog.submit,
                                    users=WebUsers(settings.effective_database_url),
                                    tokens=AccessTokens.from_settings(settings))
         self.call_log_reader = CallLogReader(settings)

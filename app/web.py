@@ -22,9 +22,12 @@ from app.service import Service
 
 TWIML = "application/xml"
 
-# A protocol-level ceiling: bigger frames close the socket. Below it, the channel drops
-# messages over MAX_STREAM_MESSAGE_BYTES without ending the call.
-WEBSOCKET_FRAME_LIMIT = 1024 * 1024
+# The websocket server's hard cap on one message (uvicorn's ws_max_size): it buffers a whole
+# message before the application sees it, so past this it must close the socket (1009) to
+# protect memory. Below it the channels drop what is too big for them (the Twilio stream over
+# MAX_STREAM_MESSAGE_BYTES, a browser's audio or control message over its wire limits) and the
+# call goes on: a 4 MiB frame costs the farmer nothing but that frame.
+WEBSOCKET_FRAME_LIMIT = 16 * 1024 * 1024
 
 # uvicorn's websocket implementations by name. The default, "websockets-sansio", cost the least
 # CPU per media frame of uvicorn's own (benchmarks/README.md, "Websocket stacks").

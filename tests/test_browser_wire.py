@@ -41,6 +41,7 @@ def test_every_client_message_is_understood(frame, expected):
     (b"\x00" * 961, "bad_audio"),
     (b"\x00" * (wire.MAX_AUDIO_BYTES + 2), "audio_too_large"),
     (b'{"type":"user_audio_end"}', "json_as_audio"),
+    ('{"type":"user_text","text":"' + "a" * wire.MAX_CONTROL_CHARS + '"}', "message_too_large"),
 ])
 def test_every_bad_frame_is_refused_with_its_code_and_a_french_message(frame, code):
     with pytest.raises(wire.WireError) as refused:

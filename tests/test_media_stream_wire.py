@@ -29,24 +29,36 @@ def test_start_carries_identity_and_custom_parameters():
     assert start == wire.Start("MZabc", "CA1", "AC1", {"token": "t", "from": "+33612345678"})
 
 
-@pytest.mark.parametrize("raw", [
-    b"\x00\x01",                                                   # binary frame
-    "not json",
-    "[1, 2]",
-    json.dumps({"streamSid": "MZ1"}),                              # no event
-    json.dumps({"event": "media", "media": {"payload": "%%%"}}),   # not base64
-    json.dumps({"event": "media", "media": "x"}),
-    json.dumps({"event": "media", "media": {"payload": "AAAA", "timestamp": "soon"}}),
-    json.dumps({"event": "mark", "mark": {}}),
-    json.dumps({"event": "start", "start": {"streamSid": "MZ\"1", "callSid": "CA1"}}),
-    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "mediaFormat": "mulaw"}}),
-    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1",
-                                            "mediaFormat": {"sampleRate": "eight thousand"}}}),
-    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "mediaFormat": {"sampleRate": None}}}),
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"\x00\x01", "binary"),
+    ("not json", "not_json"),
+    ("[1, 2]", "not_object"),
+    (json.dumps({"streamSid": "MZ1"}), "no_event"),
+    (json.dumps({"event": ["media"], "streamSid": "MZ1"}), "no_event"),
+    (json.dumps({"event": "media", "media": {"payload": "%%%"}}), "bad_base64"),
+    (json.dumps({"event": "media", "media": "x"}), "bad_field"),
+    (json.dumps({"event": "media", "media": {"payload": "AAAA", "timestamp": "soon"}}), "bad_field"),
+    (json.dumps({"event": "mark", "mark": {}}), "bad_field"),
+    (json.dumps({"event": "start", "start": {"streamSid": "MZ\"1", "callSid": "CA1"}}), "bad_field"),
+    (json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "mediaFormat": "mulaw"}}),
+     "bad_field"),
+    (json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1",
+                                             "mediaFormat": {"sampleRate": "eight thousand"}}}), "bad_field"),
+    (json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1",
+                                             "mediaFormat": {"sampleRate": None}}}), "bad_field"),
 ])
-def test_malformed_messages_raise_a_clear_error(raw):
-    with pytest.raises(wire.MalformedMessage):
+def test_malformed_messages_raise_a_clear_error_naming_their_kind(raw, reason):
+    with pytest.raises(wire.MalformedMessage) as refused:
         wire.parse_inbound(raw)
+    assert refused.value.reason == reason and refused.value.reason in wire.REASONS
+
+
+def test_once_started_a_message_must_name_the_stream():
+    assert wire.parse_inbound(media(), "MZ1") == wire.Media(b"\xff" * 160, 40)
+    for other in (media(streamSid="MZ2"), media(streamSid=None), json.dumps({"event": "stop", "streamSid": "MZ2"})):
+        with pytest.raises(wire.MalformedMessage) as refused:
+            wire.parse_inbound(other, "MZ1")
+        assert refused.value.reason == "wrong_stream"
 
 
 def test_unknown_events_are_ignored_not_errors():

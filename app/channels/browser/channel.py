@@ -9,9 +9,8 @@ for the chunk playing.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 
 from starlette.websockets import WebSocket
@@ -35,20 +34,20 @@ from app.channels.contract import (
     SessionReady,
     TurnEnded,
 )
+from app.calllog.records import CallRecord
+from app.channels.dropped import DroppedMessages
 from app.channels.websocket_io import CLOSED_ERRORS, close_for, receive_frame
 from app.metrics import Metrics
-
-log = logging.getLogger(__name__)
 
 
 class BrowserChannel:
     def __init__(self, websocket: WebSocket, identity: CallIdentity, audio_format: AudioFormat, *,
-                 max_seconds: float | None, metrics: Metrics) -> None:
+                 max_seconds: float | None, metrics: Metrics, submit: Callable[[CallRecord], None]) -> None:
         self._ws = websocket
         self.identity = identity
         self.audio_format = audio_format
         self.max_seconds = max_seconds
-        self._metrics = metrics
+        self._dropped = DroppedMessages(metrics, call_id=identity.call_id, submit=submit)
         self._sent_samples = 0
         self._pending: deque[tuple[int, str]] = deque()  # (sample position where a chunk ends, its mark)
         self._closed = False
@@ -80,8 +79,7 @@ class BrowserChannel:
 
     async def refuse_frame(self, exc: wire.WireError) -> None:
         """A frame the protocol does not allow: say so, and carry on."""
-        self._metrics.stream_messages_dropped.inc()
-        log.warning("browser frame refused (%s): %s", exc.code, exc)
+        self._dropped.drop(exc.code, str(exc))
         await self._send(wire.error(str(exc), exc.code))
 
     def _played(self, samples: int) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +28,7 @@ from app.accounts.tokens import AccessTokens, TokenRefused
 from app.accounts.users import WebUsers
 from app.audio.formats import AudioFormat
 from app.calllog.journals import CallJournals
+from app.calllog.records import CallRecord
 from app.channels.browser import wire
 from app.channels.browser.channel import BrowserChannel
 from app.channels.contract import CallIdentity, Conversations
@@ -59,11 +61,12 @@ def origin_of(url: str) -> str:
 
 class BrowserLine:
     def __init__(self, settings: Settings, metrics: Metrics, *, agent: Conversations, journals: CallJournals,
-                 users: WebUsers, tokens: AccessTokens) -> None:
+                 submit: Callable[[CallRecord], None], users: WebUsers, tokens: AccessTokens) -> None:
         self.settings = settings
         self.metrics = metrics
         self._agent = agent
         self._journals = journals
+        self._submit = submit  # to the call log: the messages a conversation's channel drops
         self.users = users
         self.tokens = tokens
         self.conversations_per_user = MovingWindowLimit(
@@ -106,7 +109,7 @@ class BrowserLine:
         log.info("browser conversation for %s at %d Hz", user, rate)
         channel = BrowserChannel(websocket, CallIdentity(call_id, caller=user, channel="web"),
                                  AudioFormat("pcm16", rate), max_seconds=self.settings.web_session_max_seconds,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, submit=self._submit)
         journal = self._journals.open(channel.identity, stream_sid="", audio_format=channel.audio_format)
         await self._agent.converse(channel, journal)
 

@@ -32,6 +32,9 @@ import orjson
 # One message of microphone audio: up to a second at 48 kHz is plenty (pages send 20-100 ms).
 MAX_AUDIO_BYTES = 96_000
 MAX_TEXT_CHARS = 2000
+# One control message: a `user_text` of MAX_TEXT_CHARS, every character escaped (\uXXXX), fits.
+# Longer text frames are refused before being parsed.
+MAX_CONTROL_CHARS = 16 * 1024
 SAMPLE_RATES = (24_000, 16_000)  # the first is the default
 
 
@@ -83,6 +86,9 @@ def parse_client(frame: str | bytes) -> ClientMessage:
     """One frame from the page: a control message, or audio (bytes, a whole number of samples)."""
     if isinstance(frame, bytes):
         return _audio(frame)
+    if len(frame) > MAX_CONTROL_CHARS:
+        raise WireError("message_too_large",
+                        f"Message texte trop long ({len(frame)} caractères, {MAX_CONTROL_CHARS} au plus).")
     try:
         message = orjson.loads(frame)
     except orjson.JSONDecodeError:

@@ -20,6 +20,8 @@ from app.channels.contract import (
 )
 from app.agent import phrases
 from app.audio.formats import TELEPHONE_ULAW
+from app.calllog.records import CallRecord
+from app.channels.dropped import DroppedMessages
 from app.channels.websocket_io import CLOSED_ERRORS, close_for, receive_frame
 from app.metrics import Metrics
 from app.channels.twilio import wire
@@ -46,6 +48,7 @@ class TwilioChannel:
         *,
         max_message_bytes: int,
         metrics: Metrics,
+        submit: Callable[[CallRecord], None],
         on_end: Callable[[str, CallOutcome], Awaitable[None]],
         max_seconds: float | None = None,
         rest: TwilioRest | None = None,
@@ -61,7 +64,7 @@ class TwilioChannel:
             call_back=params.get("question", "") if params.get("direction") == "outbound" else None,
         )
         self._max_bytes = max_message_bytes
-        self._metrics = metrics
+        self._dropped = DroppedMessages(metrics, call_id=start.call_sid, submit=submit)
         self._on_end = on_end
         self._rest = rest if rest is not None and rest.configured else None
         self._transfers = transfers
@@ -71,12 +74,14 @@ class TwilioChannel:
     async def receive_start(websocket: WebSocket, *, timeout: float, max_message_bytes: int,
                             metrics: Metrics) -> wire.Start:
         """Read `connected` then `start`; anything else before `start` is dropped."""
+        dropped = DroppedMessages(metrics)  # no call known yet: counted and logged only
+
         async def read() -> wire.Start:
             while True:
                 raw = await receive_frame(websocket)
                 if raw is None:
                     raise StreamRejected("the stream closed before 'start'")
-                message = _parse(raw, max_message_bytes, metrics)
+                message = _parse(raw, max_message_bytes, dropped)
                 if isinstance(message, wire.Start):
                     return message
                 if isinstance(message, wire.Stop):
@@ -92,7 +97,7 @@ class TwilioChannel:
             raw = await receive_frame(self._ws)
             if raw is None:
                 return
-            message = _parse(raw, self._max_bytes, self._metrics)
+            message = _parse(raw, self._max_bytes, self._dropped, self.stream_sid)
             if isinstance(message, wire.Stop):
                 return
             event = _event(message, perf_counter())
@@ -161,15 +166,18 @@ def _event(message: wire.InboundMessage | None, received_at: float) -> ChannelEv
     return None
 
 
-def _parse(raw: str | bytes, max_bytes: int, metrics: Metrics) -> wire.InboundMessage | None:
-    """Parse a frame; malformed or oversized frames are logged, counted and dropped."""
+def _parse(raw: str | bytes, max_bytes: int, dropped: DroppedMessages,
+           stream_sid: str | None = None) -> wire.InboundMessage | None:
+    """Parse a frame; malformed or oversized frames are dropped (`DroppedMessages`).
+
+    The size of a text frame is counted in characters: measuring its UTF-8 bytes would copy it,
+    and the websocket server's frame limit bounds it in bytes already.
+    """
     if len(raw) > max_bytes:
-        metrics.stream_messages_dropped.inc()
-        log.warning("dropping a %d-byte stream message (limit %d)", len(raw), max_bytes)
+        dropped.drop("oversized", f"{len(raw)} characters or bytes, over the limit of {max_bytes}")
         return None
     try:
-        return wire.parse_inbound(raw)
+        return wire.parse_inbound(raw, stream_sid)
     except wire.MalformedMessage as exc:
-        metrics.stream_messages_dropped.inc()
-        log.warning("dropping a malformed stream message: %s", exc)
+        dropped.drop(exc.reason, str(exc))
         return None

@@ -216,8 +216,8 @@ class TwilioLine:
             return
         channel = TwilioChannel(
             websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
-            metrics=self.metrics, on_end=self._record_outcome, max_seconds=self.settings.max_call_minutes * 60,
-            rest=self.rest, transfers=self.transfers,
+            metrics=self.metrics, submit=self._submit, on_end=self._record_outcome,
+            max_seconds=self.settings.max_call_minutes * 60, rest=self.rest, transfers=self.transfers,
         )
         journal = self._journals.open(channel.identity, stream_sid=channel.stream_sid,
                                       audio_format=channel.audio_format)

@@ -2,7 +2,7 @@
 
 Inbound messages become small typed records; outbound ones are built as JSON text.
 Parsing is length-agnostic and strict about shape: anything malformed raises
-`MalformedMessage`, which the caller logs and drops.
+`MalformedMessage`, whose `reason` names its kind; the caller logs and drops it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ import orjson
 
 
 class MalformedMessage(ValueError):
-    """A Twilio message we cannot use; never fatal to the call."""
+    """A Twilio message we cannot use; never fatal to the call. `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+# The kinds of malformed message the parser tells apart (the channel adds "oversized").
+REASONS = ("binary", "not_json", "not_object", "no_event", "bad_field", "bad_base64", "wrong_stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,47 +67,56 @@ class Stop:
 InboundMessage = Connected | Start | Media | Mark | Dtmf | Stop
 
 _SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
+# Events that belong to a stream once it started: they must name it. A tuple, not a set: the
+# event may be any JSON value, and a list or object cannot be hashed.
+_STREAM_EVENTS = ("media", "mark", "dtmf", "stop")
 
 
 def _section(message: dict, key: str) -> dict:
     value = message.get(key)
     if not isinstance(value, dict):
-        raise MalformedMessage(f"'{message.get('event')}' without a '{key}' object")
+        raise MalformedMessage("bad_field", f"'{message.get('event')}' without a '{key}' object")
     return value
 
 
 def _text(section: dict, key: str, event: str) -> str:
     value = section.get(key)
     if not isinstance(value, str) or not value:
-        raise MalformedMessage(f"'{event}' without '{key}'")
+        raise MalformedMessage("bad_field", f"'{event}' without '{key}'")
     return value
 
 
-def parse_inbound(raw: str | bytes) -> InboundMessage | None:
-    """Parse one message from Twilio. Returns None for an event we do not use."""
+def parse_inbound(raw: str | bytes, stream_sid: str | None = None) -> InboundMessage | None:
+    """Parse one message from Twilio. Returns None for an event we do not use.
+
+    With `stream_sid` (the stream has started), a media, mark, dtmf or stop message must name
+    that stream: Twilio always does, and a stop for another stream must not end this call.
+    """
     if isinstance(raw, bytes):
-        raise MalformedMessage("binary frame")
+        raise MalformedMessage("binary", "binary frame")
     try:
         message = orjson.loads(raw)
     except ValueError as exc:
-        raise MalformedMessage(f"not JSON: {exc}") from None
+        raise MalformedMessage("not_json", f"not JSON: {exc}") from None
     if not isinstance(message, dict):
-        raise MalformedMessage("not a JSON object")
+        raise MalformedMessage("not_object", "not a JSON object")
     event = message.get("event")
+    if stream_sid is not None and event in _STREAM_EVENTS and message.get("streamSid") != stream_sid:
+        raise MalformedMessage("wrong_stream", f"'{event}' for another stream")
     if event == "media":
         media = _section(message, "media")
         payload = media.get("payload")
         if not isinstance(payload, str):
-            raise MalformedMessage("'media' without a payload")
+            raise MalformedMessage("bad_field", "'media' without a payload")
         try:
             # Strict: anything but the base64 alphabet and proper padding is refused.
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError):
-            raise MalformedMessage("media payload is not base64") from None
+            raise MalformedMessage("bad_base64", "media payload is not base64") from None
         try:
             timestamp = int(media.get("timestamp", 0))
         except (TypeError, ValueError):
-            raise MalformedMessage("media timestamp is not a number") from None
+            raise MalformedMessage("bad_field", "media timestamp is not a number") from None
         return Media(audio, timestamp)
     if event == "mark":
         return Mark(_text(_section(message, "mark"), "name", "mark"))
@@ -107,17 +124,17 @@ def parse_inbound(raw: str | bytes) -> InboundMessage | None:
         start = _section(message, "start")
         stream_sid = _text(start, "streamSid", "start")
         if not _SID.match(stream_sid):
-            raise MalformedMessage("start with an invalid streamSid")
+            raise MalformedMessage("bad_field", "start with an invalid streamSid")
         params = start.get("customParameters") or {}
         if not isinstance(params, dict):
-            raise MalformedMessage("start with invalid customParameters")
+            raise MalformedMessage("bad_field", "start with invalid customParameters")
         media_format = start.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
-            raise MalformedMessage("start with an invalid mediaFormat")
+            raise MalformedMessage("bad_field", "start with an invalid mediaFormat")
         try:
             sample_rate = int(media_format.get("sampleRate", 8000))
         except (TypeError, ValueError):
-            raise MalformedMessage("start with an invalid mediaFormat sampleRate") from None
+            raise MalformedMessage("bad_field", "start with an invalid mediaFormat sampleRate") from None
         return Start(
             stream_sid=stream_sid,
             call_sid=_text(start, "callSid", "start"),
@@ -135,7 +152,7 @@ def parse_inbound(raw: str | bytes) -> InboundMessage | None:
         return Connected(str(message.get("protocol", "")))
     if isinstance(event, str):
         return None
-    raise MalformedMessage("message without an event")
+    raise MalformedMessage("no_event", "message without an event")
 
 
 # Outbound messages are built by hand: they are sent ~50 times a second per call and the

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # Errors after which the realtime session cannot go on.
 FATAL_ERRORS = {"session_expired", "beta_api_shape_disabled", "invalid_api_key"}
+# What reading a server event with a field missing or of the wrong type raises (binascii.Error,
+# bad base64, is a ValueError).
+MALFORMED_EVENT_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 # How long a new answer may wait for the model's previous response to finish.
 RESPONSE_IDLE_TIMEOUT_SECONDS = 2.0
 
@@ -144,9 +147,14 @@ class RealtimeEngine:
                 translate = self._translate.get(event["type"])
                 if translate is None:
                     continue
-                translated = translate(event)
-                if self._responses.contexts and event["type"] == "response.done":
-                    await self._forget_context(event.get("response", {}).get("id", ""))
+                try:
+                    translated = translate(event)
+                    if self._responses.contexts and event["type"] == "response.done":
+                        await self._forget_context(event.get("response", {}).get("id", ""))
+                except MALFORMED_EVENT_ERRORS as exc:
+                    # A field missing or of the wrong type: the server's mistake must not end the call.
+                    log.warning("dropping a malformed %s event from the realtime server: %r", event["type"], exc)
+                    continue
                 if translated is not None:
                     yield translated
             if self._connection is connection:

@@ -81,8 +81,9 @@ class DoubleConnection:
         self._server_closing = False
 
         self.conversation_id = self.new_id("conv")
+        lifetime = double.session_max_seconds or SESSION_LIFETIME_SECONDS
         self.session: dict[str, Any] = default_session(self.new_id("sess"), self.model, double.instructions,
-                                                       double.voice, double.session_max_seconds or SESSION_LIFETIME_SECONDS)
+                                                       double.voice, lifetime)
         self.voice_locked = False  # set once assistant audio went out
 
         self.items = ConversationItems(self)

@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     stream_token_ttl_seconds: int = 120
     max_stream_message_bytes: int = 64 * 1024
     realtime_connect_timeout_seconds: float = 10.0
+    # The service ends a session after this long (60 min): a call renews it before, between turns.
+    realtime_session_max_minutes: float = Field(default=60.0, gt=0)
+    # Tries to reconnect when the engine's connection drops mid-call (0: the call ends at once).
+    reconnect_attempts: int = Field(default=3, ge=0)
 
     # A person to talk to (transfer_to_human and the "person" key): Twilio dials them
     transfer_number: str | None = None  # E.164; unset: OCTI says no advisor can be reached

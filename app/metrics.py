@@ -49,6 +49,11 @@ class Metrics:
             "octi_turns_searched_by_the_model", "Answers released with the search tool (no words yet).",
             registry=registry)
         self.engine_errors = Counter("octi_engine_errors", "Errors the engine reported.", registry=registry)
+        self.engine_reconnects = Counter("octi_engine_reconnects",
+                                         "Reconnections after the engine's connection dropped mid-call, by outcome.",
+                                         ["outcome"], registry=registry)
+        self.engine_recycles = Counter("octi_engine_recycles", "Engine sessions renewed before the service's cap.",
+                                       registry=registry)
         self.engine_unavailable = Counter("octi_engine_unavailable", "Calls whose engine could not be reached.",
                                           registry=registry)
         self.refusals = Counter("octi_refusals", "Requests refused, by reason.", ["reason"], registry=registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import base64
 import json
 import subprocess
@@ -216,6 +217,18 @@ async def test_refuse_connections_answers_503(double: RealtimeDouble) -> None:
         pass
 
 
+async def test_refuse_next_refuses_that_many_handshakes_then_accepts_again(double: RealtimeDouble) -> None:
+    double.refuse_next(2)
+    for _ in range(2):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(double.url, additional_headers=AUTH):
+                pass
+        assert refused.value.response.status_code == 503
+    async with open_session(double):
+        pass
+    assert len(double.rejected_handshakes) == 2 and len(double.connections) == 1
+
+
 async def test_drop_all_closes_every_client_with_1011(double: RealtimeDouble) -> None:
     async with open_session(double) as first, open_session(double) as second:
         assert await double.drop_all() == 2
@@ -250,6 +263,7 @@ async def test_send_error_and_close_reports_an_upstream_failure(double: Realtime
 async def test_session_expiry_sends_session_expired_then_closes() -> None:
     async with RealtimeDouble(session_max_seconds=0.2) as double:
         async with open_session(double) as client:
+            assert double.connections[0].session["expires_at"] - time.time() < 1  # announced
             error = (await client.until("error"))["error"]
             assert error["code"] == "session_expired"
             assert error["message"].startswith("Your session hit the maximum duration of")

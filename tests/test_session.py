@@ -22,7 +22,9 @@ from app.channels.contract import (
     SessionReady,
     TurnEnded,
 )
-from app.agent.phrases import LIMIT_REACHED, TIME_UP_GOODBYE
+from app.agent.phrases import LIMIT_REACHED, TIME_UP_GOODBYE, UNAVAILABLE
+from app.agent.resilience import filler
+from app.agent.speaker import MESSAGE_MS
 from app.agent.session import CallSession
 from app.audio.formats import TELEPHONE_ULAW
 from app.config import Settings
@@ -135,22 +137,40 @@ async def test_unacknowledged_audio_is_never_counted_as_heard(double):
     assert connection.errors_sent == []
 
 
-async def test_the_session_ends_when_the_model_goes_away(double):
+async def test_the_session_ends_when_the_model_cannot_be_reached_again(double):
     channel = MemoryChannel()
     session, running = await open_session(double, channel)
-    await double.wait_for_connection()
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    sent_before = len(channel.sent)
+    double.refuse_connections = True
     await double.drop_all(code=1011)
-    assert await asyncio.wait_for(running, 5) == CallOutcome.ERROR
+    assert await asyncio.wait_for(running, 10) == CallOutcome.ERROR
     assert channel.ended == CallOutcome.ERROR
+    assert len(double.rejected_handshakes) == 3, "three tries"
+    first_chunk = filler(TELEPHONE_ULAW)[:TELEPHONE_ULAW.frame_bytes(MESSAGE_MS)]
+    assert channel.sent[sent_before:sent_before + 2] == [("clear", None), ("audio", first_chunk)], "« Un instant. »"
+    assert Notice(UNAVAILABLE, "unavailable") in channel.shown
 
 
-async def test_a_fatal_model_error_ends_the_call(double):
+async def test_an_expired_model_session_carries_on_in_a_new_one(double):
     channel = MemoryChannel()
     session, running = await open_session(double, channel)
-    await double.wait_for_connection()
+    first = await double.wait_for_connection()
+    greeting = await first.wait_for_server(lambda e: e["type"] == "response.output_audio_transcript.done",
+                                           timeout=10)
+    await first.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    await asyncio.sleep(0.1)  # the greeting's last chunk goes to the channel
+    await channel.inbox.put(PlaybackMark(channel.sent[-1][1]))  # the caller heard all of it
     await double.fail_all(code="session_expired", message="Your session hit the maximum duration of 60 minutes.",
                           error_type="invalid_request_error", close_code=1000)
-    assert await asyncio.wait_for(running, 5) == CallOutcome.ERROR
+    second = await double.wait_for_connection()
+    await second.wait_for(lambda e: e["type"] == "conversation.item.create", timeout=5)
+    assert not running.done()
+    assert [(item["role"], item["content"][0]["text"]) for item in second.conversation] == [
+        ("assistant", greeting["transcript"])]
+    await channel.inbox.put(None)
+    assert await running == CallOutcome.CALLER_HUNG_UP
 
 
 async def test_a_screen_is_told_when_to_speak_what_octi_says_and_when_an_answer_ends(double):

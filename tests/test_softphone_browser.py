@@ -154,8 +154,10 @@ async def test_idle_hang_up_and_reconnect_after_a_drop(double, chromium_with_mic
         await page.wait_for_function("document.querySelector('#talk').dataset.state === 'idle'", timeout=10_000)
         assert "sans échange" in await page.inner_text("#status")
         # A dropped connection (the server goes away mid-conversation) is retried, with backoff.
+        # The server ends the conversation once the model cannot be reached again (three tries).
         await page.click("#talk")
         await page.wait_for_function("document.querySelector('#talk').dataset.state === 'listening'")
+        double.refuse_next(3)
         await double.drop_all(code=1011)
         await page.wait_for_function("document.querySelector('#status').textContent.includes('nouvelle tentative')")
         await page.wait_for_function("window.octiSoftphone.states.filter(s => s === 'listening').length >= 3",

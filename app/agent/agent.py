@@ -47,10 +47,15 @@ class Agent:
         try:
             engine = await self._open_engine()
         except EngineUnavailable:
-            self._unreachable_at = time.monotonic()
+            self._reached(False)
             raise
-        self._unreachable_at = None
+        self._reached(True)
         return engine
+
+    def _reached(self, reached: bool) -> None:
+        """An engine opened (or reconnected mid-call), or could not: callers and pre-warming
+        follow (`reachable`)."""
+        self._unreachable_at = None if reached else time.monotonic()
 
     def expect(self, call_id: str) -> None:
         """A call is on its way: connect to the engine now, so the caller hears OCTI sooner."""
@@ -69,7 +74,8 @@ class Agent:
                 await channel.end(CallOutcome.ERROR)
                 await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)
                 return CallOutcome.ERROR
-        session = CallSession(channel, engine, self._settings, self._metrics, self._retriever(), journal)
+        session = CallSession(channel, engine, self._settings, self._metrics, self._retriever(), journal,
+                              engine_reached=self._reached)
         return await session.run()
 
     async def close(self) -> None:

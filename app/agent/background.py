@@ -12,6 +12,10 @@ class BackgroundTasks:
     def __init__(self) -> None:
         self._running: set[asyncio.Task[Any]] = set()
 
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._running.add(task)

@@ -19,6 +19,7 @@ from app.agent.background import BackgroundTasks
 from app.agent.barge_in import BargeInJudge
 from app.agent.behaviours import Behaviours
 from app.agent.recap import recap_of, text_recap
+from app.agent.resilience import Resilience
 from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import CallState, Turn
@@ -28,36 +29,13 @@ from app.audio.convert import make_converter
 from app.agent.turn_log import log_assistant_turn, log_caller_turn
 from app.calllog.journal import CallJournal
 from app.channels.contract import (
-    AnswerWords,
-    CallChannel,
-    CallerAudio,
-    CallerInterrupts,
-    CallerText,
-    CallOutcome,
-    ConversationReset,
-    Digit,
-    Notice,
-    PlaybackMark,
-    SessionReady,
-    TurnEnded,
+    AnswerWords, CallChannel, CallerAudio, CallerInterrupts, CallerText, CallOutcome, ConversationReset, Digit,
+    Notice, PlaybackMark, SessionReady, TurnEnded,
 )
 from app.config import Settings
 from app.engines.contract import (
-    AnswerAudio,
-    AnswerAudioDone,
-    AnswerDone,
-    AnswerStarted,
-    AnswerText,
-    AnswerTextPiece,
-    CallerWords,
-    Conversation,
-    Engine,
-    EngineError,
-    SpeechStarted,
-    SpeechStopped,
-    ToolCall,
-    UsageReport,
-    Yielded,
+    AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerText, AnswerTextPiece, CallerWords, Conversation,
+    Engine, EngineError, SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
 from app.metrics import Metrics
 
@@ -73,6 +51,7 @@ class CallSession:
         metrics: Metrics | None = None,
         retriever: Retriever | None = None,
         journal: CallJournal | None = None,
+        engine_reached: Callable[[bool], None] = lambda reached: None,
     ) -> None:
         self._channel = channel
         self._engine = engine
@@ -99,6 +78,10 @@ class CallSession:
         self._judge = BargeInJudge(settings.barge_in_min_ms if client_turns else 0,
                                    engine.traits.speech_end_wait_ms, self._barge_in)
         self._tools = ToolRunner(engine, retriever, self._searched_by_the_model, self._behaviours)
+        self._resilience = Resilience(engine=engine, speaker=self._speaker, state=self.state, judge=self._judge,
+                                      knowledge=self._knowledge, tools=self._tools, journal=self._journal,
+                                      metrics=self._metrics, settings=settings, caller_format=channel.audio_format,
+                                      reached=engine_reached)
         self._engine_handlers: dict[type, Callable[[Any], Any]] = {
             AnswerStarted: self._on_answer_started,
             AnswerAudio: self._speaker.audio,
@@ -131,7 +114,8 @@ class CallSession:
         outcome = CallOutcome.ERROR
         caller = asyncio.create_task(self._caller_loop(), name="caller-loop")
         model = asyncio.create_task(self._engine_loop(), name="engine-loop")
-        loops = {caller, model, *self._behaviours.watchers()}
+        renew = asyncio.create_task(self._resilience.renew_before_cap(), name="renew-session")
+        loops = {caller, model, renew, *self._behaviours.watchers()}
         try:
             await self._channel.show(SessionReady())
             await self._engine.greet(self._greeting())
@@ -144,8 +128,7 @@ class CallSession:
                 outcome = self.state.outcome
             elif caller in done:
                 outcome = CallOutcome.CALLER_HUNG_UP
-            else:
-                log.warning("the engine's connection ended mid-call: %s", self._engine.close_reason)
+            else:  # it could not be reached again (resilience.py)
                 self._journal.event("upstream_failure", self._engine.close_reason)
                 await self._channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))
                 outcome = CallOutcome.ERROR
@@ -189,7 +172,7 @@ class CallSession:
         async for event in self._channel.events():
             match event:
                 case CallerAudio():
-                    await self._engine.send_audio(self._to_model.convert(event.audio))
+                    await self._resilience.send_audio(self._to_model.convert(event.audio))
                     self._metrics.inbound_delay.observe(perf_counter() - event.received_at)
                     if self._recorder is not None:
                         self._recorder.caller_audio(event.audio)
@@ -238,14 +221,19 @@ class CallSession:
     # ------------------------------------------------------------------ engine side
 
     async def _engine_loop(self) -> None:
+        """The engine's events, across the new sessions a dropped connection brings; ends when
+        the call does, or when the engine cannot be reached again."""
         handlers = self._engine_handlers
-        async for event in self._engine.events():
-            handler = handlers.get(type(event))
-            if handler is not None:
-                result = handler(event)
-                if result is not None:
-                    await result
-            if self.state.outcome is not None:
+        while True:
+            async for event in self._engine.events():
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    result = handler(event)
+                    if result is not None:
+                        await result
+                if self.state.outcome is not None:
+                    return
+            if not await self._resilience.recover(self._engine.close_reason):
                 return
 
     async def _on_answer_started(self, event: AnswerStarted) -> None:
@@ -265,6 +253,7 @@ class CallSession:
         self.state.usage.append(event.usage)
 
     async def _on_answer_text_piece(self, event: AnswerTextPiece) -> None:
+        self.state.assistant_turn(event.item).text += event.text  # so far: what a new session is told
         await self._channel.show(AnswerWords(event.text))
 
     def _on_answer_text(self, event: AnswerText) -> None:
@@ -382,12 +371,10 @@ class CallSession:
             log.warning("caller transcription failed: %s", event.message)
             self._journal.event("transcription_failed", event.message)
             return
+        # A fatal one ends the engine's events: the engine loop reconnects.
         log.warning("engine error %s: %s", event.code, event.message)
         self._metrics.engine_errors.inc()
         self._journal.event("model_error", f"{event.code}: {event.message}")
-        if event.fatal:
-            self.state.outcome = CallOutcome.ERROR
-            await self._channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))
 
     # ------------------------------------------------------------------ call log
 

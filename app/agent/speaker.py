@@ -27,6 +27,8 @@ from app.metrics import Metrics
 # fewer messages than 20 ms ones, while the playback tracker interpolates within a chunk.
 MESSAGE_MS = 100
 FRAME_MS = 20
+# The tracker's item for a recorded phrase (not the model's): no turn, nothing to cut.
+RECORDED = "octi_recorded"
 
 
 class Speaker:
@@ -74,6 +76,13 @@ class Speaker:
             else:
                 await self._channel.show(AnswerEnded())
 
+    async def play_recorded(self, audio: bytes) -> None:
+        """A phrase recorded beforehand, in the caller's format, heard like an answer (the tracker
+        counts it) but no turn of the conversation."""
+        frame_bytes = self._caller_format.frame_bytes(FRAME_MS)
+        padded = audio + self._caller_format.silence_byte * (-len(audio) % frame_bytes)
+        await self._send(RECORDED, padded, None, answer=False)
+
     def forget_answers(self) -> None:
         """A new conversation: the answers of the old one are no one's business any more."""
         self.answers = AnswerState()
@@ -94,15 +103,16 @@ class Speaker:
         else:
             await self._send(item_id, frames, received_at)
 
-    async def _send(self, item_id: str, frames: bytes, received_at: float | None) -> None:
+    async def _send(self, item_id: str, frames: bytes, received_at: float | None, *, answer: bool = True) -> None:
         """Send whole frames to the caller in chunks, each followed by a mark for the tracker;
-        `received_at` None: audio sent again after a pause (no bridge delay to measure)."""
+        `received_at` None: audio sent again after a pause (no bridge delay to measure); not an
+        `answer`: a recorded phrase, whose start no turn records."""
         for offset in range(0, len(frames), self._chunk_bytes):
             chunk = frames[offset : offset + self._chunk_bytes]
             mark = self.tracker.sent(item_id, self._caller_format.duration_ms(len(chunk)), perf_counter(), chunk)
             await self._channel.send_audio(chunk, mark)
             now = perf_counter()
-            if offset == 0:
+            if offset == 0 and answer:
                 self._first_sent(item_id, now)
             if self._recorder is not None:
                 self._recorder.assistant_audio(chunk, self._state.timeline_ms(now))
@@ -123,10 +133,12 @@ class Speaker:
         now = perf_counter()
         tracker = self.tracker
         playing = tracker.playing_item
+        answer = playing if playing != RECORDED else None  # a recorded phrase is no answer to cut
         heard = 0.0
-        if playing is not None:
-            heard = max(min(tracker.heard_ms(playing, now), self.answers.generated_ms.get(playing, 0.0)), 0.0)
-        held = self._held = HeldVoice(Cut(playing, heard, tracker.queued_items()[1:]), cleared=playing is not None)
+        if answer is not None:
+            heard = max(min(tracker.heard_ms(answer, now), self.answers.generated_ms.get(answer, 0.0)), 0.0)
+        unheard = [item for item in tracker.queued_items()[1:] if item != RECORDED]
+        held = self._held = HeldVoice(Cut(answer, heard, unheard), cleared=playing is not None)
         frame_bytes = self._caller_format.frame_bytes(FRAME_MS)
         for chunk in tracker.unplayed(now):
             _hold(held, chunk.item_id, chunk.audio[frame_bytes * round(chunk.heard_ms / FRAME_MS):])
@@ -142,7 +154,7 @@ class Speaker:
         if held is None:
             return
         for item_id, audio in held.audio:
-            await self._send(item_id, bytes(audio), None)
+            await self._send(item_id, bytes(audio), None, answer=item_id != RECORDED)
         if held.ended:
             await self._channel.show(AnswerEnded())
 
@@ -156,7 +168,7 @@ class Speaker:
         self._frames.clear()
         self._to_caller.reset()
         cut = held.cut
-        cut.unheard += [item for item, _ in held.audio if item != cut.playing and item not in cut.unheard]
+        cut.unheard += [item for item, _ in held.audio if item not in (cut.playing, RECORDED, *cut.unheard)]
         if held.cleared and cut.playing is not None:
             if barge_in:
                 self._state.barge_ins += 1

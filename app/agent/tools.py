@@ -108,6 +108,11 @@ class ToolRunner:
         self._control = control
         self._running = BackgroundTasks()
 
+    @property
+    def busy(self) -> bool:
+        """A tool call is being run: its result is owed to the model's current session."""
+        return self._running.busy
+
     def start(self, call: ToolCall) -> None:
         self._running.spawn(self._run(call), f"tool-{call.name}")
 

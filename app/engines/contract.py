@@ -174,15 +174,21 @@ EngineEvent = (SpeechStarted | SpeechStopped | CallerWords | AnswerStarted | Ans
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """One turn of the conversation, as text: what a new session is given to carry on."""
+    """One turn of the conversation, as text: what a new session is given to carry on.
+    `cut`: the caller heard only this much of what the assistant was saying."""
 
     role: Literal["caller", "assistant"]
     text: str
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
+    """The conversation so far; `context`: the knowledge for the next answer only (the
+    passages of the question under way), forgotten once that answer is done."""
+
     exchanges: Sequence[Exchange] = field(default_factory=tuple)
+    context: str | None = None
 
 
 # ------------------------------------------------------------------ the engine
@@ -193,7 +199,8 @@ class Engine(Protocol):
     audio_format: AudioFormat
 
     def events(self) -> AsyncIterator[EngineEvent]:
-        """The engine's events in order, until its connection ends."""
+        """The engine's events in order, until its connection ends (a fatal error ends it too):
+        then `recycle` may carry the conversation on, and `events` be read again."""
         ...
 
     @property
@@ -256,7 +263,8 @@ class Engine(Protocol):
 
     async def recycle(self, conversation: Conversation) -> None:
         """Carry on in a fresh service session, given the conversation so far (an empty one
-        starts the conversation afresh)."""
+        starts the conversation afresh), whether the current one is still up or was lost.
+        Raises EngineUnavailable when the fresh session cannot be opened."""
         ...
 
     async def close(self) -> None: ...

@@ -38,6 +38,10 @@ RETRIEVAL = {
 EVENTS = {
     "error": "erreur",
     "upstream_failure": "panne du modèle",
+    "engine_lost": "connexion au modèle perdue",
+    "engine_reconnect": "reconnecté au modèle : la conversation reprend",
+    "engine_reconnect_failed": "reconnexion au modèle impossible",
+    "engine_recycled": "session du modèle renouvelée",
     "dtmf": "touche DTMF",
     "signature_refused": "signature refusée",
     "stream_error": "erreur du flux",

@@ -140,7 +140,9 @@ class RealtimeEngine:
     # ------------------------------------------------------------------ events
 
     async def events(self) -> AsyncIterator[EngineEvent]:
-        """Until the connection ends, across recycles (a recycled connection's end is not ours)."""
+        """Until the connection ends, across recycles (a recycled connection's end is not ours).
+        After a fatal error the session is closed here: the service would close it anyway
+        (`session_expired`), and the caller may carry the conversation on with `recycle`."""
         while True:
             connection = self._connection
             async for event in connection.events():
@@ -157,6 +159,8 @@ class RealtimeEngine:
                     continue
                 if translated is not None:
                     yield translated
+                    if isinstance(translated, EngineError) and translated.fatal:
+                        await connection.close()
             if self._connection is connection:
                 return
 
@@ -336,15 +340,22 @@ class RealtimeEngine:
 
     async def recycle(self, conversation: Conversation) -> None:
         """A new service session with the same configuration and the conversation so far as
-        text items; the old one is closed once the new one is ready."""
+        text items (an answer the caller heard only part of ends with « … », so that the model
+        knows it was cut off), then the next answer's context; the old session is closed once
+        the new one is ready."""
         fresh = await RealtimeConnection.open(self._settings, session_update(self._settings, self._options))
         for exchange in conversation.exchanges:
             if exchange.text:
-                await fresh.send(protocol.text_message("user" if exchange.role == "caller" else "assistant",
-                                                       exchange.text))
+                text = f"{exchange.text} …" if exchange.cut else exchange.text
+                await fresh.send(protocol.text_message("user" if exchange.role == "caller" else "assistant", text))
+        responses = _Responses()
+        responses.idle.set()
+        if conversation.context is not None:
+            self._contexts_sent += 1
+            responses.context_waiting = f"octi_context_{self._contexts_sent}"
+            await fresh.send(protocol.system_message(responses.context_waiting, conversation.context))
         old, self._connection = self._connection, fresh
-        self._responses = _Responses()
-        self._responses.idle.set()
+        self._responses = responses
         self._audio_ms.clear()
         self._speech_start_ms.clear()
         self._session_start_ms = self.audio_format.duration_ms(self._appended_bytes)

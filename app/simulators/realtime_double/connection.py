@@ -31,7 +31,9 @@ from app.simulators.realtime_double.records import (
     TruncationRecord,
 )
 from app.simulators.realtime_double.responses import ResponseRuns
-from app.simulators.realtime_double.session import DEFAULT_MODEL, default_session, input_kind, updated_session
+from app.simulators.realtime_double.session import (
+    DEFAULT_MODEL, SESSION_LIFETIME_SECONDS, default_session, input_kind, updated_session,
+)
 from app.simulators.realtime_schema import ClientEventError, ParsedClientEvent, parse_client_event
 
 if TYPE_CHECKING:
@@ -79,8 +81,9 @@ class DoubleConnection:
         self._server_closing = False
 
         self.conversation_id = self.new_id("conv")
+        lifetime = double.session_max_seconds or SESSION_LIFETIME_SECONDS
         self.session: dict[str, Any] = default_session(self.new_id("sess"), self.model, double.instructions,
-                                                       double.voice)
+                                                       double.voice, lifetime)
         self.voice_locked = False  # set once assistant audio went out
 
         self.items = ConversationItems(self)

@@ -43,7 +43,8 @@ class RealtimeDouble:
     - voice, instructions: session defaults announced in `session.created`.
     - seed: makes ids and delta sizes reproducible (per connection index).
     - handshake_delay: seconds to wait before answering the opening handshake.
-    - session_max_seconds: after this long a connection gets `session_expired` and is closed.
+    - session_max_seconds: after this long a connection gets `session_expired` and is closed
+      (its `session.created` announces that end in `expires_at`, as the service's does).
     - history_limit: events kept per direction per connection (None = all).
     - transcription_seconds: how long a model that does not stream takes to transcribe a
       committed turn.
@@ -95,6 +96,7 @@ class RealtimeDouble:
         self.transcription_seconds = transcription_seconds
         self.stream_lag_seconds = stream_lag_seconds
         self.refuse_connections = False
+        self._refusals_left = 0  # refuse_next(): handshakes still to refuse
         self._asset_path = Path(asset_path) if asset_path else ASSET_PATH
         self.asset: VoiceAsset | None = None  # loaded by start(), off the event loop
 
@@ -209,6 +211,11 @@ class RealtimeDouble:
             await asyncio.gather(*(connection.close(code, reason) for connection in live), return_exceptions=True)
         return len(live)
 
+    def refuse_next(self, count: int) -> None:
+        """Refuse the next `count` opening handshakes (HTTP 503), as a service that is down for
+        a moment; later ones are accepted again."""
+        self._refusals_left = count
+
     async def fail_all(
         self,
         code: str | None = "server_error",
@@ -233,7 +240,9 @@ class RealtimeDouble:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.handshake_delay):
                     await self._stopping.wait()
-        if self.refuse_connections or self._stopping.is_set():
+        refused_once = self._refusals_left > 0
+        self._refusals_left = max(self._refusals_left - 1, 0)
+        if self.refuse_connections or refused_once or self._stopping.is_set():
             return self._reject(
                 connection,
                 request,

@@ -43,7 +43,8 @@ KEEP_ON_NULL = frozenset({"instructions", "output_modalities", "tools", "tool_ch
 _VOICE_LOCKED_MESSAGE = "Cannot update a conversation's voice if assistant audio is present."
 
 
-def default_session(session_id: str, model: str, instructions: str, voice: str) -> dict[str, Any]:
+def default_session(session_id: str, model: str, instructions: str, voice: str,
+                    lifetime_seconds: float = SESSION_LIFETIME_SECONDS) -> dict[str, Any]:
     return {
         "type": "realtime",
         "object": "realtime.session",
@@ -58,7 +59,7 @@ def default_session(session_id: str, model: str, instructions: str, voice: str) 
         "truncation": "auto",
         "prompt": None,
         "include": None,
-        "expires_at": int(time.time()) + SESSION_LIFETIME_SECONDS,
+        "expires_at": int(time.time() + lifetime_seconds),
         "audio": {
             "input": {
                 "format": {"type": "audio/pcm", "rate": 24000},

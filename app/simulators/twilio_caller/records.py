@@ -79,6 +79,9 @@ class StreamSegment:
     stream_sid: str | None
     ended_by: str  # "caller" (hung up) | "server" (closed it) | "rest_hang_up" | "rest_redirect" | "not_opened"
     duration_s: float = 0.0
+    # The loop time (time.monotonic()) the stream started: puts what happened elsewhere, e.g. a
+    # double's events, on the call's timeline.
+    started_at: float | None = None
     utterances: list[str] = field(default_factory=list)  # labels of what the caller said in it
     heard_ms: float = 0.0  # OCTI audio played to the caller
 

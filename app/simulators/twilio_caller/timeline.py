@@ -38,7 +38,7 @@ class CallTimeline:
     def start(self, origin: float) -> None:
         """The stream started at loop time `origin`: from now on times count from it."""
         self.rebase(origin)
-        self.t0 = origin
+        self.t0 = self.result.started_at = origin
 
     def stop(self) -> None:
         """The stream ended: times go on from its last media time, on the loop clock."""

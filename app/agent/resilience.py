@@ -1,0 +1,284 @@
+"""A call outlives its engine session: a dropped connection is reconnected, and a session
+nearing the service's cap is renewed, both with the conversation restored.
+
+When the engine's events end mid-call (the socket dropped, or a fatal error such as
+`session_expired` closed it), OCTI falls silent where the caller stopped hearing it and plays a
+recorded « Un instant. » at once, while the bridge opens a fresh session (up to
+RECONNECT_ATTEMPTS tries, backing off) and gives it the conversation: the turns as text, the
+answer under way cut to what was heard, and the passages of a question not yet answered,
+which the model is asked again. The caller's audio meanwhile is kept (KEPT_AUDIO_SECONDS)
+and sent once the session is back, with the start of a question they were asking when the
+connection dropped: it is answered as if nothing happened.
+
+Before the service's session cap (REALTIME_SESSION_MAX_MINUTES) the session is renewed the
+same way at a quiet moment between turns, without a word to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import wave
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from time import perf_counter
+
+from app.agent.barge_in import BargeInJudge
+from app.agent.rag import knowledge_context
+from app.agent.speaker import Speaker
+from app.agent.state import CallState, Turn
+from app.agent.tools import ToolRunner
+from app.agent.turns import KnowledgeTurns
+from app.audio.convert import make_converter
+from app.audio.formats import REALTIME_PCM16, AudioFormat
+from app.calllog.journal import CallJournal
+from app.config import Settings
+from app.engines.contract import Conversation, Engine, EngineUnavailable, Exchange
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# The first try to reconnect goes at once; then each waits longer, up to the ceiling.
+RECONNECT_BACKOFF_SECONDS = 0.25
+RECONNECT_BACKOFF_CEILING_SECONDS = 3.0
+# The caller's latest audio kept for a new session: what they said during the outage, and
+# the start of the question the connection dropped in.
+KEPT_AUDIO_SECONDS = 5.0
+# Renew the session this long before the cap (a quarter of it, for short caps).
+RECYCLE_LEAD_SECONDS = 300.0
+QUIET_CHECK_SECONDS = 0.2
+# « Un instant. » by espeak-ng (voice fr, 160 wpm, pitch 40), PCM16 24 kHz mono, silences trimmed.
+FILLER_WAV = Path(__file__).parent / "prompts" / "un_instant.wav"
+
+
+@cache
+def filler(caller_format: AudioFormat) -> bytes:
+    """The recorded « Un instant. » in the caller's format (read once per process and format)."""
+    with wave.open(str(FILLER_WAV)) as wav:
+        assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (REALTIME_PCM16.rate, 2, 1)
+        pcm = wav.readframes(wav.getnframes())
+    return make_converter(REALTIME_PCM16, caller_format).convert(pcm)
+
+
+@dataclass(slots=True)
+class _Kept:
+    audio: bytes
+    at_ms: float | None  # where it went on the engine's audio timeline; None: not sent yet
+
+
+class Resilience:
+    def __init__(self, *, engine: Engine, speaker: Speaker, state: CallState, judge: BargeInJudge,
+                 knowledge: KnowledgeTurns | None, tools: ToolRunner, journal: CallJournal, metrics: Metrics,
+                 settings: Settings, caller_format: AudioFormat, reached: Callable[[bool], None]) -> None:
+        self._engine = engine
+        self._speaker = speaker
+        self._state = state
+        self._judge = judge
+        self._knowledge = knowledge
+        self._tools = tools
+        self._journal = journal
+        self._metrics = metrics
+        self._settings = settings
+        self._caller_format = caller_format
+        self._reached = reached  # the agent's: whether the engine could be reached
+        self._kept: deque[_Kept] = deque()
+        self._kept_ms = 0.0
+        self._sent_ms = 0.0  # the engine's audio timeline: caller audio sent in this call
+        self._restoring = False  # caller audio waits for the new session
+        self._session_since = perf_counter()
+
+    # ------------------------------------------------------------------ caller audio
+
+    async def send_audio(self, audio: bytes) -> None:
+        """Caller audio in the engine's format: sent, or kept while a new session is opened."""
+        ms = self._engine.audio_format.duration_ms(len(audio))
+        if self._restoring:
+            self._keep(_Kept(audio, None), ms)
+            return
+        self._keep(_Kept(audio, self._sent_ms), ms)
+        self._sent_ms += ms
+        await self._engine.send_audio(audio)
+
+    def _keep(self, kept: _Kept, ms: float) -> None:
+        self._kept.append(kept)
+        self._kept_ms += ms
+        while self._kept_ms > KEPT_AUDIO_SECONDS * 1000 and len(self._kept) > 1:
+            self._kept_ms -= self._engine.audio_format.duration_ms(len(self._kept.popleft().audio))
+
+    async def _send_kept(self, since_ms: float | None) -> None:
+        """Once a new session is up: the caller's audio sent to the old one since `since_ms`
+        (None: none of it), then what waited, including what comes meanwhile; then the caller's
+        audio goes straight to the engine again, in order."""
+        for kept in [k for k in self._kept if since_ms is not None and k.at_ms is not None
+                     and k.at_ms + self._ms(k) > since_ms]:
+            await self._send_kept_audio(kept)
+        while (waiting := next((k for k in self._kept if k.at_ms is None), None)) is not None:
+            await self._send_kept_audio(waiting)
+        self._restoring = False
+
+    async def _send_kept_audio(self, kept: _Kept) -> None:
+        kept.at_ms = self._sent_ms
+        self._sent_ms += self._ms(kept)
+        await self._engine.send_audio(kept.audio)
+
+    def _ms(self, kept: _Kept) -> float:
+        return self._engine.audio_format.duration_ms(len(kept.audio))
+
+    # ------------------------------------------------------------------ a dropped connection
+
+    async def recover(self, reason: str) -> bool:
+        """The engine's events ended mid-call: carry the conversation on in a new session. False
+        when it could not be reached (the call ends)."""
+        dropped_at = perf_counter()
+        log.warning("the engine's connection ended mid-call (%s): reconnecting", reason)
+        self._journal.event("engine_lost", reason, self._state.timeline_ms(dropped_at))
+        self._restoring = True
+        failure = reason
+        try:
+            question_start = await self._fall_silent()
+            await self._speaker.play_recorded(filler(self._caller_format))
+            unanswered = _unanswered_question(self._state)
+            for attempt in range(1, self._settings.reconnect_attempts + 1):
+                await asyncio.sleep(_backoff(attempt))
+                try:
+                    await self._engine.recycle(self._conversation(unanswered))
+                except EngineUnavailable as exc:
+                    log.warning("reconnecting to the engine failed (try %d): %s", attempt, exc)
+                    failure = str(exc)
+                    continue
+                await self._restored(question_start)
+                await self._answer_again(unanswered)
+                self._metrics.engine_reconnects.labels("restored").inc()
+                took_ms = (perf_counter() - dropped_at) * 1000
+                self._journal.event("engine_reconnect", f"{attempt} essai(s), {took_ms:.0f} ms")
+                self._reached(True)
+                return True
+        finally:
+            self._restoring = False
+        self._metrics.engine_reconnects.labels("failed").inc()
+        self._journal.event("engine_reconnect_failed", failure)
+        self._reached(False)
+        return False
+
+    async def _fall_silent(self) -> float | None:
+        """OCTI stops where the caller stopped hearing it (no engine to tell: the new session
+        gets the answer cut there). Returns where the caller's question under way began on
+        the engine's audio timeline (None when they were not speaking): it is asked again."""
+        self._judge.settle()
+        if self._knowledge is not None:
+            self._knowledge.cancel()
+        answers = self._speaker.answers
+        answering = answers.active is not None
+        if answering:
+            answers.muted.add(answers.active)
+            answers.active = None
+        cut = await self._speaker.stop(barge_in=False)
+        state = self._state
+        for turn in _turns_since_question(state):
+            unheard = cut is not None and turn.item_id in cut.unheard
+            if unheard or (answering and not turn.interrupted):  # never heard, or heard all it said so far
+                turn.interrupted = True
+                turn.heard_ms = 0.0 if unheard else answers.generated_ms.get(turn.item_id, 0.0)
+        asking = state.last_caller_turn()
+        if asking is None or asking.end_ms is not None or asking.start_ms is None:
+            return None
+        state.forget_caller_turn(asking)  # the new session hears it again, whole
+        return asking.start_ms
+
+    def _conversation(self, unanswered: Turn | None) -> Conversation:
+        exchanges = []
+        for turn in self._state.turns:
+            text = turn.text.strip()
+            if turn.role == "assistant" and turn.interrupted:
+                text = heard_part(text, turn.heard_ms or 0.0,
+                                  self._speaker.answers.generated_ms.get(turn.item_id, 0.0))
+            if text:
+                exchanges.append(Exchange(turn.role, text, cut=turn.role == "assistant" and turn.interrupted))
+        retrieval = unanswered.retrieval if unanswered is not None else None
+        return Conversation(tuple(exchanges), knowledge_context(retrieval) if retrieval is not None else None)
+
+    async def _restored(self, question_start: float | None) -> None:
+        self._session_since = perf_counter()
+        await self._send_kept(question_start)
+
+    async def _answer_again(self, question: Turn | None) -> None:
+        """The question the caller asked before the drop and did not hear answered."""
+        if question is None or self._engine.traits.turns != "client":
+            return
+        if self._knowledge is not None and question.retrieval is None:
+            self._knowledge.typed(question, self._state.previous_question(question))  # its search first
+        else:
+            await self._engine.answer()
+
+    # ------------------------------------------------------------------ the session cap
+
+    async def renew_before_cap(self) -> None:
+        """Runs with the call: renews the engine's session before the service ends it, at a quiet
+        moment (the caller silent, OCTI silent, nothing on its way)."""
+        cap = self._settings.realtime_session_max_minutes * 60
+        lead = min(RECYCLE_LEAD_SECONDS, cap / 4)
+        while True:
+            await asyncio.sleep(max(self._session_since + cap - lead - perf_counter(), 0.0))
+            while not self._quiet():
+                await asyncio.sleep(QUIET_CHECK_SECONDS)
+            if perf_counter() - self._session_since < cap - lead:
+                continue  # a reconnection renewed it meanwhile
+            self._restoring = True
+            try:
+                await self._engine.recycle(self._conversation(None))
+            except EngineUnavailable as exc:  # the old session lives on; at its end, the reconnection
+                log.warning("renewing the engine's session failed: %s", exc)
+                self._restoring = False
+                await asyncio.sleep(QUIET_CHECK_SECONDS * 10)
+                continue
+            await self._restored(None)
+            self._metrics.engine_recycles.inc()
+            self._journal.event("engine_recycled", f"après {cap - lead:.0f} s",
+                                self._state.timeline_ms(perf_counter()))
+
+    def _quiet(self) -> bool:
+        caller = self._state.last_caller_turn()
+        return not (self._restoring or self._speaker.busy or self._tools.busy
+                    or (self._knowledge is not None and self._knowledge.releasing)
+                    or (caller is not None and caller.end_ms is None))
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before try `attempt`: 0, 0.25, 0.75, 2.25, then the ceiling."""
+    if attempt <= 1:
+        return 0.0
+    return min(RECONNECT_BACKOFF_SECONDS * 3 ** (attempt - 2), RECONNECT_BACKOFF_CEILING_SECONDS)
+
+
+def _turns_since_question(state: CallState) -> list[Turn]:
+    """OCTI's turns since the caller's last one (all of them before the first question)."""
+    since: list[Turn] = []
+    for turn in reversed(state.turns):
+        if turn.role == "caller":
+            break
+        since.append(turn)
+    return since
+
+
+def _unanswered_question(state: CallState) -> Turn | None:
+    """The caller's last finished turn when OCTI has not said all of its answer (or nothing)."""
+    for turn in reversed(state.turns):
+        if turn.role == "assistant" and not turn.interrupted:
+            return None
+        if turn.role == "caller" and turn.end_ms is not None:
+            return turn
+    return None
+
+
+def heard_part(text: str, heard_ms: float, generated_ms: float) -> str:
+    """What the caller heard of an answer's text, in proportion of its audio, to a whole word
+    (the service says its words along the audio; the text has no timing of its own)."""
+    if heard_ms <= 0 or generated_ms <= 0:
+        return ""
+    end = round(len(text) * min(heard_ms / generated_ms, 1.0))
+    if end >= len(text):
+        return text
+    return text[:end].rsplit(" ", 1)[0] if " " in text[:end] else ""

@@ -7,13 +7,13 @@ local impersonator in `app.simulators.twilio_rest`) by rewriting the URLs the li
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_incrementing
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
@@ -162,15 +162,14 @@ class TwilioRest:
 
     async def _idempotent(self, request: Callable[[], Awaitable[T]]) -> T:
         """Run an idempotent request, again after a transport failure or a 5xx, a bounded number of times."""
-        for attempt in range(1, UPDATE_ATTEMPTS):
-            try:
-                return await _translated(request)
-            except TwilioRestError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("Twilio REST request failed (%s), attempt %d of %d", exc, attempt, UPDATE_ATTEMPTS)
-                await asyncio.sleep(RETRY_BACKOFF_SECONDS * attempt)
-        return await _translated(request)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(UPDATE_ATTEMPTS),
+            wait=wait_incrementing(RETRY_BACKOFF_SECONDS, RETRY_BACKOFF_SECONDS),
+            retry=retry_if_exception(lambda exc: isinstance(exc, TwilioRestError) and exc.retryable),
+            before_sleep=lambda state: log.warning("Twilio REST request failed (%s), attempt %d of %d",
+                                                   state.outcome.exception(), state.attempt_number, UPDATE_ATTEMPTS),
+            reraise=True)
+        return await retrying(_translated, request)
 
 
 async def _translated(request: Callable[[], Awaitable[T]]) -> T:

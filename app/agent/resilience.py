@@ -66,6 +66,7 @@ def filler(caller_format: AudioFormat) -> bytes:
 @dataclass(slots=True)
 class _Kept:
     audio: bytes
+    ms: float  # its length, worked out once: 50 frames a second pass through here
     at_ms: float | None  # where it went on the engine's audio timeline; None: not sent yet
 
 
@@ -96,24 +97,24 @@ class Resilience:
         """Caller audio in the engine's format: sent, or kept while a new session is opened."""
         ms = self._engine.audio_format.duration_ms(len(audio))
         if self._restoring:
-            self._keep(_Kept(audio, None), ms)
+            self._keep(_Kept(audio, ms, None))
             return
-        self._keep(_Kept(audio, self._sent_ms), ms)
+        self._keep(_Kept(audio, ms, self._sent_ms))
         self._sent_ms += ms
         await self._engine.send_audio(audio)
 
-    def _keep(self, kept: _Kept, ms: float) -> None:
+    def _keep(self, kept: _Kept) -> None:
         self._kept.append(kept)
-        self._kept_ms += ms
+        self._kept_ms += kept.ms
         while self._kept_ms > KEPT_AUDIO_SECONDS * 1000 and len(self._kept) > 1:
-            self._kept_ms -= self._engine.audio_format.duration_ms(len(self._kept.popleft().audio))
+            self._kept_ms -= self._kept.popleft().ms
 
     async def _send_kept(self, since_ms: float | None) -> None:
         """Once a new session is up: the caller's audio sent to the old one since `since_ms`
         (None: none of it), then what waited, including what comes meanwhile; then the caller's
         audio goes straight to the engine again, in order."""
         for kept in [k for k in self._kept if since_ms is not None and k.at_ms is not None
-                     and k.at_ms + self._ms(k) > since_ms]:
+                     and k.at_ms + k.ms > since_ms]:
             await self._send_kept_audio(kept)
         while (waiting := next((k for k in self._kept if k.at_ms is None), None)) is not None:
             await self._send_kept_audio(waiting)
@@ -121,11 +122,8 @@ class Resilience:
 
     async def _send_kept_audio(self, kept: _Kept) -> None:
         kept.at_ms = self._sent_ms
-        self._sent_ms += self._ms(kept)
+        self._sent_ms += kept.ms
         await self._engine.send_audio(kept.audio)
-
-    def _ms(self, kept: _Kept) -> float:
-        return self._engine.audio_format.duration_ms(len(kept.audio))
 
     # ------------------------------------------------------------------ a dropped connection
 

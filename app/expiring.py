@@ -5,17 +5,13 @@ and Redis is tried again REDIS_RETRY_SECONDS later."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
-from urllib.parse import urlsplit
 
 import coredis
 from coredis.exceptions import RedisError
 
-from app.ratelimit import REDIS_RETRY_SECONDS, REDIS_TIMEOUT_SECONDS
-
-log = logging.getLogger(__name__)
+from app.ratelimit import REDIS_TIMEOUT_SECONDS, RedisOutages
 
 
 class ExpiringValues:
@@ -24,13 +20,12 @@ class ExpiringValues:
         self._ttl = ttl_seconds
         self._memory: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._redis: coredis.Redis[str] | None = None
-        self._redis_where = ""
+        self._outages: RedisOutages | None = None
         if redis_url:
             self._redis = coredis.Redis.from_url(redis_url, decode_responses=True,
                                                  connect_timeout=REDIS_TIMEOUT_SECONDS,
                                                  stream_timeout=REDIS_TIMEOUT_SECONDS)
-            self._redis_where = urlsplit(redis_url).hostname or "socket"  # never the credentials
-        self._redis_retry_at = 0.0
+            self._outages = RedisOutages(redis_url, f"{prefix} values")
 
     async def put(self, key: str, value: str) -> None:
         if self._redis_usable():
@@ -62,9 +57,8 @@ class ExpiringValues:
             self._redis.connection_pool.disconnect()
 
     def _redis_usable(self) -> bool:
-        return self._redis is not None and time.monotonic() >= self._redis_retry_at
+        return self._outages is not None and self._outages.usable()
 
     def _redis_failed(self, error: BaseException) -> None:
-        self._redis_retry_at = time.monotonic() + REDIS_RETRY_SECONDS
-        log.warning("Redis at %s is unreachable (%s); %s values are kept in memory for %d s",
-                    self._redis_where, type(error).__name__, self._prefix, REDIS_RETRY_SECONDS)
+        if self._outages is not None:
+            self._outages.failed(type(error).__name__)

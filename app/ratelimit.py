@@ -42,17 +42,34 @@ def _async_storage_uri(redis_url: str) -> str:
     return f"{REDIS_SCHEMES[scheme]}://{rest}"
 
 
+class RedisOutages:
+    """Whether Redis may be tried: after a failure it is left alone for REDIS_RETRY_SECONDS, and
+    what it held (`kept`) goes to memory meanwhile, with one warning."""
+
+    def __init__(self, redis_url: str, kept: str) -> None:
+        self._where = urlsplit(redis_url).hostname or "socket"  # for the logs, never the credentials
+        self._kept = kept
+        self._retry_at = 0.0
+
+    def usable(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def failed(self, error: str) -> None:
+        self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+        log.warning("Redis at %s is unreachable (%s); %s are kept in memory for %d s",
+                    self._where, error, self._kept, REDIS_RETRY_SECONDS)
+
+
 class MovingWindowLimit:
     """At most `limit` hits per subject in a moving window, in Redis when given a URL, else in memory."""
 
     def __init__(self, redis_url: str | None, *, limit: int, window_seconds: int, key: str, counted: str) -> None:
         self._rule = RateLimitItemPerSecond(limit, window_seconds)
         self._key = key
-        self._counted = counted  # what is counted, for the logs
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis: MovingWindowRateLimiter | None = None
         self._redis_pool: coredis.ConnectionPool | None = None
-        self._redis_where = ""
+        self._outages: RedisOutages | None = None
         if redis_url:
             storage_uri = _async_storage_uri(redis_url)
             # Our own pool, so that close() can end its connections.
@@ -60,19 +77,14 @@ class MovingWindowLimit:
                                                                stream_timeout=REDIS_TIMEOUT_SECONDS)
             storage = storage_from_string(storage_uri, wrap_exceptions=True, connection_pool=self._redis_pool)
             self._redis = MovingWindowRateLimiter(storage)
-            # For the logs: where, never the credentials the URL may hold.
-            self._redis_where = urlsplit(redis_url).hostname or "socket"
-        self._redis_retry_at = 0.0   # while Redis is unreachable: when to try it again
+            self._outages = RedisOutages(redis_url, f"counts of {counted}")
 
     async def _run(self, operation: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
-        if self._redis is not None and time.monotonic() >= self._redis_retry_at:
+        if self._redis is not None and self._outages is not None and self._outages.usable():
             try:
                 return await operation(self._redis)
             except StorageError as error:
-                self._redis_retry_at = time.monotonic() + REDIS_RETRY_SECONDS
-                log.warning("Redis at %s is unreachable (%s); %s are counted in memory for %d s",
-                            self._redis_where, type(error.storage_error).__name__, self._counted,
-                            REDIS_RETRY_SECONDS)
+                self._outages.failed(type(error.storage_error).__name__)
         return await operation(self._memory)
 
     async def retry_after(self, subject: str) -> int | None:

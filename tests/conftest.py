@@ -1,3 +1,4 @@
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -65,13 +66,21 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture
-async def browser(chromium_path: Path):
+@contextlib.asynccontextmanager
+async def launched_chromium(chromium_path: Path, *extra_args: str):
+    """Headless Chromium, with `extra_args` beside the usual ones."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        launched = await playwright.chromium.launch(executable_path=str(chromium_path),
+                                                    args=[*CHROMIUM_ARGS, *extra_args])
         try:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest.fixture
+async def browser(chromium_path: Path):
+    async with launched_chromium(chromium_path) as launched:
+        yield launched

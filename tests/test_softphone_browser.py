@@ -15,7 +15,7 @@ import pytest
 from tests.harness import running_line
 from tests.test_browser_channel import PASSWORD
 from tests.test_realtime_double import read_wav, to_pcm_24k
-from tests.conftest import CHROMIUM_ARGS
+from tests.conftest import launched_chromium
 
 RATE = 24000
 
@@ -40,17 +40,11 @@ def microphone_wav(path: Path, *parts: tuple[str | None, float]) -> Path:
 @pytest.fixture
 async def chromium_with_microphone(chromium_path, tmp_path):
     """Chromium whose microphone says: (3 s) a question, (2 s) then talks over the answer."""
-    from playwright.async_api import async_playwright
-
     wav = microphone_wav(tmp_path / "mic.wav", (None, 3.0), ("question_incubation.wav", 0), (None, 1.8),
                          ("interruption.wav", 0), (None, 20.0))
-    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop"]
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(chromium_path), args=args)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launched_chromium(chromium_path, "--use-fake-device-for-media-stream",
+                                 f"--use-file-for-fake-audio-capture={wav}%noloop") as browser:
+        yield browser
 
 
 async def open_softphone(browser, line, *, microphone: bool, query: str = "record=1"):

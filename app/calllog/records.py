@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Outcome = Literal["caller_hung_up", "agent_ended", "transferred", "error", "timeout"]
@@ -67,6 +67,11 @@ class CallEvent:
     type: str                    # error, upstream_failure, dtmf, signature_refused, stream_error, …
     detail: str = ""
     kind: Literal["event"] = "event"
+
+    @classmethod
+    def now(cls, call_sid: str, type_: str, detail: str = "") -> CallEvent:
+        """An event that happens as it is recorded (outside a call's journal)."""
+        return cls(call_sid, datetime.now(UTC), type_, detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from app.calllog.records import CallEvent, CallRecord
 from app.metrics import Metrics
@@ -35,4 +34,4 @@ class DroppedMessages:
         self._reasons_seen.add(reason)
         log.warning("dropping a message (%s): %s", reason, detail)
         if self._call_id and self._submit is not None:
-            self._submit(CallEvent(self._call_id, datetime.now(UTC), "message_dropped", f"{reason}: {detail}"))
+            self._submit(CallEvent.now(self._call_id, "message_dropped", f"{reason}: {detail}"))

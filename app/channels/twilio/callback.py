@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from app.calllog.records import CallEvent, CallRecord
@@ -100,6 +99,6 @@ class CallBacks:
             log.error("the call-back to %s failed: %s", mask_phone(number), exc)
             raise CallBackRefused("twilio_refused") from None
         if about_call_sid and self._submit is not None:
-            self._submit(CallEvent(about_call_sid, datetime.now(UTC), "call_back",
+            self._submit(CallEvent.now(about_call_sid, "call_back",
                                    f"{call_sid} vers {mask_phone(number)}"))
         return call_sid

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
 from starlette.websockets import WebSocket
 
@@ -81,7 +80,7 @@ class TwilioLine:
     def _refusal(self, call_sid: str, detail: str) -> None:
         """Refusals naming a call go to its log, so reviewers see forged or replayed requests."""
         if call_sid:
-            self._submit(CallEvent(call_sid, datetime.now(UTC), "signature_refused", detail))
+            self._submit(CallEvent.now(call_sid, "signature_refused", detail))
 
     async def answer_call(self, form: Mapping[str, str]) -> str:
         """The TwiML answer to an incoming call (signature already checked)."""
@@ -174,7 +173,7 @@ class TwilioLine:
         if event == "stream-error":
             self.metrics.stream_errors.inc()
             if form.get("CallSid"):
-                self._submit(CallEvent(form["CallSid"], datetime.now(UTC), "stream_error", error))
+                self._submit(CallEvent.now(form["CallSid"], "stream_error", error))
             log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
         else:
             log.info("status of %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))

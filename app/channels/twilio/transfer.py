@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from app.agent import phrases
@@ -75,4 +74,4 @@ class TwilioTransfers:
 
     def _event(self, form: Mapping[str, str], kind: str, detail: str) -> None:
         if form.get("CallSid"):
-            self._submit(CallEvent(form["CallSid"], datetime.now(UTC), kind, detail))
+            self._submit(CallEvent.now(form["CallSid"], kind, detail))

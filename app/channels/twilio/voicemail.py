@@ -29,10 +29,9 @@ class Voicemail:
         """The recorded question: stored in the call log, then goodbye."""
         url, seconds, call_sid = form.get("RecordingUrl", ""), form.get("RecordingDuration", "0"), form.get("CallSid")
         if url and call_sid:
-            now = datetime.now(UTC)
-            self._submit(CallEvent(call_sid, now, "voicemail", f"{url} ({seconds} s)"))
+            self._submit(CallEvent.now(call_sid, "voicemail", f"{url} ({seconds} s)"))
             # The caller was promised a call-back: its number is kept for it.
             caller = form.get("From", "") if form.get("Direction", "inbound") == "inbound" else form.get("To", "")
             if self._settings.keep_call_back_numbers and caller:
-                self._submit(CallBackNumber(call_sid, caller, now))
+                self._submit(CallBackNumber(call_sid, caller, datetime.now(UTC)))
         return twiml.say_goodbye(phrases.VOICEMAIL_SAVED)

@@ -73,9 +73,7 @@ class Behaviours:
         self._ending = True
         if cut_short:
             await self._interrupt(counted=False)
-        sent_before = set(self._speaker.answers.sent)
-        await self._engine.greet(goodbye)
-        if not await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS):
+        if not await self._say_until_heard(goodbye):
             log.info("ending without knowing the goodbye was heard")
         if notice is not None:
             await self._channel.show(notice)
@@ -91,6 +89,12 @@ class Behaviours:
         log.info("the conversation reached its %d s limit", max_seconds)
         self._journal.event("time_limit", f"{max_seconds:.0f} s")
         await self.end(phrases.TIME_UP_GOODBYE, CallOutcome.TIMEOUT, Notice(phrases.LIMIT_REACHED, "time_limit"))
+
+    async def _say_until_heard(self, text: str) -> bool:
+        """Say `text`; True once the caller heard it all, False after GOODBYE_TIMEOUT_SECONDS."""
+        sent_before = set(self._speaker.answers.sent)
+        await self._engine.greet(text)
+        return await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS)
 
     async def end_call(self) -> None:
         """The model's end_call: what OCTI is saying is heard to the end, then goodbye."""
@@ -113,9 +117,7 @@ class Behaviours:
         self._ending = True
         summary = summary or self._state.previous_question() or ""
         self._journal.event("transfer", summary)
-        sent_before = set(self._speaker.answers.sent)
-        await self._engine.greet(phrases.TRANSFERRING)
-        await self._speaker.heard(sent_before, GOODBYE_TIMEOUT_SECONDS)
+        await self._say_until_heard(phrases.TRANSFERRING)
         failure = await self._channel.transfer(summary)
         if failure is not None:
             self._ending = False

@@ -138,3 +138,33 @@ async def test_the_session_is_renewed_before_the_service_cap_between_turns_witho
     assert 0 <= heard_ms - said_ms < 3 * 20, (heard_ms, said_ms)
     assert "engine_recycled" in [event.type for event in detail.events]
     assert "engine_lost" not in [event.type for event in detail.events]
+
+
+async def test_a_connection_dropped_while_the_session_is_renewed_is_replaced_by_the_renewed_one(double):
+    """The old session drops while the renewal's handshake is under way: the renewed session
+    carries the call on, with no second new session and no « Un instant. »."""
+    double.session_max_seconds = 8.0
+    double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.0, greeting_seconds=1.0)
+    double.script_next_connection(["Et la température ?"], answer_seconds=1.0)
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(QUESTION, at=9.5)], hangup_after=30,
+                        hangup_when_done_after_s=1.0)
+    async with running_line(openai_realtime_url=double.url, realtime_session_max_minutes=8 / 60) as line:
+        calling = asyncio.create_task(call(line, script))
+        first = await double.wait_for_connection()
+        await first.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)  # the greeting
+        double.handshake_delay = 1.5
+        await until(lambda: double.handshakes_waiting > 0, timeout=20)  # the renewal is connecting
+        await double.drop_all(code=1011)
+        result = await asyncio.wait_for(calling, 40)
+        assert line.metrics.value("octi_engine_recycles_total") == 1
+        assert line.metrics.value("octi_engine_reconnects_total", outcome="restored") == 0
+        detail = await stored(line, result.call_sid)
+    assert result.status == "completed", result.summary()
+    assert len(double.connections) == 2, "the renewed session replaced the dropped one"
+    second = double.connections[1]
+    assert [role for role, _ in messages(second)][-2:] == ["user", "assistant"], "the second question was answered"
+    said_ms = sum(r.audio_ms for c in double.connections for r in conversation_responses(c))
+    heard_ms = sum(burst.played_ms for burst in result.bursts)
+    assert 0 <= heard_ms - said_ms < 3 * 20, "no « Un instant. »"
+    types = [event.type for event in detail.events]
+    assert "engine_lost" in types and "engine_recycled" in types and "engine_reconnect" not in types

@@ -90,6 +90,9 @@ class Resilience:
         self._sent_ms = 0.0  # the engine's audio timeline: caller audio sent in this call
         self._restoring = False  # caller audio waits for the new session
         self._session_since = perf_counter()
+        # One new session at a time: a connection that drops while a renewal opens the next
+        # session waits for it, and is replaced by it.
+        self._switching = asyncio.Lock()
 
     # ------------------------------------------------------------------ caller audio
 
@@ -131,6 +134,15 @@ class Resilience:
         """The engine's events ended mid-call: carry the conversation on in a new session. False
         when it could not be reached (the call ends)."""
         dropped_at = perf_counter()
+        async with self._switching:
+            if self._engine.is_open:
+                log.warning("the engine's connection ended mid-call (%s) as a renewal replaced it", reason)
+                self._journal.event("engine_lost", f"{reason}, remplacée par la session renouvelée",
+                                    self._state.timeline_ms(dropped_at))
+                return True
+            return await self._reconnect(reason, dropped_at)
+
+    async def _reconnect(self, reason: str, dropped_at: float) -> bool:
         log.warning("the engine's connection ended mid-call (%s): reconnecting", reason)
         self._journal.event("engine_lost", reason, self._state.timeline_ms(dropped_at))
         self._restoring = True
@@ -224,18 +236,25 @@ class Resilience:
                 await asyncio.sleep(QUIET_CHECK_SECONDS)
             if perf_counter() - self._session_since < cap - lead:
                 continue  # a reconnection renewed it meanwhile
-            self._restoring = True
-            try:
-                await self._engine.recycle(self._conversation(None))
-            except EngineUnavailable as exc:  # the old session lives on; at its end, the reconnection
-                log.warning("renewing the engine's session failed: %s", exc)
-                self._restoring = False
+            async with self._switching:
+                renewed = await self._renew()
+            if not renewed:  # the old session lives on; at its end, the reconnection
                 await asyncio.sleep(QUIET_CHECK_SECONDS * 10)
                 continue
-            await self._restored(None)
             self._metrics.engine_recycles.inc()
             self._journal.event("engine_recycled", f"après {cap - lead:.0f} s",
                                 self._state.timeline_ms(perf_counter()))
+
+    async def _renew(self) -> bool:
+        self._restoring = True
+        try:
+            await self._engine.recycle(self._conversation(None))
+        except EngineUnavailable as exc:
+            log.warning("renewing the engine's session failed: %s", exc)
+            self._restoring = False
+            return False
+        await self._restored(None)
+        return True
 
     def _quiet(self) -> bool:
         caller = self._state.last_caller_turn()

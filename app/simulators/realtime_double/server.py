@@ -97,6 +97,7 @@ class RealtimeDouble:
         self.stream_lag_seconds = stream_lag_seconds
         self.refuse_connections = False
         self._refusals_left = 0  # refuse_next(): handshakes still to refuse
+        self.handshakes_waiting = 0  # opening handshakes held by handshake_delay right now
         self._asset_path = Path(asset_path) if asset_path else ASSET_PATH
         self.asset: VoiceAsset | None = None  # loaded by start(), off the event loop
 
@@ -237,9 +238,13 @@ class RealtimeDouble:
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.handshake_delay > 0:
             # Wait on the stop signal, not a bare sleep, so stop() need not outlast the delay.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.handshake_delay):
-                    await self._stopping.wait()
+            self.handshakes_waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.handshake_delay):
+                        await self._stopping.wait()
+            finally:
+                self.handshakes_waiting -= 1
         refused_once = self._refusals_left > 0
         self._refusals_left = max(self._refusals_left - 1, 0)
         if self.refuse_connections or refused_once or self._stopping.is_set():

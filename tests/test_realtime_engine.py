@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from app.agent.tools import END_CALL
 from app.config import Settings
 from app.engines.contract import (
     AnswerAudio,
@@ -17,6 +18,7 @@ from app.engines.contract import (
     Exchange,
     SpeechStarted,
     SpeechStopped,
+    ToolCall,
 )
 from app.engines.openai_realtime.engine import RealtimeEngine, RealtimeOptions
 from tests.test_realtime_double import read_wav, to_pcm_24k
@@ -156,4 +158,35 @@ async def test_the_answer_text_streams_in_pieces_that_make_the_whole(double):
                 break
     assert len(pieces) > 1 and {p.item for p in pieces} == {whole.item}
     assert "".join(p.text for p in pieces) == whole.text
+    await engine.close()
+
+
+async def test_a_tool_result_for_a_replaced_session_is_dropped_not_sent_to_the_new_one(double):
+    """A tool ran while the connection dropped: its result names a call the new session never
+    made, and asking for an answer after it would answer the question twice (the session is
+    asked it again)."""
+    engine = await RealtimeEngine.open(settings(double), RealtimeOptions(client_turns=True, tools=(END_CALL,)))
+    first = await double.wait_for_connection()
+    events = engine.events()
+    await engine.add_caller_text("Merci, au revoir, vous pouvez raccrocher et terminer l'appel.")
+    await engine.answer()
+    call = await next_of(events, ToolCall)
+    assert call.name == END_CALL.name
+    await next_of(events, AnswerDone)
+    await engine.recycle(Conversation((Exchange("caller", "Merci, au revoir."),)))
+    second = await double.wait_for_connection()
+    await engine.tool_result(call.call, '{"ok": true}')
+    await engine.add_caller_text("Une dernière question : quelle température pour la couveuse ?")
+    await second.wait_for(lambda e: e["type"] == "conversation.item.create"
+                          and "couveuse" in str(e["item"].get("content")), timeout=5)
+    assert all(item["type"] != "function_call_output" for item in second.conversation)
+    assert second.client_event_counts["response.create"] == 0 and second.errors_sent == []
+    # In its own session, a result goes through.
+    await engine.add_caller_text("Merci, au revoir, vous pouvez raccrocher et terminer l'appel.")
+    await engine.answer()
+    call = await next_of(events, ToolCall)
+    await next_of(events, AnswerDone)
+    await engine.tool_result(call.call, '{"ok": true}', then_answer=False)
+    await second.wait_for(lambda e: e["type"] == "conversation.item.create"
+                          and e["item"]["type"] == "function_call_output", timeout=5)
     await engine.close()

@@ -79,6 +79,8 @@ class _Responses:
     # The context item sent for the next response, then by response: deleted once it is done.
     context_waiting: str | None = None
     contexts: dict[str, str] = field(default_factory=dict)
+    # Tool calls of this session still waiting for their result.
+    tool_calls: set[str] = field(default_factory=set)
 
 
 class RealtimeEngine:
@@ -230,9 +232,10 @@ class RealtimeEngine:
     def _answer_text(event: dict[str, Any]) -> AnswerText:
         return AnswerText(event.get("item_id", ""), event.get("transcript", ""))
 
-    @staticmethod
-    def _tool_call(event: dict[str, Any]) -> ToolCall:
-        return ToolCall(event.get("call_id", ""), event.get("name", ""), event.get("arguments") or "")
+    def _tool_call(self, event: dict[str, Any]) -> ToolCall:
+        call = ToolCall(event.get("call_id", ""), event.get("name", ""), event.get("arguments") or "")
+        self._responses.tool_calls.add(call.call)
+        return call
 
     def _response_done(self, event: dict[str, Any]) -> AnswerDone:
         response = event.get("response", {})
@@ -320,7 +323,13 @@ class RealtimeEngine:
         await self._connection.send(protocol.delete_item(item))
 
     async def tool_result(self, call: str, output: str, *, then_answer: bool = True) -> None:
-        """The model carries on once the response that called the tool is over."""
+        """The model carries on once the response that called the tool is over. A result for a
+        session the connection dropped is dropped too: the new session knows nothing of the
+        call, and is asked the caller's question again."""
+        if call not in self._responses.tool_calls:
+            log.warning("dropping the result of tool call %s: its session has been replaced", call)
+            return
+        self._responses.tool_calls.discard(call)
         await self._connection.send(protocol.function_output(call, output))
         if then_answer:
             await self.answer()

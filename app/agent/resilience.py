@@ -54,13 +54,20 @@ QUIET_CHECK_SECONDS = 0.2
 FILLER_WAV = Path(__file__).parent / "prompts" / "un_instant.wav"
 
 
-@cache
-def filler(caller_format: AudioFormat) -> bytes:
-    """The recorded « Un instant. » in the caller's format (read once per process and format)."""
+def _read_filler() -> bytes:
     with wave.open(str(FILLER_WAV)) as wav:
         assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (REALTIME_PCM16.rate, 2, 1)
-        pcm = wav.readframes(wav.getnframes())
-    return make_converter(REALTIME_PCM16, caller_format).convert(pcm)
+        return wav.readframes(wav.getnframes())
+
+
+# Read with the module rather than on the first drop: no file read on the event loop mid-call.
+_FILLER_PCM = _read_filler()
+
+
+@cache
+def filler(caller_format: AudioFormat) -> bytes:
+    """The recorded « Un instant. » in the caller's format (converted once per process and format)."""
+    return make_converter(REALTIME_PCM16, caller_format).convert(_FILLER_PCM)
 
 
 @dataclass(slots=True)

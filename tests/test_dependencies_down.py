@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.calllog.store import CallLogStore
+from app.simulators.hung_server import hung_server
 from tests.harness import running_line
 from tests.test_barge_in_noise import stored
 from tests.test_call_path import played_between
@@ -29,35 +30,12 @@ from tests.test_rag import ASKED, answer_context, ask_once, call, spoken
 
 
 @contextlib.asynccontextmanager
-async def silent_listener() -> AsyncIterator[int]:
-    """A port that takes connections and never answers: a server hung, not gone."""
-    connections: set[asyncio.StreamWriter] = set()
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.add(writer)
-        with contextlib.suppress(ConnectionError):
-            while await reader.read(65536):
-                pass
-        connections.discard(writer)
-        writer.close()
-
-    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for writer in list(connections):
-            writer.close()
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
 async def knowledge_store_down(how: str, data_dir: Path) -> AsyncIterator[dict]:
     """The settings of a line whose knowledge store is down in the way `how` says."""
     if how == "weaviate_refusing":
         yield {"knowledge_backend": "weaviate", "weaviate_url": "http://127.0.0.1:9", "data_dir": data_dir}
     elif how == "weaviate_hanging":
-        async with silent_listener() as rest, silent_listener() as grpc:
+        async with hung_server() as rest, hung_server() as grpc:
             yield {"knowledge_backend": "weaviate", "weaviate_url": f"http://127.0.0.1:{rest}?grpc_port={grpc}",
                    "data_dir": data_dir}
     else:  # the embedded store's file is damaged: every search fails

@@ -47,9 +47,9 @@ class Metrics:
         self.turn_hold = Histogram("octi_turn_hold_seconds",
                                    "From the caller's end of speech to the answer being asked for.",
                                    buckets=HOLD_BUCKETS_SECONDS, registry=registry)
-        self.first_audio = Histogram("octi_first_audio_seconds",
-                                     "From the caller's end of speech to the first answer audio sent to them, by channel.",
-                                     ["channel"], buckets=FIRST_AUDIO_BUCKETS_SECONDS, registry=registry)
+        self.first_audio = Histogram("octi_first_audio_seconds", "From the caller's end of speech to the first "
+                                     "answer audio sent to them, by channel.", ["channel"],
+                                     buckets=FIRST_AUDIO_BUCKETS_SECONDS, registry=registry)
         self.turns = Counter("octi_turns", "Turns of the conversations, by role: the caller's that ended, "
                              "OCTI's whose audio reached the caller.", ["role"], registry=registry)
         barge_ins = Counter("octi_barge_ins", "Sounds over OCTI, by kind: the caller taking the floor (real), "

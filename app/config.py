@@ -133,6 +133,7 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("data")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for a log collector
     redis_url: str | None = None             # rate limits shared by workers; default: in memory
 
     # Browser channel (/ws/realtime, /ws/voice, the softphone)

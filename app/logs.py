@@ -1,10 +1,15 @@
-"""Logging: one format for the service, the call on every line, phone numbers masked."""
+"""Logging: the call on every line, phone numbers masked; readable text, or one JSON object a
+line (LOG_FORMAT=json) for a log collector."""
 
 from __future__ import annotations
 
 import logging
 import re
 from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
 
 current_call: ContextVar[str] = ContextVar("current_call", default="-")
 
@@ -22,22 +27,51 @@ def mask_phone(number: str | None) -> str:
     return f"{prefix}{digits[:3]}{'•' * (len(digits) - 5)}{digits[-2:]}"
 
 
+def _mask_phones(text: str) -> str:
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)), text) if _PHONE.search(text) else text
+
+
 class CallContextFilter(logging.Filter):
-    """Adds the current call to each record and masks any phone number that slipped into a message."""
+    """Adds the current call to each record and masks any phone number that slipped into a
+    message or an exception's text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.call = current_call.get()
         if record.args:
             record.msg = record.getMessage()
             record.args = None
-        if isinstance(record.msg, str) and _PHONE.search(record.msg):
-            record.msg = _PHONE.sub(lambda m: mask_phone(m.group(0)), record.msg)
+        if isinstance(record.msg, str):
+            record.msg = _mask_phones(record.msg)
+        if record.exc_info and not record.exc_text:  # formatters print exc_text when it is set
+            record.exc_text = _mask_phones(logging.Formatter().formatException(record.exc_info))
         return True
 
 
-def configure_logging(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, call, message, and the
+    exception's traceback when there is one. Runs after CallContextFilter (the call, masking)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "call": getattr(record, "call", current_call.get()),
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return orjson.dumps(entry).decode()
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(call)s] %(message)s"
+
+
+def configure_logging(level: str = "INFO", log_format: Literal["text", "json"] = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(call)s] %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(CallContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -21,6 +21,10 @@ DELAY_BUCKETS_SECONDS = (
 )
 # How long an answer waited after the caller stopped: tens of ms, seconds when something stalls.
 HOLD_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
+# A knowledge search: tens of ms embedded, more over the network; RAG_TIMEOUT_MS (300) cuts it.
+RETRIEVAL_BUCKETS_SECONDS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+# The caller's wait for OCTI's voice: the seed plan's target is 500 ms; reasoning models take seconds.
+FIRST_AUDIO_BUCKETS_SECONDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -43,12 +47,23 @@ class Metrics:
         self.turn_hold = Histogram("octi_turn_hold_seconds",
                                    "From the caller's end of speech to the answer being asked for.",
                                    buckets=HOLD_BUCKETS_SECONDS, registry=registry)
-        self.barge_ins = Counter("octi_barge_ins", "Times the caller talked over OCTI.", registry=registry)
+        self.first_audio = Histogram("octi_first_audio_seconds", "From the caller's end of speech to the first "
+                                     "answer audio sent to them, by channel.", ["channel"],
+                                     buckets=FIRST_AUDIO_BUCKETS_SECONDS, registry=registry)
+        self.turns = Counter("octi_turns", "Turns of the conversations, by role: the caller's that ended, "
+                             "OCTI's whose audio reached the caller.", ["role"], registry=registry)
+        barge_ins = Counter("octi_barge_ins", "Sounds over OCTI, by kind: the caller taking the floor (real), "
+                            "or a noise OCTI resumed after (false).", ["kind"], registry=registry)
+        self.real_barge_ins = barge_ins.labels("real")
+        self.false_barge_ins = barge_ins.labels("false")
         self.retrievals = Counter("octi_retrievals", "Knowledge searches, by outcome.", ["outcome"], registry=registry)
+        self.retrieval_time = Histogram("octi_retrieval_seconds", "How long a knowledge search took, by outcome.",
+                                        ["outcome"], buckets=RETRIEVAL_BUCKETS_SECONDS, registry=registry)
         self.turns_searched_by_the_model = Counter(
             "octi_turns_searched_by_the_model", "Answers released with the search tool (no words yet).",
             registry=registry)
-        self.engine_errors = Counter("octi_engine_errors", "Errors the engine reported.", registry=registry)
+        self.engine_errors = Counter("octi_engine_errors", "Errors the engine reported, by code.", ["code"],
+                                     registry=registry)
         self.engine_reconnects = Counter("octi_engine_reconnects",
                                          "Reconnections after the engine's connection dropped mid-call, by outcome.",
                                          ["outcome"], registry=registry)
@@ -75,6 +90,11 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when never touched), e.g. value("octi_retrievals_total", outcome="ok")."""
         return self.registry.get_sample_value(name, labels) or 0.0
+
+    def total(self, name: str) -> float:
+        """A sample's sum over all its labels, e.g. total("octi_engine_errors_total")."""
+        return sum(sample.value for metric in self.registry.collect() for sample in metric.samples
+                   if sample.name == name)
 
     def render(self) -> bytes:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -60,7 +60,7 @@ def cli(host: str | None, port: int | None, ws: str) -> None:
         settings.host = host
     if port:
         settings.port = port
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     server = DrainingServer(server_config(app, settings.host, settings.port, ws), app.state.service,
                             settings.drain_timeout_s)

@@ -67,8 +67,10 @@ def health(port: int) -> dict[str, Any] | None:
         return None
 
 
-def start_server(env: dict[str, str], double_url: str, data_dir: Path) -> tuple[subprocess.Popen, int]:
-    """`octi serve` with `env` on a free port, once its knowledge base is seeded."""
+def start_server(env: dict[str, str], double_url: str, data_dir: Path, *,
+                 seeded: bool = True) -> tuple[subprocess.Popen, int]:
+    """`octi serve` with `env` on a free port, once its knowledge base is seeded (`seeded`
+    False: once it answers, for a knowledge store that is down)."""
     port = free_port()
     full_env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_REALTIME_URL": double_url, "HOST": "127.0.0.1",
                 "PORT": str(port), "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "DATA_DIR": str(data_dir),
@@ -81,7 +83,7 @@ def start_server(env: dict[str, str], double_url: str, data_dir: Path) -> tuple[
             raise RuntimeError(f"octi serve exited with {server.returncode}")
         status = health(port)
         knowledge = (status or {}).get("knowledge", {})
-        if status and knowledge.get("chunks") and not knowledge.get("seeding"):
+        if status and (not seeded or (knowledge.get("chunks") and not knowledge.get("seeding"))):
             return server, port
         time.sleep(0.5)
     server.kill()

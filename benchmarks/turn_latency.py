@@ -15,15 +15,21 @@ configuration (transcription model, its delay, RAG_HOLD_MS) it prints:
 - first audio: from speech_stopped to the answer's first audio from the model (p50, p95),
   with the double taking `--model-latency` seconds to start each response.
 
+Two configurations have the knowledge store down (Weaviate refusing connections, or taking
+them and never answering); with `default` in the same run, the report prints what that costs
+a turn: their first audio against the default's.
+
 Usage:
     .venv/bin/python benchmarks/turn_latency.py                 # every configuration, 96 questions each
     .venv/bin/python benchmarks/turn_latency.py --questions 24 --configs default transcribe-0.8
+    .venv/bin/python benchmarks/turn_latency.py --questions 24 --configs default store-refusing store-hanging
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
@@ -32,12 +38,14 @@ from pathlib import Path
 
 from live_calls import API_KEY, AUTH_TOKEN, load_questions, question_wavs, start_server, stop_server
 
+from app.simulators.hung_server import hung_server
 from app.simulators.realtime_double import DoubleConnection, RealtimeDouble
 from app.simulators.transcriber import STREAM_LAG_SECONDS
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 
 HOLD_TARGET_MS = 100
 PASSAGE_TARGET = 0.90
+STORE_DOWN_TARGET_MS = 300  # issue 14: a knowledge store that is down costs a turn at most this
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Config:
     label: str
     env: dict[str, str]
     transcription_seconds: float = 0.8  # the double's processing time for models that do not stream
+    store_down: str = ""  # "refusing" or "hanging": the knowledge store is down that way
 
 
 def configurations() -> list[Config]:
@@ -59,7 +68,22 @@ def configurations() -> list[Config]:
     for seconds in (0.3, 0.8, 1.5):
         configs.append(Config(f"transcribe-{seconds}-wait", f"gpt-transcribe, +{seconds} s, waits (RAG_HOLD_MS=2500)",
                               {"OPENAI_TRANSCRIBE_MODEL": "gpt-transcribe", "RAG_HOLD_MS": "2500"}, seconds))
+    configs.append(Config("store-refusing", "knowledge store down: refuses connections", {}, store_down="refusing"))
+    configs.append(Config("store-hanging", "knowledge store down: takes them, never answers", {},
+                          store_down="hanging"))
     return configs
+
+
+@contextlib.asynccontextmanager
+async def knowledge_store(config: Config):
+    """The environment that puts the server's knowledge store in the state `config` asks for."""
+    if config.store_down == "hanging":
+        async with hung_server() as rest, hung_server() as grpc:
+            yield {"KNOWLEDGE_BACKEND": "weaviate", "WEAVIATE_URL": f"http://127.0.0.1:{rest}?grpc_port={grpc}"}
+    elif config.store_down == "refusing":
+        yield {"KNOWLEDGE_BACKEND": "weaviate", "WEAVIATE_URL": "http://127.0.0.1:9"}
+    else:
+        yield {}
 
 
 # --------------------------------------------------------------------------- one configuration
@@ -122,8 +146,10 @@ async def run_config(config: Config, questions: list[dict[str, str]], wavs: list
                      data_dir: Path, model_latency: float) -> ConfigResult:
     result = ConfigResult(config)
     async with RealtimeDouble(api_key=API_KEY, speed=1.0, latency=model_latency, answer_seconds=1.5,
-                              greeting_seconds=1.0, transcription_seconds=config.transcription_seconds) as double:
-        server, port = await asyncio.to_thread(start_server, config.env, double.url, data_dir)
+                              greeting_seconds=1.0, transcription_seconds=config.transcription_seconds) as double, \
+            knowledge_store(config) as store_env:
+        server, port = await asyncio.to_thread(start_server, {**config.env, **store_env}, double.url, data_dir,
+                                               seeded=not config.store_down)
         try:
             shares = [list(range(k, len(questions), calls)) for k in range(calls)]
             tasks = []
@@ -177,6 +203,13 @@ def print_report(results: list[ConfigResult], model_latency: float) -> None:
         print(f"\ntargets with the defaults: hold p95 <= {HOLD_TARGET_MS} ms: {'met' if p95 <= HOLD_TARGET_MS else 'MISSED'} "
               f"({p95:.0f} ms); passage in response.create >= {PASSAGE_TARGET:.0%}: "
               f"{'met' if share >= PASSAGE_TARGET else 'MISSED'} ({share:.0%})")
+        up = [t.first_audio_ms for t in default.turns if t.first_audio_ms is not None]
+        for down in (r for r in results if r.config.store_down and r.turns):
+            audio = [t.first_audio_ms for t in down.turns if t.first_audio_ms is not None]
+            lost = [quantile(audio, q) - quantile(up, q) for q in (0.5, 0.95)]
+            print(f"knowledge store down ({down.config.store_down}): first audio {lost[0]:+.0f} ms (p50), "
+                  f"{lost[1]:+.0f} ms (p95) against the store up; <= {STORE_DOWN_TARGET_MS} ms lost: "
+                  f"{'met' if max(lost) <= STORE_DOWN_TARGET_MS else 'MISSED'}")
 
 
 async def main_async(args: argparse.Namespace) -> int:

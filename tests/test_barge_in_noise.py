@@ -45,7 +45,8 @@ async def test_noise_bursts_over_an_answer_pause_it_and_the_whole_answer_is_hear
     )
     async with running_line(openai_realtime_url=double.url) as line:
         result = await call(line, script)
-        assert line.metrics.value("octi_barge_ins_total") == 0
+        assert line.metrics.value("octi_barge_ins_total", kind="real") == 0
+        assert line.metrics.value("octi_barge_ins_total", kind="false") == 2
         detail = await stored(line, result.call_sid)
     connection = double.connections[0]
 
@@ -81,7 +82,8 @@ async def test_speech_over_an_answer_is_a_barge_in_cut_at_what_was_heard_before_
     )
     async with running_line(openai_realtime_url=double.url) as line:
         result = await call(line, script)
-        assert line.metrics.value("octi_barge_ins_total") == 1
+        assert line.metrics.value("octi_barge_ins_total", kind="real") == 1
+        assert line.metrics.value("octi_barge_ins_total", kind="false") == 0
         detail = await stored(line, result.call_sid)
     connection = double.connections[0]
 

@@ -102,7 +102,7 @@ async def test_without_a_minimum_a_barge_in_clears_and_truncates_at_once_at_what
     )
     async with running_line(openai_realtime_url=double.url, barge_in_min_ms=0) as line:
         result = await call(line, script)
-        assert line.metrics.value("octi_barge_ins_total") == 1
+        assert line.metrics.value("octi_barge_ins_total", kind="real") == 1
     connection = double.connections[0]
 
     assert result.status == "completed", result.summary()

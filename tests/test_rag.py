@@ -186,6 +186,39 @@ async def test_a_slow_store_past_the_budget_leaves_the_turn_without_context(doub
     assert answer.status == "completed" and "n'a pas répondu à temps" in answer_context(answer)
 
 
+class DelayedStore:
+    """A working store that takes `delay` to answer each search: no search of the streamed
+    words finishes before newer words supersede it."""
+
+    def __init__(self, store, delay: float) -> None:
+        self.store, self.delay = store, delay
+
+    async def search(self, query, limit=5):
+        await asyncio.sleep(self.delay)
+        return await self.store.search(query, limit)
+
+
+async def test_a_search_still_running_when_the_hold_ends_is_waited_for_not_sent_round_the_tool(double):
+    """Words known, none of their searches finished by the end of the hold: the answer waits for
+    the one under way (RAG_TIMEOUT_MS bounds it) rather than asking the model to search again."""
+    double.script_next_connection([ASKED], answer_seconds=1.0)
+    store = open_store(Settings(_env_file=None, data_dir=await seeded_data_dir()))
+    await store.search("couveuse", 1)  # the embedding model loaded
+    channel, session, running = await open_session(double, DelayedStore(store, 1.0), rag_timeout_ms=3000)
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)  # greeting
+    await channel.speak(telephone_frames(QUESTION) + [b"\xff" * 160] * 100)
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=15, new_only=True)
+    await channel.inbox.put(None)
+    await running
+    await store.close()
+
+    assert [r.kind for r in spoken(connection)] == ["greeting", "answer"], "no search tool round trip"
+    (turn,) = [turn for turn in session.turns if turn.role == "caller"]
+    assert turn.retrieval.outcome == "ok" and turn.retrieval.query == ASKED
+    assert f"(source : {INCUBATION})" in answer_context(connection.responses[1])
+
+
 async def test_a_slow_transcript_does_not_delay_the_answer(double):
     """gpt-transcribe sends the words 2 s after the turn: the answer goes out at once, with the
     search tool, and the model (which heard the question) looks the passages up itself."""

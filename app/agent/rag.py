@@ -74,9 +74,9 @@ class TurnRetrieval:
 
     def _search_words(self) -> None:
         self._timer = None
-        if not self.words.strip():
-            return
         query = self.query
+        if not query_terms(query):  # fillers so far (« euh, alors… »): nothing to search, nothing found
+            return
         if query == self._search_query or (self.latest is not None and self.latest.query == query):
             return
         if self._search is not None and not self._search.done():
@@ -97,7 +97,10 @@ class TurnRetrieval:
     async def settle(self, budget_s: float) -> Retrieval | None:
         """The caller stopped: search the last words now, and wait at most `budget_s` for the
         transcript to complete and its search to finish. Returns that search if it did in
-        time, else the newest one that finished (for the words up to then), else None."""
+        time, else the newest one that finished (for the words up to then). When none has
+        finished, the one under way is waited for: the retriever's budget (RAG_TIMEOUT_MS)
+        bounds it, where the search tool would cost a model round trip more and the same
+        search. None when there was nothing to search."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
         while not self.ready():
@@ -112,6 +115,8 @@ class TurnRetrieval:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except TimeoutError:
                 break
+        while self.latest is None and self._search is not None and not self._search.done():
+            await asyncio.wait({self._search})  # its end sets `latest` (or a newer search supersedes it)
         return self.latest
 
     def close(self) -> None:

@@ -199,6 +199,7 @@ class CallSession:
         turn = self.state.caller_turn(f"typed_{len(self.state.turns)}")
         turn.text = text
         turn.start_ms = turn.end_ms = self.state.timeline_ms(perf_counter())
+        self._metrics.turns.labels("caller").inc()
         await self._interrupt()
         await self._engine.add_caller_text(text)
         self._journal_caller(turn)
@@ -294,6 +295,7 @@ class CallSession:
         await self._speaker.resume()
         await self._engine.discard(turn.item_id)
         log.info("a %.0f ms sound without words over OCTI was a noise: OCTI resumed", event.spoken_ms)
+        self._metrics.false_barge_ins.inc()
         self._journal.event("false_barge_in", f"{event.spoken_ms:.0f} ms sans paroles", turn.start_ms)
 
     async def _interrupt(self, *, counted: bool = True) -> None:
@@ -327,6 +329,7 @@ class CallSession:
                 return
             await self._barge_in()
         turn.end_ms = self.state.speech_end_ms = event.at_ms
+        self._metrics.turns.labels("caller").inc()
         self._journal_caller(turn)
         if self._knowledge is not None:
             self._knowledge.speech_stopped(turn)
@@ -366,6 +369,7 @@ class CallSession:
             self._journal_caller(turn)
 
     async def _on_error(self, event: EngineError) -> None:
+        self._metrics.engine_errors.labels(event.code or "unknown").inc()
         if event.code == "transcription_failed":
             # Nothing waits for the text: the model heard the audio and the answer went on without it.
             log.warning("caller transcription failed: %s", event.message)
@@ -373,7 +377,6 @@ class CallSession:
             return
         # A fatal one ends the engine's events: the engine loop reconnects.
         log.warning("engine error %s: %s", event.code, event.message)
-        self._metrics.engine_errors.inc()
         self._journal.event("model_error", f"{event.code}: {event.message}")
 
     # ------------------------------------------------------------------ call log

@@ -123,8 +123,12 @@ class Speaker:
         turn = self._state.assistant_turn(item_id)
         if turn.start_ms is None:
             turn.start_ms = self._state.timeline_ms(now)
+            self._metrics.turns.labels("assistant").inc()
             if turn.model_audio_at is not None:
                 turn.model_audio_to_caller_ms = (now - turn.model_audio_at) * 1000
+            if turn.speech_end_to_model_audio_ms is not None:  # the call log's latency, the dashboard's KPI
+                self._metrics.first_audio.labels(self._channel.identity.channel).observe(
+                    (turn.speech_end_to_model_audio_ms + (turn.model_audio_to_caller_ms or 0.0)) / 1000)
 
     async def pause(self) -> None:
         """The caller may be cutting in: silence OCTI at once, keep what they have not heard."""
@@ -172,7 +176,7 @@ class Speaker:
         if held.cleared and cut.playing is not None:
             if barge_in:
                 self._state.barge_ins += 1
-                self._metrics.barge_ins.inc()
+                self._metrics.real_barge_ins.inc()
             turn = self._state.assistant_turn(cut.playing)
             turn.interrupted = True
             turn.heard_ms = cut.heard_ms

@@ -2,9 +2,9 @@
 
 While the caller speaks, their streamed words are searched as they come (`TurnRetrieval`).
 When they stop, the answer is released within RAG_HOLD_MS: with the search of all their
-words if it finished by then, else the newest one that did. With no words at all (a
-transcription that only comes after the turn), the answer goes at once with the search tool:
-the model heard the question and searches itself. A barge-in before the answer went out
+words if it finished by then, else the newest one that did (none yet: the one under way, which
+RAG_TIMEOUT_MS bounds). With no words at all (a transcription that only comes after the turn),
+the answer goes at once with the search tool: the model heard the question and searches itself. A barge-in before the answer went out
 cancels that turn's work; a sound that may be noise leaves it alone until it proves to be speech.
 """
 

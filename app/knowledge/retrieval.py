@@ -55,8 +55,10 @@ class Retriever:
                 raise
             except Exception as exc:  # a broken store must never take the call down
                 result = Retrieval(query, "error", error=f"{type(exc).__name__}: {exc}")
-        result.elapsed_ms = (perf_counter() - started) * 1000
+        elapsed = perf_counter() - started
+        result.elapsed_ms = elapsed * 1000
         self._metrics.retrievals.labels(result.outcome).inc()
+        self._metrics.retrieval_time.labels(result.outcome).observe(elapsed)
         if result.outcome not in {"ok", "empty"}:
             log.warning("retrieval without context (%s): %s", result.outcome, result.error)
         return result

@@ -100,7 +100,10 @@ async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cl
     assert detail.summary.outcome == "caller_hung_up"
 
 
-async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm(tmp_path: Path, double) -> None:
+async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm(tmp_path: Path, double,
+                                                                                 redis_url: str) -> None:
+    """With REDIS_URL, as several workers need: a call's webhook and stream may reach different
+    workers, and the one that admitted the call must learn where its stream went."""
     sock, port = loopback_socket()
     sock.close()
     url = f"http://127.0.0.1:{port}"
@@ -112,6 +115,7 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
                 "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": PUBLIC_URL, "DRAIN_TIMEOUT_S": "60",
                 "SILENCE_PROMPT_SECONDS": "0", "CALL_RECAP": "false", "LOG_LEVEL": "WARNING",
                 "CALLS_PER_CALLER_PER_HOUR": "0", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/9",
                 "DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)})
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),

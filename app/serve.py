@@ -8,6 +8,7 @@ the service closes, and the process exits 0. A second SIGTERM, or Ctrl-C, stops 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import signal
@@ -20,7 +21,10 @@ import click
 import uvicorn
 
 from app.cli_support import INTERRUPTED_EXIT_CODE
-from app.config import get_settings
+from app.calllog.migrate import upgrade_database
+from app.config import Settings, get_settings
+from app.knowledge.seed import ensure_seeded
+from app.knowledge.stores import open_store
 from app.logs import configure_logging
 from app.service import Service
 from app.web import WEBSOCKET_IMPLEMENTATIONS, create_app, server_config
@@ -67,6 +71,32 @@ def run_server(sock: socket.socket | None = None, *, host: str, port: int, ws: s
         sys.exit(INTERRUPTED_EXIT_CODE)
 
 
+def prepare_shared_data() -> None:
+    """Before the workers start, once: what each would otherwise do at the same moment on a
+    fresh DATA_DIR (migrate the call log, seed the knowledge base). Failures are left for the
+    workers, which live with a database or knowledge store that is down."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(_prepare(settings))
+
+
+async def _prepare(settings: Settings) -> None:
+    try:
+        await upgrade_database(settings.effective_database_url)
+    except Exception as exc:
+        log.warning("could not migrate the call log before starting the workers: %s", exc)
+    if settings.rag_mode == "off":
+        return
+    try:
+        store = open_store(settings)
+        try:
+            await ensure_seeded(store)
+        finally:
+            await store.close()
+    except Exception as exc:
+        log.warning("could not seed the knowledge base before starting the workers: %s", exc)
+
+
 @click.command(name="serve")
 @click.option("--host", help="bind address (default: HOST, 127.0.0.1)")
 @click.option("--port", type=int, help="port (default: PORT, 8000)")
@@ -85,4 +115,5 @@ def cli(host: str | None, port: int | None, ws: str, workers: int) -> None:
     if not settings.redis_url:
         log.warning("%d workers without REDIS_URL: each keeps its own rate limits and stream claims, and a "
                     "call's <Connect> action may not find how its stream ended", workers)
-    sys.exit(serve_workers(workers, host, port, functools.partial(run_server, host=host, port=port, ws=ws)))
+    worker = functools.partial(run_server, host=host, port=port, ws=ws)
+    sys.exit(serve_workers(workers, host, port, worker, prepare=prepare_shared_data))

@@ -1,9 +1,11 @@
 """`octi serve --workers N`: N worker processes sharing one listening socket.
 
-The parent binds the socket and starts the workers, each running `worker(socket)` (the same
-draining server as a single process, `app/serve.py`), then only passes signals on: SIGTERM
-drains every worker (a second SIGTERM stops them at once), SIGINT (Ctrl-C) stops them. It exits
-once they all have: 0 when each drained or stopped cleanly, 130 after Ctrl-C.
+The parent first has one process do what the workers would otherwise all do at once on a fresh
+DATA_DIR (`prepare`: migrate the call log, seed the knowledge base), then binds the socket and
+starts the workers, each running `worker(socket)` (the same draining server as a single
+process, `app/serve.py`), then only passes signals on: SIGTERM drains every worker (a second
+SIGTERM stops them at once), SIGINT (Ctrl-C) stops them. It exits once they all have: 0 when
+each drained or stopped cleanly, 130 after Ctrl-C.
 
 Workers are spawned (fresh interpreters, not forks), so they read PROMETHEUS_MULTIPROC_DIR when
 they import prometheus-client: the parent sets it to a directory of its own when none is given,
@@ -41,12 +43,20 @@ ORPHAN_CHECK_SECONDS = 1.0
 Worker = Callable[[socket.socket], None]
 
 
-def serve_workers(count: int, host: str, port: int, worker: Worker) -> int:
-    """Run `count` processes of `worker` on one socket bound to host:port; the exit code."""
+def serve_workers(count: int, host: str, port: int, worker: Worker, *, prepare: Callable[[], None]) -> int:
+    """Run `count` processes of `worker` on one socket bound to host:port, once `prepare` has
+    run in a process of its own; the exit code."""
+    context = multiprocessing.get_context("spawn")
+    preparation = context.Process(target=prepare, name="octi-prepare")
+    try:
+        preparation.start()
+        preparation.join()
+    except KeyboardInterrupt:  # Ctrl-C reached the preparation too
+        preparation.join()
+        return INTERRUPTED_EXIT_CODE
     metrics_dir, temporary = _metrics_directory()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.create_server((host, port), family=family, backlog=2048)
-    context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_run_worker, args=(worker, listener, os.getpid()), name=f"octi-worker-{n}")
                  for n in range(count)]
     for process in processes:

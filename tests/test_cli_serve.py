@@ -135,8 +135,8 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
                     counted.append(_sample((await fresh.get(url + "/metrics")).text, "octi_calls_total"))
             under_way = asyncio.create_task(place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
                                                        script=CallScript(hangup_after=6)))
-            async with asyncio.timeout(20):
-                while len(double.connections) < 4:
+            async with asyncio.timeout(20):  # the call is in conversation, on one worker or the other
+                while _sample((await http.get(url + "/metrics")).text, "octi_active_calls") < 1:
                     await asyncio.sleep(0.05)
             server.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):

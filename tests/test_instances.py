@@ -24,6 +24,7 @@ import websockets
 from twilio.request_validator import RequestValidator
 
 from app.calllog.store import CallLogStore
+from app.channels.twilio.claims import WATCH_SECONDS, StreamClaims
 from app.simulators import twilio_wire as wire
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket, running_line, seeded_data_dir
@@ -184,3 +185,36 @@ async def test_with_redis_down_calls_are_still_taken_and_health_warns(double) ->
     assert health["status"] == "degraded" and health["redis"] == {"configured": True, "ok": False}
     assert any("Redis" in problem and "per instance" in problem for problem in health["problems"])
     assert {"status", "timestamp", "service", "problems", "realtime", "knowledge", "call_log"} <= health.keys()
+
+
+async def test_the_instance_that_admitted_a_call_hears_when_its_stream_is_claimed_elsewhere(redis_url: str) -> None:
+    elsewhere: list[str] = []
+    webhook_side = StreamClaims(redis_url, ttl_seconds=60, taken_elsewhere=elsewhere.append)
+    stream_side = StreamClaims(redis_url, ttl_seconds=60, taken_elsewhere=elsewhere.append)
+    call_sid, local_sid = wire.new_sid("CA"), wire.new_sid("CA")
+    try:
+        webhook_side.watch(call_sid)
+        webhook_side.watch(local_sid)
+        assert await stream_side.claim(call_sid)
+        assert await webhook_side.claim(local_sid)  # this one's stream came back to it
+        async with asyncio.timeout(10 * WATCH_SECONDS):
+            while not elsewhere:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(2 * WATCH_SECONDS)
+        assert elsewhere == [call_sid]
+        # A second stream for either call is refused, whichever instance it reaches.
+        assert not await webhook_side.claim(call_sid) and not await stream_side.claim(call_sid)
+        assert not await stream_side.claim(local_sid)
+    finally:
+        await webhook_side.close()
+        await stream_side.close()
+
+
+async def test_without_redis_a_stream_token_is_still_good_once_on_its_instance() -> None:
+    elsewhere: list[str] = []
+    claims = StreamClaims(None, ttl_seconds=60, taken_elsewhere=elsewhere.append)
+    claims.watch("CA1")
+    assert await claims.claim("CA1") and not await claims.claim("CA1")
+    await asyncio.sleep(2 * WATCH_SECONDS)
+    assert elsewhere == []
+    await claims.close()

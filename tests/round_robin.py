@@ -1,5 +1,6 @@
-"""A tiny TCP load balancer for tests: each new connection goes to the next backend in turn, and
-it notes which backend carried which HTTP requests (the request lines it saw go by)."""
+"""A tiny TCP load balancer for tests: each new connection goes to the next backend in turn (or,
+once a test pins one, to that backend), and it notes which backend carried which HTTP requests
+(the request lines it saw go by)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class RoundRobinProxy:
         self.connections: list[Carried] = []
         self._server: asyncio.Server | None = None
         self._relays: set[asyncio.Task[None]] = set()
+        self._pinned: int | None = None
 
     async def __aenter__(self) -> RoundRobinProxy:
         self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
@@ -40,6 +42,10 @@ class RoundRobinProxy:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
+    def pin(self, backend: int) -> None:
+        """Send every new connection from now on to `backend`."""
+        self._pinned = backend
+
     def backends_of(self, request: str) -> list[int]:
         """The backends that received `request` ("POST /voice/incoming"), in order."""
         return [carried.backend for carried in self.connections for seen in carried.requests if seen == request]
@@ -48,7 +54,7 @@ class RoundRobinProxy:
         relay = asyncio.current_task()
         assert relay is not None
         self._relays.add(relay)
-        carried = Carried(len(self.connections) % len(self._backends))
+        carried = Carried(len(self.connections) % len(self._backends) if self._pinned is None else self._pinned)
         self.connections.append(carried)
         try:
             backend_reader, backend_writer = await asyncio.open_connection(*self._backends[carried.backend])

@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     # Service
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1)  # `octi serve` processes on the port; more than one wants REDIS_URL
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     redis_url: str | None = None             # rate limits shared by workers; default: in memory

@@ -102,12 +102,12 @@ async def _prepare(settings: Settings) -> None:
 @click.option("--port", type=int, help="port (default: PORT, 8000)")
 @click.option("--ws", type=click.Choice(WEBSOCKET_IMPLEMENTATIONS), default="websockets-sansio",
               help="uvicorn's websocket implementation")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="worker processes sharing the port (REDIS_URL shares calls' state between them)")
-def cli(host: str | None, port: int | None, ws: str, workers: int) -> None:
+@click.option("--workers", type=click.IntRange(min=1),
+              help="worker processes sharing the port (default: WORKERS, 1); REDIS_URL shares calls' state")
+def cli(host: str | None, port: int | None, ws: str, workers: int | None) -> None:
     """Run the phone agent."""
     settings = get_settings()
-    host, port = host or settings.host, port or settings.port
+    host, port, workers = host or settings.host, port or settings.port, workers or settings.workers
     if workers == 1:
         run_server(host=host, port=port, ws=ws)
         return

@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)  # `octi serve` processes on the port; more than one wants REDIS_URL
     data_dir: Path = Path("data")
     log_level: str = "INFO"
-    redis_url: str | None = None             # rate limits shared by workers; default: in memory
+    redis_url: str | None = None             # what workers and hosts share (README); default: in memory
 
     # Browser channel (/ws/realtime, /ws/voice, the softphone)
     web_token_secret: SecretStr | None = None  # signs access tokens; default: DATA_DIR/web-token-secret

@@ -30,6 +30,7 @@ from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket, running_line, seeded_data_dir
 from tests.round_robin import RoundRobinProxy
 from tests.test_call_path import QUESTION
+from tests.test_rag import ASKED, INCUBATION
 from tests.test_calllog_store import _pg_url, create_pg_database, drop_pg_database
 from tests.test_doctor import closed_port
 
@@ -97,7 +98,7 @@ async def test_a_call_whose_webhook_and_stream_land_on_two_instances_works_and_i
         sock.close()
         ports.append(port)
     double.script_next_connection()  # the engine the webhook's instance pre-warms
-    double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)  # the stream's own
+    double.script_next_connection([ASKED], answer_seconds=1.5)  # the stream's own
     caller = caller_number()
     try:
         async with RoundRobinProxy([("127.0.0.1", port) for port in ports]) as balancer:
@@ -132,8 +133,9 @@ async def test_a_call_whose_webhook_and_stream_land_on_two_instances_works_and_i
                 await double.drop_all(code=1011)
                 result = await asyncio.wait_for(calling, 60)
                 # A replayed stream token is refused by the other instance too.
-                replayed = await replay_stream(ports[webhook_backend], balancer.url.replace("http", "ws", 1) + "/voice/stream",
-                                               result.call_sid, result.custom_parameters)
+                public_stream_url = balancer.url.replace("http", "ws", 1) + "/voice/stream"
+                replayed = await replay_stream(ports[webhook_backend], public_stream_url, result.call_sid,
+                                               result.custom_parameters)
         async with await CallLogStore.open(_pg_url(database)) as store:
             async with asyncio.timeout(20):  # each instance's writer gathers records for 0.5 s
                 while True:
@@ -160,11 +162,13 @@ async def test_a_call_whose_webhook_and_stream_land_on_two_instances_works_and_i
     assert any("problème technique" in text for text in result.after_stream["say_texts"])
     assert replayed == POLICY_VIOLATION
     assert "a stream token already used" in webhook_log
-    assert again.status == "spoken_only" and "plusieurs fois cette heure-ci" in " ".join(again.say_texts), again.say_texts
+    assert again.status == "spoken_only", again.summary()
+    assert "plusieurs fois cette heure-ci" in " ".join(again.say_texts), again.say_texts
     # Its record in PostgreSQL is whole.
     assert detail.summary.outcome == "error"
     assert [turn.role for turn in detail.turns] == ["assistant", "caller", "assistant"]
-    assert detail.turns[1].text == "Et pour les œufs de cane ?"
+    assert detail.turns[1].text == ASKED
+    assert INCUBATION in {passage.source for passage in detail.turns[1].passages}  # searched on the stream's instance
     events = [event.type for event in detail.events]
     assert events[:3] == ["engine_lost", "engine_reconnect_failed", "upstream_failure"]
     assert "signature_refused" in events  # the replay, journaled with the call

@@ -102,7 +102,8 @@ class ReviewAuth:
         else:
             self.mode = "open" if settings.binds_loopback_only else "disabled"
             # Open pages still sign their forms: with the same key in every worker.
-            key = kept_secret(settings.data_dir, "review-session-key") if self.mode == "open" else secrets.token_bytes(32)
+            open_pages = self.mode == "open"
+            key = kept_secret(settings.data_dir, "review-session-key") if open_pages else secrets.token_bytes(32)
         del token, material
         timed = {"signer": _ClockedSigner, "signer_kwargs": {**SIGNING, "clock": clock}}
         self._sessions = URLSafeTimedSerializer(key, salt="octi-review-session", **timed)

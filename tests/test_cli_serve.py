@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.calllog.store import CallLogStore
 from app.simulators.twilio_caller import CallScript, place_call
@@ -22,17 +23,24 @@ from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path, workers: int) -> None:
     sock, port = loopback_socket()
     sock.close()  # the server binds the port itself
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_"))}
     env.update({"OPENAI_API_KEY": "sk-test", "RAG_MODE": "off", "LOG_LEVEL": "WARNING", "DATA_DIR": str(tmp_path)})
-    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    if workers > 1:  # where the supervisor's workers show they have started
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", str(workers)],
                               cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         answered = False
+        while time.monotonic() < deadline and server.poll() is None and workers > 1 and \
+                len(_worker_pids(tmp_path / "metrics")) < workers:  # every worker has started
+            time.sleep(0.2)
         while time.monotonic() < deadline and server.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:

@@ -48,12 +48,23 @@ def serve_workers(count: int, host: str, port: int, worker: Worker, *, prepare: 
     run in a process of its own; the exit code."""
     context = multiprocessing.get_context("spawn")
     preparation = context.Process(target=prepare, name="octi-prepare")
+    stopped: list[int] = []
+
+    def stop_preparing(sig: int, frame: FrameType | None) -> None:
+        stopped.append(sig)
+        preparation.terminate()
+
+    previous_term = signal.signal(signal.SIGTERM, stop_preparing)
     try:
         preparation.start()
         preparation.join()
     except KeyboardInterrupt:  # Ctrl-C reached the preparation too
         preparation.join()
         return INTERRUPTED_EXIT_CODE
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    if stopped:  # nothing was served yet: nothing to drain
+        return 0
     metrics_dir, temporary = _metrics_directory()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.create_server((host, port), family=family, backlog=2048)
@@ -84,7 +95,8 @@ def serve_workers(count: int, host: str, port: int, worker: Worker, *, prepare: 
                     received.append(signal.SIGTERM)
                     _signal_all(running, signal.SIGTERM)
                     crashed = True
-                elif process.exitcode != 0 and signal.SIGINT not in received:
+                # Killed by SIGTERM itself: it was still starting (a started worker drains), no call lost.
+                elif process.exitcode not in (0, -signal.SIGTERM) and signal.SIGINT not in received:
                     crashed = True
     finally:
         for sig, handler in previous.items():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
 import os
 import shutil
 import signal
@@ -47,14 +48,37 @@ def serve_workers(count: int, host: str, port: int, worker: Worker, *, prepare: 
     """Run `count` processes of `worker` on one socket bound to host:port, once `prepare` has
     run in a process of its own; the exit code."""
     context = multiprocessing.get_context("spawn")
+    stopped = _prepare(context, prepare)
+    if stopped is not None:
+        return stopped
+    metrics_dir, temporary = _metrics_directory()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=2048)
+    try:
+        processes = [context.Process(target=_run_worker, args=(worker, listener, os.getpid()),
+                                     name=f"octi-worker-{n}") for n in range(count)]
+        for process in processes:
+            process.start()
+        log.info("serving on %s:%d with %d workers (pids %s)", host, port, count,
+                 ", ".join(str(process.pid) for process in processes))
+        return _supervise(processes, metrics_dir)
+    finally:
+        listener.close()
+        if temporary:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _prepare(context: multiprocessing.context.SpawnContext, prepare: Callable[[], None]) -> int | None:
+    """Run `prepare` in a process of its own; the exit code when a signal stopped it, else None."""
     preparation = context.Process(target=prepare, name="octi-prepare")
     stopped: list[int] = []
 
-    def stop_preparing(sig: int, frame: FrameType | None) -> None:
+    def stop(sig: int, frame: FrameType | None) -> None:
         stopped.append(sig)
-        preparation.terminate()
+        if preparation.pid is not None:
+            preparation.terminate()
 
-    previous_term = signal.signal(signal.SIGTERM, stop_preparing)
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         preparation.start()
         preparation.join()
@@ -62,18 +86,12 @@ def serve_workers(count: int, host: str, port: int, worker: Worker, *, prepare: 
         preparation.join()
         return INTERRUPTED_EXIT_CODE
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
-    if stopped:  # nothing was served yet: nothing to drain
-        return 0
-    metrics_dir, temporary = _metrics_directory()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server((host, port), family=family, backlog=2048)
-    processes = [context.Process(target=_run_worker, args=(worker, listener, os.getpid()), name=f"octi-worker-{n}")
-                 for n in range(count)]
-    for process in processes:
-        process.start()
-    log.info("serving on %s:%d with %d workers (pids %s)", host, port, count,
-             ", ".join(str(process.pid) for process in processes))
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if stopped else None  # nothing served yet: nothing to drain
+
+
+def _supervise(processes: list[multiprocessing.process.BaseProcess], metrics_dir: Path) -> int:
+    """Pass SIGTERM and SIGINT on to the workers until they have all ended; the exit code."""
     received: list[int] = []
 
     def pass_on(sig: int, frame: FrameType | None) -> None:
@@ -95,15 +113,12 @@ def serve_workers(count: int, host: str, port: int, worker: Worker, *, prepare: 
                     received.append(signal.SIGTERM)
                     _signal_all(running, signal.SIGTERM)
                     crashed = True
-                # Killed by SIGTERM itself: it was still starting (a started worker drains), no call lost.
+                # Killed by SIGTERM itself, it was still starting (a started worker drains): no call lost.
                 elif process.exitcode not in (0, -signal.SIGTERM) and signal.SIGINT not in received:
                     crashed = True
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        listener.close()
-        if temporary:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
     if signal.SIGINT in received:
         return INTERRUPTED_EXIT_CODE
     return 1 if crashed else 0

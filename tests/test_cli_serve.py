@@ -170,6 +170,32 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
             assert detail.summary.outcome == "caller_hung_up"
 
 
+def test_a_worker_that_dies_has_the_others_drain_and_the_parent_exit_1(tmp_path: Path) -> None:
+    """Not replaced: whatever runs the service restarts it whole."""
+    sock, port = loopback_socket()
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_", "REDIS_"))}
+    env.update({"OPENAI_API_KEY": "sk-test", "RAG_MODE": "off", "LOG_LEVEL": "WARNING", "DATA_DIR": str(tmp_path),
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "PYTHONPATH": str(REPO)})
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_worker_pids(tmp_path / "metrics")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first, second = sorted(_worker_pids(tmp_path / "metrics"))
+        os.kill(first, signal.SIGKILL)
+        _, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 1
+    assert f"worker {first} ended on its own" in err and "drained: stopping" in err, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+
+
 def _worker_pids(metrics_dir: Path) -> set[int]:
     """The processes writing metrics there (prometheus-client names its files by pid)."""
     return {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("*.db")}

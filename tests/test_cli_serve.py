@@ -196,6 +196,36 @@ def test_a_worker_that_dies_has_the_others_drain_and_the_parent_exit_1(tmp_path:
         os.kill(second, 0)
 
 
+def test_workers_whose_parent_was_killed_drain_by_themselves(tmp_path: Path) -> None:
+    sock, port = loopback_socket()
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_", "REDIS_"))}
+    env.update({"OPENAI_API_KEY": "sk-test", "RAG_MODE": "off", "LOG_LEVEL": "WARNING", "DATA_DIR": str(tmp_path),
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "PYTHONPATH": str(REPO)})
+    with (tmp_path / "serve.log").open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while len(_worker_pids(tmp_path / "metrics")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _worker_pids(tmp_path / "metrics")
+    server.kill()
+    server.wait()
+    deadline = time.monotonic() + 30
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(workers) == 2 and all(_gone(pid) for pid in workers)
+    assert (tmp_path / "serve.log").read_text().count("drained: stopping") == 2
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (reaped, or a zombie waiting for an init that does not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def _worker_pids(metrics_dir: Path) -> set[int]:
     """The processes writing metrics there (prometheus-client names its files by pid)."""
     return {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("*.db")}

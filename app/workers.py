@@ -59,7 +59,7 @@ def serve_workers(count: int, host: str, port: int, worker: Worker, *, prepare: 
                                      name=f"octi-worker-{n}") for n in range(count)]
         for process in processes:
             process.start()
-        log.info("serving on %s:%d with %d workers (pids %s)", host, port, count,
+        log.info("serving on %s:%d with %d workers (pids %s)", host, listener.getsockname()[1], count,
                  ", ".join(str(process.pid) for process in processes))
         return _supervise(processes, metrics_dir)
     finally:

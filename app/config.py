@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -131,10 +134,11 @@ class Settings(BaseSettings):
     # Service
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1)  # `octi serve` processes on the port; more than one wants REDIS_URL
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for a log collector
-    redis_url: str | None = None             # rate limits shared by workers; default: in memory
+    redis_url: str | None = None             # what workers and hosts share (README); default: in memory
 
     # Browser channel (/ws/realtime, /ws/voice, the softphone)
     web_token_secret: SecretStr | None = None  # signs access tokens; default: DATA_DIR/web-token-secret
@@ -234,15 +238,22 @@ def dtmf_actions(setting: str) -> dict[str, str]:
 
 def kept_secret(data_dir: Path, name: str) -> bytes:
     """A random secret kept in DATA_DIR (made on first use), for values that must survive
-    restarts and be shared by the CLI and the service on one machine."""
+    restarts and be shared by the CLI, the service and its workers on one machine.
+
+    Workers starting together on a fresh DATA_DIR must all end up with the same secret: it is
+    written whole to a file of its own, then linked into place, and whoever loses the race
+    reads the winner's."""
     path = data_dir / name
     if path.exists():
         return path.read_bytes()
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    path.write_bytes(secret)
-    path.chmod(0o600)
-    return secret
+    with tempfile.NamedTemporaryFile(dir=data_dir, prefix=f".{name}-") as candidate:
+        os.chmod(candidate.name, 0o600)
+        candidate.write(secrets.token_bytes(32))
+        candidate.flush()
+        with contextlib.suppress(FileExistsError):
+            os.link(candidate.name, path)
+    return path.read_bytes()
 
 
 @lru_cache

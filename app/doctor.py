@@ -1,7 +1,7 @@
 """`octi doctor`: check the set-up before the first call, one plain line per check.
 
 Each check says ok, warning (works, but look at it) or problem (calls or Twilio will fail),
-and what to change. The network checks (database, knowledge store, realtime service) run
+and what to change. The network checks (database, knowledge store, realtime service, Redis) run
 concurrently, each bounded by its own timeout, so the doctor answers within seconds even
 when a server is silent. Secret values are never printed: only whether they are set.
 
@@ -28,7 +28,7 @@ from app.cli_support import run_coroutine
 from app.config import Settings, get_settings
 from app.doctor_config_checks import check_keys, check_models, check_ngrok, check_public_url
 from app.doctor_findings import Finding, Status, problem
-from app.doctor_network_checks import check_database, check_knowledge, check_realtime
+from app.doctor_network_checks import check_database, check_knowledge, check_realtime, check_redis
 
 DEFAULT_NGROK_CONFIG = Path("ngrok.yml")
 
@@ -42,9 +42,11 @@ async def diagnose(settings: Settings, *, ngrok_config: Path = DEFAULT_NGROK_CON
         check_database(settings),
         check_knowledge(settings),
         check_realtime(settings),
+        check_redis(settings),
     ]
-    models, ngrok, database, knowledge, realtime = await asyncio.gather(*checks)
-    return [*check_keys(settings), *models, *check_public_url(settings), *database, *knowledge, *realtime, *ngrok]
+    models, ngrok, database, knowledge, realtime, redis = await asyncio.gather(*checks)
+    return [*check_keys(settings), *models, *check_public_url(settings), *database, *knowledge, *realtime, *redis,
+            *ngrok]
 
 
 def worst(findings: Sequence[Finding]) -> Status:

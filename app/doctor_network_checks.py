@@ -1,5 +1,6 @@
-"""`octi doctor`'s network checks: the call-log database, the knowledge store and the realtime
-service, each bounded by its own timeout so that a silent server cannot hold the doctor up."""
+"""`octi doctor`'s network checks: the call-log database, the knowledge store, the realtime
+service and Redis, each bounded by its own timeout so that a silent server cannot hold the
+doctor up."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 DATABASE_TIMEOUT_SECONDS = 5.0
 KNOWLEDGE_TIMEOUT_SECONDS = 10.0
 REALTIME_TIMEOUT_SECONDS = 10.0
+REDIS_TIMEOUT_SECONDS = 5.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 
 
@@ -69,6 +71,30 @@ async def check_database(settings: Settings, timeout: float = DATABASE_TIMEOUT_S
     finally:
         await _bounded(engine.dispose())
     return [ok("database", f"call log {shown} answers")]
+
+
+async def check_redis(settings: Settings, timeout: float = REDIS_TIMEOUT_SECONDS) -> list[Finding]:
+    """What several workers or hosts share (stream claims, outcomes, rate limits): Redis down is a
+    warning, not a problem, since calls are still taken with that state kept per instance."""
+    import coredis
+
+    fix = "set REDIS_URL to a Redis every worker and host reaches (README, \"Several workers and hosts\")"
+    if not settings.redis_url:
+        if settings.workers > 1:
+            return [warning("redis", f"WORKERS={settings.workers} without REDIS_URL: a call whose stream reaches "
+                                     "another worker than its webhook loses its shared state", fix)]
+        return []
+    where = urlsplit(settings.redis_url).hostname or "socket"  # never the credentials
+    redis = coredis.Redis.from_url(settings.redis_url, connect_timeout=timeout, stream_timeout=timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            await redis.ping()
+    except Exception as exc:  # a refused connection, a timeout, a wrong password: the answer either way
+        return [warning("redis", f"Redis at {where} is unreachable ({type(exc).__name__}): calls are still taken, "
+                                 "but each instance keeps its own rate limits and stream claims", fix)]
+    finally:
+        redis.connection_pool.disconnect()
+    return [ok("redis", f"Redis at {where} answers: workers and hosts share calls' state")]
 
 
 def _creatable(path: Path) -> bool:

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import coredis
@@ -44,20 +44,44 @@ def _async_storage_uri(redis_url: str) -> str:
 
 class RedisOutages:
     """Whether Redis may be tried: after a failure it is left alone for REDIS_RETRY_SECONDS, and
-    what it held (`kept`) goes to memory meanwhile, with one warning."""
+    what it held goes to memory meanwhile (each instance then keeps its own), with a warning.
 
-    def __init__(self, redis_url: str, kept: str) -> None:
+    One per Redis URL in a process (`of`), shared by everything that keeps state there: once one
+    finds Redis down the others leave it alone too, and `/health` reports the outage until a
+    request to Redis succeeds again."""
+
+    _by_url: ClassVar[dict[str, RedisOutages]] = {}
+
+    def __init__(self, redis_url: str) -> None:
         self._where = urlsplit(redis_url).hostname or "socket"  # for the logs, never the credentials
-        self._kept = kept
         self._retry_at = 0.0
+        self._failure: str | None = None  # why the last request failed, until one succeeds
+
+    @classmethod
+    def of(cls, redis_url: str) -> RedisOutages:
+        return cls._by_url.setdefault(redis_url, cls(redis_url))
 
     def usable(self) -> bool:
         return time.monotonic() >= self._retry_at
 
-    def failed(self, error: str) -> None:
+    def failed(self, error: str, kept: str) -> None:
         self._retry_at = time.monotonic() + REDIS_RETRY_SECONDS
-        log.warning("Redis at %s is unreachable (%s); %s are kept in memory for %d s",
-                    self._where, error, self._kept, REDIS_RETRY_SECONDS)
+        self._failure = error
+        log.warning("Redis at %s is unreachable (%s); %s are kept in this instance's memory for %d s",
+                    self._where, error, kept, REDIS_RETRY_SECONDS)
+
+    def succeeded(self) -> None:
+        if self._failure is not None:
+            self._failure = None
+            log.info("Redis at %s answers again: state is shared again", self._where)
+
+    @property
+    def problem(self) -> str | None:
+        """What `/health` says while Redis is down, else None."""
+        if self._failure is None:
+            return None
+        return (f"Redis at {self._where} is unreachable ({self._failure}): rate limits, stream claims and "
+                "call outcomes are kept per instance; calls are still taken")
 
 
 class MovingWindowLimit:
@@ -77,14 +101,18 @@ class MovingWindowLimit:
                                                                stream_timeout=REDIS_TIMEOUT_SECONDS)
             storage = storage_from_string(storage_uri, wrap_exceptions=True, connection_pool=self._redis_pool)
             self._redis = MovingWindowRateLimiter(storage)
-            self._outages = RedisOutages(redis_url, f"counts of {counted}")
+            self._outages = RedisOutages.of(redis_url)
+        self._counted = counted
 
     async def _run(self, operation: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
         if self._redis is not None and self._outages is not None and self._outages.usable():
             try:
-                return await operation(self._redis)
+                result = await operation(self._redis)
             except StorageError as error:
-                self._outages.failed(type(error.storage_error).__name__)
+                self._outages.failed(type(error.storage_error).__name__, f"counts of {self._counted}")
+            else:
+                self._outages.succeeded()
+                return result
         return await operation(self._memory)
 
     async def retry_after(self, subject: str) -> int | None:

@@ -3,12 +3,16 @@
 SIGTERM drains rather than stops: `/ready` turns 503, new calls go elsewhere, the calls under
 way go on (DRAIN_TIMEOUT_S at most), then uvicorn shuts down as usual, the call log flushed as
 the service closes, and the process exits 0. A second SIGTERM, or Ctrl-C, stops at once.
+`--workers N` runs N such servers on one socket (`app/workers.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import signal
+import socket
 import sys
 import time
 from types import FrameType
@@ -17,10 +21,14 @@ import click
 import uvicorn
 
 from app.cli_support import INTERRUPTED_EXIT_CODE
-from app.config import get_settings
+from app.calllog.migrate import upgrade_database
+from app.config import Settings, get_settings
+from app.knowledge.seed import ensure_seeded
+from app.knowledge.stores import open_store
 from app.logs import configure_logging
 from app.service import Service
 from app.web import WEBSOCKET_IMPLEMENTATIONS, create_app, server_config
+from app.workers import serve_workers
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +56,64 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def run_server(sock: socket.socket | None = None, *, host: str, port: int, ws: str) -> None:
+    """One draining server, on `sock` (a worker's share of the listening socket) or binding
+    host:port itself. Ctrl-C exits with INTERRUPTED_EXIT_CODE once it has shut down."""
+    settings = get_settings()
+    settings.host, settings.port = host, port
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    server = DrainingServer(server_config(app, host, port, ws), app.state.service, settings.drain_timeout_s)
+    try:
+        server.run(sockets=[sock] if sock is not None else None)
+    except KeyboardInterrupt:
+        # uvicorn has shut down gracefully, then raises the captured Ctrl-C/SIGINT again.
+        sys.exit(INTERRUPTED_EXIT_CODE)
+
+
+def prepare_shared_data() -> None:
+    """Before the workers start, once: what each would otherwise do at the same moment on a
+    fresh DATA_DIR (migrate the call log, seed the knowledge base). Failures are left for the
+    workers, which live with a database or knowledge store that is down."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(_prepare(settings))
+
+
+async def _prepare(settings: Settings) -> None:
+    try:
+        await upgrade_database(settings.effective_database_url)
+    except Exception as exc:
+        log.warning("could not migrate the call log before starting the workers: %s", exc)
+    if settings.rag_mode == "off":
+        return
+    try:
+        store = open_store(settings)
+        try:
+            await ensure_seeded(store)
+        finally:
+            await store.close()
+    except Exception as exc:
+        log.warning("could not seed the knowledge base before starting the workers: %s", exc)
+
+
 @click.command(name="serve")
 @click.option("--host", help="bind address (default: HOST, 127.0.0.1)")
 @click.option("--port", type=int, help="port (default: PORT, 8000)")
 @click.option("--ws", type=click.Choice(WEBSOCKET_IMPLEMENTATIONS), default="websockets-sansio",
               help="uvicorn's websocket implementation")
-def cli(host: str | None, port: int | None, ws: str) -> None:
+@click.option("--workers", type=click.IntRange(min=1),
+              help="worker processes sharing the port (default: WORKERS, 1); REDIS_URL shares calls' state")
+def cli(host: str | None, port: int | None, ws: str, workers: int | None) -> None:
     """Run the phone agent."""
     settings = get_settings()
-    if host:
-        settings.host = host
-    if port:
-        settings.port = port
+    host, port, workers = host or settings.host, port or settings.port, workers or settings.workers
+    if workers == 1:
+        run_server(host=host, port=port, ws=ws)
+        return
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
-    server = DrainingServer(server_config(app, settings.host, settings.port, ws), app.state.service,
-                            settings.drain_timeout_s)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        # uvicorn has shut down gracefully, then raises the captured Ctrl-C/SIGINT again.
-        sys.exit(INTERRUPTED_EXIT_CODE)
+    if not settings.redis_url:
+        log.warning("%d workers without REDIS_URL: each keeps its own rate limits and stream claims, and a "
+                    "call's <Connect> action may not find how its stream ended", workers)
+    worker = functools.partial(run_server, host=host, port=port, ws=ws)
+    sys.exit(serve_workers(workers, host, port, worker, prepare=prepare_shared_data))

@@ -102,7 +102,7 @@ class Service:
             await asyncio.gather(self._lag_watch, return_exceptions=True)
         await self.agent.close()
         self.browser.close()
-        self.twilio.close()
+        await self.twilio.close()
         await self.twilio_rest.close()
         await self.browser.users.close()
         await self.knowledge.close()
@@ -121,6 +121,9 @@ class Service:
             problems.append("OPENAI_API_KEY is not set: calls go to voicemail")
         if self.draining:
             problems.append("draining: no new calls, the ones under way finish")
+        redis_problem = await self.twilio.redis_problem()
+        if redis_problem is not None:
+            problems.append(redis_problem)
         if self.twilio.signatures.refuses_everything:
             problems.append("TWILIO_AUTH_TOKEN is not set and the server is not bound to loopback: "
                             "every Twilio request is refused")
@@ -139,6 +142,9 @@ class Service:
                        "checked_against": catalog.source if catalog.available else None,
                        "deprecated": [notice.to_dict() for notice in notices]},
             "twilio": {"signatures_enforced": self.twilio.signatures.enforced},
+            # What instances share (stream claims, call outcomes, rate limits): Redis, unless down.
+            "redis": {"configured": bool(settings.redis_url),
+                      "ok": redis_problem is None if settings.redis_url else None},
             "knowledge": knowledge,
             "call_log": self.calllog.status(),
             "audio_codec": settings.audio_codec,

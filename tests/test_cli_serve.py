@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.calllog.store import CallLogStore
 from app.simulators.twilio_caller import CallScript, place_call
@@ -22,17 +23,24 @@ from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path, workers: int) -> None:
     sock, port = loopback_socket()
     sock.close()  # the server binds the port itself
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_"))}
     env.update({"OPENAI_API_KEY": "sk-test", "RAG_MODE": "off", "LOG_LEVEL": "WARNING", "DATA_DIR": str(tmp_path)})
-    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    if workers > 1:  # where the supervisor's workers show they have started
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", str(workers)],
                               cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         answered = False
+        while time.monotonic() < deadline and server.poll() is None and workers > 1 and \
+                len(_worker_pids(tmp_path / "metrics")) < workers:  # every worker has started
+            time.sleep(0.2)
         while time.monotonic() < deadline and server.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
@@ -98,3 +106,137 @@ async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cl
     async with await CallLogStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.sqlite3'}") as store:
         detail = await store.get_call(await store.find_call_id(finished.call_sid))
     assert detail.summary.outcome == "caller_hung_up"
+
+
+async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm(tmp_path: Path, double,
+                                                                                 redis_url: str) -> None:
+    """With REDIS_URL, as several workers need: a call's webhook and stream may reach different
+    workers, and the one that admitted the call must learn where its stream went."""
+    sock, port = loopback_socket()
+    sock.close()
+    url = f"http://127.0.0.1:{port}"
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"")  # an earlier run's: emptied at start
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_", "REDIS_"))}
+    env.update({"OPENAI_API_KEY": "sk-test", "OPENAI_REALTIME_URL": double.url, "RAG_MODE": "off",
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": PUBLIC_URL, "DRAIN_TIMEOUT_S": "60",
+                "SILENCE_PROMPT_SECONDS": "0", "CALL_RECAP": "false", "LOG_LEVEL": "WARNING",
+                "CALLS_PER_CALLER_PER_HOUR": "0", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/9",
+                "DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)})
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            async with asyncio.timeout(60):
+                while len(_worker_pids(metrics_dir)) < 2 or not await _ready(url):
+                    await asyncio.sleep(0.2)
+            workers = _worker_pids(metrics_dir)
+            placed = await asyncio.gather(*(place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                                                       script=CallScript(hangup_after=3)) for _ in range(3)))
+            # Whichever worker answers (a new connection each time), it counts every worker's calls.
+            counted = []
+            for _ in range(4):
+                async with httpx.AsyncClient(timeout=5) as fresh:
+                    counted.append(_sample((await fresh.get(url + "/metrics")).text, "octi_calls_total"))
+            under_way = asyncio.create_task(place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                                                       script=CallScript(hangup_after=6)))
+            async with asyncio.timeout(20):  # the call is in conversation, on one worker or the other
+                while _sample((await http.get(url + "/metrics")).text, "octi_active_calls") < 1:
+                    await asyncio.sleep(0.05)
+            server.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                while await _ready(url):
+                    await asyncio.sleep(0.1)
+            refused = await place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                                       script=CallScript(hangup_after=2))
+            finished = await under_way
+        _, err = await asyncio.wait_for(server.communicate(), 60)
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.communicate()
+    assert len(workers) == 2 and 999999 not in workers
+    assert all(result.status == "completed" for result in placed), [r.summary() for r in placed]
+    assert counted == [3.0] * 4
+    assert finished.status == "completed" and finished.closed_by == "caller", finished.summary()
+    assert refused.status == "spoken_only" and "lignes sont occupées" in " ".join(refused.say_texts)
+    assert server.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+    async with await CallLogStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.sqlite3'}") as store:
+        for result in (*placed, finished):
+            detail = await store.get_call(await store.find_call_id(result.call_sid))
+            assert detail.summary.outcome == "caller_hung_up"
+
+
+def test_a_worker_that_dies_has_the_others_drain_and_the_parent_exit_1(tmp_path: Path) -> None:
+    """Not replaced: whatever runs the service restarts it whole."""
+    sock, port = loopback_socket()
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_", "REDIS_"))}
+    env.update({"OPENAI_API_KEY": "sk-test", "RAG_MODE": "off", "LOG_LEVEL": "WARNING", "DATA_DIR": str(tmp_path),
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "PYTHONPATH": str(REPO)})
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_worker_pids(tmp_path / "metrics")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first, second = sorted(_worker_pids(tmp_path / "metrics"))
+        os.kill(first, signal.SIGKILL)
+        _, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 1
+    assert f"worker {first} ended on its own" in err and "drained: stopping" in err, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+
+
+def test_workers_whose_parent_was_killed_drain_by_themselves(tmp_path: Path) -> None:
+    sock, port = loopback_socket()
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_", "REDIS_"))}
+    env.update({"OPENAI_API_KEY": "sk-test", "RAG_MODE": "off", "LOG_LEVEL": "WARNING", "DATA_DIR": str(tmp_path),
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "PYTHONPATH": str(REPO)})
+    with (tmp_path / "serve.log").open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while len(_worker_pids(tmp_path / "metrics")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _worker_pids(tmp_path / "metrics")
+    server.kill()
+    server.wait()
+    deadline = time.monotonic() + 30
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(workers) == 2 and all(_gone(pid) for pid in workers)
+    assert (tmp_path / "serve.log").read_text().count("drained: stopping") == 2
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (reaped, or a zombie waiting for an init that does not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _worker_pids(metrics_dir: Path) -> set[int]:
+    """The processes writing metrics there (prometheus-client names its files by pid)."""
+    return {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("*.db")}
+
+
+async def _ready(url: str) -> bool:
+    async with httpx.AsyncClient(timeout=5) as http:
+        with contextlib.suppress(httpx.HTTPError):
+            return (await http.get(url + "/ready")).status_code == 200
+    return False
+
+
+def _sample(exposition: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " "))

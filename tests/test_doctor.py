@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from app.config import Settings, get_settings
-from app.doctor import check_database, check_knowledge, check_ngrok, check_realtime, run_doctor
+from app.doctor import check_database, check_knowledge, check_ngrok, check_realtime, check_redis, run_doctor
 from app.knowledge.store import Chunk
 from app.knowledge.stores import open_store
 from app.simulators.realtime_double import RealtimeDouble
@@ -197,6 +197,20 @@ async def test_an_unreachable_postgresql_is_a_problem(tmp_path: Path) -> None:
     [finding] = await check_database(complete_settings(tmp_path, "ws://unused", database_url=UNREACHABLE_POSTGRES))
     assert finding.status == "problem"
     assert finding.message.startswith(f"call log {UNREACHABLE_POSTGRES} is unreachable: ")
+
+
+async def test_redis_answering_is_ok_and_down_or_missing_with_several_workers_is_a_warning(tmp_path: Path,
+                                                                                          redis_url: str) -> None:
+    def settings(**values: Any) -> Settings:
+        return Settings(_env_file=None, data_dir=tmp_path, **values)
+
+    [answering] = await check_redis(settings(redis_url=redis_url))
+    assert answering.status == "ok" and "answers" in answering.message
+    [down] = await check_redis(settings(redis_url=f"redis://:redis-secret@127.0.0.1:{closed_port()}/0"))
+    assert down.status == "warning" and "still taken" in down.message and "redis-secret" not in down.text
+    [missing] = await check_redis(settings(workers=4))
+    assert missing.status == "warning" and "WORKERS=4 without REDIS_URL" in missing.message
+    assert await check_redis(settings()) == []  # one process keeps its state in memory
 
 
 async def test_the_default_sqlite_call_log_is_ok_created_or_not(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli_runner import run_octi
-from app.review.auth import CSRF_COOKIE, CSRF_SECONDS, SESSION_COOKIE, ReviewAuth
+from app.review.auth import CSRF_COOKIE, CSRF_SECONDS, SESSION_COOKIE, ReviewAuth, Reviewer
 from app.review.cli import review
 from app.review.limiter import MAX_FAILURES, SignInLimiter
 from app.accounts.passwords import is_password_hash, verify_password
@@ -279,3 +279,17 @@ async def test_an_unreachable_redis_falls_back_to_memory_and_sign_in_still_works
 def test_a_redis_url_of_another_kind_is_refused():
     with pytest.raises(ValueError, match="REDIS_URL"):
         SignInLimiter("http://127.0.0.1:6379")
+
+
+def test_every_worker_accepts_the_others_sessions_and_forms(tmp_path):
+    """Workers and hosts each start from the same settings: a plain password, hashed with a salt
+    of its own in each process, or open pages on a loopback server, must still sign alike."""
+    signing_in = {"review_username": USER, "review_password": "plain secret", "review_token": "t" * 32}
+    first, second = (ReviewAuth(review_settings(**signing_in)) for _ in range(2))
+    reviewer = second.read_session(first.issue_session(Reviewer(USER, "password")))
+    assert reviewer is not None and second.check_form_token(reviewer, first.form_token(reviewer))
+    assert second.check_csrf(first.csrf_token("nonce"), "nonce")
+    first, second = (ReviewAuth(review_settings(host="127.0.0.1", data_dir=tmp_path)) for _ in range(2))
+    assert first.mode == "open" and second.check_csrf(first.csrf_token("nonce"), "nonce")
+    local = Reviewer("local", "local", "n")
+    assert second.check_form_token(local, first.form_token(local))

@@ -12,6 +12,7 @@ import io
 import math
 import re
 import struct
+import tempfile
 import wave
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -160,8 +161,13 @@ def write_wav(path: Path, seconds: float = 6.5, rate: int = 8000) -> Path:
 
 # ---------------------------------------------------------------- app and clients
 
+# Open pages keep their signing key in DATA_DIR: one for this run, not the working directory's.
+REVIEW_DATA_DIR = Path(tempfile.mkdtemp(prefix="octi-review-"))
+
+
 def review_settings(**overrides) -> Settings:
-    values = {"host": "0.0.0.0", "review_username": None, "review_password": None, "review_token": None}
+    values = {"host": "0.0.0.0", "review_username": None, "review_password": None, "review_token": None,
+              "data_dir": REVIEW_DATA_DIR}
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

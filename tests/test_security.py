@@ -1,6 +1,9 @@
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from twilio.request_validator import RequestValidator
 
-from app.config import Settings
+from app.config import Settings, kept_secret
 from app.channels.twilio.security import SignatureChecker, StreamTokens, public_url, websocket_url
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -54,3 +57,25 @@ def test_stream_tokens_bind_the_call_and_expire():
     assert not tokens.check("CA1", token.replace(".", ".0"), now=1030)
     assert not tokens.check("CA1", None)
     assert StreamTokens(settings()).check("CA1", StreamTokens(settings()).issue("CA1"))  # workers agree
+
+
+def test_without_an_auth_token_workers_sharing_data_dir_agree_on_stream_tokens(tmp_path):
+    def tokens(data_dir):
+        return StreamTokens(settings(twilio_auth_token=None, host="127.0.0.1", data_dir=data_dir))
+
+    issued = tokens(tmp_path / "a").issue("CA1")
+    assert tokens(tmp_path / "a").check("CA1", issued)       # another worker, same DATA_DIR
+    assert not tokens(tmp_path / "b").check("CA1", issued)   # another installation
+
+
+def test_workers_starting_together_keep_one_secret(tmp_path):
+    start = threading.Barrier(8)
+
+    def read_secret(_):
+        start.wait()
+        return kept_secret(tmp_path / "data", "shared")
+
+    with ThreadPoolExecutor(8) as pool:
+        secrets = set(pool.map(read_secret, range(8)))
+    assert len(secrets) == 1 and len(secrets.pop()) == 32
+    assert [path.name for path in (tmp_path / "data").iterdir()] == ["shared"]

@@ -61,6 +61,10 @@ class Agent:
         """A call is on its way: connect to the engine now, so the caller hears OCTI sooner."""
         self.prewarm.start(call_id)
 
+    def release(self, call_id: str) -> None:
+        """The call's conversation is held elsewhere: close the engine readied for it."""
+        self.prewarm.release(call_id)
+
     async def converse(self, channel: CallChannel, journal: CallJournal) -> CallOutcome:
         engine = await self.prewarm.claim(channel.identity.call_id)
         if engine is None:

@@ -175,6 +175,10 @@ class Conversations(Protocol):
         """A call is on its way (the channel is still setting up): get ready for it."""
         ...
 
+    def release(self, call_id: str) -> None:
+        """The call expected here is held by another instance: let go of what was readied."""
+        ...
+
     async def converse(self, channel: CallChannel, journal: CallJournal) -> CallOutcome:
         """Hold the conversation until it ends; always ends the channel."""
         ...

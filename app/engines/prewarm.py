@@ -1,8 +1,8 @@
 """Open the engine's connection while the channel is still setting up (Twilio fetching our TwiML).
 
 The webhook starts an engine keyed by call id; the media stream claims it moments later. An
-engine nobody claims (the stream landed on another worker, the caller hung up) is closed
-after a TTL.
+engine whose stream went to another instance is released as soon as that is known; one nobody
+claims (the caller hung up) is closed after a TTL.
 """
 
 from __future__ import annotations
@@ -56,11 +56,16 @@ class PrewarmPool:
             return None
         return engine
 
-    def _expire(self, call_sid: str) -> None:
+    def release(self, call_sid: str, why: str = "its stream went to another instance") -> None:
+        """Close the engine readied for this call: no stream will claim it here."""
         pending = self._pending.pop(call_sid, None)
         if pending is not None:
-            log.info("closing an unclaimed pre-warmed engine")
+            pending.expiry.cancel()
+            log.info("closing a pre-warmed engine: %s", why)
             asyncio.create_task(_discard(pending.task))
+
+    def _expire(self, call_sid: str) -> None:
+        self.release(call_sid, "unclaimed")
 
     async def close(self) -> None:
         pending, self._pending = list(self._pending.values()), {}

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import anyio
 from itsdangerous import BadSignature, Signer, TimestampSigner, URLSafeTimedSerializer
 
-from app.config import Settings
+from app.config import Settings, kept_secret
 from app.review.limiter import SignInLimiter
 
 from app.accounts.passwords import stored_password_hash, verify_password
@@ -86,6 +86,9 @@ class ReviewAuth:
         elif password or self.username:
             self.problem = "REVIEW_USERNAME et REVIEW_PASSWORD doivent être définis ensemble."
             log.warning("review: REVIEW_USERNAME and REVIEW_PASSWORD must both be set; password sign-in is off")
+        # The signing key comes from the settings as given (a plain password's hash is salted
+        # afresh in each process), so that every worker and host accepts every other's cookies.
+        material = "\0".join([self.username or "", password if self._password_hash else "", token]).encode()
         del password
         # Only a digest of the token is kept; comparisons are between digests.
         self._token_digest = hashlib.sha256(token.encode()).digest() if token else None
@@ -94,13 +97,14 @@ class ReviewAuth:
                         "print(secrets.token_urlsafe(32))'`")
         if self._password_hash or self._token_digest:
             self.mode: Mode = "signin"
-            # Slow derivation: a cookie must not help anyone guess a short token offline.
-            material = "\0".join([self.username or "", self._password_hash or "", token]).encode()
-            key = hashlib.pbkdf2_hmac("sha256", material, b"octi-review-session-v2", 100_000)
+            # Slow derivation: a cookie must not help anyone guess a short password or token offline.
+            key = hashlib.pbkdf2_hmac("sha256", material, b"octi-review-session-v3", 100_000)
         else:
             self.mode = "open" if settings.binds_loopback_only else "disabled"
-            key = secrets.token_bytes(32)
-        del token
+            # Open pages still sign their forms: with the same key in every worker.
+            open_pages = self.mode == "open"
+            key = kept_secret(settings.data_dir, "review-session-key") if open_pages else secrets.token_bytes(32)
+        del token, material
         timed = {"signer": _ClockedSigner, "signer_kwargs": {**SIGNING, "clock": clock}}
         self._sessions = URLSafeTimedSerializer(key, salt="octi-review-session", **timed)
         self._csrf = URLSafeTimedSerializer(key, salt="octi-review-csrf", **timed)

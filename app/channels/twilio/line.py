@@ -24,6 +24,7 @@ from app.channels.twilio import twiml
 from app.channels.twilio.admission import CallAdmission
 from app.channels.twilio.callback import MACHINE_ANSWERS, QUESTION_MAX_CHARS, CallBacks
 from app.channels.twilio.channel import StreamRejected, TwilioChannel
+from app.channels.twilio.claims import StreamClaims
 from app.channels.twilio.rest import TwilioRest
 from app.channels.twilio.transfer import TwilioTransfers
 from app.channels.twilio.voicemail import Voicemail
@@ -61,6 +62,10 @@ class TwilioLine:
         self._outcomes = ExpiringValues(settings.redis_url, prefix="octi-stream-outcome",
                                         ttl_seconds=OUTCOME_TTL_SECONDS)
         self.admission = CallAdmission(settings, lambda: metrics.active_calls)
+        # Which instance took each call's stream: a stream token is good for one stream, and
+        # what this instance readied for a call whose stream went elsewhere is let go.
+        self.claims = StreamClaims(settings.redis_url, ttl_seconds=settings.stream_token_ttl_seconds,
+                                   taken_elsewhere=self._taken_elsewhere)
         self.draining = False  # shutting down: new calls go elsewhere
         self.rest = rest
         self.voicemail = Voicemail(settings, submit)
@@ -137,6 +142,7 @@ class TwilioLine:
     def _connect(self, identity: CallIdentity) -> str:
         """Admitted: the agent gets an engine ready while Twilio opens the stream."""
         self._agent.expect(identity.call_id)
+        self.claims.watch(identity.call_id)
         return twiml.connect_stream(
             stream_url=websocket_url(self.settings, STREAM_PATH),
             status_url=public_url(self.settings, STATUS_PATH),
@@ -181,9 +187,20 @@ class TwilioLine:
     async def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
         await self._outcomes.put(call_sid, outcome.value)
 
-    def close(self) -> None:
+    def _taken_elsewhere(self, call_sid: str) -> None:
+        """The stream of a call this instance admitted went to another instance."""
+        log.info("the stream of %s went to another instance", call_sid)
+        self.admission.stream_started(call_sid)
+        self._agent.release(call_sid)
+
+    async def redis_problem(self) -> str | None:
+        """Why the state shared with other instances is kept per instance now, or None."""
+        return await self.claims.redis_problem()
+
+    async def close(self) -> None:
         self.admission.close()
         self._outcomes.close()
+        await self.claims.close()
 
     # ------------------------------------------------------------------ media stream
 
@@ -208,10 +225,10 @@ class TwilioLine:
         current_call.set(start.call_sid)
         self.admission.stream_started(start.call_sid)
         if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
-            self.metrics.refusals.labels("stream_token").inc()
-            log.warning("closing a media stream: invalid or expired stream token")
-            self._refusal(start.call_sid, "media stream with an invalid or expired stream token")
-            await close_quietly(websocket, POLICY_VIOLATION)
+            await self._refuse_stream(websocket, start.call_sid, "an invalid or expired stream token")
+            return
+        if not await self.claims.claim(start.call_sid):
+            await self._refuse_stream(websocket, start.call_sid, "a stream token already used")
             return
         channel = TwilioChannel(
             websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
@@ -221,4 +238,10 @@ class TwilioLine:
         journal = self._journals.open(channel.identity, stream_sid=channel.stream_sid,
                                       audio_format=channel.audio_format)
         await self._agent.converse(channel, journal)
+
+    async def _refuse_stream(self, websocket: WebSocket, call_sid: str, why: str) -> None:
+        self.metrics.refusals.labels("stream_token").inc()
+        log.warning("closing a media stream: %s", why)
+        self._refusal(call_sid, f"media stream with {why}")
+        await close_quietly(websocket, POLICY_VIOLATION)
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 from collections.abc import Mapping
 
 from twilio.request_validator import RequestValidator
 
-from app.config import Settings
+from app.config import Settings, kept_secret
 
 # Where Twilio posts status changes: of our media streams, and of the calls we place.
 STATUS_PATH = "/voice/status"
@@ -68,8 +67,9 @@ class StreamTokens:
 
     def __init__(self, settings: Settings) -> None:
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
-        # Derived from the auth token so every worker agrees; random in a tokenless dev server.
-        seed = token.encode() if token else secrets.token_bytes(32)
+        # Every worker and host must agree: derived from the auth token, or, in a tokenless dev
+        # server, from a random key kept in DATA_DIR.
+        seed = token.encode() if token else kept_secret(settings.data_dir, "stream-token-key")
         self._key = hmac.new(seed, b"octi-stream-token", hashlib.sha256).digest()
         self._ttl = settings.stream_token_ttl_seconds
 

@@ -124,6 +124,11 @@ class Service:
         redis_problem = await self.twilio.redis_problem()
         if redis_problem is not None:
             problems.append(redis_problem)
+        call_log = self.calllog.status()
+        if call_log["database"] == "down":
+            problems.append(f"call-log database down, records wait in the spool: {call_log['last_error']}")
+        if call_log["lost"]:
+            problems.append(f"{call_log['lost']} call-log records could be neither stored nor spooled")
         if self.twilio.signatures.refuses_everything:
             problems.append("TWILIO_AUTH_TOKEN is not set and the server is not bound to loopback: "
                             "every Twilio request is refused")
@@ -146,7 +151,7 @@ class Service:
             "redis": {"configured": bool(settings.redis_url),
                       "ok": redis_problem is None if settings.redis_url else None},
             "knowledge": knowledge,
-            "call_log": self.calllog.status(),
+            "call_log": call_log,
             "audio_codec": settings.audio_codec,
             "active_calls": self.metrics.active_calls,
         }

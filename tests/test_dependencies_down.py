@@ -152,12 +152,17 @@ async def test_postgresql_down_during_a_call_spools_the_records_and_they_land_wh
                 await asyncio.sleep(0.05)
             assert not await writer.flush(timeout=1)
             async with httpx.AsyncClient() as http:
-                outage = (await http.get(line.url + "/health")).json()["call_log"]
-            assert outage["database"] == "down" and outage["spool_pending"] > 0, "the records wait in the spool"
+                health = (await http.get(line.url + "/health")).json()
+                outage = health["call_log"]
+                assert outage["database"] == "down" and outage["spool_pending"] > 0, "the records wait in the spool"
+                assert health["status"] == "degraded"
+                assert any(problem.startswith("call-log database down") for problem in health["problems"])
 
-            proxy.up = True  # the database is back, at the same address: the writer finds it by itself
-            assert await writer.flush(timeout=45)
-            assert writer.status()["lost"] == 0 and writer.status()["spool_pending"] == 0
+                proxy.up = True  # the database is back, at the same address: the writer finds it by itself
+                assert await writer.flush(timeout=45)
+                assert writer.status()["lost"] == 0 and writer.status()["spool_pending"] == 0
+                health = (await http.get(line.url + "/health")).json()
+                assert not any(problem.startswith("call-log") for problem in health["problems"])
     finally:
         await proxy.close()
 

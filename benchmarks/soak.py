@@ -26,8 +26,8 @@ Figures, printed as a table at the end (see benchmarks/README.md, "Soak"):
   the load, and the growth between the two (median of the three samples up to each point).
   The warm-up lasts until every slot has moved on to its second call (`--ramp` +
   `--max-call-s`, 2 minutes by default): until then the calls under way are all young and
-  none has ended yet, and RSS climbs by a quarter before it levels off (measured: 100 calls,
-  215 MiB at 1 min, 263 at 2 min, 268 at 5 min);
+  none has ended yet, and RSS climbs by about a quarter before it levels off
+  (benchmarks/README.md, "Soak");
 - event-loop lag p50/p99 from the server's own `octi_event_loop_lag_seconds` histogram, and
   the round trip of a GET /health 4 times a second, both between the warm-up and the end of
   the load.
@@ -75,6 +75,7 @@ PROGRESS_EVERY_S = 30.0
 RSS_GROWTH_TARGET = 0.10
 QUESTIONS = 24  # distinct questions the callers ask (live_calls.question_wavs)
 LOOP_LAG_BUCKET = "octi_event_loop_lag_seconds_bucket"
+MARK_SCRAPE_TIMEOUT_S = 30.0  # the loop-lag figures need both scrapes, even from a server far behind
 
 
 # --------------------------------------------------------------------------- the load generators
@@ -263,7 +264,7 @@ class Watch:
         self.rss.append((time.monotonic() - self.t0, process_memory_mib(self.pid)[0]))
 
     def mark(self, name: str) -> None:
-        self.scrapes[name] = scrape(self.port)
+        self.scrapes[name] = scrape(self.port, timeout=MARK_SCRAPE_TIMEOUT_S)
         self.cpu[name] = (process_cpu_s(self.pid) or math.nan, machine_cpu())
 
     def rss_at(self, seconds: float) -> float:
@@ -380,7 +381,8 @@ def print_report(args: argparse.Namespace, calls: list[dict[str, Any]], generato
          f"{RSS_GROWTH_TARGET:.0%}: {verdict(met['rss'])}"),
         ("RSS once idle", f"{watch.rss[-1][1]:.1f} MiB", f"max {max(m for _, m in watch.rss):.1f} MiB"),
         ("loop lag p50 / p99", f"{quantile_ms(lag, 0.5):.1f} / {quantile_ms(lag, 0.99):.1f} ms",
-         f"{lag[-1][1] if lag else 0} timer wake-ups, from the warm-up to the end of the load"),
+         f"{lag[-1][1]} timer wake-ups, from the warm-up to the end of the load" if lag
+         else "n/a: /metrics did not answer at the warm-up or at the end"),
         ("/health p50 / p99", f"{quantile(rtts, 0.5):.1f} / {quantile(rtts, 0.99):.1f} ms",
          f"{len(rtts)} probes, {probe.failures} failed"),
         ("answer p50 / p99", f"{quantile(latencies, 0.5):.0f} / {quantile(latencies, 0.99):.0f} ms",

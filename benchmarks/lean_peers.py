@@ -1,4 +1,4 @@
-"""Lean peers for benchmarks/relay.py: the same wire protocols as the faithful simulators, for little CPU.
+"""Lean peers for benchmarks/relay.py and soak.py: the same wire protocols as the faithful simulators, for little CPU.
 
 The faithful peers (`octi realtime-double`, which validates every client event with pydantic,
 and `app.simulators.twilio_caller.place_call`, one websockets client, timer and pump per call)
@@ -19,7 +19,8 @@ the server does. These peers speak the same protocols to the unchanged server:
   the signed websocket upgrade with its TwiML token once; then one shared 20 ms ticker sends
   every call's media frame (pre-built JSON around pre-encoded payloads, one picows send per
   call per tick). Calls talk in turns like the faithful benchmark (an utterance, the speech
-  part of a WAV, then silence until OCTI has been silent for 700 ms after its answer) and keep
+  part of a WAV, then silence until OCTI has been silent for 700 ms after its answer; a call's
+  plan can make some steps a barge-in or a key press instead) and keep
   Twilio's playback buffer as counters: media ms queue up and drain 20 ms per tick, marks are
   echoed when playback reaches them, `clear` empties the buffer and echoes pending marks.
   Server frames are checked by exact prefixes; anything else goes through the faithful
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import logging
@@ -48,7 +50,7 @@ import sys
 import time
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from picows import (
@@ -990,6 +992,8 @@ MEDIA_FMT = (b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound"
              b'"payload":"%s"},"streamSid":"%s"}')
 MARK_FMT = b'{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
 SILENCE_B64 = base64.b64encode(wire.SILENCE_FRAME)
+SPEAK, BARGE_IN, DTMF_STEP = "speak", "barge-in", "dtmf:"  # a caller's steps (LeanCall's plan)
+BARGE_IN_AFTER_MS = 800
 
 
 class Utterances:
@@ -1042,13 +1046,22 @@ class Ticker:
 
 
 class LeanCall(MessageListener):
-    """One caller's media stream: a websocket client with Twilio's side of the protocol."""
+    """One caller's media stream: a websocket client with Twilio's side of the protocol.
 
-    def __init__(self, fleet: "Fleet", index: int, call_sid: str, account_sid: str) -> None:
+    The caller takes its steps in turn, each once OCTI has answered the previous one: by
+    default it speaks (`SPEAK`); a `plan` can make a step a barge-in (`BARGE_IN`: speak
+    BARGE_IN_AFTER_MS into OCTI's answer instead of waiting for it to finish) or a key press
+    (`"dtmf:D"`, the digit D, as Twilio sends it), for the steps it lists; later steps speak.
+    """
+
+    def __init__(self, fleet: "Fleet", index: int, call_sid: str, account_sid: str, *, hangup_ms: int,
+                 plan: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.fleet = fleet
         self.index = index
         self.call_sid, self.account_sid = call_sid, account_sid
+        self.hangup_ms = hangup_ms
+        self.plan = plan
         self.stream_sid = wire.new_sid("MZ")
         sid = self.stream_sid.encode()
         self.sid = sid
@@ -1085,7 +1098,7 @@ class LeanCall(MessageListener):
         self.speak_pos = 0
         self.prev_start_ms: int | None = None
         self.prev_end_ms: float | None = None
-        self.utterances: list[list[Any]] = []  # [start_t, duration_ms, answer_latency_ms]
+        self.utterances: list[list[Any]] = []  # [start_t, duration_ms, answer_latency_ms, step]
 
     # -- the connection's end
     def on_closed(self) -> None:
@@ -1140,7 +1153,7 @@ class LeanCall(MessageListener):
             return
         tick_ms = (n - self.first_tick) * FRAME_MS
         self.last_tick = n
-        if tick_ms >= self.fleet.hangup_ms:
+        if tick_ms >= self.hangup_ms:
             self.hang_up()
             return
         marks = self.marks
@@ -1164,14 +1177,8 @@ class LeanCall(MessageListener):
             self._end_burst()
         self.ran_dry = take < FRAME_BYTES
         # the caller's frame
-        if self.speaking is None and self._ready(tick_ms):
-            which = self.order[self.next_utt % len(self.order)]
-            self.next_utt += 1
-            self.speaking, self.speak_pos = self.fleet.speech.frames[which], 0
-            duration = self.fleet.speech.duration_ms[which]
-            self.prev_start_ms = tick_ms
-            self.prev_end_ms = tick_ms + duration
-            self.utterances.append([tick_ms / 1000, duration, None])
+        if self.speaking is None:
+            self._next_step(tick_ms)
         if self.speaking is None:
             payload = SILENCE_B64
         else:
@@ -1182,6 +1189,31 @@ class LeanCall(MessageListener):
         self.seq += 1
         self.chunk += 1
         self.send_text(MEDIA_FMT % (self.seq, self.chunk, tick_ms, payload, self.sid))
+
+    def _next_step(self, tick_ms: int) -> None:
+        """The plan's next step, once it is due."""
+        position = len(self.utterances)
+        step = self.plan[position] if position < len(self.plan) else SPEAK
+        if not (self._barging_in(tick_ms) if step == BARGE_IN else self._ready(tick_ms)):
+            return
+        duration = 0.0
+        if step.startswith(DTMF_STEP):
+            self.seq += 1
+            self._send_json(wire.dtmf_message(self.seq, stream_sid=self.stream_sid, digit=step[len(DTMF_STEP):]))
+        else:
+            which = self.order[self.next_utt % len(self.order)]
+            self.next_utt += 1
+            self.speaking, self.speak_pos = self.fleet.speech.frames[which], 0
+            duration = self.fleet.speech.duration_ms[which]
+        self.prev_start_ms = tick_ms
+        self.prev_end_ms = tick_ms + duration
+        self.utterances.append([tick_ms / 1000, duration, None, step])
+
+    def _barging_in(self, tick_ms: int) -> bool:
+        """OCTI has been answering the previous step for BARGE_IN_AFTER_MS: time to talk over it."""
+        since = self.prev_start_ms if self.prev_start_ms is not None else -1
+        return (self.current is not None and self.last_burst_start_ms > since
+                and tick_ms - self.last_burst_start_ms >= BARGE_IN_AFTER_MS)
 
     def _ready(self, tick_ms: int) -> bool:
         """As the faithful caller: OCTI spoke since the previous utterance began, its playback
@@ -1272,7 +1304,7 @@ class LeanCall(MessageListener):
             u[2] = round((answer[0] - (u[0] + u[1] / 1000)) * 1000, 1) if answer else None
         window = lags_ms[self.first_tick:self.last_tick + 1]
         return {
-            "index": self.index, "status": "completed", "closed_by": self.closed_by, "close_code": self.close_code,
+            "index": self.index, "call_sid": self.call_sid, "status": "completed", "closed_by": self.closed_by, "close_code": self.close_code,
             "violations": sum(self.violations.values()), "violation_kinds": dict(self.violations),
             "errors": self.errors[:5], "n_errors": self.n_errors, "frames_sent": self.chunk,
             "duration_s": self.chunk * FRAME_MS / 1000, "max_tick_lag_ms": max(window, default=0.0),
@@ -1292,7 +1324,6 @@ class Fleet:
         self.public_url = (public_url or server_url).rstrip("/")
         self.webhook_path = webhook_path
         self.validator = RequestValidator(auth_token) if auth_token else None
-        self.hangup_ms = round(duration * 1000)
         self.duration = duration
         self.speech = speech
         self.ticker = Ticker()
@@ -1323,8 +1354,21 @@ class Fleet:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def call(self, index: int, call_sid: str) -> dict[str, Any]:
-        """One call: the signed webhook, the signed upgrade with the TwiML token, then the ticker's."""
+    async def place(self, index: int, call_sid: str, **options: Any) -> dict[str, Any]:
+        """`call`, with anything it raises counted as a failed call."""
+        try:
+            return await self.call(index, call_sid, **options)
+        except Exception as exc:  # noqa: BLE001 - counted as a failed call
+            return {"index": index, "call_sid": call_sid, "status": "exception", "errors": [repr(exc)],
+                    "launched": time.monotonic()}
+
+    async def call(self, index: int, call_sid: str, *, duration: float | None = None,
+                   plan: tuple[str, ...] = ()) -> dict[str, Any]:
+        """One call: the signed webhook, the signed upgrade with the TwiML token, then the ticker's.
+
+        It lasts `duration` s (default: the fleet's) and takes the steps of `plan` (see LeanCall).
+        """
+        duration = self.duration if duration is None else duration
         launched = time.monotonic()
         account_sid = wire.new_sid("AC")
         params = wire.inbound_call_params(call_sid=call_sid, account_sid=account_sid, from_number="+33612345678",
@@ -1353,7 +1397,7 @@ class Fleet:
         headers = {"User-Agent": STREAM_USER_AGENT}
         if self.validator is not None:
             headers["X-Twilio-Signature"] = self.validator.compute_signature(stream_url, {})
-        call = LeanCall(self, index, call_sid, account_sid)
+        call = LeanCall(self, index, call_sid, account_sid, hangup_ms=round(duration * 1000), plan=plan)
         try:
             await asyncio.wait_for(ws_connect(lambda: call, target, extra_headers=headers, max_redirects=0,
                                               max_frame_size=MAX_MESSAGE,
@@ -1370,7 +1414,7 @@ class Fleet:
         self.ticker.add(call)
         self.status_callback(status_url, call, "stream-started")
         try:
-            await asyncio.wait_for(asyncio.shield(call.done), self.duration + 60)
+            await asyncio.wait_for(asyncio.shield(call.done), duration + 60)
         except TimeoutError:
             call.errors.append("the call did not end in time")
             call.n_errors += 1
@@ -1378,6 +1422,34 @@ class Fleet:
                 call.transport.disconnect(graceful=False)
         self.status_callback(status_url, call, "stream-stopped")
         return call.summary(launched, webhook_ms, self.ticker.lags_ms)
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(server_url: str, *, duration: float, public_url: str | None = None,
+                        auth_token: str | None = None, speech: Utterances | None = None,
+                        wavs: list[Path] | None = None,
+                        webhook_path: str = WEBHOOK_PATH) -> AsyncIterator[Fleet]:
+    """A fleet ready to place calls (`Fleet.place`): its HTTP client open and its ticker running."""
+    import httpx
+
+    if speech is None:
+        speech = Utterances(wavs or sorted((REPO / "tests" / "audio").glob("*.wav")))
+    fleet = Fleet(server_url, public_url=public_url, auth_token=auth_token, duration=duration, speech=speech,
+                  webhook_path=webhook_path)
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+    async with httpx.AsyncClient(timeout=15, trust_env=False, limits=limits,
+                                 headers={"User-Agent": WEBHOOK_USER_AGENT}) as http:
+        fleet.http = http
+        ticker = asyncio.create_task(fleet.ticker.run())
+        try:
+            yield fleet
+        finally:
+            fleet.ticker.stopped = True
+            await asyncio.wait({ticker}, timeout=1)
+            if not ticker.done():
+                ticker.cancel()
+        if fleet.background:
+            await asyncio.wait(set(fleet.background), timeout=10)
 
 
 async def run_fleet(server_url: str, calls: list[dict[str, Any]], *, duration: float, t0: float | None = None,
@@ -1388,36 +1460,15 @@ async def run_fleet(server_url: str, calls: list[dict[str, Any]], *, duration: f
 
     Returns one summary per call, shaped like benchmarks/relay.py's for a faithful call.
     """
-    import httpx
-
-    if speech is None:
-        speech = Utterances(wavs or sorted((REPO / "tests" / "audio").glob("*.wav")))
-    fleet = Fleet(server_url, public_url=public_url, auth_token=auth_token, duration=duration, speech=speech,
-                  webhook_path=webhook_path)
     t0 = time.monotonic() if t0 is None else t0
-    limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
-    async with httpx.AsyncClient(timeout=15, trust_env=False, limits=limits,
-                                 headers={"User-Agent": WEBHOOK_USER_AGENT}) as http:
-        fleet.http = http
-        ticker = asyncio.create_task(fleet.ticker.run())
+    async with running_fleet(server_url, duration=duration, public_url=public_url, auth_token=auth_token,
+                             speech=speech, wavs=wavs, webhook_path=webhook_path) as fleet:
 
         async def one(spec: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, t0 + spec.get("offset", 0.0) - time.monotonic()))
-            try:
-                return await fleet.call(spec["index"], spec.get("call_sid") or wire.new_sid("CA"))
-            except Exception as exc:  # noqa: BLE001 - counted as a failed call
-                return {"index": spec["index"], "status": "exception", "errors": [repr(exc)],
-                        "launched": time.monotonic()}
+            return await fleet.place(spec["index"], spec.get("call_sid") or wire.new_sid("CA"))
 
-        try:
-            results = await asyncio.gather(*(one(spec) for spec in calls))
-        finally:
-            fleet.ticker.stopped = True
-            await asyncio.wait({ticker}, timeout=1)
-            if not ticker.done():
-                ticker.cancel()
-        if fleet.background:
-            await asyncio.wait(set(fleet.background), timeout=10)
+        results = await asyncio.gather(*(one(spec) for spec in calls))
     return list(results)
 
 

@@ -67,23 +67,32 @@ def health(port: int) -> dict[str, Any] | None:
         return None
 
 
-def start_server(env: dict[str, str], double_url: str, data_dir: Path, *,
-                 seeded: bool = True) -> tuple[subprocess.Popen, int]:
-    """`octi serve` with `env` on a free port, once its knowledge base is seeded (`seeded`
-    False: once it answers, for a knowledge store that is down)."""
-    port = free_port()
+def start_server(env: dict[str, str], double_url: str, data_dir: Path, *, port: int | None = None,
+                 log: Path | None = None, seeded: bool = True) -> tuple[subprocess.Popen, int]:
+    """`octi serve` with `env` on `port` (default: a free one), once its knowledge base is seeded
+    (at once with RAG_MODE=off; `seeded` False: once it answers, for a knowledge store that is
+    down); its output goes to `log` when given."""
+    port = port or free_port()
     full_env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_REALTIME_URL": double_url, "HOST": "127.0.0.1",
                 "PORT": str(port), "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "DATA_DIR": str(data_dir),
-                "LOG_LEVEL": "WARNING", **env}
+                "LOG_LEVEL": "WARNING", **env,
+                # This checkout's code, not the one the virtualenv's editable install points at.
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     octi = Path(sys.executable).parent / "octi"
-    server = subprocess.Popen([str(octi), "serve"], env=full_env, cwd=data_dir.parent)
+    out = open(log, "wb") if log else None
+    try:
+        server = subprocess.Popen([str(octi), "serve"], env=full_env, cwd=data_dir.parent, stdout=out, stderr=out)
+    finally:
+        if out is not None:
+            out.close()
     deadline = time.monotonic() + 600  # the first start embeds the sample pack
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"octi serve exited with {server.returncode}")
         status = health(port)
         knowledge = (status or {}).get("knowledge", {})
-        if status and (not seeded or (knowledge.get("chunks") and not knowledge.get("seeding"))):
+        if status and (not seeded or knowledge.get("mode") == "off"
+                       or (knowledge.get("chunks") and not knowledge.get("seeding"))):
             return server, port
         time.sleep(0.5)
     server.kill()

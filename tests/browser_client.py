@@ -35,6 +35,7 @@ class Page:
     audio: bytearray = field(default_factory=bytearray)  # everything received
     played: bytearray = field(default_factory=bytearray)  # what the queue gave out as played
     consumed: int = 0  # samples played or dropped: what `playback` reports
+    reported: int = 0  # what the last `playback` sent said
     played_at_clear: int = 0  # bytes played when the last `clear_audio` came
     _queue: bytearray = field(default_factory=bytearray)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,9 +70,9 @@ class Page:
         return await self.until(lambda m: m.get("type") == kind, timeout)
 
     async def played_out(self, timeout: float = 10.0) -> None:
-        """Until the queue has played everything received so far."""
+        """Until the queue has played everything received so far, and said so (when it reports)."""
         async with asyncio.timeout(timeout):
-            while self._queue:
+            while self._queue or (self.report_playback and self.reported < self.consumed):
                 await asyncio.sleep(0.02)
 
     async def wait_closed(self, timeout: float = 10.0) -> tuple[int | None, str]:
@@ -123,6 +124,8 @@ class Page:
                 await self.send_json({"type": "playback", "samples": self.consumed})
             except websockets.ConnectionClosed:
                 pass
+            else:
+                self.reported = self.consumed
 
 
 class open_page:

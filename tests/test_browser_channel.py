@@ -71,6 +71,7 @@ async def test_a_conversation_in_the_seed_protocol_lands_in_the_call_log(double)
             await page.played_out()
             await page.speak(speech("question_incubation.wav", trailing_silence_ms=1200))
             await page.until(lambda m: sum(t["type"] == "bot_audio_end" for t in page.texts) == 2, timeout=15)
+            await page.played_out()  # the answer heard to its end, else the log would say where it was cut
             words = "".join(m["text"] for m in page.texts if m["type"] == "transcript_delta")
         connection = double.connections[0]
         assert [r.kind for r in connection.responses] == ["greeting", "answer"]

@@ -7,12 +7,14 @@ import wave
 
 import httpx
 import numpy as np
+import pytest
 
 from app.calllog.store import CallLogStore
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
 
 QUESTION = AUDIO / "question_followup.wav"
+LONG_QUESTION = AUDIO / "question_incubation.wav"  # 5.1 s
 INTERRUPTION = AUDIO / "interruption.wav"
 ASKED = "Euh, à quelle température je dois mettre la couveuse pour des œufs de poule ?"
 
@@ -97,6 +99,40 @@ async def test_a_call_leaves_its_record_turns_passages_latencies_and_recording(d
     assert loud(right, cut.start_t + 0.1, clear.t - 0.1) > 0.6, "OCTI heard until the barge-in"
     next_burst = result.bursts[clear.burst + 1]
     assert loud(right, clear.t + 0.15, next_burst.start_t - 0.15) == 0, "silent from the clear on"
+
+
+@pytest.mark.parametrize("answer_seconds", [20.0, 60.0], ids=["answer-generated", "answer-being-generated"])
+async def test_a_hang_up_during_an_answer_logs_it_as_far_as_the_caller_heard_it(double, answer_seconds):
+    # The double generates 4x faster than real time: 20 s of answer are all generated before
+    # the hang-up, 60 s are still being generated; the caller hears either from ~6 s to 14 s.
+    double.script_next_connection([ASKED], answer_seconds=answer_seconds)
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=14)
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, script)
+        detail, _ = await stored_call(line, result.call_sid)
+    assert result.status == "completed", result.summary()
+    assert [turn.role for turn in detail.turns] == ["assistant", "caller", "assistant"]
+    assert detail.summary.turns == 3, "every turn the call counted has its row"
+    answer = detail.turns[2]
+    heard = result.bursts[1].played_ms
+    assert 3000 < heard < 10000, result.bursts
+    assert answer.interrupted and abs(answer.heard_ms - heard) <= 250, (answer, heard)
+    assert answer.text.endswith("…")
+
+
+async def test_a_hang_up_in_the_middle_of_a_question_logs_the_question_so_far(double):
+    # The caller starts once the greeting (1.5 s) was heard, and hangs up 2 to 3 s into the question.
+    double.script_next_connection(["Bonjour, à quelle température faut-il mettre la couveuse pour des œufs ?"])
+    script = CallScript(utterances=[Utterance(LONG_QUESTION)], hangup_after=5.5)
+    async with running_line(openai_realtime_url=double.url) as line:
+        result = await call(line, script)
+        detail, _ = await stored_call(line, result.call_sid)
+    assert result.status == "completed", result.summary()
+    assert result.utterances[0].speech_start_t + 1 < 5.5 < result.utterances[0].speech_end_t, result.utterances
+    assert [turn.role for turn in detail.turns] == ["assistant", "caller"]
+    assert detail.summary.turns == 2, "every turn the call counted has its row"
+    question = detail.turns[1]
+    assert question.start_ms is not None and question.end_ms is None
 
 
 async def test_the_database_down_during_a_call_loses_nothing(double, tmp_path):

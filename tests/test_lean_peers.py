@@ -129,3 +129,40 @@ async def test_two_lean_calls_through_the_real_server(codec: str) -> None:
         assert answers and answers[0][2] == pytest.approx(1500, abs=20), r["bursts"]
         assert r["marks_echoed"] >= 20, "a mark per 100 ms of audio played comes back"
         assert r["clears"] == 0
+
+
+async def test_a_lean_call_follows_its_plan_a_key_and_a_barge_in() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="octi-lean-"))
+    plan = (lean.SPEAK, f"{lean.DTMF_STEP}*", lean.BARGE_IN)
+    try:
+        async with lean.LeanRealtimePeer(api_key=API_KEY, speed=4.0, answer_seconds=1.5, greeting_seconds=1.0) as peer:
+            sock, port = loopback_socket()
+            settings = Settings(_env_file=None, twilio_auth_token=AUTH_TOKEN, public_base_url=PUBLIC_URL,
+                                openai_api_key=API_KEY, openai_realtime_url=peer.url, host="127.0.0.1", port=port,
+                                rag_mode="off", data_dir=data_dir, call_recap=False)
+            app = create_app(settings)
+            async with serving_on(sock, server_config(app, "127.0.0.1", port)):
+                async with lean.running_fleet(f"http://127.0.0.1:{port}", duration=30.0, public_url=PUBLIC_URL,
+                                              auth_token=AUTH_TOKEN, wavs=sorted(AUDIO.glob("*.wav"))) as fleet:
+                    result = await fleet.place(0, "CA" + "1" * 32, duration=22.0, plan=plan)
+                metrics = app.state.service.metrics
+                for _ in range(100):
+                    if metrics.active_calls == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                barge_ins = metrics.value("octi_barge_ins_total")
+            assert peer.errors_sent == []
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    assert (result["status"], result["closed_by"], result["close_code"]) == ("completed", "caller", 1000), result
+    assert result["violations"] == 0 and result["n_errors"] == 0, result
+    assert result["call_sid"] == "CA" + "1" * 32 and result["duration_s"] == 22.0
+    steps = result["utterances"]
+    assert [step[3] for step in steps[:4]] == [*plan, lean.SPEAK], steps
+    assert all(step[2] is not None for step in steps[:3]), "the question, the key (OCTI repeats) and the barge-in answered"
+    assert steps[1][1] == 0, "a key takes no time"
+    # The barge-in: spoken while OCTI answered the key, which the server cut (a clear).
+    repeat = next(b for b in result["bursts"] if b[0] > steps[1][0])
+    assert repeat[0] < steps[2][0] < repeat[1], (repeat, steps[2])
+    assert result["clears"] >= 1 and barge_ins >= 1

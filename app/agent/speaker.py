@@ -130,6 +130,10 @@ class Speaker:
                 self._metrics.first_audio.labels(self._channel.identity.channel).observe(
                     (turn.speech_end_to_model_audio_ms + (turn.model_audio_to_caller_ms or 0.0)) / 1000)
 
+    def heard_ms(self, item_id: str, now: float) -> float:
+        """How much of an answer the caller has heard by `now`: played, and never more than generated."""
+        return max(min(self.tracker.heard_ms(item_id, now), self.answers.generated_ms.get(item_id, 0.0)), 0.0)
+
     async def pause(self) -> None:
         """The caller may be cutting in: silence OCTI at once, keep what they have not heard."""
         if self._held is not None:
@@ -138,9 +142,7 @@ class Speaker:
         tracker = self.tracker
         playing = tracker.playing_item
         answer = playing if playing != RECORDED else None  # a recorded phrase is no answer to cut
-        heard = 0.0
-        if answer is not None:
-            heard = max(min(tracker.heard_ms(answer, now), self.answers.generated_ms.get(answer, 0.0)), 0.0)
+        heard = self.heard_ms(answer, now) if answer is not None else 0.0
         unheard = [item for item in tracker.queued_items()[1:] if item != RECORDED]
         held = self._held = HeldVoice(Cut(answer, heard, unheard), cleared=playing is not None)
         frame_bytes = self._caller_format.frame_bytes(FRAME_MS)

@@ -29,6 +29,7 @@ class Turn:
     model_audio_at: float | None = None
     speech_end_to_model_audio_ms: float | None = None
     model_audio_to_caller_ms: float | None = None
+    logged: bool = False  # handed to the call log at least once
 
 
 @dataclass(slots=True)

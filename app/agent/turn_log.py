@@ -9,6 +9,7 @@ from app.calllog.records import PassageUsed
 
 
 def log_caller_turn(journal: CallJournal, turn: Turn) -> None:
+    turn.logged = True
     retrieval = turn.retrieval
     journal.turn(
         turn.index, "caller", turn.text, start_ms=turn.start_ms, end_ms=turn.end_ms,
@@ -21,6 +22,7 @@ def log_caller_turn(journal: CallJournal, turn: Turn) -> None:
 
 def log_assistant_turn(journal: CallJournal, turn: Turn, generated_ms: float) -> None:
     """An interrupted answer is logged as far as it was heard."""
+    turn.logged = True
     heard = turn.heard_ms if turn.interrupted and turn.heard_ms is not None else generated_ms
     journal.turn(
         turn.index, "assistant", heard_text(turn.text, heard, generated_ms) if turn.interrupted else turn.text,

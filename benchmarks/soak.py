@@ -32,6 +32,10 @@ Figures, printed as a table at the end (see benchmarks/README.md, "Soak"):
   the round trip of a GET /health 4 times a second, both between the warm-up and the end of
   the load.
 
+With `--server-env WORKERS=2 --server-env REDIS_URL=redis://127.0.0.1:6379/5` the server is
+`octi serve --workers 2` (Redis shares the stream claims between the workers): RSS and CPU are
+the supervisor's and its workers' added up, and /metrics sums the workers.
+
 Targets (issue 14): 0 failed calls, 0 lost log rows, RSS growth < 10 %; the exit status is 1
 when one is missed.
 
@@ -249,6 +253,20 @@ def metric(metrics: dict[str, Any] | None, name: str) -> float:
     return sum(v for k, v in metrics["values"].items() if k == name or k.startswith(name + "{"))
 
 
+def server_pids(pid: int) -> list[int]:
+    """The server and its direct children: the worker processes of `octi serve --workers N`."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return [pid, *children]
+
+
 @dataclass
 class Watch:
     """What the main process reads off the server while the load runs."""
@@ -261,11 +279,11 @@ class Watch:
     cpu: dict[str, tuple[float, list[tuple[int, int, int]]]] = field(default_factory=dict)
 
     def sample(self) -> None:
-        self.rss.append((time.monotonic() - self.t0, process_memory_mib(self.pid)[0]))
+        self.rss.append((time.monotonic() - self.t0, sum(process_memory_mib(pid)[0] for pid in server_pids(self.pid))))
 
     def mark(self, name: str) -> None:
         self.scrapes[name] = scrape(self.port, timeout=MARK_SCRAPE_TIMEOUT_S)
-        self.cpu[name] = (process_cpu_s(self.pid) or math.nan, machine_cpu())
+        self.cpu[name] = (sum(process_cpu_s(pid) or 0.0 for pid in server_pids(self.pid)) or math.nan, machine_cpu())
 
     def rss_at(self, seconds: float) -> float:
         """Median of the three samples up to `seconds` into the run (GC and allocator noise)."""

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
+    # The speech-to-speech service: the Realtime API, or GPT-Live (full duplex, delegation).
+    engine: Literal["openai-realtime", "gpt-live"] = "openai-realtime"
+    # GPT-Live (ENGINE=gpt-live): its primary websocket (no query parameters) and model.
+    gpt_live_url: str = "wss://api.openai.com/v1/live/sessions"
+    gpt_live_model: str = "gpt-live-1.1"
+
     # OpenAI Realtime (or any GA-compatible server, e.g. Azure or the local double)
     openai_api_key: SecretStr | None = None
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
@@ -202,6 +208,11 @@ class Settings(BaseSettings):
     def sends_sms(self) -> bool:
         """Twilio's REST API can text from our number."""
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
+
+    @property
+    def speech_model(self) -> str:
+        """The model that carries the conversation, whichever the engine."""
+        return self.gpt_live_model if self.engine == "gpt-live" else self.openai_realtime_model
 
     @property
     def realtime_configured(self) -> bool:

@@ -25,6 +25,7 @@ from app.channels.twilio.line import TwilioLine
 from app.channels.twilio.rest import TwilioRest
 from app.config import Settings
 from app.engines.contract import Engine
+from app.engines.gpt_live.engine import GptLiveEngine
 from app.engines.openai_realtime.engine import RealtimeEngine, RealtimeOptions
 from app.engines.openai_realtime.models import KEYWORD_TRANSCRIPTION
 from app.knowledge.base import KnowledgeBase
@@ -82,6 +83,8 @@ class Service:
         self.twilio.draining = self.browser.draining = True
 
     async def open_engine(self) -> Engine:
+        if self.settings.engine == "gpt-live":
+            return await GptLiveEngine.open(self.settings)
         return await RealtimeEngine.open(self.settings, engine_options(self.settings, self.knowledge.vocabulary))
 
     async def start(self) -> None:

@@ -62,7 +62,7 @@ class CallSession:
         retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                            metrics=self._metrics)
         self._journal = journal or CallJournal(channel.identity.call_id, lambda record: None,
-                                               model=settings.openai_realtime_model, prices={})
+                                               model=settings.speech_model, prices={})
         self._recorder = self._journal.recorder
         self._speaker = Speaker(channel, engine.audio_format, self.state, self._metrics, self._recorder,
                                 self._journal_assistant)

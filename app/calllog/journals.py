@@ -32,7 +32,7 @@ class CallJournals:
         """`recorded` False: never record this call (one that will carry no audio)."""
         settings = self._settings
         journal = CallJournal(
-            identity.call_id, self._submit, model=settings.openai_realtime_model,
+            identity.call_id, self._submit, model=settings.speech_model,
             prices=settings.model_prices, transcription_model=settings.openai_transcribe_model,
             recorder=StereoRecorder(audio_format) if settings.record_calls and recorded else None,
             recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
@@ -44,7 +44,7 @@ class CallJournals:
             caller_hash=caller_hash(identity.caller, self._salt),
             caller_number=identity.caller if settings.store_caller_number else None,
             called=identity.called, codec=settings.audio_codec,
-            model=settings.openai_realtime_model, rag_mode=settings.rag_mode,
+            model=settings.speech_model, rag_mode=settings.rag_mode,
         )
         if identity.call_back is not None:  # the record has no direction: an event says it
             journal.event("outbound", identity.call_back)

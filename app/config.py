@@ -129,6 +129,9 @@ class Settings(BaseSettings):
                          "audio_in": 32.0, "audio_cached": 0.4, "audio_out": 64.0},
         "gpt-realtime-mini": {"text_in": 0.6, "text_cached": 0.06, "text_out": 2.4,
                               "audio_in": 10.0, "audio_cached": 0.3, "audio_out": 20.0},
+        # GPT-Live bills time: USD per active minute, per standby (paused) minute.
+        "gpt-live-1": {"active_minute": 0.05, "standby_minute": 0.02},
+        "gpt-live-1.1": {"active_minute": 0.05, "standby_minute": 0.02},
         "gpt-realtime-whisper": {"audio_minute": 0.017},
         "gpt-live-transcribe": {"audio_minute": 0.017},
         "gpt-transcribe": {"audio_minute": 0.0045},
@@ -208,6 +211,11 @@ class Settings(BaseSettings):
     def sends_sms(self) -> bool:
         """Twilio's REST API can text from our number."""
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
+
+    @property
+    def model_codec(self) -> str:
+        """The audio between us and the model: GPT-Live takes the telephone's μ-law as it is."""
+        return "pcmu" if self.engine == "gpt-live" else self.audio_codec
 
     @property
     def speech_model(self) -> str:

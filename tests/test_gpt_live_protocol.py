@@ -211,3 +211,20 @@ def test_errors_are_reported_with_their_code():
 def test_the_audio_append_carries_the_bytes():
     event = orjson.loads(protocol.append_audio(b"\x01\x02\xff"))
     assert base64.b64decode(event["audio"]) == b"\x01\x02\xff"
+
+
+def test_live_time_is_priced_per_active_and_standby_minute():
+    from app.calllog.cost import estimate_live_cost, sum_live_usage, sum_usage
+    from app.config import Settings
+
+    prices = Settings(_env_file=None).model_prices
+    live = LiveTranslator()
+    usages = [live.translate(server({"type": "session.usage.updated", "event_id": f"u{n}", "usage": usage}), 0.0)[0].usage
+              for n, usage in enumerate(({"seconds": 30, "active_seconds": 20, "paused_seconds": 10},
+                                         {"seconds": 90, "active_seconds": 65, "paused_seconds": 25}))]
+    totals = sum_live_usage(usages)
+    assert totals == {"seconds": 90, "active_seconds": 65, "paused_seconds": 25}
+    assert estimate_live_cost("gpt-live-1.1", totals, prices) == pytest.approx(65 / 60 * 0.05 + 25 / 60 * 0.02)
+    assert sum_usage(usages)["responses"] == 0, "time is not tokens"
+    assert estimate_live_cost("gpt-live-9", totals, prices) is None  # unknown, never $0
+    assert estimate_live_cost("gpt-live-9", sum_live_usage([]), prices) == 0.0

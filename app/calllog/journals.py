@@ -43,7 +43,7 @@ class CallJournals:
             caller_masked=mask_phone(identity.caller) if identity.channel == "twilio" else identity.caller,
             caller_hash=caller_hash(identity.caller, self._salt),
             caller_number=identity.caller if settings.store_caller_number else None,
-            called=identity.called, codec=settings.audio_codec,
+            called=identity.called, codec=settings.model_codec,
             model=settings.speech_model, rag_mode=settings.rag_mode,
         )
         if identity.call_back is not None:  # the record has no direction: an event says it

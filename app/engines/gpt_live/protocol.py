@@ -57,6 +57,7 @@ from typing import Any
 
 from app.audio.formats import TELEPHONE_ULAW
 from app.audio.g711 import ulaw_level
+from app.calllog.cost import LIVE_USAGE
 from app.engines.contract import (
     AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, EngineError, EngineEvent,
     Exchange, SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
@@ -160,7 +161,7 @@ def live_usage(usage: dict[str, Any], before: dict[str, float]) -> dict[str, flo
     now = {"seconds": seconds, "active_seconds": active, "paused_seconds": paused}
     added = {key: round(max(value - before.get(key, 0.0), 0.0), 3) for key, value in now.items()}
     before.update({key: max(value, before.get(key, 0.0)) for key, value in now.items()})
-    return {"type": "live_seconds", **added}
+    return {"type": LIVE_USAGE, **added}
 
 
 def _number(value: Any) -> float:

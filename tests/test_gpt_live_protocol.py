@@ -132,11 +132,22 @@ def test_the_model_going_quiet_while_the_caller_talks_is_yielding():
     # The caller talks over it: the model, not the first word, decides; nothing is announced yet.
     assert kinds(live.translate(heard(" Attendez", 400, 800), 0.5)) == [CallerWords]
     assert kinds(live.translate(audio(LOUD), 0.6)) == [AnswerAudio]  # it keeps talking a while
-    yielded = live.translate(audio(SILENT), 0.9)
+    assert live.translate(audio(SILENT), 0.8) == []  # quiet while the caller talks: held back
+    yielded = live.translate(audio(SILENT), 1.0)
     assert kinds(yielded) == [AnswerAudioDone, Yielded, AnswerDone, SpeechStarted]
-    assert yielded[1] == Yielded(answer)
+    assert yielded[1] == Yielded(answer, yielded[0].item)
     assert yielded[2].status == "cancelled"
     assert yielded[3] == SpeechStarted("live_turn_1", 400.0)
+
+
+def test_a_pause_while_the_caller_talks_is_held_then_heard():
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    live.caller_sound(0.05)
+    assert live.translate(audio(SILENT), 0.1) == [] and live.translate(audio(SILENT), 0.2) == []
+    resumed = live.translate(audio(LOUD), 0.3)  # it talks on: the pause was a pause
+    assert kinds(resumed) == [AnswerAudio, AnswerAudio, AnswerAudio]
+    assert [event.audio for event in resumed] == [SILENT, SILENT, LOUD]
 
 
 def test_a_word_long_before_the_end_is_not_a_yield():
@@ -228,3 +239,14 @@ def test_live_time_is_priced_per_active_and_standby_minute():
     assert sum_usage(usages)["responses"] == 0, "time is not tokens"
     assert estimate_live_cost("gpt-live-9", totals, prices) is None  # unknown, never $0
     assert estimate_live_cost("gpt-live-9", sum_live_usage([]), prices) == 0.0
+
+
+def test_the_callers_sound_makes_a_yield_known_before_their_words():
+    live = LiveTranslator()
+    answer = live.translate(audio(LOUD), 0.0)[0].answer
+    live.caller_sound(0.3)  # the engine heard the caller in the audio it sent
+    assert live.translate(audio(SILENT), 0.2) == []
+    yielded = live.translate(audio(SILENT), 0.5)
+    assert kinds(yielded) == [AnswerAudioDone, Yielded, AnswerDone] and yielded[1] == Yielded(answer, yielded[0].item)
+    live.caller_sound(1.0)  # sound while the model is silent is no interruption of anything
+    assert live.translate(audio(SILENT), 1.1) == []

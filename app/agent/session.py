@@ -314,9 +314,12 @@ class CallSession:
             await self._engine.cancel()
 
     async def _on_yielded(self, event: Yielded) -> None:
-        """The engine stopped speaking for the caller: what the caller still holds must go."""
+        """The engine stopped speaking for the caller: what the caller still holds must go. It
+        is their barge-in even when they had heard it all and nothing was left to clear."""
         self._speaker.answers.muted.add(event.answer)
-        await self._speaker.stop()
+        cut = await self._speaker.stop()
+        if (cut is None or cut.playing is None) and event.item:
+            self._speaker.yielded(event.item)
 
     async def _on_speech_stopped(self, event: SpeechStopped) -> None:
         self._behaviours.caller_active()

@@ -23,6 +23,7 @@ from time import perf_counter
 from typing import Any
 
 from app.audio.formats import TELEPHONE_ULAW
+from app.audio.g711 import ulaw_level
 from app.config import Settings
 from app.engines.contract import (
     Conversation, EngineError, EngineEvent, EngineTraits, EngineUnavailable, Summary, ToolSpec,
@@ -158,6 +159,8 @@ class GptLiveEngine:
     # ------------------------------------------------------------------ operations
 
     async def send_audio(self, audio: bytes) -> None:
+        if ulaw_level(audio) >= protocol.LOUD_RMS:
+            self._translator.caller_sound(perf_counter())
         await self._connection.send(protocol.append_audio(audio))
 
     async def greet(self, text: str) -> None:

@@ -27,8 +27,10 @@ How the server's events map onto the contract
     silence between answers are dropped: some servers stream silence continuously.
   * The model stops: no sound for `QUIET_MS` (silent deltas, or none at all, checked by
     `tick`) → `AnswerAudioDone`, `AnswerDone(completed)`.
-  * The model yields to the caller: it goes quiet while the caller's words are coming in
-    (`session.input_transcript.delta` within `YIELD_WINDOW_MS`) → `AnswerAudioDone`, `Yielded`
+  * The model yields to the caller: it goes quiet for `YIELD_QUIET_MS` (longer than a pause
+    between its sentences) while the caller is talking (their audio, as the engine sends it,
+    loud within `YIELD_WINDOW_MS`, or their words coming in as `session.input_transcript.delta`);
+    the quiet audio meanwhile is held back, and dropped → `AnswerAudioDone`, `Yielded`
     (the session flushes what the caller's line still holds and records what was heard),
     `AnswerDone(cancelled)`. The model decided: nothing is sent back.
   * The caller: `session.input_transcript.delta` opens a caller turn (`SpeechStarted` at its
@@ -67,10 +69,12 @@ from app.engines.gpt_live.delegation import route
 AUDIO_FORMAT = TELEPHONE_ULAW
 # PCM16 RMS above which a delta carries sound (-50 dBFS): μ-law idle codes sit far below.
 LOUD_RMS = 100
-# Sound-free time after which the model has finished speaking.
+# Sound-free time after which the model has finished speaking; while the caller talks, a
+# shorter one (longer than the pauses between its sentences) says it gave them the floor.
 QUIET_MS = 600.0
-# The model going quiet this soon after the caller's last word was yielding to them.
-YIELD_WINDOW_MS = 1500.0
+YIELD_QUIET_MS = 400.0
+# The model going quiet this soon after the caller's last sound or word is yielding to them.
+YIELD_WINDOW_MS = 500.0
 # Appends carry at most 500 tokens: French runs about three characters a token.
 APPEND_MAX_CHARS = 1200
 # `session.start` takes at most 128 initial messages.
@@ -174,7 +178,6 @@ class _CallerTurn:
     start_ms: float
     end_ms: float
     text: str = ""
-    last_word_at: float = 0.0  # perf_counter() seconds when its last piece came
     announced: bool = False  # SpeechStarted sent
 
 
@@ -184,6 +187,7 @@ class _Answer:
     item: str
     last_sound_at: float
     overlapped: bool = False  # the caller spoke while it played
+    held: list[bytes] = field(default_factory=list)  # quiet audio while the caller talks
 
 
 @dataclass(slots=True)
@@ -199,6 +203,7 @@ class LiveTranslator:
     last_item: str | None = None
     usage: dict[str, float] = field(default_factory=dict)
     closed_by_us: bool = False
+    caller_heard_at: float = float("-inf")  # the caller's last sound or word
 
     def translate(self, event: dict[str, Any], now: float) -> list[EngineEvent]:
         """The contract's events for one server event (malformed fields raise KeyError, TypeError
@@ -225,10 +230,7 @@ class LiveTranslator:
 
     def tick(self, now: float) -> list[EngineEvent]:
         """Time passed without a server event: the model may have stopped speaking."""
-        answer = self.answer
-        if answer is not None and (now - answer.last_sound_at) * 1000 >= QUIET_MS:
-            return self._end_answer(now)
-        return []
+        return self._end_if_quiet(now) if self.answer is not None else []
 
     # -- the model's voice
 
@@ -245,25 +247,36 @@ class LiveTranslator:
             self.last_item = answer.item
             events += [AnswerStarted(answer.id), AnswerAudio(answer.id, answer.item, audio, now)]
             return events
-        if loud:
+        if loud:  # a pause held back was only a pause: the caller hears it, then the rest
             answer.last_sound_at = now
-            return [AnswerAudio(answer.id, answer.item, audio, now)]
-        if self._yielding(now) or (now - answer.last_sound_at) * 1000 >= QUIET_MS:
-            return self._end_answer(now)
-        return [AnswerAudio(answer.id, answer.item, audio, now)]  # a pause within the answer
+            events: list[EngineEvent] = [AnswerAudio(answer.id, answer.item, held, now) for held in answer.held]
+            answer.held.clear()
+            return events + [AnswerAudio(answer.id, answer.item, audio, now)]
+        if self._caller_talking(now):
+            answer.held.append(audio)  # quiet while the caller talks: maybe yielding, maybe a pause
+            return self._end_if_quiet(now)
+        ended = self._end_if_quiet(now)
+        return ended or [AnswerAudio(answer.id, answer.item, audio, now)]  # a pause within the answer
 
-    def _yielding(self, now: float) -> bool:
-        caller, answer = self.caller, self.answer
-        return (answer is not None and answer.overlapped and caller is not None
-                and (now - caller.last_word_at) * 1000 <= YIELD_WINDOW_MS)
+    def _caller_talking(self, now: float) -> bool:
+        answer = self.answer
+        return answer is not None and answer.overlapped and (now - self.caller_heard_at) * 1000 <= YIELD_WINDOW_MS
+
+    def _end_if_quiet(self, now: float) -> list[EngineEvent]:
+        answer = self.answer
+        assert answer is not None
+        quiet_ms = (now - answer.last_sound_at) * 1000
+        if quiet_ms >= (YIELD_QUIET_MS if self._caller_talking(now) else QUIET_MS):
+            return self._end_answer(now)
+        return []
 
     def _end_answer(self, now: float) -> list[EngineEvent]:
         answer, self.answer = self.answer, None
         if answer is None:
             return []
         events: list[EngineEvent] = [AnswerAudioDone(answer.id, answer.item)]
-        if answer.overlapped and self.caller is not None and (now - self.caller.last_word_at) * 1000 <= YIELD_WINDOW_MS:
-            events += [Yielded(answer.id), AnswerDone(answer.id, "cancelled", (answer.item,), detail="yielded")]
+        if answer.overlapped and (now - self.caller_heard_at) * 1000 <= YIELD_WINDOW_MS:
+            events += [Yielded(answer.id, answer.item), AnswerDone(answer.id, "cancelled", (answer.item,), detail="yielded")]
         else:
             events.append(AnswerDone(answer.id, "completed", (answer.item,)))
         caller = self.caller
@@ -283,13 +296,18 @@ class LiveTranslator:
             if self.answer is None:
                 caller.announced = True
                 events.append(SpeechStarted(caller.id, start_ms))
-        if self.answer is not None:
-            self.answer.overlapped = True
+        self.caller_sound(now)
         caller.text += text
         caller.end_ms = max(caller.end_ms, end_ms)
-        caller.last_word_at = now
         events.append(CallerWords(caller.id, text, final=False))
         return events
+
+    def caller_sound(self, now: float) -> None:
+        """The caller is making sound (their audio, as we send it, or their words): the model
+        going quiet now is giving them the floor."""
+        self.caller_heard_at = now
+        if self.answer is not None:
+            self.answer.overlapped = True
 
     def _close_caller_turn(self) -> list[EngineEvent]:
         caller, self.caller = self.caller, None

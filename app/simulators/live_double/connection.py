@@ -6,8 +6,9 @@ error's `type`, `code`, `message`, `param` and the command's `client_event_id`. 
 `session.start` is taken before the session started; audio is taken only after it.
 
 The model's side is a mixer that streams `session.output_audio.delta` every `DELTA_MS` in real
-time, silence included (μ-law idle code), `lead_ms` ahead of the clock as a server's send buffer
-would be. What it says comes from a queue of speeches cut from the French recording, each with
+time, silence included (μ-law idle code); speech goes out `lead_ms` ahead of the clock, as a
+server that generates faster than real time fills its client's buffer (the service publishes
+no figure for it: it is the double's assumption, and a parameter). What it says comes from a queue of speeches cut from the French recording, each with
 its transcript pieces (`session.output_transcript.delta` on the session timeline):
 
 * the greeting or a notice: a `session.commentary.append` without delegation;
@@ -319,11 +320,13 @@ class LiveConnection:
     # -- the model
 
     async def _mixer(self) -> None:
-        """Output in real time, `lead_ms` ahead of the clock."""
+        """Output in real time; speech `lead_ms` ahead of the clock (sent as it is generated,
+        faster than it plays, into the client's buffer), silence at the clock's pace."""
         start = time.perf_counter()
         chunk = 0
         while not self._done.is_set():
-            due = start + (chunk * DELTA_MS - self.double.lead_ms) / 1000
+            lead = self.double.lead_ms if self._speaking is not None or self._queue else 0
+            due = start + (chunk * DELTA_MS - lead) / 1000
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)

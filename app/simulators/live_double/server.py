@@ -28,7 +28,7 @@ class LiveDouble:
     - greeting_seconds, answer_seconds, acknowledgement_seconds: how long the model speaks for a
       greeting (or notice), a delegation's answer, and while it waits for a delegation;
     - overlap_ms: how long the model talks over a caller who cuts in before it yields;
-    - lead_ms: how far ahead of real time output audio is sent;
+    - lead_ms: how far ahead of real time speech is sent (the client's buffer);
     - delegation_delay: seconds from the end of the caller's words to the delegation;
     - stream_lag_seconds: how far the caller's transcript trails their audio;
     - silence_ms: the silence that ends a caller's turn (energy VAD);

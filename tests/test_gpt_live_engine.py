@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 
 import pydantic
 import pytest
@@ -13,6 +14,7 @@ from openai.types.live import ServerEvent
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from app.audio.g711 import pcm16_to_ulaw
 from app.config import Settings
 from app.engines.contract import (
     AnswerAudio, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, Conversation, EngineUnavailable, Exchange,
@@ -246,3 +248,23 @@ async def test_the_double_plays_a_fixture_and_reports_it(double):
                 event = await next_event(ws)
                 kinds.append(event["type"])
         assert kinds.index("session.output_audio.fixture.playing") < kinds.index("session.output_audio.fixture.played")
+
+
+async def test_a_clang_over_the_model_is_talked_over(double):
+    """A sound shorter than the double's overlap: the model talks on, nothing is yielded."""
+    engine = await GptLiveEngine.open(settings(double))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    double.greeting_seconds = 3.0
+    await engine.greet("Bonjour")
+    await next_of(events, AnswerStarted)
+    await asyncio.sleep(0.6)
+    noise = random.Random(7)
+    clang = pcm16_to_ulaw(b"".join(noise.randrange(-12000, 12000).to_bytes(2, "little", signed=True)
+                                   for _ in range(8 * 150)))
+    await stream(engine, clang + b"\xff" * 8 * 1500, realtime=True)
+    seen: list = []
+    done = await next_of(events, AnswerDone, seen=seen)
+    assert done.status == "completed" and not any(isinstance(event, Yielded) for event in seen)
+    assert connection.record.yields == 0
+    await engine.close()

@@ -83,17 +83,13 @@ class GptLiveEngine:
         self._settings = settings
         self._sessions = 1
         self._translator = LiveTranslator(prefix="live1")
-        self._session_id = ""
 
     @classmethod
     async def open(cls, settings: Settings) -> GptLiveEngine:
-        connection, session_id = await cls._start(settings, Conversation())
-        engine = cls(connection, settings)
-        engine._session_id = session_id
-        return engine
+        return cls(await cls._start(settings, Conversation()), settings)
 
     @staticmethod
-    async def _start(settings: Settings, conversation: Conversation) -> tuple[RealtimeConnection, str]:
+    async def _start(settings: Settings, conversation: Conversation) -> RealtimeConnection:
         start = protocol.session_start(settings.gpt_live_model, settings.openai_voice,
                                        history=conversation.exchanges, context=conversation.context)
         connection = await RealtimeConnection.open(settings, start, url=settings.gpt_live_url)
@@ -102,9 +98,8 @@ class GptLiveEngine:
         except EngineUnavailable:
             await connection.close()
             raise
-        session_id = str((started.get("session") or {}).get("id") or "")
-        log.info("live session %s started", session_id)
-        return connection, session_id
+        log.info("live session %s started", (started.get("session") or {}).get("id"))
+        return connection
 
     @property
     def is_open(self) -> bool:
@@ -197,12 +192,12 @@ class GptLiveEngine:
         return None
 
     async def recycle(self, conversation: Conversation) -> None:
-        fresh, session_id = await self._start(self._settings, conversation)
+        fresh = await self._start(self._settings, conversation)
         old = self._connection
         self._translator.closed_by_us = True
         await old.send(protocol.session_close())
         self._sessions += 1
-        self._connection, self._session_id = fresh, session_id
+        self._connection = fresh
         self._translator = LiveTranslator(prefix=f"live{self._sessions}")
         await old.close()
 

@@ -79,7 +79,7 @@ YIELD_WINDOW_MS = 500.0
 APPEND_MAX_CHARS = 1200
 # `session.start` takes at most 128 initial messages.
 MAX_INITIAL_ITEMS = 128
-FATAL_ERRORS = {"session_expired", "invalid_api_key", "session_not_started"}
+FATAL_ERRORS = {"session_expired", "invalid_api_key"}
 
 INSTRUCTIONS = (
     "Tu es OCTI, conseiller en aviculture, au téléphone avec un éleveur de volailles. "

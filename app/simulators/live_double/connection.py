@@ -23,7 +23,7 @@ its transcript pieces (`session.output_transcript.delta` on the session timeline
   24 kHz audio, caller audio dropped meanwhile, between `fixture.playing` and `fixture.played`.
 
 Usage: `session.usage.updated` every `usage_interval` seconds with the cumulative whole seconds
-(and the active/paused split with `usage_split`), and the final usage in `session.closed`.
+(the active/paused split is for WebRTC sessions), and the final usage in `session.closed`.
 """
 
 from __future__ import annotations
@@ -377,12 +377,8 @@ class LiveConnection:
     # -- usage
 
     def _usage(self) -> dict[str, Any]:
-        seconds = self.session_ms // 1000
-        usage: dict[str, Any] = {"seconds": seconds}
-        if self.double.usage_split:
-            paused = int(seconds * 0.25)  # an assumption: the double has no inference to pause
-            usage.update(active_seconds=seconds - paused, paused_seconds=paused)
-        return usage
+        # A WebSocket session reports its seconds only: the active/paused split is WebRTC's.
+        return {"seconds": self.session_ms // 1000}
 
     async def _usage_ticks(self) -> None:
         while not self._done.is_set():

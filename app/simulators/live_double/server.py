@@ -32,14 +32,14 @@ class LiveDouble:
     - delegation_delay: seconds from the end of the caller's words to the delegation;
     - stream_lag_seconds: how far the caller's transcript trails their audio;
     - silence_ms: the silence that ends a caller's turn (energy VAD);
-    - usage_interval, usage_split: usage reports, and whether they carry the active/paused split.
+    - usage_interval: seconds between usage reports.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
                  transcripts: Iterable[str] = (), greeting_seconds: float = 2.5, answer_seconds: float = 4.0,
                  acknowledgement_seconds: float = 0.8, overlap_ms: int = 600, lead_ms: int = 300,
                  delegation_delay: float = 0.2, stream_lag_seconds: float = 0.3, silence_ms: int = 500,
-                 usage_interval: float = 1.0, usage_split: bool = False) -> None:
+                 usage_interval: float = 1.0) -> None:
         self.host, self._requested_port = host, port
         self.api_key = api_key
         self.transcripts = list(transcripts)
@@ -48,7 +48,7 @@ class LiveDouble:
         self.overlap_ms, self.lead_ms = overlap_ms, lead_ms
         self.delegation_delay, self.stream_lag_seconds = delegation_delay, stream_lag_seconds
         self.silence_ms = silence_ms
-        self.usage_interval, self.usage_split = usage_interval, usage_split
+        self.usage_interval = usage_interval
         self.asset: VoiceAsset | None = None
         self.connections: list[LiveConnection] = []
         self.refused: list[tuple[int, str]] = []

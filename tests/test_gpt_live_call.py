@@ -92,3 +92,38 @@ async def test_a_whole_call_with_gpt_live(lead_ms):
     assert any(burst.start_t > cut_in.speech_end_t for burst in result.bursts)
     assert second.result == "commentary"
     assert summary.cost_usd is not None and summary.cost_usd > 0  # active minutes, priced
+
+
+async def test_a_lost_live_session_carries_the_call_on_with_its_conversation():
+    """The service goes away after the first answer: the caller hears « Un instant. », a new
+    session starts with the conversation so far as initial items, and the next question is
+    delegated and answered there."""
+    follow_up = "Et pour l'humidité ?"
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav")],
+                        hangup_after=45, hangup_when_done_after_s=2.5)
+    async with LiveDouble(transcripts=[ASKED, follow_up], greeting_seconds=1.5, answer_seconds=2.0) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            calling = asyncio.create_task(
+                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
+            first = await double.wait_for_connection(timeout=10)
+            async with asyncio.timeout(30):
+                while "answer" not in first.record.spoken:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(2.5)  # the answer has been said
+            await first.drop()
+            second = await double.wait_for_connection(2, timeout=15)
+            result = await calling
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed", result.summary()
+    assert first.record.errors == [] and second.record.errors == []
+    items = second.record.received[0]["session"]["input"]
+    texts = [(item["role"], item["content"][0]["text"]) for item in items]
+    assert ("user", ASKED) in texts
+    assert [role for role, _ in texts].count("assistant") >= 2  # the greeting and the answer, as heard
+    (delegation,) = second.delegations.values()
+    assert delegation.question == follow_up and delegation.result == "commentary"
+    kinds = [event.type for event in detail.events]
+    assert "engine_lost" in kinds and "engine_reconnect" in kinds
+    asked = [turn.text for turn in detail.turns if turn.role == "caller"]
+    assert asked == [ASKED, follow_up]

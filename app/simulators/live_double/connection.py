@@ -105,7 +105,6 @@ class LiveConnection:
         self.session: dict[str, Any] | None = None
         self.delegations: dict[str, Delegation] = {}
         self.closed_reason: str | None = None
-        self._transcripts = deque(double.transcripts)
         self._events = 0
         self._started_at = 0.0
         self._vad = EnergyVad(threshold=0.5, silence_ms=double.silence_ms)
@@ -287,7 +286,7 @@ class LiveConnection:
                     self._utterance.speech_ended(max(position, self._utterance.onset))
                     self._utterance.committed = True
         if self._vad.speaking and self._utterance is None and self._vad.heard_voice:
-            text = self._transcripts.popleft() if self._transcripts else "[question de l'appelant]"
+            text = self.double.next_transcript()
             self._utterance = StreamedUtterance.start(f"utt_{self.index}", text, self._onset,
                                                       self.double.stream_lag_seconds, UNITS_PER_MS * 1000)
         await self._send_due_words()

@@ -24,7 +24,8 @@ PATH = "/v1/live/sessions"
 class LiveDouble:
     """``async with LiveDouble(transcripts=[...]) as double:`` then connect to ``double.url``.
 
-    - transcripts: what the caller says in each utterance with voice, in order;
+    - transcripts: what the caller says in each utterance with voice, in order, across the
+      double's sessions (a caller carries on where they were when a session is replaced);
     - greeting_seconds, answer_seconds, acknowledgement_seconds: how long the model speaks for a
       greeting (or notice), a delegation's answer, and while it waits for a delegation;
     - overlap_ms: how long the model talks over a caller who cuts in before it yields;
@@ -43,6 +44,7 @@ class LiveDouble:
         self.host, self._requested_port = host, port
         self.api_key = api_key
         self.transcripts = list(transcripts)
+        self._utterances = 0
         self.greeting_seconds, self.answer_seconds = greeting_seconds, answer_seconds
         self.acknowledgement_seconds = acknowledgement_seconds
         self.overlap_ms, self.lead_ms = overlap_ms, lead_ms
@@ -87,6 +89,13 @@ class LiveDouble:
                 self._new_connection.clear()
                 await self._new_connection.wait()
         return self.connections[count - 1]
+
+    def next_transcript(self) -> str:
+        """What the caller says in their next utterance, as the script has it."""
+        self._utterances += 1
+        if self._utterances <= len(self.transcripts):
+            return self.transcripts[self._utterances - 1]
+        return f"[question de l'appelant n°{self._utterances}]"
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)

@@ -79,13 +79,19 @@ async def test_a_whole_call_with_gpt_live(lead_ms):
     interrupted = [turn for turn in detail.turns if turn.role == "assistant" and turn.interrupted]
     assert len(interrupted) == 1
     cut_burst = next(burst for burst in result.bursts if burst.start_t < cut_in.start_t < burst.end_t + 0.5)
+    # The burst may hold the acknowledgement said while we searched, then the answer: what the
+    # log says was heard of them is what the caller played (each tail padded to a 20 ms frame).
+    in_burst = [turn for turn in detail.turns if turn.role == "assistant" and turn.start_ms is not None
+                and cut_burst.start_t - 0.3 <= turn.start_ms / 1000 < cut_in.start_t]
+    assert in_burst[-1] == interrupted[0]
+    heard_ms = sum(turn.end_ms - turn.start_ms for turn in in_burst)
     if lead_ms > protocol.YIELD_QUIET_MS:
         (clear,) = result.clears
         assert clear.burst is not None and clear.t > cut_in.start_t and clear.flushed_ms > 0
-        assert abs(interrupted[0].heard_ms - clear.played_ms) <= 40, (interrupted[0], clear)
+        assert abs(heard_ms - clear.played_ms) <= 20 * len(in_burst) + 20, (in_burst, clear)
     else:
         assert result.clears == []
-        assert abs(interrupted[0].heard_ms - cut_burst.played_ms) <= 40, (interrupted[0], cut_burst)
+        assert abs(heard_ms - cut_burst.played_ms) <= 20 * len(in_burst) + 20, (in_burst, cut_burst)
     # It talked over the caller no longer than the double's overlap (and its send buffer).
     assert cut_burst.end_t - cut_in.speech_start_t < (double.overlap_ms + lead_ms) / 1000 + 0.3
     # The caller was answered after the barge-in, then hung up.

@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from app.audio.g711 import pcm16_to_ulaw
 from app.config import Settings
+from app.doctor import check_realtime
 from app.engines.contract import (
     AnswerAudio, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, Conversation, EngineUnavailable, Exchange,
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
@@ -268,3 +269,10 @@ async def test_a_clang_over_the_model_is_talked_over(double):
     assert done.status == "completed" and not any(isinstance(event, Yielded) for event in seen)
     assert connection.record.yields == 0
     await engine.close()
+
+
+async def test_the_doctor_starts_a_live_session_as_a_call_does(double):
+    [fine] = await check_realtime(settings(double))
+    assert fine.status == "ok" and "gpt-live-1.1" in fine.message
+    [refused] = await check_realtime(settings(double, gpt_live_model="gpt-live-9"))
+    assert refused.status == "problem" and "invalid_value" in refused.message

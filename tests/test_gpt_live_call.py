@@ -46,7 +46,7 @@ async def test_a_whole_call_with_gpt_live(lead_ms):
             detail = await stored_call(line, result.call_sid)
             barge_ins = line.metrics.value("octi_barge_ins_total")
             health = (await line.service.health())["realtime"]
-    assert (health["engine"], health["model"], health["url"]) == ("gpt-live", "gpt-live-1.1", double.url)
+            assert (health["engine"], health["model"], health["url"]) == ("gpt-live", "gpt-live-1.1", double.url)
 
     assert result.status == "completed", result.summary()
     assert result.violations == []

@@ -66,7 +66,8 @@ async def test_a_whole_call_with_gpt_live(lead_ms):
     assert first.result == "commentary" and first.content.startswith("Réponds à l'éleveur à partir de ces fiches")
     summary = detail.summary
     assert summary.outcome == "caller_hung_up"
-    assert detail.model == "gpt-live-1.1" and detail.codec == "pcmu"
+    assert (detail.model, detail.codec, detail.rag_mode) == ("gpt-live-1.1", "pcmu", "delegation")
+    assert detail.transcription_model == "gpt-live-1.1"  # the caller's words come with the session
     question = next(turn for turn in detail.turns if turn.role == "caller" and turn.text == ASKED)
     assert question.retrieval_outcome == "ok" and question.retrieval_ms is not None
     assert question.passages and question.passages[0].source.startswith("sample_pack/incubation")

@@ -123,6 +123,7 @@ class StrictEventParser:
 
 
 _REALTIME = StrictEventParser(RealtimeClientEvent)
+_REFERENCE_ADAPTER: TypeAdapter[ResponseItemReference] = TypeAdapter(ResponseItemReference)
 CLIENT_EVENT_TYPES: tuple[str, ...] = _REALTIME.types
 
 # Stand-in for an `item_reference` while the rest of `response.input` is validated: the GA

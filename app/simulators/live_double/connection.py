@@ -3,7 +3,9 @@
 Every client event is parsed by the shared strict parser over `openai.types.live.ClientEvent`
 (unknown fields refused) and refused, when the service would, with a Live `error` event: the
 error's `type`, `code`, `message`, `param` and the command's `client_event_id`. Nothing but
-`session.start` is taken before the session started; audio is taken only after it.
+`session.start` is taken before the session started; audio is taken only after it. The types
+name no codes for the refusals they do not describe (`session_not_started`, …): those are the
+double's own words.
 
 The model's side is a mixer that streams `session.output_audio.delta` every `DELTA_MS` in real
 time, silence included (μ-law idle code); speech goes out `lead_ms` ahead of the clock, as a

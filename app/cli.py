@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "call": Subcommand("app.simulators.twilio_caller:cli", "place a simulated Twilio call against a running server"),
     "call-out": Subcommand("app.channels.twilio.call_out:cli", "call a farmer back: OCTI takes the call"),
     "realtime-double": Subcommand("app.simulators.realtime_double:cli", "run a local OpenAI Realtime GA double"),
+    "live-double": Subcommand("app.simulators.live_double:cli", "run a local OpenAI GPT-Live double"),
     "kb": Subcommand("app.knowledge.cli:cli", "the knowledge base: ingest, search, stats, eval"),
     "calls": Subcommand("app.calllog.cli:cli", "the call log: list, show, export, purge"),
     "review": Subcommand("app.review.cli:review", "reviewer access: hash-password for REVIEW_PASSWORD"),

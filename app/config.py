@@ -34,6 +34,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
+    # The speech-to-speech service: the Realtime API, or GPT-Live (full duplex, delegation).
+    engine: Literal["openai-realtime", "gpt-live"] = "openai-realtime"
+    # GPT-Live (ENGINE=gpt-live): its primary websocket (no query parameters) and model.
+    gpt_live_url: str = "wss://api.openai.com/v1/live/sessions"
+    gpt_live_model: str = "gpt-live-1.1"
+
     # OpenAI Realtime (or any GA-compatible server, e.g. Azure or the local double)
     openai_api_key: SecretStr | None = None
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
@@ -126,6 +132,9 @@ class Settings(BaseSettings):
                          "audio_in": 32.0, "audio_cached": 0.4, "audio_out": 64.0},
         "gpt-realtime-mini": {"text_in": 0.6, "text_cached": 0.06, "text_out": 2.4,
                               "audio_in": 10.0, "audio_cached": 0.3, "audio_out": 20.0},
+        # GPT-Live bills time: USD per active minute, per standby (paused) minute.
+        "gpt-live-1": {"active_minute": 0.05, "standby_minute": 0.02},
+        "gpt-live-1.1": {"active_minute": 0.05, "standby_minute": 0.02},
         "gpt-realtime-whisper": {"audio_minute": 0.017},
         "gpt-live-transcribe": {"audio_minute": 0.017},
         "gpt-transcribe": {"audio_minute": 0.0045},
@@ -207,6 +216,16 @@ class Settings(BaseSettings):
     def sends_sms(self) -> bool:
         """Twilio's REST API can text from our number."""
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
+
+    @property
+    def model_codec(self) -> str:
+        """The audio between us and the model: GPT-Live takes the telephone's μ-law as it is."""
+        return "pcmu" if self.engine == "gpt-live" else self.audio_codec
+
+    @property
+    def speech_model(self) -> str:
+        """The model that carries the conversation, whichever the engine."""
+        return self.gpt_live_model if self.engine == "gpt-live" else self.openai_realtime_model
 
     @property
     def realtime_configured(self) -> bool:

@@ -139,7 +139,10 @@ async def check_knowledge(settings: Settings, timeout: float = KNOWLEDGE_TIMEOUT
 
 
 async def check_realtime(settings: Settings, timeout: float = REALTIME_TIMEOUT_SECONDS) -> list[Finding]:
-    """Open the realtime websocket as a call does and wait for the session to be accepted."""
+    """Open the realtime websocket as a call does and wait for the session to be accepted
+    (with ENGINE=gpt-live, a GPT-Live session)."""
+    if settings.engine == "gpt-live":
+        return await _check_live(settings, timeout)
     from app.engines.openai_realtime.connection import RealtimeConnection, RealtimeUnavailable
     from app.engines.openai_realtime.engine import session_update
     from app.service import engine_options
@@ -181,6 +184,25 @@ async def check_realtime(settings: Settings, timeout: float = REALTIME_TIMEOUT_S
                         "check OPENAI_REALTIME_URL")]
     finally:
         await _bounded(connection.close())
+
+
+async def _check_live(settings: Settings, timeout: float) -> list[Finding]:
+    """Start a GPT-Live session as a call does (`session.started`), then close it."""
+    from app.engines.contract import EngineUnavailable
+    from app.engines.gpt_live.engine import GptLiveEngine
+
+    service = f"live service {_shown_url(settings.gpt_live_url)}"
+    if not settings.realtime_configured:
+        return [warning("realtime", f"{service}: not checked, OPENAI_API_KEY is not set")]
+    try:
+        async with asyncio.timeout(timeout):
+            engine = await GptLiveEngine.open(settings)
+    except TimeoutError:
+        return [problem("realtime", f"{service}: no session within {timeout:g} s", "check GPT_LIVE_URL")]
+    except EngineUnavailable as exc:
+        return [problem("realtime", f"{service}: {exc}", "check GPT_LIVE_URL, GPT_LIVE_MODEL and OPENAI_API_KEY")]
+    await _bounded(engine.close())
+    return [ok("realtime", f"{service} started a session ({settings.gpt_live_model})")]
 
 
 def _shown_url(url: str) -> str:

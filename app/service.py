@@ -25,6 +25,7 @@ from app.channels.twilio.line import TwilioLine
 from app.channels.twilio.rest import TwilioRest
 from app.config import Settings
 from app.engines.contract import Engine
+from app.engines.gpt_live.engine import GptLiveEngine
 from app.engines.openai_realtime.engine import RealtimeEngine, RealtimeOptions
 from app.engines.openai_realtime.models import KEYWORD_TRANSCRIPTION
 from app.knowledge.base import KnowledgeBase
@@ -82,6 +83,8 @@ class Service:
         self.twilio.draining = self.browser.draining = True
 
     async def open_engine(self) -> Engine:
+        if self.settings.engine == "gpt-live":
+            return await GptLiveEngine.open(self.settings)
         return await RealtimeEngine.open(self.settings, engine_options(self.settings, self.knowledge.vocabulary))
 
     async def start(self) -> None:
@@ -140,9 +143,10 @@ class Service:
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "service": SERVICE_NAME,
             "problems": problems,
-            "realtime": {"configured": settings.realtime_configured, "url": settings.openai_realtime_url,
-                         "model": settings.openai_realtime_model},
-            "models": {"realtime": settings.openai_realtime_model,
+            "realtime": {"configured": settings.realtime_configured, "engine": settings.engine,
+                         "url": settings.gpt_live_url if settings.engine == "gpt-live" else settings.openai_realtime_url,
+                         "model": settings.speech_model},
+            "models": {"realtime": settings.speech_model,
                        "transcription": settings.openai_transcribe_model,
                        "checked_against": catalog.source if catalog.available else None,
                        "deprecated": [notice.to_dict() for notice in notices]},

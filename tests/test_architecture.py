@@ -75,7 +75,7 @@ def test_the_product_never_imports_the_doubles():
 def test_the_agent_and_the_channels_know_no_service_protocol():
     for name, targets in graph().items():
         if name.startswith(("app.agent", "app.channels")):
-            assert not any(t.startswith("app.engines.openai_realtime") for t in targets), name
+            assert not any(t.startswith(("app.engines.openai_realtime", "app.engines.gpt_live")) for t in targets), name
             source = modules()[name].read_text(encoding="utf-8")
             assert "input_audio_buffer" not in source and "response.create" not in source, name
 

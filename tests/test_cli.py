@@ -14,7 +14,7 @@ from app.cli_support import run_coroutine
 from tests.cli_runner import run_octi
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("serve", "call", "call-out", "realtime-double", "kb", "calls", "review", "web", "doctor")
+COMMANDS = ("serve", "call", "call-out", "realtime-double", "live-double", "kb", "calls", "review", "web", "doctor")
 
 # Runs `octi ARGS…` as the console script does, then lists every module it imported on stderr.
 IMPORTS_PROBE = """

@@ -115,3 +115,11 @@ def test_model_specific_fields_go_only_to_the_models_that_take_them():
         "model": "gpt-transcribe", "language": "fr", "keywords": ["couveuse", "picage"]}
     # The limit never exceeds what a 32k model leaves after an answer.
     assert session["truncation"]["token_limits"]["post_instructions"] == 32_768 - 600
+
+
+def test_the_doubles_parser_takes_item_references_in_a_response_input():
+    from app.simulators.realtime_schema import parse_client_event
+
+    event = parse_client_event(json.dumps({"type": "response.create", "response": {
+        "input": [{"type": "item_reference", "id": "item_1"}]}}))
+    assert event.item_references == {0: "item_1"}

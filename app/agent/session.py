@@ -62,7 +62,7 @@ class CallSession:
         retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                            metrics=self._metrics)
         self._journal = journal or CallJournal(channel.identity.call_id, lambda record: None,
-                                               model=settings.openai_realtime_model, prices={})
+                                               model=settings.speech_model, prices={})
         self._recorder = self._journal.recorder
         self._speaker = Speaker(channel, engine.audio_format, self.state, self._metrics, self._recorder,
                                 self._journal_assistant)
@@ -317,9 +317,12 @@ class CallSession:
             await self._engine.cancel()
 
     async def _on_yielded(self, event: Yielded) -> None:
-        """The engine stopped speaking for the caller: what the caller still holds must go."""
+        """The engine stopped speaking for the caller: what the caller still holds must go. It
+        is their barge-in even when they had heard it all and nothing was left to clear."""
         self._speaker.answers.muted.add(event.answer)
-        await self._speaker.stop()
+        cut = await self._speaker.stop()
+        if (cut is None or cut.playing is None) and event.item:
+            self._speaker.yielded(event.item)
 
     async def _on_speech_stopped(self, event: SpeechStopped) -> None:
         self._behaviours.caller_active()

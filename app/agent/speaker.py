@@ -176,14 +176,22 @@ class Speaker:
         cut = held.cut
         cut.unheard += [item for item, _ in held.audio if item not in (cut.playing, RECORDED, *cut.unheard)]
         if held.cleared and cut.playing is not None:
-            if barge_in:
-                self._state.barge_ins += 1
-                self._metrics.real_barge_ins.inc()
-            turn = self._state.assistant_turn(cut.playing)
-            turn.interrupted = True
-            turn.heard_ms = cut.heard_ms
-            self._log_turn(turn)
+            self._interrupted(cut.playing, cut.heard_ms, barge_in)
         return cut
+
+    def yielded(self, item: str) -> None:
+        """A model that takes its own turns stopped in `item` for the caller, who had heard all
+        it said by then (nothing was left to clear): their barge-in all the same."""
+        self._interrupted(item, self.answers.generated_ms.get(item, 0.0), barge_in=True)
+
+    def _interrupted(self, item: str, heard_ms: float, barge_in: bool) -> None:
+        if barge_in:
+            self._state.barge_ins += 1
+            self._metrics.real_barge_ins.inc()
+        turn = self._state.assistant_turn(item)
+        turn.interrupted = True
+        turn.heard_ms = heard_ms
+        self._log_turn(turn)
 
     async def stop(self, *, barge_in: bool = True) -> Cut | None:
         """Silence OCTI for good: pause, then confirm."""

@@ -22,6 +22,11 @@ def ulaw_to_pcm16(data: bytes) -> bytes:
     return audioop.ulaw2lin(data, 2)
 
 
+def ulaw_level(data: bytes) -> int:
+    """RMS of μ-law audio as PCM16 (0 for digital silence): how loud a chunk is."""
+    return audioop.rms(audioop.ulaw2lin(data, 2), 2) if data else 0
+
+
 def pcm16_to_ulaw(data: bytes) -> bytes:
     """Encode PCM16 to μ-law. `data` must hold whole samples (an even byte count)."""
     return audioop.lin2ulaw(data, 2)

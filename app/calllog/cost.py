@@ -10,6 +10,10 @@ of `conversation.item.input_audio_transcription.completed` events are added up b
 `sum_transcription_usage` and priced by `estimate_transcription_cost`; `call_cost` adds the
 two parts.
 
+GPT-Live bills time, not tokens: its usage reports (type `live_seconds`, the seconds billed
+since the previous report, active and paused) are added up by `sum_live_usage` and priced by
+`estimate_live_cost` per minute (`active_minute`, `standby_minute` for paused seconds).
+
 A cost is unknown (None), never $0, when there was usage that MODEL_PRICES cannot price: a
 model without an entry, or an entry without the price that usage needs. No usage at all
 costs $0.0 whatever the model.
@@ -53,6 +57,10 @@ TRANSCRIPTION_USAGE_KEYS = (
     "output_tokens",
 )
 
+# The `type` of a GPT-Live usage report; the keys of `sum_live_usage`'s result (seconds).
+LIVE_USAGE = "live_seconds"
+LIVE_USAGE_KEYS = ("seconds", "active_seconds", "paused_seconds")
+
 _warned: set[tuple[str, str]] = set()
 
 
@@ -70,7 +78,7 @@ def sum_usage(usages: Iterable[Mapping[str, Any] | None]) -> dict[str, int]:
     """
     totals = dict.fromkeys(USAGE_KEYS, 0)
     for usage in usages:
-        if not isinstance(usage, Mapping):
+        if not isinstance(usage, Mapping) or usage.get("type") == LIVE_USAGE:
             continue
         inputs = usage.get("input_token_details") or {}
         outputs = usage.get("output_token_details") or {}
@@ -87,6 +95,31 @@ def sum_usage(usages: Iterable[Mapping[str, Any] | None]) -> dict[str, int]:
         totals["output_text_tokens"] += _int(outputs.get("text_tokens"))
         totals["output_audio_tokens"] += _int(outputs.get("audio_tokens"))
     return totals
+
+
+def sum_live_usage(usages: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
+    """Totals of GPT-Live usage reports (seconds billed since the previous report each)."""
+    totals = dict.fromkeys(LIVE_USAGE_KEYS, 0.0)
+    for usage in usages:
+        if isinstance(usage, Mapping) and usage.get("type") == LIVE_USAGE:
+            for key in LIVE_USAGE_KEYS:
+                totals[key] += _seconds(usage.get(key))
+    return {key: round(value, 3) for key, value in totals.items()}
+
+
+def estimate_live_cost(model: str, totals: Mapping[str, Any], prices: Mapping[str, Mapping[str, float]]) -> float | None:
+    """USD for GPT-Live `totals` (as returned by `sum_live_usage`): active seconds at
+    `active_minute`, paused ones at `standby_minute`. None when `model` has no price for them;
+    no time at all costs 0.0."""
+    active, paused = _seconds(totals.get("active_seconds")), _seconds(totals.get("paused_seconds"))
+    if not (active or paused):
+        return 0.0
+    table = model_prices(model, prices)
+    usd = _priced([(active / 60, "active_minute"), (paused / 60, "standby_minute")], table) if table else None
+    if usd is None:
+        _warn_once(model, "the minutes of the live model")
+        return None
+    return round(usd, 6)
 
 
 def model_prices(model: str, prices: Mapping[str, Mapping[str, float]]) -> Mapping[str, float] | None:

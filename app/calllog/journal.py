@@ -22,7 +22,9 @@ from typing import Any
 from app.calllog.cost import (
     call_cost,
     estimate_cost,
+    estimate_live_cost,
     estimate_transcription_cost,
+    sum_live_usage,
     sum_transcription_usage,
     sum_usage,
 )
@@ -118,7 +120,9 @@ class CallJournal:
             input_audio_tokens=totals.get("input_audio_tokens", 0),
             output_audio_tokens=totals.get("output_audio_tokens", 0),
             cached_tokens=totals.get("cached_tokens", 0),
-            cost_usd=call_cost(estimate_cost(self._model, totals, self._prices), transcription_cost),
+            cost_usd=call_cost(call_cost(estimate_cost(self._model, totals, self._prices),
+                                         estimate_live_cost(self._model, sum_live_usage(usages), self._prices)),
+                               transcription_cost),
             turns=turns, barge_ins=barge_ins, recording_path=recording,
             transcription_seconds=heard["seconds"], transcription_input_tokens=heard["input_tokens"],
             transcription_input_audio_tokens=heard["input_audio_tokens"],

@@ -31,9 +31,12 @@ class CallJournals:
              recorded: bool = True) -> CallJournal:
         """`recorded` False: never record this call (one that will carry no audio)."""
         settings = self._settings
+        # GPT-Live transcribes the caller itself (within its billed time) and gets its knowledge
+        # by delegation, whatever RAG_MODE and OPENAI_TRANSCRIBE_MODEL say.
+        live = settings.engine == "gpt-live"
         journal = CallJournal(
-            identity.call_id, self._submit, model=settings.openai_realtime_model,
-            prices=settings.model_prices, transcription_model=settings.openai_transcribe_model,
+            identity.call_id, self._submit, model=settings.speech_model, prices=settings.model_prices,
+            transcription_model=settings.gpt_live_model if live else settings.openai_transcribe_model,
             recorder=StereoRecorder(audio_format) if settings.record_calls and recorded else None,
             recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
         )
@@ -43,8 +46,8 @@ class CallJournals:
             caller_masked=mask_phone(identity.caller) if identity.channel == "twilio" else identity.caller,
             caller_hash=caller_hash(identity.caller, self._salt),
             caller_number=identity.caller if settings.store_caller_number else None,
-            called=identity.called, codec=settings.audio_codec,
-            model=settings.openai_realtime_model, rag_mode=settings.rag_mode,
+            called=identity.called, codec=settings.model_codec,
+            model=settings.speech_model, rag_mode="delegation" if live else settings.rag_mode,
         )
         if identity.call_back is not None:  # the record has no direction: an event says it
             journal.event("outbound", identity.call_back)

@@ -131,9 +131,10 @@ class AnswerDone:
 @dataclass(frozen=True, slots=True)
 class Yielded:
     """A service-driven engine stopped speaking to let the caller in: what it had sent that
-    the caller has not heard yet must go."""
+    the caller has not heard yet must go. `item`: the spoken item it stopped in."""
 
     answer: str
+    item: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,9 +52,9 @@ def realtime_url(settings: Settings) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def auth_headers(settings: Settings) -> dict[str, str]:
+def auth_headers(settings: Settings, url: str | None = None) -> dict[str, str]:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-    host = urlsplit(settings.openai_realtime_url).hostname or ""
+    host = urlsplit(url or settings.openai_realtime_url).hostname or ""
     if host.endswith(".azure.com"):
         return {"api-key": key}  # Azure OpenAI takes its key in its own header
     return {"Authorization": f"Bearer {key}"}
@@ -68,13 +68,15 @@ class RealtimeConnection:
         self.last_received_at = 0.0
 
     @classmethod
-    async def open(cls, settings: Settings, configure: dict[str, Any]) -> "RealtimeConnection":
-        """Connect and send the session configuration (`session.update`; answered asynchronously)."""
+    async def open(cls, settings: Settings, configure: dict[str, Any], url: str | None = None) -> "RealtimeConnection":
+        """Connect (to the Realtime URL unless another service's `url` is given) and send the
+        session configuration (`session.update`, or GPT-Live's `session.start`)."""
+        url = url or realtime_url(settings)
         try:
             socket = await asyncio.wait_for(
                 connect(
-                    realtime_url(settings),
-                    additional_headers=auth_headers(settings),
+                    url,
+                    additional_headers=auth_headers(settings, url),
                     max_size=MAX_SERVER_MESSAGE_BYTES,
                     compression=None,  # base64 audio does not compress; deflate would only burn CPU
                     open_timeout=None,

@@ -65,10 +65,66 @@ def _type_literal(model: type[BaseModel]) -> str:
     return get_args(model.model_fields["type"].annotation)[0]
 
 
-_CLIENT_MODELS: dict[str, type[BaseModel]] = {_type_literal(m): m for m in _union_members(RealtimeClientEvent)}
-_CLIENT_ADAPTERS: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(model) for name, model in _CLIENT_MODELS.items()}
+class StrictEventParser:
+    """Strict parsing of the client events of one SDK union (Realtime's, GPT-Live's): the JSON
+    envelope, the `type` dispatch, pydantic in strict mode, then every key the models did not
+    declare refused, each failure worded as the service words it (`ClientEventError`)."""
+
+    def __init__(self, union: Any) -> None:
+        self.models: dict[str, type[BaseModel]] = {_type_literal(m): m for m in _union_members(union)}
+        self._adapters: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(m) for name, m in self.models.items()}
+        self.types: tuple[str, ...] = tuple(self.models)
+
+    def envelope(self, raw: str | bytes) -> tuple[dict[str, Any], str, str | None]:
+        """The event as JSON, its known `type` and its `event_id` (None when absent)."""
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            raise ClientEventError(
+                "invalid_json",
+                "We could not parse the JSON body of your request: binary frames are not supported, "
+                "send each event as a JSON text frame.",
+            )
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ClientEventError(
+                "invalid_json",
+                f"We could not parse the JSON body of your request: {exc.msg} "
+                f"(line {exc.lineno}, column {exc.colno}).",
+            ) from None
+        if not isinstance(data, dict):
+            raise ClientEventError(
+                "invalid_type", f"Invalid type for event: expected an object, but got {json_type(data)} instead."
+            )
+        event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+        event_type = data.get("type")
+        if "type" not in data:
+            raise ClientEventError(
+                "missing_required_parameter", "Missing required parameter: 'type'.", "type", event_id=event_id
+            )
+        if not isinstance(event_type, str) or event_type not in self.models:
+            raise ClientEventError(
+                "invalid_value",
+                f"Invalid value: {show_value(event_type)}. Supported values are: {enumerate_values(self.types)}.",
+                "type",
+                event_id=event_id,
+            )
+        return data, event_type, event_id
+
+    def validate(self, event_type: str, data: dict[str, Any], event_id: str | None) -> BaseModel:
+        """The validated model of an event of `event_type`, no unknown key anywhere."""
+        try:
+            model = self._adapters[event_type].validate_python(data, strict=True)
+        except ValidationError as exc:
+            raise error_from_validation(exc, data, event_id) from None
+        unknown = find_unknown_parameter(model)
+        if unknown is not None:
+            raise ClientEventError("unknown_parameter", f"Unknown parameter: '{unknown}'.", unknown, event_id=event_id)
+        return model
+
+
+_REALTIME = StrictEventParser(RealtimeClientEvent)
 _REFERENCE_ADAPTER: TypeAdapter[ResponseItemReference] = TypeAdapter(ResponseItemReference)
-CLIENT_EVENT_TYPES: tuple[str, ...] = tuple(_CLIENT_MODELS)
+CLIENT_EVENT_TYPES: tuple[str, ...] = _REALTIME.types
 
 # Stand-in for an `item_reference` while the rest of `response.input` is validated: the GA
 # union has no reference type although the service (and the SDK's send()) accept one.
@@ -92,38 +148,7 @@ def validate_server_event(event: dict[str, Any]) -> BaseModel:
 
 def parse_client_event(raw: str | bytes) -> ParsedClientEvent:
     """Parse and strictly validate one websocket message; raise ClientEventError like the service."""
-    if isinstance(raw, (bytes, bytearray, memoryview)):
-        raise ClientEventError(
-            "invalid_json",
-            "We could not parse the JSON body of your request: binary frames are not supported, "
-            "send each event as a JSON text frame.",
-        )
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ClientEventError(
-            "invalid_json",
-            f"We could not parse the JSON body of your request: {exc.msg} "
-            f"(line {exc.lineno}, column {exc.colno}).",
-        ) from None
-    if not isinstance(data, dict):
-        raise ClientEventError(
-            "invalid_type", f"Invalid type for event: expected an object, but got {json_type(data)} instead."
-        )
-    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
-
-    event_type = data.get("type")
-    if "type" not in data:
-        raise ClientEventError(
-            "missing_required_parameter", "Missing required parameter: 'type'.", "type", event_id=event_id
-        )
-    if not isinstance(event_type, str) or event_type not in _CLIENT_MODELS:
-        raise ClientEventError(
-            "invalid_value",
-            f"Invalid value: {show_value(event_type)}. Supported values are: {enumerate_values(CLIENT_EVENT_TYPES)}.",
-            "type",
-            event_id=event_id,
-        )
+    data, event_type, event_id = _REALTIME.envelope(raw)
 
     if event_type == "session.update":
         session = data.get("session")
@@ -140,15 +165,7 @@ def parse_client_event(raw: str | bytes) -> ParsedClientEvent:
     if event_type == "response.create":
         to_validate, references = _split_item_references(data, event_id)
 
-    try:
-        model = _CLIENT_ADAPTERS[event_type].validate_python(to_validate, strict=True)
-    except ValidationError as exc:
-        raise error_from_validation(exc, to_validate, event_id) from None
-
-    unknown = find_unknown_parameter(model)
-    if unknown is not None:
-        raise ClientEventError("unknown_parameter", f"Unknown parameter: '{unknown}'.", unknown, event_id=event_id)
-
+    model = _REALTIME.validate(event_type, to_validate, event_id)
     _check_bounds(event_type, data, event_id)
     return ParsedClientEvent(data=data, model=model, item_references=references)
 

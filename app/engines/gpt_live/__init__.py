@@ -1,0 +1,2 @@
+"""OpenAI GPT-Live (`wss://…/v1/live/sessions`): a full-duplex model that takes its own turns and
+delegates its questions to us (`protocol` translates, `engine` runs it on the engine contract)."""

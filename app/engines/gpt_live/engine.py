@@ -1,0 +1,207 @@
+"""GPT-Live as an `Engine` with service-driven turns (`ENGINE=gpt-live`).
+
+The model listens while it speaks and takes its own turns: the session never asks for an
+answer, cancels or cuts one; it hears what the model did (`AnswerStarted`, `Yielded`, see
+`protocol` for the mapping). Audio is μ-law 8 kHz both ways, the telephone's own: nothing is
+transcoded. Every question the model delegates comes to us as a tool call (the caller's words
+routed to search_knowledge, transfer_to_human or end_call); its result goes back on the
+delegation, as commentary to say, or as silent thinking when nothing is to be said.
+
+The session is started (`session.start`) and ready (`session.started`) before `open` returns,
+so a pre-warmed engine takes audio at once. A new session (`recycle`) starts with the
+conversation so far as initial items: GPT-Live's context is append-only, this is how it is
+carried over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from time import perf_counter
+from typing import Any
+
+from app.audio.formats import TELEPHONE_ULAW
+from app.audio.g711 import ulaw_level
+from app.config import Settings
+from app.engines.contract import (
+    Conversation, EngineError, EngineEvent, EngineTraits, EngineUnavailable, Summary, ToolSpec,
+)
+from app.engines.gpt_live import protocol
+from app.engines.gpt_live.protocol import LiveTranslator
+from app.engines.openai_realtime.connection import RealtimeConnection
+
+log = logging.getLogger(__name__)
+
+# How often, without a server event, the engine checks whether the model went quiet.
+TICK_SECONDS = 0.1
+MALFORMED_EVENT_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
+
+
+async def _started(connection: RealtimeConnection, timeout: float) -> dict[str, Any]:
+    """Wait for `session.started` (EngineUnavailable on an error, a close or the timeout)."""
+    events = connection.events()
+    try:
+        async with asyncio.timeout(timeout):
+            async for event in events:
+                if event["type"] == "session.started":
+                    return event
+                if event["type"] == "error":
+                    error = event.get("error") or {}
+                    raise EngineUnavailable(f"the live service refused the session: {error.get('code')}: "
+                                            f"{error.get('message')}")
+    except TimeoutError:
+        raise EngineUnavailable("the live session did not start in time") from None
+    finally:
+        await events.aclose()
+    raise EngineUnavailable("the live websocket closed before the session started")
+
+
+def spoken_result(output: str) -> str:
+    """A tool's JSON result as text for the model to speak from: passages as « title » : text."""
+    try:
+        result = json.loads(output)
+    except ValueError:
+        return output
+    if isinstance(result, dict) and isinstance(result.get("passages"), list):
+        passages = [f"« {p.get('title', '')} » : {p.get('text', '')}" for p in result["passages"] if isinstance(p, dict)]
+        if not passages:
+            return "La base de connaissances n'a rien sur cette question : dis-le simplement à l'éleveur."
+        return "Réponds à l'éleveur à partir de ces fiches :\n" + "\n".join(passages)
+    if isinstance(result, dict) and "error" in result:
+        return f"Erreur : {result['error']}. Explique-le simplement à l'éleveur."
+    return output
+
+
+class GptLiveEngine:
+    traits = EngineTraits(turns="service", cuts_answers=False, streams_caller_words=True)
+    audio_format = TELEPHONE_ULAW
+
+    def __init__(self, connection: RealtimeConnection, settings: Settings) -> None:
+        self._connection = connection
+        self._settings = settings
+        self._sessions = 1
+        self._translator = LiveTranslator(prefix="live1")
+
+    @classmethod
+    async def open(cls, settings: Settings) -> GptLiveEngine:
+        return cls(await cls._start(settings, Conversation()), settings)
+
+    @staticmethod
+    async def _start(settings: Settings, conversation: Conversation) -> RealtimeConnection:
+        start = protocol.session_start(settings.gpt_live_model, settings.openai_voice,
+                                       history=conversation.exchanges, context=conversation.context)
+        connection = await RealtimeConnection.open(settings, start, url=settings.gpt_live_url)
+        try:
+            started = await _started(connection, settings.realtime_connect_timeout_seconds)
+        except EngineUnavailable:
+            await connection.close()
+            raise
+        log.info("live session %s started", (started.get("session") or {}).get("id"))
+        return connection
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection.is_open
+
+    @property
+    def close_reason(self) -> str:
+        return f"live connection closed (code {self._connection.close_code})"
+
+    # ------------------------------------------------------------------ events
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        """Until the connection ends, across recycles; a fatal error closes the session here."""
+        while True:
+            connection, translator = self._connection, self._translator
+            queue: asyncio.Queue[tuple[dict[str, Any], float] | None] = asyncio.Queue()
+            reader = asyncio.create_task(self._read(connection, queue), name="live-reader")
+            try:
+                while True:
+                    try:
+                        received = await asyncio.wait_for(queue.get(), TICK_SECONDS)
+                    except TimeoutError:
+                        received = ()
+                    if received is None:
+                        break
+                    translated: list[EngineEvent] = []
+                    if received:
+                        event, at = received
+                        try:
+                            translated = translator.translate(event, at)
+                        except MALFORMED_EVENT_ERRORS as exc:
+                            log.warning("dropping a malformed %s event from the live server: %r", event["type"], exc)
+                    translated += translator.tick(perf_counter())
+                    for engine_event in translated:
+                        yield engine_event
+                        if isinstance(engine_event, EngineError) and engine_event.fatal:
+                            await connection.close()
+            finally:
+                reader.cancel()
+            if self._connection is connection:
+                return
+
+    @staticmethod
+    async def _read(connection: RealtimeConnection,
+                    queue: asyncio.Queue[tuple[dict[str, Any], float] | None]) -> None:
+        try:
+            async for event in connection.events():
+                queue.put_nowait((event, connection.last_received_at))
+        finally:
+            queue.put_nowait(None)
+
+    # ------------------------------------------------------------------ operations
+
+    async def send_audio(self, audio: bytes) -> None:
+        if ulaw_level(audio) >= protocol.LOUD_RMS:
+            self._translator.caller_sound(perf_counter())
+        await self._connection.send(protocol.append_audio(audio))
+
+    async def greet(self, text: str) -> None:
+        await self._connection.send(protocol.say(text))
+
+    async def add_caller_text(self, text: str) -> None:
+        await self._connection.send(protocol.thinking(f"L'éleveur a écrit : « {text} »", None))
+
+    async def end_turn(self) -> None:
+        """Nothing to send: the model decides when the caller's turn is over."""
+
+    async def answer(self, *, context: str | None = None, tools: Sequence[ToolSpec] = (),
+                     instructions: str | None = None) -> None:
+        """Nothing to send: no client event creates a response; the model answers by itself."""
+
+    async def cancel(self) -> None:
+        """Nothing to send: the model stops by itself when the caller takes the floor."""
+
+    async def cut(self, item: str, heard_ms: float) -> None:
+        """Nothing to send: the context is append-only, the service keeps what it said."""
+
+    async def discard(self, item: str) -> None:
+        """Nothing to send: the context is append-only."""
+
+    async def tool_result(self, call: str, output: str, *, then_answer: bool = True) -> None:
+        """The delegation's result: said (commentary) or only known (thinking)."""
+        if then_answer:
+            await self._connection.send(protocol.commentary(spoken_result(output), call))
+        else:
+            await self._connection.send(protocol.thinking(output, call))
+
+    async def summarize(self, instructions: str) -> Summary | None:
+        """GPT-Live has no out-of-band text response: no recap from the model."""
+        return None
+
+    async def recycle(self, conversation: Conversation) -> None:
+        fresh = await self._start(self._settings, conversation)
+        old = self._connection
+        self._translator.closed_by_us = True
+        await old.send(protocol.session_close())
+        self._sessions += 1
+        self._connection = fresh
+        self._translator = LiveTranslator(prefix=f"live{self._sessions}")
+        await old.close()
+
+    async def close(self) -> None:
+        self._translator.closed_by_us = True
+        await self._connection.send(protocol.session_close())
+        await self._connection.close()

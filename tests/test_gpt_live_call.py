@@ -1,0 +1,138 @@
+"""A whole phone call with ENGINE=gpt-live over real sockets: the simulated Twilio caller → the
+real server → the GPT-Live double. Greeting, a knowledge question answered through a client
+delegation (its passages in the call log), a barge-in the model yields to (`clear` sent, what
+was heard recorded), hang-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.calllog.store import CallLogStore
+from app.engines.gpt_live import protocol
+from app.simulators.live_double import LiveDouble
+from app.simulators.twilio_caller import CallScript, Utterance, place_call
+from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
+
+QUESTION = AUDIO / "question_incubation.wav"
+INTERRUPTION = AUDIO / "interruption.wav"
+ASKED = "À quelle température je dois mettre la couveuse pour des œufs de poule ?"
+CUT_IN = "Attendez, et pour l'humidité ?"
+
+
+async def stored_call(line, call_sid: str):
+    while line.metrics.active_calls:
+        await asyncio.sleep(0.05)
+    assert await line.service.calllog.flush(timeout=15)
+    async with await CallLogStore.open(line.settings.effective_database_url) as store:
+        return await store.get_call(await store.find_call_id(call_sid))
+
+
+@pytest.mark.parametrize("lead_ms", [1000, 200], ids=["answer-still-queued-at-twilio", "answer-all-played"])
+async def test_a_whole_call_with_gpt_live(lead_ms):
+    """`lead_ms`: how far ahead of real time the service sends its audio. The bridge tells a
+    yield from a pause between sentences only after `YIELD_QUIET_MS` of quiet: with a deeper
+    send buffer than that, Twilio still holds the answer then and is cleared; with a shallow
+    one, the caller has heard it all (its silence included) and nothing is left to clear."""
+    script = CallScript(
+        utterances=[Utterance(QUESTION), Utterance(INTERRUPTION, after_answer_starts_ms=1500)],
+        hangup_after=45, hangup_when_done_after_s=2.5,
+    )
+    async with LiveDouble(transcripts=[ASKED, CUT_IN], greeting_seconds=2.0, answer_seconds=6.0,
+                          lead_ms=lead_ms) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+            barge_ins = line.metrics.value("octi_barge_ins_total")
+            health = (await line.service.health())["realtime"]
+            assert (health["engine"], health["model"], health["url"]) == ("gpt-live", "gpt-live-1.1", double.url)
+
+    assert result.status == "completed", result.summary()
+    assert result.violations == []
+    assert len(double.connections) == 1, "the engine pre-warmed at the webhook is the one the call used"
+    live = double.connections[0]
+    assert live.record.errors == [], "every client event was valid GPT-Live protocol"
+    assert live.record.received[0]["session"]["audio"]["format"] == {"type": "audio/pcmu", "rate": 8000}
+
+    # The greeting: the model's own first turn, before the caller says anything.
+    asked, cut_in = result.utterances
+    assert live.record.spoken[0] == "greeting"
+    assert result.bursts[0].start_t < asked.start_t
+
+    # The question went to us as a client delegation; the passages went back as commentary.
+    first, second = live.delegations.values()
+    assert (first.question, second.question) == (ASKED, CUT_IN)
+    assert first.result == "commentary" and first.content.startswith("Réponds à l'éleveur à partir de ces fiches")
+    summary = detail.summary
+    assert summary.outcome == "caller_hung_up"
+    assert (detail.model, detail.codec, detail.rag_mode) == ("gpt-live-1.1", "pcmu", "delegation")
+    assert detail.transcription_model == "gpt-live-1.1"  # the caller's words come with the session
+    question = next(turn for turn in detail.turns if turn.role == "caller" and turn.text == ASKED)
+    assert question.retrieval_outcome == "ok" and question.retrieval_ms is not None
+    assert question.passages and question.passages[0].source.startswith("sample_pack/incubation")
+    assert all(passage.score > 0 for passage in question.passages)
+    assert question.start_ms is not None and question.end_ms > question.start_ms
+
+    # The barge-in: the model talked over the caller a while, then yielded; the bridge cleared
+    # what Twilio still held, if anything, and recorded what the caller had heard of the answer.
+    assert cut_in.barge_in
+    assert live.record.yields == 1
+    assert barge_ins == 1 and summary.barge_ins == 1
+    interrupted = [turn for turn in detail.turns if turn.role == "assistant" and turn.interrupted]
+    assert len(interrupted) == 1
+    cut_burst = next(burst for burst in result.bursts if burst.start_t < cut_in.start_t < burst.end_t + 0.5)
+    # The burst may hold the acknowledgement said while we searched, then the answer: what the
+    # log says was heard of them is what the caller played (each tail padded to a 20 ms frame).
+    in_burst = [turn for turn in detail.turns if turn.role == "assistant" and turn.start_ms is not None
+                and cut_burst.start_t - 0.3 <= turn.start_ms / 1000 < cut_in.start_t]
+    assert in_burst[-1] == interrupted[0]
+    heard_ms = sum(turn.end_ms - turn.start_ms for turn in in_burst)
+    if lead_ms > protocol.YIELD_QUIET_MS:
+        (clear,) = result.clears
+        assert clear.burst is not None and clear.t > cut_in.start_t and clear.flushed_ms > 0
+        assert abs(heard_ms - clear.played_ms) <= 20 * len(in_burst) + 20, (in_burst, clear)
+    else:
+        assert result.clears == []
+        assert abs(heard_ms - cut_burst.played_ms) <= 20 * len(in_burst) + 20, (in_burst, cut_burst)
+    # It talked over the caller no longer than the double's overlap (and its send buffer).
+    assert cut_burst.end_t - cut_in.speech_start_t < (double.overlap_ms + lead_ms) / 1000 + 0.3
+    # The caller was answered after the barge-in, then hung up.
+    assert any(burst.start_t > cut_in.speech_end_t for burst in result.bursts)
+    assert second.result == "commentary"
+    assert summary.cost_usd is not None and summary.cost_usd > 0  # active minutes, priced
+
+
+async def test_a_lost_live_session_carries_the_call_on_with_its_conversation():
+    """The service goes away after the first answer: the caller hears « Un instant. », a new
+    session starts with the conversation so far as initial items, and the next question is
+    delegated and answered there."""
+    follow_up = "Et pour l'humidité ?"
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav")],
+                        hangup_after=45, hangup_when_done_after_s=2.5)
+    async with LiveDouble(transcripts=[ASKED, follow_up], greeting_seconds=1.5, answer_seconds=2.0) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            calling = asyncio.create_task(
+                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
+            first = await double.wait_for_connection(timeout=10)
+            async with asyncio.timeout(30):
+                while "answer" not in first.record.spoken:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(2.5)  # the answer has been said
+            await first.drop()
+            second = await double.wait_for_connection(2, timeout=15)
+            result = await calling
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed", result.summary()
+    assert first.record.errors == [] and second.record.errors == []
+    items = second.record.received[0]["session"]["input"]
+    texts = [(item["role"], item["content"][0]["text"]) for item in items]
+    assert ("user", ASKED) in texts
+    assert [role for role, _ in texts].count("assistant") >= 2  # the greeting and the answer, as heard
+    (delegation,) = second.delegations.values()
+    assert delegation.question == follow_up and delegation.result == "commentary"
+    kinds = [event.type for event in detail.events]
+    assert "engine_lost" in kinds and "engine_reconnect" in kinds
+    asked = [turn.text for turn in detail.turns if turn.role == "caller"]
+    assert asked == [ASKED, follow_up]

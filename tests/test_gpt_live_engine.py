@@ -1,0 +1,278 @@
+"""The GPT-Live engine on the engine contract, against the GPT-Live double over real sockets; and
+the double's strictness, seen from a raw websocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+
+import pydantic
+import pytest
+from openai.types.live import ServerEvent
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from app.audio.g711 import pcm16_to_ulaw
+from app.config import Settings
+from app.doctor import check_realtime
+from app.engines.contract import (
+    AnswerAudio, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, Conversation, EngineUnavailable, Exchange,
+    SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
+)
+from app.engines.gpt_live.engine import GptLiveEngine
+from app.simulators.live_double import LiveDouble
+from tests.test_realtime_double import read_wav, to_pcmu_8k
+
+SERVER_EVENT = pydantic.TypeAdapter(ServerEvent)
+QUESTION = "Quelle température pour la couveuse ?"
+FRAME = 160  # 20 ms of μ-law
+
+
+def settings(double: LiveDouble, **overrides) -> Settings:
+    return Settings(_env_file=None, openai_api_key="sk-test", engine="gpt-live", gpt_live_url=double.url,
+                    **overrides)
+
+
+def caller_audio(name: str, silence_ms: int = 1000) -> bytes:
+    pcm, rate = read_wav(name)
+    return to_pcmu_8k(pcm, rate) + b"\xff" * 8 * silence_ms
+
+
+async def stream(engine: GptLiveEngine, audio: bytes, realtime: bool = False) -> None:
+    for offset in range(0, len(audio), FRAME):
+        await engine.send_audio(audio[offset:offset + FRAME])
+        if realtime:
+            await asyncio.sleep(0.02)
+
+
+async def next_of(events, kind, timeout: float = 10.0, seen: list | None = None):
+    async with asyncio.timeout(timeout):
+        async for event in events:
+            if seen is not None:
+                seen.append(event)
+            if isinstance(event, kind):
+                return event
+    raise AssertionError(f"the events ended before a {kind.__name__}")
+
+
+def assert_server_events_valid(connection) -> None:
+    for event in connection.record.sent:
+        SERVER_EVENT.validate_python(event)
+
+
+@pytest.fixture
+async def double():
+    async with LiveDouble(transcripts=[QUESTION], greeting_seconds=1.0, answer_seconds=1.5,
+                          usage_interval=0.3) as live:
+        yield live
+
+
+async def test_the_session_starts_with_telephone_audio_and_client_delegation(double):
+    engine = await GptLiveEngine.open(settings(double))
+    connection = await double.wait_for_connection()
+    start = connection.record.received[0]
+    assert start["type"] == "session.start"
+    assert start["session"]["model"] == "gpt-live-1.1"
+    assert start["session"]["audio"]["format"] == {"type": "audio/pcmu", "rate": 8000}
+    assert start["session"]["delegation"] == {"type": "client"}
+    assert engine.is_open and engine.audio_format.encoding == "pcmu" and engine.traits.turns == "service"
+    await engine.close()
+    assert connection.record.errors == []
+    assert connection.closed_reason == "close_requested"
+    assert_server_events_valid(connection)
+
+
+async def test_the_greeting_is_the_models_own_first_turn(double):
+    engine = await GptLiveEngine.open(settings(double))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    await engine.greet("Bonjour, ici OCTI.")
+    seen: list = []
+    started = await next_of(events, AnswerStarted, seen=seen)
+    done = await next_of(events, AnswerDone, seen=seen)
+    assert done.answer == started.answer and done.status == "completed"
+    audio = b"".join(event.audio for event in seen if isinstance(event, AnswerAudio))
+    assert len(audio) >= 8 * 1000  # the double's 1 s greeting, μ-law at 8 kHz
+    assert any(isinstance(event, AnswerTextPiece) and event.text.strip() for event in seen)
+    assert connection.record.spoken == ["greeting"]
+    assert "OCTI" in connection.record.received[1]["content"]
+    await engine.close()
+    assert connection.record.errors == []
+
+
+async def test_a_question_is_delegated_to_us_and_the_passages_are_said(double):
+    engine = await GptLiveEngine.open(settings(double))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    await stream(engine, caller_audio("question_incubation.wav"))
+    seen: list = []
+    call = await next_of(events, ToolCall, seen=seen)
+    kinds = [type(event) for event in seen]
+    assert kinds.index(SpeechStarted) < kinds.index(SpeechStopped) < kinds.index(ToolCall)
+    final = [event for event in seen if isinstance(event, CallerWords) and event.final]
+    assert final and final[0].text == QUESTION
+    assert call.name == "search_knowledge" and json.loads(call.arguments) == {"query": QUESTION}
+    assert call.call in connection.delegations
+    passages = json.dumps({"passages": [{"title": "Incubation", "source": "fiche-12",
+                                         "text": "Réglez la couveuse à 37,7 °C."}]}, ensure_ascii=False)
+    await engine.tool_result(call.call, passages)
+    await next_of(events, AnswerStarted)
+    async with asyncio.timeout(5):
+        while connection.delegations[call.call].result is None:
+            await asyncio.sleep(0.02)
+    delegation = connection.delegations[call.call]
+    assert delegation.result == "commentary" and "37,7 °C" in delegation.content
+    assert delegation.question == QUESTION
+    async with asyncio.timeout(10):
+        while "answer" not in connection.record.spoken:
+            await asyncio.sleep(0.05)
+    await engine.close()
+    assert connection.record.errors == []
+    assert_server_events_valid(connection)
+
+
+async def test_the_model_talks_over_the_caller_a_while_then_yields(double):
+    double.transcripts = ["Attendez, j'ai une autre question"]
+    engine = await GptLiveEngine.open(settings(double))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    await engine.greet("Bonjour")  # greeting_seconds=1.0 is over before the barge-in
+    await next_of(events, AnswerDone)
+    # A long notice to say, then the caller cuts in while it plays.
+    double.greeting_seconds = 8.0
+    await engine.greet("Une longue réponse")
+    await next_of(events, AnswerStarted)
+    await asyncio.sleep(0.5)
+    interruption = asyncio.create_task(stream(engine, caller_audio("interruption.wav"), realtime=True))
+    seen: list = []
+    yielded = await next_of(events, Yielded, seen=seen, timeout=10)
+    done = await next_of(events, AnswerDone, seen=seen)
+    assert done.answer == yielded.answer and done.status == "cancelled"
+    assert connection.record.yields == 1
+    await next_of(events, SpeechStarted, seen=seen)  # the caller's turn, once the model gave way
+    await interruption
+    await engine.close()
+    assert connection.record.errors == []
+
+
+async def test_usage_reports_add_up_to_the_sessions_seconds(double):
+    engine = await GptLiveEngine.open(settings(double))
+    events = engine.events()
+    reports = []
+    async with asyncio.timeout(10):
+        while sum(report.usage["seconds"] for report in reports) < 2:
+            reports.append(await next_of(events, UsageReport))
+    assert all(report.usage["type"] == "live_seconds" for report in reports)
+    assert sum(report.usage["active_seconds"] for report in reports) == sum(r.usage["seconds"] for r in reports)
+    await engine.close()
+
+
+async def test_a_new_session_carries_the_conversation_as_initial_items(double):
+    engine = await GptLiveEngine.open(settings(double))
+    await double.wait_for_connection()
+    await engine.recycle(Conversation((Exchange("caller", "Mes poussins ont froid."),
+                                       Exchange("assistant", "Montez la lampe", cut=True)), context="Fiche chauffage"))
+    fresh = await double.wait_for_connection(2)
+    items = fresh.record.received[0]["session"]["input"]
+    assert [item["role"] for item in items] == ["user", "assistant", "developer"]
+    assert items[1]["content"][0]["text"] == "Montez la lampe …"
+    assert double.connections[0].closed_reason == "close_requested"
+    assert engine.is_open
+    await engine.close()
+
+
+async def test_a_refused_session_is_unavailable(double):
+    with pytest.raises(EngineUnavailable, match="invalid_value"):
+        await GptLiveEngine.open(settings(double, gpt_live_model="gpt-realtime-2.1"))
+
+
+# ------------------------------------------------------------------ the double's strictness
+
+
+async def raw_session(double: LiveDouble):
+    return connect(double.url, additional_headers={"Authorization": "Bearer sk-test"})
+
+
+async def next_event(ws) -> dict:
+    event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    SERVER_EVENT.validate_python(event)
+    return event
+
+
+async def test_the_double_refuses_commands_as_the_service_does(double):
+    async with await raw_session(double) as ws:
+        await ws.send(json.dumps({"type": "session.input_audio.append", "audio": "/w==", "event_id": "a1"}))
+        error = await next_event(ws)
+        assert error["type"] == "error" and error["error"]["code"] == "session_not_started"
+        assert error["error"]["client_event_id"] == "a1" and error["client_event_id"] == "a1"
+        await ws.send(json.dumps({"type": "session.start", "event_id": "s1",
+                                  "session": {"model": "gpt-live-1", "voice": "marin"}}))
+        error = await next_event(ws)
+        assert (error["error"]["code"], error["error"]["param"]) == ("unknown_parameter", "session.voice")
+        await ws.send(json.dumps({"type": "response.cancel"}))
+        error = await next_event(ws)
+        assert (error["error"]["code"], error["error"]["param"]) == ("invalid_value", "type")
+        await ws.send(json.dumps({"type": "session.start", "event_id": "s2", "session": {
+            "model": "gpt-live-1", "audio": {"format": {"type": "audio/pcmu", "rate": 8000}}}}))
+        started = await next_event(ws)
+        assert started["type"] == "session.started" and started["client_event_id"] == "s2"
+        await ws.send(json.dumps({"type": "session.commentary.append", "content": "x", "delegation_id": "nope"}))
+        while (event := await next_event(ws))["type"] != "error":
+            pass
+        assert event["error"]["param"] == "delegation_id"
+
+
+async def test_the_double_takes_no_query_parameters_and_needs_a_key(double):
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(double.url + "?model=gpt-live-1", additional_headers={"Authorization": "Bearer k"}):
+            pass
+    assert refused.value.response.status_code == 400
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(double.url):
+            pass
+    assert refused.value.response.status_code == 401
+
+
+async def test_the_double_plays_a_fixture_and_reports_it(double):
+    async with await raw_session(double) as ws:
+        await ws.send(json.dumps({"type": "session.start", "session": {
+            "model": "gpt-live-1.1", "audio": {"format": {"type": "audio/pcmu", "rate": 8000}}}}))
+        assert (await next_event(ws))["type"] == "session.started"
+        tone = (b"\x00\x10" * 24000)  # 1 s of PCM16 24 kHz
+        await ws.send(json.dumps({"type": "session.output_audio.fixture.play", "event_id": "f1",
+                                  "audio": base64.b64encode(tone).decode()}))
+        kinds = []
+        async with asyncio.timeout(5):
+            while "session.output_audio.fixture.played" not in kinds:
+                event = await next_event(ws)
+                kinds.append(event["type"])
+        assert kinds.index("session.output_audio.fixture.playing") < kinds.index("session.output_audio.fixture.played")
+
+
+async def test_a_clang_over_the_model_is_talked_over(double):
+    """A sound shorter than the double's overlap: the model talks on, nothing is yielded."""
+    engine = await GptLiveEngine.open(settings(double))
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    double.greeting_seconds = 3.0
+    await engine.greet("Bonjour")
+    await next_of(events, AnswerStarted)
+    await asyncio.sleep(0.6)
+    noise = random.Random(7)
+    clang = pcm16_to_ulaw(b"".join(noise.randrange(-12000, 12000).to_bytes(2, "little", signed=True)
+                                   for _ in range(8 * 150)))
+    await stream(engine, clang + b"\xff" * 8 * 1500, realtime=True)
+    seen: list = []
+    done = await next_of(events, AnswerDone, seen=seen)
+    assert done.status == "completed" and not any(isinstance(event, Yielded) for event in seen)
+    assert connection.record.yields == 0
+    await engine.close()
+
+
+async def test_the_doctor_starts_a_live_session_as_a_call_does(double):
+    [fine] = await check_realtime(settings(double))
+    assert fine.status == "ok" and "gpt-live-1.1" in fine.message
+    [refused] = await check_realtime(settings(double, gpt_live_model="gpt-live-9"))
+    assert refused.status == "problem" and "invalid_value" in refused.message

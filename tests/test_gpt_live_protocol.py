@@ -1,0 +1,252 @@
+"""GPT-Live translation: every client event we build is a valid `openai.types.live` client event
+with no unknown field, and server events (themselves checked against the types) become the
+engine contract's events as the protocol module documents."""
+
+import base64
+import json
+
+import orjson
+import pydantic
+import pytest
+from openai.types.live import ClientEvent, ServerEvent
+
+from app.audio.g711 import pcm16_to_ulaw
+from app.engines.contract import (
+    AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, EngineError, Exchange,
+    SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
+)
+from app.engines.gpt_live import protocol
+from app.engines.gpt_live.protocol import LiveTranslator
+from app.simulators.realtime_schema import ClientEventError, StrictEventParser
+
+PARSER = StrictEventParser(ClientEvent)
+SERVER_EVENT = pydantic.TypeAdapter(ServerEvent)
+
+LOUD = pcm16_to_ulaw((3000).to_bytes(2, "little", signed=True) * 800)  # 100 ms of sound
+SILENT = b"\xff" * 800
+
+
+def strictly_valid(event: dict | bytes) -> None:
+    raw = event.decode() if isinstance(event, bytes) else json.dumps(event)
+    data, kind, event_id = PARSER.envelope(raw)
+    PARSER.validate(kind, data, event_id)
+
+
+@pytest.mark.parametrize("event", [
+    protocol.session_start("gpt-live-1.1", "marin"),
+    protocol.session_start("gpt-live-1", "cedar", history=[Exchange("caller", "Mes poussins ont froid."),
+                                                           Exchange("assistant", "Montez la lampe", cut=True)],
+                           context="Fiche chauffage : 32 °C la première semaine."),
+    protocol.append_audio(SILENT),
+    protocol.commentary("passages", "del_1"),
+    protocol.thinking("appel transféré", "del_2"),
+    protocol.say("Bonjour, ici OCTI."),
+    protocol.session_close(),
+])
+def test_every_client_event_is_a_strictly_valid_live_event(event):
+    strictly_valid(event)
+
+
+def test_session_start_asks_for_telephone_audio_and_client_delegation():
+    session = protocol.session_start("gpt-live-1.1", "marin")["session"]
+    assert session["audio"] == {"format": {"type": "audio/pcmu", "rate": 8000}, "output": {"voice": "marin"}}
+    assert session["delegation"] == {"type": "client"}
+    assert "français" in session["instructions"] and "délègue" in session["instructions"]
+    assert "input" not in session  # a fresh call starts with no history
+
+
+def test_history_is_capped_at_the_services_limit_and_marks_a_cut_answer():
+    history = [Exchange("assistant" if i % 2 else "caller", f"phrase {i}", cut=i == 199) for i in range(200)]
+    items = protocol.session_start("gpt-live-1", "marin", history=history)["session"]["input"]
+    assert len(items) == protocol.MAX_INITIAL_ITEMS
+    assert items[-1]["content"][0]["text"] == "phrase 199 …"
+
+
+def test_long_results_fit_one_append():
+    event = protocol.commentary("mot " * 1000, "del_1")
+    assert len(event["content"]) <= protocol.APPEND_MAX_CHARS
+    assert event["content"].endswith(" …")
+    strictly_valid(event)
+
+
+def test_the_strict_parser_refuses_what_the_service_refuses():
+    with pytest.raises(ClientEventError) as refused:
+        strictly_valid({"type": "session.start", "session": {"model": "gpt-live-1", "turn_detection": {}}})
+    assert (refused.value.code, refused.value.param) == ("unknown_parameter", "session.turn_detection")
+    with pytest.raises(ClientEventError) as refused:
+        strictly_valid({"type": "response.cancel"})
+    assert refused.value.code == "invalid_value" and refused.value.param == "type"
+
+
+# ------------------------------------------------------------------ server events
+
+
+def server(event: dict) -> dict:
+    """A server event, checked against the types before the translator sees it."""
+    SERVER_EVENT.validate_python(event)
+    return event
+
+
+def audio(data: bytes) -> dict:
+    return server({"type": "session.output_audio.delta", "delta": base64.b64encode(data).decode()})
+
+
+def heard(text: str, start_ms: int, end_ms: int) -> dict:
+    return server({"type": "session.input_transcript.delta", "event_id": f"ev_{start_ms}", "delta": text,
+                   "start_ms": start_ms, "end_ms": end_ms})
+
+
+def kinds(events) -> list[type]:
+    return [type(event) for event in events]
+
+
+def test_the_models_voice_opens_an_answer_and_quiet_ends_it():
+    live = LiveTranslator()
+    assert live.translate(audio(SILENT), 0.0) == []  # silence between answers is dropped
+    started = live.translate(audio(LOUD), 1.0)
+    assert kinds(started) == [AnswerStarted, AnswerAudio]
+    answer, item = started[0].answer, started[1].item
+    assert kinds(live.translate(audio(SILENT), 1.1)) == [AnswerAudio]  # a pause within the answer
+    text = live.translate(server({"type": "session.output_transcript.delta", "event_id": "ev_t", "delta": "Réglez",
+                                  "start_ms": 900, "end_ms": 1300}), 1.15)
+    assert text == [AnswerTextPiece(item, "Réglez")]
+    assert live.tick(1.0 + protocol.QUIET_MS / 1000 - 0.05) == []
+    ended = live.tick(1.0 + protocol.QUIET_MS / 1000 + 0.01)
+    assert ended == [AnswerAudioDone(answer, item), AnswerDone(answer, "completed", (item,))]
+
+
+def test_the_caller_turn_opens_with_words_and_closes_when_the_model_answers():
+    live = LiveTranslator()
+    opened = live.translate(heard(" Mes poussins", 2000, 2600), 3.0)
+    assert opened == [SpeechStarted("live_turn_1", 2000.0), CallerWords("live_turn_1", " Mes poussins", final=False)]
+    live.translate(heard(" ont froid.", 2600, 3200), 3.4)
+    answered = live.translate(audio(LOUD), 4.0)
+    assert answered[:2] == [SpeechStopped("live_turn_1", 3200.0, 1200.0),
+                            CallerWords("live_turn_1", "Mes poussins ont froid.", final=True)]
+    assert kinds(answered[2:]) == [AnswerStarted, AnswerAudio]
+
+
+def test_the_model_going_quiet_while_the_caller_talks_is_yielding():
+    live = LiveTranslator()
+    answer = live.translate(audio(LOUD), 0.0)[0].answer
+    # The caller talks over it: the model, not the first word, decides; nothing is announced yet.
+    assert kinds(live.translate(heard(" Attendez", 400, 800), 0.5)) == [CallerWords]
+    assert kinds(live.translate(audio(LOUD), 0.6)) == [AnswerAudio]  # it keeps talking a while
+    assert live.translate(audio(SILENT), 0.8) == []  # quiet while the caller talks: held back
+    yielded = live.translate(audio(SILENT), 1.0)
+    assert kinds(yielded) == [AnswerAudioDone, Yielded, AnswerDone, SpeechStarted]
+    assert yielded[1] == Yielded(answer, yielded[0].item)
+    assert yielded[2].status == "cancelled"
+    assert yielded[3] == SpeechStarted("live_turn_1", 400.0)
+
+
+def test_a_pause_while_the_caller_talks_is_held_then_heard():
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    live.caller_sound(0.05)
+    assert live.translate(audio(SILENT), 0.1) == [] and live.translate(audio(SILENT), 0.2) == []
+    resumed = live.translate(audio(LOUD), 0.3)  # it talks on: the pause was a pause
+    assert kinds(resumed) == [AnswerAudio, AnswerAudio, AnswerAudio]
+    assert [event.audio for event in resumed] == [SILENT, SILENT, LOUD]
+
+
+def test_a_word_long_before_the_end_is_not_a_yield():
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    live.translate(heard(" oui", 300, 500), 0.4)  # a backchannel; the model talks on
+    live.translate(audio(LOUD), 3.0)
+    ended = live.tick(3.0 + protocol.QUIET_MS / 1000 + 0.01)
+    assert kinds(ended) == [AnswerAudioDone, AnswerDone, SpeechStarted]
+    assert ended[1].status == "completed"
+
+
+def test_a_client_delegation_becomes_the_tool_the_callers_words_call_for():
+    live = LiveTranslator()
+    live.translate(heard(" À quelle température pour la couveuse ?", 1000, 2500), 2.6)
+    events = live.translate(server({"type": "session.delegation.created", "event_id": "ev_d", "offset_ms": 2600,
+                                    "delegation": {"id": "del_1", "target": "client", "type": "delegation"}}), 2.7)
+    assert kinds(events) == [SpeechStopped, CallerWords, ToolCall]
+    call = events[-1]
+    assert (call.call, call.name) == ("del_1", "search_knowledge")
+    assert json.loads(call.arguments) == {"query": "À quelle température pour la couveuse ?"}
+    responses = server({"type": "session.delegation.created", "event_id": "ev_r", "offset_ms": 10,
+                        "delegation": {"id": "del_2", "target": "responses", "type": "delegation"}})
+    assert live.translate(responses, 3.0) == []  # not ours to answer
+
+
+@pytest.mark.parametrize("words, tool", [
+    ("Je voudrais parler à un conseiller", "transfer_to_human"),
+    ("Merci, au revoir", "end_call"),
+    ("Mes poules ne pondent plus", "search_knowledge"),
+])
+def test_delegations_route_to_the_call_tools(words, tool):
+    live = LiveTranslator()
+    live.translate(heard(words, 0, 900), 1.0)
+    event = server({"type": "session.delegation.created", "event_id": "ev", "offset_ms": 950,
+                    "delegation": {"id": "del", "target": "client", "type": "delegation"}})
+    assert live.translate(event, 1.1)[-1].name == tool
+
+
+def test_cumulative_usage_becomes_reports_that_add_up():
+    live = LiveTranslator()
+    reports = [live.translate(server({"type": "session.usage.updated", "event_id": f"u{n}",
+                                      "usage": {"seconds": seconds}}), 0.0)[0]
+               for n, seconds in enumerate((5, 12, 12))]
+    assert all(isinstance(report, UsageReport) for report in reports)
+    assert sum(report.usage["seconds"] for report in reports) == 12
+    assert sum(report.usage["active_seconds"] for report in reports) == 12  # no split: all active
+    split = live.translate(server({"type": "session.usage.updated", "event_id": "u9",
+                                   "usage": {"seconds": 20, "active_seconds": 15, "paused_seconds": 5}}), 0.0)[0]
+    assert (split.usage["seconds"], split.usage["active_seconds"], split.usage["paused_seconds"]) == (8, 3, 5)
+
+
+def closed(reason: str) -> dict:
+    return server({"type": "session.closed", "event_id": "ev_c", "reason": reason, "usage": {"seconds": 30},
+                   "session": {"id": "sess_1", "expires_at": 1, "model": "gpt-live-1", "status": "active"}})
+
+
+def test_the_service_closing_the_session_is_fatal_unless_we_asked():
+    expired = LiveTranslator().translate(closed("expired"), 0.0)
+    assert kinds(expired) == [UsageReport, EngineError]
+    assert expired[1].code == "session_expired" and expired[1].fatal
+    ours = LiveTranslator(closed_by_us=True).translate(closed("close_requested"), 0.0)
+    assert kinds(ours) == [UsageReport]
+
+
+def test_errors_are_reported_with_their_code():
+    error = server({"type": "error", "event_id": "ev_e", "error": {"type": "invalid_request_error",
+                                                                  "code": "unknown_parameter", "message": "no"}})
+    assert LiveTranslator().translate(error, 0.0) == [EngineError("unknown_parameter", "no", fatal=False)]
+
+
+def test_the_audio_append_carries_the_bytes():
+    event = orjson.loads(protocol.append_audio(b"\x01\x02\xff"))
+    assert base64.b64decode(event["audio"]) == b"\x01\x02\xff"
+
+
+def test_live_time_is_priced_per_active_and_standby_minute():
+    from app.calllog.cost import estimate_live_cost, sum_live_usage, sum_usage
+    from app.config import Settings
+
+    prices = Settings(_env_file=None).model_prices
+    live = LiveTranslator()
+    usages = [live.translate(server({"type": "session.usage.updated", "event_id": f"u{n}", "usage": usage}), 0.0)[0].usage
+              for n, usage in enumerate(({"seconds": 30, "active_seconds": 20, "paused_seconds": 10},
+                                         {"seconds": 90, "active_seconds": 65, "paused_seconds": 25}))]
+    totals = sum_live_usage(usages)
+    assert totals == {"seconds": 90, "active_seconds": 65, "paused_seconds": 25}
+    assert estimate_live_cost("gpt-live-1.1", totals, prices) == pytest.approx(65 / 60 * 0.05 + 25 / 60 * 0.02)
+    assert sum_usage(usages)["responses"] == 0, "time is not tokens"
+    assert estimate_live_cost("gpt-live-9", totals, prices) is None  # unknown, never $0
+    assert estimate_live_cost("gpt-live-9", sum_live_usage([]), prices) == 0.0
+
+
+def test_the_callers_sound_makes_a_yield_known_before_their_words():
+    live = LiveTranslator()
+    answer = live.translate(audio(LOUD), 0.0)[0].answer
+    live.caller_sound(0.3)  # the engine heard the caller in the audio it sent
+    assert live.translate(audio(SILENT), 0.2) == []
+    yielded = live.translate(audio(SILENT), 0.5)
+    assert kinds(yielded) == [AnswerAudioDone, Yielded, AnswerDone] and yielded[1] == Yielded(answer, yielded[0].item)
+    live.caller_sound(1.0)  # sound while the model is silent is no interruption of anything
+    assert live.translate(audio(SILENT), 1.1) == []

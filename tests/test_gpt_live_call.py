@@ -44,7 +44,7 @@ async def test_a_whole_call_with_gpt_live(lead_ms):
         async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
             result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
             detail = await stored_call(line, result.call_sid)
-            barge_ins = line.metrics.value("octi_barge_ins_total")
+            barge_ins = line.metrics.value("octi_barge_ins_total", kind="real")
             health = (await line.service.health())["realtime"]
             assert (health["engine"], health["model"], health["url"]) == ("gpt-live", "gpt-live-1.1", double.url)
 

@@ -150,7 +150,7 @@ async def test_a_lean_call_follows_its_plan_a_key_and_a_barge_in() -> None:
                     if metrics.active_calls == 0:
                         break
                     await asyncio.sleep(0.05)
-                barge_ins = metrics.value("octi_barge_ins_total")
+                barge_ins = metrics.value("octi_barge_ins_total", kind="real")
             assert peer.errors_sent == []
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

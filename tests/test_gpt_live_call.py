@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from app.agent import phrases
 from app.calllog.store import CallLogStore
 from app.engines.gpt_live import protocol
 from app.simulators.live_double import LiveDouble
@@ -136,3 +137,27 @@ async def test_a_lost_live_session_carries_the_call_on_with_its_conversation():
     assert "engine_lost" in kinds and "engine_reconnect" in kinds
     asked = [turn.text for turn in detail.turns if turn.role == "caller"]
     assert asked == [ASKED, follow_up]
+
+
+async def test_keypad_silence_limits_and_recording_work_with_gpt_live():
+    """What the session does besides answering, on a GPT-Live call: * repeats OCTI's last words,
+    a silent caller is asked if they are there then told goodbye (both said by the model as
+    commentary), and the call is recorded, both sides."""
+    script = CallScript(utterances=[], dtmf=[(3.5, "*")], hangup_after=40)
+    async with LiveDouble(transcripts=[], greeting_seconds=2.0, answer_seconds=2.0) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url, record_calls=True,
+                                silence_prompt_seconds=3, silence_goodbye_seconds=3) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+    assert result.status == "completed" and result.closed_by == "server", result.summary()
+    live = double.connections[0]
+    assert live.record.errors == []
+    said = [event["content"] for event in live.record.received
+            if event["type"] == "session.commentary.append" and event.get("delegation_id") is None]
+    greeting_text = detail.turns[0].text
+    assert greeting_text and f"« {greeting_text} »" in said[1], "* repeats the greeting word for word"
+    assert phrases.STILL_THERE in said[2] and phrases.SILENCE_GOODBYE in said[3]
+    assert [event.type for event in detail.events] == ["dtmf", "silence_prompt", "silence_goodbye"]
+    summary = detail.summary
+    assert summary.outcome == "timeout" and summary.recorded
+    assert len(result.bursts) >= 4, "the caller heard the greeting, its repeat, the prompt and the goodbye"

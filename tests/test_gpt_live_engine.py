@@ -117,7 +117,7 @@ async def greeted(engine: GptLiveEngine, text: str) -> list:
 async def test_the_fixture_greeting_is_the_models_own_greeting_of_an_earlier_call(double, tmp_path):
     """GPT_LIVE_GREETING=fixture: the first call has the model say the greeting and keeps it; the
     next one has the service play it, with the model's words of it as its text."""
-    configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path)
+    configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path, agent_greeting="Bonjour, ici OCTI.")
     first = await GptLiveEngine.open(configured)
     said = await greeted(first, "Bonjour, ici OCTI.")
     await first.close()
@@ -147,14 +147,15 @@ async def test_the_fixture_greeting_is_the_models_own_greeting_of_an_earlier_cal
 
 
 async def test_a_greeting_without_its_clip_or_refused_as_a_fixture_is_the_models(double, tmp_path):
-    configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path)
-    # Another greeting text than the one kept: no clip, the model says it.
+    configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path, agent_greeting="Bonjour, ici OCTI.")
     kept = greeting.clip_path(configured, "Bonjour, ici OCTI.")
     greeting.save_clip(kept, b"\x00" * 8 * 31_000, "Bonjour, ici OCTI.")  # 31 s: too long for a fixture
-    other = await GptLiveEngine.open(configured)
-    await greeted(other, "Bonjour, ici OCTI, votre conseiller.")
-    await other.close()
+    # A call-back's greeting, not the usual one: the model says it, and it is not kept.
+    call_back = await GptLiveEngine.open(configured)
+    await greeted(call_back, "Bonjour, ici OCTI, je vous rappelle au sujet de votre question : la couveuse.")
+    await call_back.close()
     assert double.connections[0].record.spoken == ["greeting"]
+    assert list((tmp_path / "greetings").glob("*.wav")) == [kept]
     # The kept one is refused by the service (over 30 s; the double takes the message whole):
     # the model says it instead.
     refused = await GptLiveEngine.open(configured)

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from time import perf_counter
 from typing import Any
 
+from app.agent import phrases
 from app.audio.formats import TELEPHONE_ULAW
 from app.audio.g711 import ulaw_level
 from app.config import Settings
@@ -173,7 +174,7 @@ class GptLiveEngine:
     async def greet(self, text: str) -> None:
         """The call's greeting (its first `greet`), or a notice said mid-call."""
         first, self._greeted = not self._greeted, True
-        if first and self._settings.gpt_live_greeting == "fixture":
+        if first and self._settings.gpt_live_greeting == "fixture" and text == self._usual_greeting:
             path = greeting.clip_path(self._settings, text)
             clip = await asyncio.to_thread(greeting.load_clip, path)
             if clip is not None:
@@ -184,6 +185,13 @@ class GptLiveEngine:
                 return
             self._recorder = GreetingRecorder(path)
         await self._connection.send(protocol.say(text))
+
+    @property
+    def _usual_greeting(self) -> str:
+        """What every inbound call hears first: the only greeting kept as a clip (a call-back's
+        names its question, a clip of it would never play again)."""
+        settings = self._settings
+        return phrases.greeting(settings.agent_greeting, None, recorded=settings.record_calls)
 
     async def _fixture_refused(self, event: dict[str, Any]) -> None:
         text, self._fixture_greeting = self._fixture_greeting, None

@@ -2,10 +2,10 @@
 
 `session.output_audio.fixture.play` plays raw mono PCM16 24 kHz audio (at most 30 s) through
 the session's output, without the model. The clip is the model's own greeting, kept from an
-earlier call: no text-to-speech, and the caller hears the session's voice. A call whose greeting
-has no clip yet (the first call, a new `AGENT_GREETING`, voice or model, a call-back's or a
-recorded call's greeting) has the model say it, and keeps what it said as that greeting's clip
-when the caller heard it through without the model yielding.
+earlier call: no text-to-speech, and the caller hears the session's voice. Only the greeting
+every inbound call hears has a clip (the engine decides); while it has none yet (the first call,
+a new `AGENT_GREETING`, voice or model) the model says it, and what it said is kept as its clip
+when the model said it through without yielding.
 
 Clips live under `DATA_DIR/greetings/`, named after the greeting text, the voice and the model;
 beside each WAV, a text file holds what the model's transcript said it said (the call log's

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import wave
 from base64 import b64encode
 from dataclasses import dataclass, field
@@ -61,13 +62,15 @@ def load_clip(path: Path) -> GreetingClip | None:
 
 def save_clip(path: Path, ulaw: bytes, transcript: str) -> None:
     """Keep the model's greeting (μ-law 8 kHz, as it came) as a 24 kHz clip (blocking: run it in
-    a thread). Written aside, then renamed: instances sharing DATA_DIR never read half a clip."""
+    a thread). Written aside, then renamed, the text first: a reader never finds half a clip,
+    nor a clip without its text."""
     converter = make_converter(TELEPHONE_ULAW, REALTIME_PCM16)
     # Trailing silence pushes the resampler's last samples out.
     pcm = converter.convert(ulaw + TELEPHONE_ULAW.silence_byte * FRAME_BYTES)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = f".{os.getpid()}.part"
-    text_part, wav_part = path.with_suffix(".txt" + suffix), path.with_suffix(".wav" + suffix)
+    # Unique names: two first calls of one process may keep the same greeting at once.
+    unique = f".{os.getpid()}.{secrets.token_hex(4)}.part"
+    text_part, wav_part = path.with_suffix(".txt" + unique), path.with_suffix(".wav" + unique)
     text_part.write_text(transcript, encoding="utf-8")
     with wave.open(str(wav_part), "wb") as wav:
         wav.setnchannels(1)

@@ -166,6 +166,8 @@ async def test_a_greeting_without_its_clip_or_refused_as_a_fixture_is_the_models
     assert connection.record.spoken == ["greeting"]
     assert "OCTI" in connection.record.received[-2]["content"]  # said by the model, before session.close
     assert any(isinstance(event, AnswerTextPiece) and event.text.strip() for event in seen)
+    replaced = greeting.load_clip(kept)  # what the model said instead is the clip now
+    assert replaced is not None and REALTIME_PCM16.duration_ms(len(replaced.pcm24k)) <= 1100
 
 
 async def test_the_models_greeting_is_not_kept_unless_fixtures_are_asked_for(double, tmp_path):

@@ -196,9 +196,10 @@ class GptLiveEngine:
     async def _fixture_refused(self, event: dict[str, Any]) -> None:
         text, self._fixture_greeting = self._fixture_greeting, None
         self._translator.fixture_text = None
-        log.warning("the live service refused the greeting's fixture (%s): the model says it",
-                    (event.get("error") or {}).get("code"))
+        log.warning("the live service refused the greeting's fixture (%s): the model says it, and what it says "
+                    "replaces the clip", (event.get("error") or {}).get("code"))
         assert text is not None
+        self._recorder = GreetingRecorder(greeting.clip_path(self._settings, text))
         await self._connection.send(protocol.say(text))
 
     async def _record_greeting(self, event: EngineEvent) -> None:

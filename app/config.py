@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # GPT-Live (ENGINE=gpt-live): its primary websocket (no query parameters) and model.
     gpt_live_url: str = "wss://api.openai.com/v1/live/sessions"
     gpt_live_model: str = "gpt-live-1.1"
+    # How a GPT-Live call greets: `model` has the model say the greeting (its first turn);
+    # `fixture` plays the model's own earlier greeting, kept as a clip, through
+    # session.output_audio.fixture.play (engines/gpt_live/greeting.py).
+    gpt_live_greeting: Literal["model", "fixture"] = "model"
 
     # OpenAI Realtime (or any GA-compatible server, e.g. Azure or the local double)
     openai_api_key: SecretStr | None = None

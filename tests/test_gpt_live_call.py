@@ -161,3 +161,45 @@ async def test_keypad_silence_limits_and_recording_work_with_gpt_live():
     summary = detail.summary
     assert summary.outcome == "timeout" and summary.recorded
     assert len(result.bursts) >= 4, "the caller heard the greeting, its repeat, the prompt and the goodbye"
+
+
+async def test_a_call_greeted_by_the_fixture_kept_from_the_previous_call():
+    """GPT_LIVE_GREETING=fixture: the first call has the model greet and keeps its greeting; the
+    next caller hears it played by the service before anything else, the call log has it with
+    its words, and their question is delegated and answered as usual."""
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=2.0, answer_seconds=3.0) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url, gpt_live_greeting="fixture") as line:
+            first = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                                     script=CallScript(hangup_after=5))
+            first_detail = await stored_call(line, first.call_sid)
+            script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=45, hangup_when_done_after_s=2.5)
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+            clips = sorted((line.settings.data_dir / "greetings").glob("*.wav"))
+
+    assert first.status == result.status == "completed", result.summary()
+    modelled, played = double.connections
+    assert modelled.record.spoken[0] == "greeting"
+    assert len(clips) == 1, "the model's greeting was kept once"
+    said = next(turn for turn in first_detail.turns if turn.role == "assistant")
+
+    # The second caller heard the fixture first: before they spoke, as long as the kept greeting.
+    assert played.record.errors == []
+    assert played.record.spoken[0] == "fixture" and "greeting" not in played.record.spoken
+    (asked,) = result.utterances
+    greeting_burst = result.bursts[0]
+    assert greeting_burst.start_t < asked.start_t
+    assert abs(greeting_burst.played_ms - first.bursts[0].played_ms) <= 200  # the kept clip, its trailing quiet cut
+    # The call log has it as OCTI's first turn, with the model's words of it, heard in full.
+    greeted = next(turn for turn in detail.turns if turn.role == "assistant")
+    assert greeted.text == said.text.strip() != ""
+    assert not greeted.interrupted
+    assert greeted.start_ms is not None and greeted.end_ms - greeted.start_ms >= greeting_burst.played_ms - 100
+
+    # The question afterwards: delegated to us, the passages in the log, and an answer heard.
+    (delegation,) = played.delegations.values()
+    assert delegation.question == ASKED and delegation.result == "commentary"
+    question = next(turn for turn in detail.turns if turn.role == "caller" and turn.text == ASKED)
+    assert question.passages and question.passages[0].source.startswith("sample_pack/incubation")
+    assert any(burst.start_t > asked.speech_end_t for burst in result.bursts)
+    assert detail.summary.outcome == "caller_hung_up"

@@ -14,6 +14,7 @@ from openai.types.live import ServerEvent
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from app.audio.formats import REALTIME_PCM16
 from app.audio.g711 import pcm16_to_ulaw
 from app.config import Settings
 from app.doctor import check_realtime
@@ -21,6 +22,7 @@ from app.engines.contract import (
     AnswerAudio, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, Conversation, EngineUnavailable, Exchange,
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
+from app.engines.gpt_live import greeting
 from app.engines.gpt_live.engine import GptLiveEngine
 from app.simulators.live_double import LiveDouble
 from tests.test_realtime_double import read_wav, to_pcmu_8k
@@ -100,6 +102,79 @@ async def test_the_greeting_is_the_models_own_first_turn(double):
     assert "OCTI" in connection.record.received[1]["content"]
     await engine.close()
     assert connection.record.errors == []
+
+
+async def greeted(engine: GptLiveEngine, text: str) -> list:
+    """The engine's events from the greeting to the end of the answer it opened."""
+    events = engine.events()
+    await engine.greet(text)
+    seen: list = []
+    await next_of(events, AnswerDone, seen=seen)
+    await events.aclose()
+    return seen
+
+
+async def test_the_fixture_greeting_is_the_models_own_greeting_of_an_earlier_call(double, tmp_path):
+    """GPT_LIVE_GREETING=fixture: the first call has the model say the greeting and keeps it; the
+    next one has the service play it, with the model's words of it as its text."""
+    configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path, agent_greeting="Bonjour, ici OCTI.")
+    first = await GptLiveEngine.open(configured)
+    said = await greeted(first, "Bonjour, ici OCTI.")
+    await first.close()
+    kept = greeting.clip_path(configured, "Bonjour, ici OCTI.")
+    clip = greeting.load_clip(kept)
+    assert clip is not None
+    spoken_words = "".join(event.text for event in said if isinstance(event, AnswerTextPiece)).strip()
+    assert clip.transcript == spoken_words != ""
+    # The double's 1 s greeting, at 24 kHz, without the quiet the answer ended with.
+    assert 900 <= REALTIME_PCM16.duration_ms(len(clip.pcm24k)) <= 1100
+
+    second = await GptLiveEngine.open(configured)
+    connection = await double.wait_for_connection(2)
+    seen = await greeted(second, "Bonjour, ici OCTI.")
+    await second.close()
+    assert connection.record.spoken == ["fixture"]
+    assert [event["type"] for event in connection.record.received[1:3]] == [
+        "session.thinking.append", "session.output_audio.fixture.play"]
+    assert connection.record.errors == []
+    started = next(event for event in seen if isinstance(event, AnswerStarted))
+    texts = [event.text for event in seen if isinstance(event, AnswerTextPiece)]
+    assert texts == [spoken_words]
+    done = seen[-1]
+    assert done.answer == started.answer and done.status == "completed"
+    heard = b"".join(event.audio for event in seen if isinstance(event, AnswerAudio))
+    assert len(heard) >= 8 * 900
+
+
+async def test_a_greeting_without_its_clip_or_refused_as_a_fixture_is_the_models(double, tmp_path):
+    configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path, agent_greeting="Bonjour, ici OCTI.")
+    kept = greeting.clip_path(configured, "Bonjour, ici OCTI.")
+    greeting.save_clip(kept, b"\x00" * 8 * 31_000, "Bonjour, ici OCTI.")  # 31 s: too long for a fixture
+    # A call-back's greeting, not the usual one: the model says it, and it is not kept.
+    call_back = await GptLiveEngine.open(configured)
+    await greeted(call_back, "Bonjour, ici OCTI, je vous rappelle au sujet de votre question : la couveuse.")
+    await call_back.close()
+    assert double.connections[0].record.spoken == ["greeting"]
+    assert list((tmp_path / "greetings").glob("*.wav")) == [kept]
+    # The kept one is refused by the service (over 30 s; the double takes the message whole):
+    # the model says it instead.
+    refused = await GptLiveEngine.open(configured)
+    seen = await greeted(refused, "Bonjour, ici OCTI.")
+    await refused.close()
+    connection = double.connections[1]
+    assert [error["code"] for error in connection.record.errors] == ["invalid_value"]
+    assert connection.record.spoken == ["greeting"]
+    assert "OCTI" in connection.record.received[-2]["content"]  # said by the model, before session.close
+    assert any(isinstance(event, AnswerTextPiece) and event.text.strip() for event in seen)
+    replaced = greeting.load_clip(kept)  # what the model said instead is the clip now
+    assert replaced is not None and REALTIME_PCM16.duration_ms(len(replaced.pcm24k)) <= 1100
+
+
+async def test_the_models_greeting_is_not_kept_unless_fixtures_are_asked_for(double, tmp_path):
+    engine = await GptLiveEngine.open(settings(double, data_dir=tmp_path))
+    await greeted(engine, "Bonjour, ici OCTI.")
+    await engine.close()
+    assert not (tmp_path / "greetings").exists()
 
 
 async def test_a_question_is_delegated_to_us_and_the_passages_are_said(double):
@@ -235,20 +310,42 @@ async def test_the_double_takes_no_query_parameters_and_needs_a_key(double):
     assert refused.value.response.status_code == 401
 
 
-async def test_the_double_plays_a_fixture_and_reports_it(double):
+async def test_the_double_plays_a_fixture_as_the_service_does(double):
+    """As the type says: it interrupts the model's speech, one at a time, caller audio dropped
+    meanwhile, `playing` on acceptance and `played` once the mixer sent it all."""
+    double.greeting_seconds = 5.0
     async with await raw_session(double) as ws:
         await ws.send(json.dumps({"type": "session.start", "session": {
             "model": "gpt-live-1.1", "audio": {"format": {"type": "audio/pcmu", "rate": 8000}}}}))
         assert (await next_event(ws))["type"] == "session.started"
-        tone = (b"\x00\x10" * 24000)  # 1 s of PCM16 24 kHz
-        await ws.send(json.dumps({"type": "session.output_audio.fixture.play", "event_id": "f1",
-                                  "audio": base64.b64encode(tone).decode()}))
-        kinds = []
+        connection = await double.wait_for_connection()
+        await ws.send(json.dumps({"type": "session.commentary.append", "content": "Dis bonjour.",
+                                  "delegation_id": None}))
         async with asyncio.timeout(5):
-            while "session.output_audio.fixture.played" not in kinds:
-                event = await next_event(ws)
-                kinds.append(event["type"])
-        assert kinds.index("session.output_audio.fixture.playing") < kinds.index("session.output_audio.fixture.played")
+            while connection.record.spoken != ["greeting"]:
+                await asyncio.sleep(0.02)
+        tone = b"\x00\x10" * 24000  # 1 s of PCM16 24 kHz
+        play = {"type": "session.output_audio.fixture.play", "audio": base64.b64encode(tone).decode()}
+        await ws.send(json.dumps({**play, "event_id": "f1"}))
+        await ws.send(json.dumps({**play, "event_id": "f2"}))
+        loud = caller_audio("question_incubation.wav", silence_ms=0)[:8 * 800]
+        await ws.send(json.dumps({"type": "session.input_audio.append", "audio": base64.b64encode(loud).decode()}))
+        events = []
+        async with asyncio.timeout(5):
+            while not events or events[-1]["type"] != "session.output_audio.fixture.played":
+                events.append(await next_event(ws))
+        kinds = [event["type"] for event in events]
+        playing = kinds.index("session.output_audio.fixture.playing")
+        assert events[playing]["client_event_id"] == "f1" and events[-1]["client_event_id"] == "f1"
+        (refused,) = [event for event in events if event["type"] == "error"]
+        assert (refused["error"]["code"], refused["error"]["client_event_id"]) == ("fixture_active", "f2")
+        assert "session.input_transcript.delta" not in kinds, "caller audio is dropped during playback"
+        fixture_ms = 100 * sum(kind == "session.output_audio.delta" for kind in kinds[playing:])
+        assert 1000 <= fixture_ms <= 1100
+        # The greeting it interrupted does not come back.
+        await asyncio.sleep(0.5)
+    assert connection.record.spoken == ["greeting", "fixture"]
+    assert connection.record.audio_in_ms == 800
 
 
 async def test_a_clang_over_the_model_is_talked_over(double):

@@ -15,7 +15,7 @@ from app.engines.contract import (
     AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, EngineError, Exchange,
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
-from app.engines.gpt_live import protocol
+from app.engines.gpt_live import greeting, protocol
 from app.engines.gpt_live.protocol import LiveTranslator
 from app.simulators.realtime_schema import ClientEventError, StrictEventParser
 
@@ -148,6 +148,25 @@ def test_a_pause_while_the_caller_talks_is_held_then_heard():
     resumed = live.translate(audio(LOUD), 0.3)  # it talks on: the pause was a pause
     assert kinds(resumed) == [AnswerAudio, AnswerAudio, AnswerAudio]
     assert [event.audio for event in resumed] == [SILENT, SILENT, LOUD]
+
+
+def test_a_fixture_opens_an_answer_with_its_text_and_the_caller_cannot_make_it_yield():
+    live = LiveTranslator(fixture_text="Bonjour, ici OCTI.")
+    assert live.translate(server({"type": "session.output_audio.fixture.playing", "event_id": "ev_p",
+                                  "client_event_id": "octi_greeting_fixture"}), 0.0) == []
+    started = live.translate(audio(LOUD), 0.1)
+    assert kinds(started) == [AnswerStarted, AnswerAudio, AnswerTextPiece]
+    assert started[2] == AnswerTextPiece(started[1].item, "Bonjour, ici OCTI.")
+    live.caller_sound(0.2)  # the service drops their audio while the fixture plays
+    live.translate(server({"type": "session.output_audio.fixture.played", "event_id": "ev_d"}), 0.3)
+    assert kinds(live.translate(audio(SILENT), 0.35)) == [AnswerAudio]  # not held back as a yield
+    ended = live.tick(0.1 + protocol.QUIET_MS / 1000 + 0.01)
+    assert kinds(ended) == [AnswerAudioDone, AnswerDone] and ended[1].status == "completed"
+    assert kinds(live.translate(audio(LOUD), 2.0)) == [AnswerStarted, AnswerAudio]  # the model's own: no text given
+
+
+def test_the_greeting_fixture_is_a_strictly_valid_live_event():
+    strictly_valid(greeting.fixture_play(greeting.GreetingClip(b"\x00\x01" * 2400, "Bonjour")))
 
 
 def test_a_word_long_before_the_end_is_not_a_yield():

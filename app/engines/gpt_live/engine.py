@@ -11,6 +11,10 @@ The session is started (`session.start`) and ready (`session.started`) before `o
 so a pre-warmed engine takes audio at once. A new session (`recycle`) starts with the
 conversation so far as initial items: GPT-Live's context is append-only, this is how it is
 carried over.
+
+The greeting (`GPT_LIVE_GREETING`): the model's first turn, or (`fixture`) the model's greeting
+of an earlier call played back by the service as a fixture (`greeting`); without a clip for this
+greeting, or when the service refuses it, the model says it, and it is kept for the next calls.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from collections.abc import AsyncIterator, Sequence
 from time import perf_counter
 from typing import Any
 
+from app.agent import phrases
 from app.audio.formats import TELEPHONE_ULAW
 from app.audio.g711 import ulaw_level
 from app.config import Settings
 from app.engines.contract import (
     Conversation, EngineError, EngineEvent, EngineTraits, EngineUnavailable, Summary, ToolSpec,
 )
-from app.engines.gpt_live import protocol
+from app.engines.gpt_live import greeting, protocol
+from app.engines.gpt_live.greeting import GreetingRecorder
 from app.engines.gpt_live.protocol import LiveTranslator
 from app.engines.openai_realtime.connection import RealtimeConnection
 
@@ -83,6 +89,9 @@ class GptLiveEngine:
         self._settings = settings
         self._sessions = 1
         self._translator = LiveTranslator(prefix="live1")
+        self._greeted = False
+        self._fixture_greeting: str | None = None  # its text, until the service took the fixture
+        self._recorder: GreetingRecorder | None = None  # the model's greeting, kept as its clip
 
     @classmethod
     async def open(cls, settings: Settings) -> GptLiveEngine:
@@ -128,12 +137,16 @@ class GptLiveEngine:
                     translated: list[EngineEvent] = []
                     if received:
                         event, at = received
+                        if self._fixture_greeting is not None and greeting.fixture_refused(event):
+                            await self._fixture_refused(event)
                         try:
                             translated = translator.translate(event, at)
                         except MALFORMED_EVENT_ERRORS as exc:
                             log.warning("dropping a malformed %s event from the live server: %r", event["type"], exc)
                     translated += translator.tick(perf_counter())
                     for engine_event in translated:
+                        if self._recorder is not None:
+                            await self._record_greeting(engine_event)
                         yield engine_event
                         if isinstance(engine_event, EngineError) and engine_event.fatal:
                             await connection.close()
@@ -159,7 +172,51 @@ class GptLiveEngine:
         await self._connection.send(protocol.append_audio(audio))
 
     async def greet(self, text: str) -> None:
+        """The call's greeting (its first `greet`), or a notice said mid-call."""
+        first, self._greeted = not self._greeted, True
+        if first and self._settings.gpt_live_greeting == "fixture" and text == self._usual_greeting:
+            path = greeting.clip_path(self._settings, text)
+            clip = await asyncio.to_thread(greeting.load_clip, path)
+            if clip is not None:
+                self._fixture_greeting, self._translator.fixture_text = text, clip.transcript or text
+                # The model did not say it: it should know it was said.
+                await self._connection.send(protocol.thinking(f"Tu as déjà salué l'éleveur : « {text} »", None))
+                await self._connection.send(greeting.fixture_play(clip))
+                return
+            self._recorder = GreetingRecorder(path)
         await self._connection.send(protocol.say(text))
+
+    @property
+    def _usual_greeting(self) -> str:
+        """What every inbound call hears first: the only greeting kept as a clip (a call-back's
+        names its question, a clip of it would never play again)."""
+        settings = self._settings
+        return phrases.greeting(settings.agent_greeting, None, recorded=settings.record_calls)
+
+    async def _fixture_refused(self, event: dict[str, Any]) -> None:
+        text, self._fixture_greeting = self._fixture_greeting, None
+        self._translator.fixture_text = None
+        log.warning("the live service refused the greeting's fixture (%s): the model says it, and what it says "
+                    "replaces the clip", (event.get("error") or {}).get("code"))
+        assert text is not None
+        self._recorder = GreetingRecorder(greeting.clip_path(self._settings, text))
+        await self._connection.send(protocol.say(text))
+
+    async def _record_greeting(self, event: EngineEvent) -> None:
+        recorder = self._recorder
+        assert recorder is not None
+        complete = recorder.observe(event)
+        if complete is None:
+            return
+        self._recorder = None
+        if not complete:
+            return
+        try:
+            await asyncio.to_thread(greeting.save_clip, recorder.path, recorder.spoken(), recorder.transcript.strip())
+        except OSError as exc:
+            log.warning("could not keep the model's greeting as a clip: %s", exc)
+            return
+        log.info("the model's greeting is kept for the next calls' fixture (%s)", recorder.path.name)
 
     async def add_caller_text(self, text: str) -> None:
         await self._connection.send(protocol.thinking(f"L'éleveur a écrit : « {text} »", None))

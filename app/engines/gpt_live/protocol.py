@@ -14,6 +14,8 @@ What we send
   * `session.commentary.append` with the delegation's id: a result the model should say (the
     knowledge passages, or an error to explain); `session.thinking.append`: silent context (a
     call tool done, a typed question); with a null id, commentary is the greeting.
+  * `session.output_audio.fixture.play` (GPT_LIVE_GREETING=fixture): the greeting as a clip the
+    service plays in place of the model (`greeting`).
   * `session.close`: the end; the server answers `session.closed` with the final usage.
   No client event creates, cancels or truncates a response, and the context is append-only:
   the contract's `answer`, `cancel`, `cut`, `discard` and `end_turn` have nothing to send.
@@ -47,6 +49,10 @@ How the server's events map onto the contract
     reason but our own close → a fatal `EngineError` (`session_expired` for `expired`), so the
     call carries on in a new session.
   Transcript pieces of the model (`session.output_transcript.delta`) → `AnswerTextPiece`.
+  * A fixture: its audio comes as `session.output_audio.delta` like the model's, an answer as
+    above, and it has no transcript: the answer it opens gets the clip's text (`fixture_text`)
+    as its `AnswerTextPiece`. Between `session.output_audio.fixture.playing` and `.played` the
+    service drops the caller's audio: their sound then is no reason for the answer to yield.
 """
 
 from __future__ import annotations
@@ -204,6 +210,8 @@ class LiveTranslator:
     usage: dict[str, float] = field(default_factory=dict)
     closed_by_us: bool = False
     caller_heard_at: float = float("-inf")  # the caller's last sound or word
+    fixture_text: str | None = None  # what the fixture on its way says, for the answer it opens
+    fixture_playing: bool = False
 
     def translate(self, event: dict[str, Any], now: float) -> list[EngineEvent]:
         """The contract's events for one server event (malformed fields raise KeyError, TypeError
@@ -218,6 +226,12 @@ class LiveTranslator:
             return self._caller_words(str(event["delta"]), float(event["start_ms"]), float(event["end_ms"]), now)
         if kind == "session.delegation.created":
             return self._delegation(event["delegation"])
+        if kind == "session.output_audio.fixture.playing":
+            self.fixture_playing = True
+            return []
+        if kind == "session.output_audio.fixture.played":
+            self.fixture_playing = False
+            return []
         if kind == "session.usage.updated":
             return [UsageReport(live_usage(event["usage"], self.usage))]
         if kind == "session.closed":
@@ -246,6 +260,9 @@ class LiveTranslator:
                                            f"{self.prefix}_item_{self.answers}", now)
             self.last_item = answer.item
             events += [AnswerStarted(answer.id), AnswerAudio(answer.id, answer.item, audio, now)]
+            if self.fixture_text is not None:
+                events.append(AnswerTextPiece(answer.item, self.fixture_text))
+                self.fixture_text = None
             return events
         if loud:  # a pause held back was only a pause: the caller hears it, then the rest
             answer.last_sound_at = now
@@ -304,7 +321,10 @@ class LiveTranslator:
 
     def caller_sound(self, now: float) -> None:
         """The caller is making sound (their audio, as we send it, or their words): the model
-        going quiet now is giving them the floor."""
+        going quiet now is giving them the floor. Not while a fixture plays: the service
+        drops their audio meanwhile."""
+        if self.fixture_playing:
+            return
         self.caller_heard_at = now
         if self.answer is not None:
             self.answer.overlapped = True

@@ -21,8 +21,12 @@ its transcript pieces (`session.output_transcript.delta` on the session timeline
   appends commentary for that delegation (thinking: it knows, and says nothing);
 * full duplex: when the caller talks over the model it keeps talking `overlap_ms`, then yields
   (drops what it was saying) if they are still talking; a shorter sound (a clang) it talks over;
-* fixtures: `session.output_audio.fixture.play` interrupts the model and plays the given PCM16
-  24 kHz audio, caller audio dropped meanwhile, between `fixture.playing` and `fixture.played`.
+* fixtures: `session.output_audio.fixture.play`, validated whole first, interrupts the model
+  (what it was saying and had queued is dropped) and plays the given PCM16 24 kHz audio, caller
+  audio dropped meanwhile (not replayed), between `fixture.playing` (accepted) and
+  `fixture.played` (the mixer has sent it all); one at a time: another one meanwhile is refused.
+  The model's own first turn starts at the mixer's next chunk, as any speech: the double
+  assumes no generation time, the service's is not published.
 
 Usage: `session.usage.updated` every `usage_interval` seconds with the cumulative whole seconds
 (the active/paused split is for WebRTC sessions), and the final usage in `session.closed`.
@@ -250,8 +254,11 @@ class LiveConnection:
         if len(pcm24k) % 2 or len(pcm24k) // 48 > FIXTURE_MAX_MS or not pcm24k:
             raise ClientEventError("invalid_value", "The fixture must be mono PCM16 at 24 kHz, at most 30 seconds.",
                                    "audio")
+        if self._speaking is not None and self._speaking.kind == "fixture":
+            raise ClientEventError("fixture_active", "Only one audio fixture can be active.")
         audio = pcm16_to_g711(downsample_24k_to_8k(pcm24k), "pcmu")
         self._queue.clear()
+        self._yield_at = None
         self._speaking = Speech("fixture", len(audio) // 8, audio=audio)
         self.record.spoken.append("fixture")
         playing: dict[str, Any] = {"type": "session.output_audio.fixture.playing"}

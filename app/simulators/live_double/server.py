@@ -19,6 +19,8 @@ from app.simulators.realtime_double.voice import VoiceAsset, load_voice_asset
 logger = logging.getLogger(__package__)
 
 PATH = "/v1/live/sessions"
+# A 30 s fixture is 1.92 MB of base64: past websockets' default 1 MiB.
+MAX_MESSAGE_BYTES = 4 * 2**20
 
 
 class LiveDouble:
@@ -60,7 +62,7 @@ class LiveDouble:
     async def start(self) -> LiveDouble:
         self.asset = await asyncio.to_thread(load_voice_asset)
         self._server = await serve(self._handle, self.host, self._requested_port,
-                                   process_request=self._check_request, compression=None)
+                                   process_request=self._check_request, compression=None, max_size=MAX_MESSAGE_BYTES)
         logger.info("live double listening on %s", self.url)
         return self
 

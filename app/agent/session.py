@@ -26,7 +26,7 @@ from app.agent.state import CallState, Turn
 from app.agent.tools import ToolRunner
 from app.agent.turns import KnowledgeTurns
 from app.audio.convert import make_converter
-from app.agent.turn_log import log_assistant_turn, log_caller_turn
+from app.agent.turn_log import log_assistant_turn, log_caller_turn, log_unfinished_turns
 from app.calllog.journal import CallJournal
 from app.channels.contract import (
     AnswerWords, CallChannel, CallerAudio, CallerInterrupts, CallerText, CallOutcome, ConversationReset, Digit,
@@ -138,7 +138,7 @@ class CallSession:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*loops, return_exceptions=True)
-            self._journal_unfinished_turns()
+            log_unfinished_turns(self._journal, self.state, self._speaker)
             if self._knowledge is not None:
                 await self._knowledge.close()
             if self._plain_answers is not None:
@@ -384,24 +384,6 @@ class CallSession:
         self._journal.event("model_error", f"{event.code}: {event.message}")
 
     # ------------------------------------------------------------------ call log
-
-    def _journal_unfinished_turns(self) -> None:
-        """The turns the call ended in the middle of, so that the log holds every turn the call
-        counts: the caller's words cut by the hang-up, as far as they came; OCTI's answer cut
-        where the caller stopped hearing it, as a barge-in would, whether or not the model had
-        finished it."""
-        now = perf_counter()
-        playing = set(self._speaker.tracker.queued_items())
-        for turn in self.state.turns:
-            if turn.role == "caller":
-                if not turn.logged:
-                    self._journal_caller(turn)
-            elif not turn.interrupted and (not turn.logged or turn.item_id in playing):
-                heard = self._speaker.heard_ms(turn.item_id, now)
-                if turn.logged and heard >= self._speaker.answers.generated_ms.get(turn.item_id, 0.0):
-                    continue  # heard to its end: only its last mark was still on its way back
-                turn.interrupted, turn.heard_ms = True, heard
-                self._journal_assistant(turn)
 
     def _journal_caller(self, turn: Turn) -> None:
         log_caller_turn(self._journal, turn)

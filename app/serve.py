@@ -39,8 +39,10 @@ class DrainingServer(uvicorn.Server):
         self._service = service
         self._drain_seconds = drain_seconds
         self._drain_started: float | None = None
+        self.interrupted = False  # Ctrl-C/SIGINT stopped it
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.interrupted = self.interrupted or sig == signal.SIGINT
         if sig == signal.SIGTERM and self._drain_started is None and self._drain_seconds > 0:
             self._drain_started = time.monotonic()
             self._service.begin_drain()
@@ -68,6 +70,8 @@ def run_server(sock: socket.socket | None = None, *, host: str, port: int, ws: s
         server.run(sockets=[sock] if sock is not None else None)
     except KeyboardInterrupt:
         # uvicorn has shut down gracefully, then raises the captured Ctrl-C/SIGINT again.
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    if server.interrupted:  # the same, when the signal was not raised again (it came during shutdown)
         sys.exit(INTERRUPTED_EXIT_CODE)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 
 import click
 
 from app.cli_support import HELP_OPTIONS
+from app.simulators.command_line import serve_until_interrupted
 from app.simulators.live_double.server import LiveDouble
 
 
@@ -33,20 +32,5 @@ def cli(host: str, port: int, api_key: str | None, transcripts: tuple[str, ...],
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     double = LiveDouble(host, port, api_key=api_key, transcripts=transcripts, answer_seconds=answer_seconds,
                         greeting_seconds=greeting_seconds, overlap_ms=overlap_ms, lead_ms=lead_ms)
-    try:
-        asyncio.run(_serve_until_cancelled(double))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how the double is meant to stop
-    except OSError as exc:  # typically the port is taken
-        print(f"live double: {exc}", flush=True)
-        sys.exit(1)
-
-
-async def _serve_until_cancelled(double: LiveDouble) -> None:
-    async with double:
-        print(f"OpenAI GPT-Live double listening on {double.url}", flush=True)
-        print("Point the phone line at it:", flush=True)
-        print(f"  export ENGINE=gpt-live GPT_LIVE_URL={double.url} OPENAI_API_KEY={double.api_key or 'dev'}",
-              flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
-        await asyncio.Event().wait()
+    serve_until_interrupted(double, "GPT-Live", lambda url: [
+        f"ENGINE=gpt-live GPT_LIVE_URL={url} OPENAI_API_KEY={double.api_key or 'dev'}"])

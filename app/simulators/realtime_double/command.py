@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 
 import click
 
 from app.cli_support import HELP_OPTIONS
 from app.simulators import transcriber
+from app.simulators.command_line import serve_until_interrupted
 from app.simulators.realtime_double.server import RealtimeDouble
 
 
@@ -46,21 +45,5 @@ def cli(host: str, port: int, api_key: str | None, speed: float, answer_seconds:
         transcription_seconds=transcription_seconds,
         stream_lag_seconds=stream_lag_seconds,
     )
-    try:
-        asyncio.run(_serve_until_cancelled(double))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how the double is meant to stop
-    except OSError as exc:  # typically the port is taken
-        print(f"realtime double: {exc}", flush=True)
-        sys.exit(1)
-
-
-async def _serve_until_cancelled(double: RealtimeDouble) -> None:
-    async with double:
-        key_hint = double.api_key or "any-non-empty-key"
-        print(f"OpenAI Realtime double listening on {double.url}", flush=True)
-        print("Point the phone line at it:", flush=True)
-        print(f"  export OPENAI_REALTIME_URL={double.url}", flush=True)
-        print(f"  export OPENAI_API_KEY={key_hint}", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
-        await asyncio.Event().wait()
+    serve_until_interrupted(double, "Realtime", lambda url: [
+        f"OPENAI_REALTIME_URL={url}", f"OPENAI_API_KEY={double.api_key or 'any-non-empty-key'}"])

@@ -6,6 +6,7 @@ was heard recorded), hang-up."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -14,6 +15,7 @@ from app.calllog.store import CallLogStore
 from app.engines.gpt_live import protocol
 from app.simulators.live_double import LiveDouble
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
+from tests.cli_runner import run_octi
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
 
 QUESTION = AUDIO / "question_incubation.wav"
@@ -203,3 +205,29 @@ async def test_a_call_greeted_by_the_fixture_kept_from_the_previous_call():
     assert question.passages and question.passages[0].source.startswith("sample_pack/incubation")
     assert any(burst.start_t > asked.speech_end_t for burst in result.bursts)
     assert detail.summary.outcome == "caller_hung_up"
+
+
+async def test_octi_call_runs_the_whole_conversation_with_gpt_live(tmp_path):
+    """The command a developer runs (`octi call`), against a server with ENGINE=gpt-live and the
+    GPT-Live double: greeting, a question answered through a client delegation, a barge-in with
+    `clear`, hang-up."""
+    timeline = tmp_path / "call.json"
+    async with LiveDouble(transcripts=[ASKED, CUT_IN], greeting_seconds=2.0, answer_seconds=6.0,
+                          lead_ms=1000) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            printed = await asyncio.to_thread(
+                run_octi, "call", "--url", line.url, "--public-url", PUBLIC_URL, "--auth-token", AUTH_TOKEN,
+                "--wav", str(QUESTION), "--barge-in-wav", str(INTERRUPTION), "--barge-in-after-ms", "1500",
+                "--duration", "45", "--hangup-when-done", "2.5", "--timeline", str(timeline))
+            record = json.loads(timeline.read_text())
+            detail = await stored_call(line, record["call_sid"])
+    assert printed.exit_code == 0 and "Greeting heard after" in printed.stdout, printed.stdout
+    assert record["status"] == "completed" and record["violations"] == []
+    assert double.connections[0].record.errors == []
+    (clear,) = record["clears"]
+    assert clear["flushed_ms"] > 0
+    question = next(turn for turn in detail.turns if turn.role == "caller" and turn.text == ASKED)
+    assert question.retrieval_outcome == "ok" and question.passages
+    assert detail.summary.barge_ins == 1 and detail.summary.outcome == "caller_hung_up"
+    interrupted = [turn for turn in detail.turns if turn.role == "assistant" and turn.interrupted]
+    assert len(interrupted) == 1 and interrupted[0].heard_ms is not None

@@ -129,7 +129,10 @@ class GptLiveEngine:
             try:
                 while True:
                     try:
-                        received = await asyncio.wait_for(queue.get(), TICK_SECONDS)
+                        # Not wait_for: on Python 3.11 it can swallow the call's cancellation when
+                        # the queue answers at the same moment, and this loop would never end.
+                        async with asyncio.timeout(TICK_SECONDS):
+                            received = await queue.get()
                     except TimeoutError:
                         received = ()
                     if received is None:

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from live_calls import API_KEY, AUTH_TOKEN, REPO, start_server, stop_server
+from live_calls import API_KEY, AUTH_TOKEN, REPO, quantile, start_server, stop_server
 
 from app.simulators.realtime_double import DoubleConnection, RealtimeDouble
 from app.simulators.twilio_caller import CallResult, CallScript, NoiseBurst, Utterance, place_call
@@ -112,13 +113,8 @@ async def run(env: dict[str, str], scenario: str, calls: int, noises: int, data_
     return figures
 
 
-def quantile(values: list[float], q: float) -> float | None:
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))] if values else None
-
-
 def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}ms"
+    return "-" if value is None or math.isnan(value) else f"{value:.0f}ms"
 
 
 def print_report(rows: list[tuple[str, str, Figures]]) -> None:

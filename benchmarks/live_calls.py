@@ -105,3 +105,9 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait(30)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The nearest-rank `q` quantile of `values` (NaN when there are none)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")

@@ -65,7 +65,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from live_calls import API_KEY, AUTH_TOKEN, free_port, health, load_questions, question_wavs, start_server
+from live_calls import (API_KEY, AUTH_TOKEN, free_port, health, load_questions, quantile, question_wavs,
+                        start_server)
 from relay import HealthProbe, Processes, machine_cpu, process_cpu_s, process_memory_mib, quantile_ms, scrape
 
 import lean_peers
@@ -347,11 +348,6 @@ def drain(server: subprocess.Popen, port: int, timeout: float) -> int | None:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def quantile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else math.nan
 
 
 def print_report(args: argparse.Namespace, calls: list[dict[str, Any]], generators: list[dict[str, Any]],

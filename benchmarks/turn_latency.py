@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from live_calls import API_KEY, AUTH_TOKEN, load_questions, question_wavs, start_server, stop_server
+from live_calls import API_KEY, AUTH_TOKEN, load_questions, quantile, question_wavs, start_server, stop_server
 
 from app.simulators.hung_server import hung_server
 from app.simulators.realtime_double import DoubleConnection, RealtimeDouble
@@ -171,13 +171,6 @@ async def run_config(config: Config, questions: list[dict[str, str]], wavs: list
 
 
 # --------------------------------------------------------------------------- report
-
-
-def quantile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
 def print_report(results: list[ConfigResult], model_latency: float) -> None:

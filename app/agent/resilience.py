@@ -26,6 +26,8 @@ from functools import cache
 from pathlib import Path
 from time import perf_counter
 
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
 from app.agent.barge_in import BargeInJudge
 from app.agent.rag import knowledge_context
 from app.agent.speaker import Speaker
@@ -41,7 +43,7 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# The first try to reconnect goes at once; then each waits longer, up to the ceiling.
+# The first try to reconnect goes at once; then each waits longer (0.25, 0.75, 2.25 s), up to the ceiling.
 RECONNECT_BACKOFF_SECONDS = 0.25
 RECONNECT_BACKOFF_CEILING_SECONDS = 3.0
 # The caller's latest audio kept for a new session: what they said during the outage, and
@@ -158,19 +160,16 @@ class Resilience:
             question_start = await self._fall_silent()
             await self._speaker.play_recorded(filler(self._caller_format))
             unanswered = _unanswered_question(self._state)
-            for attempt in range(1, self._settings.reconnect_attempts + 1):
-                await asyncio.sleep(_backoff(attempt))
-                try:
-                    await self._engine.recycle(self._conversation(unanswered))
-                except EngineUnavailable as exc:
-                    log.warning("reconnecting to the engine failed (try %d): %s", attempt, exc)
-                    failure = str(exc)
-                    continue
+            try:
+                tries = await self._reopen(unanswered)
+            except EngineUnavailable as exc:
+                failure = str(exc)
+            else:
                 await self._restored(question_start)
                 await self._answer_again(unanswered)
                 self._metrics.engine_reconnects.labels("restored").inc()
                 took_ms = (perf_counter() - dropped_at) * 1000
-                self._journal.event("engine_reconnect", f"{attempt} essai(s), {took_ms:.0f} ms")
+                self._journal.event("engine_reconnect", f"{tries} essai(s), {took_ms:.0f} ms")
                 self._reached(True)
                 return True
         finally:
@@ -179,6 +178,26 @@ class Resilience:
         self._journal.event("engine_reconnect_failed", failure)
         self._reached(False)
         return False
+
+    async def _reopen(self, unanswered: Turn | None) -> int:
+        """A new session with the conversation, in RECONNECT_ATTEMPTS tries at most: how many it
+        took. EngineUnavailable with the last reason when none worked (or none was allowed)."""
+        attempts = self._settings.reconnect_attempts
+        if attempts == 0:
+            raise EngineUnavailable("RECONNECT_ATTEMPTS is 0")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=RECONNECT_BACKOFF_SECONDS, exp_base=3,
+                                  max=RECONNECT_BACKOFF_CEILING_SECONDS),
+            retry=retry_if_exception_type(EngineUnavailable), reraise=True,
+            after=lambda state: log.warning("reconnecting to the engine failed (try %d): %s",
+                                            state.attempt_number, state.outcome.exception()))
+        tries = 0
+        async for attempt in retrying:  # ends after a success; the last failure is raised again
+            with attempt:
+                await self._engine.recycle(self._conversation(unanswered))
+                tries = attempt.retry_state.attempt_number
+        return tries
 
     async def _fall_silent(self) -> float | None:
         """OCTI stops where the caller stopped hearing it (no engine to tell: the new session
@@ -268,13 +287,6 @@ class Resilience:
         return not (self._restoring or self._speaker.busy or self._tools.busy
                     or (self._knowledge is not None and self._knowledge.releasing)
                     or (caller is not None and caller.end_ms is None))
-
-
-def _backoff(attempt: int) -> float:
-    """Seconds before try `attempt`: 0, 0.25, 0.75, 2.25, then the ceiling."""
-    if attempt <= 1:
-        return 0.0
-    return min(RECONNECT_BACKOFF_SECONDS * 3 ** (attempt - 2), RECONNECT_BACKOFF_CEILING_SECONDS)
 
 
 def _turns_since_question(state: CallState) -> list[Turn]:

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -148,7 +149,10 @@ def _metrics_directory() -> tuple[Path, bool]:
 def _run_worker(worker: Worker, listener: socket.socket, parent: int) -> None:
     os.setpgid(0, 0)  # Ctrl-C in a terminal reaches the parent only, which passes it on once
     threading.Thread(target=_drain_when_orphaned, args=(parent,), name="orphan-watch", daemon=True).start()
-    worker(listener)
+    try:
+        worker(listener)
+    except KeyboardInterrupt:  # Ctrl-C passed on while the worker was still starting (importing)
+        sys.exit(INTERRUPTED_EXIT_CODE)
 
 
 def _drain_when_orphaned(parent: int) -> None:

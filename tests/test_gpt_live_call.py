@@ -141,6 +141,35 @@ async def test_a_lost_live_session_carries_the_call_on_with_its_conversation():
     assert asked == [ASKED, follow_up]
 
 
+async def test_the_live_session_is_renewed_before_the_end_it_announced():
+    """The service announces a 14 s session (`expires_at`), far under REALTIME_SESSION_MAX_MINUTES:
+    between two questions the call moves to a new session with the conversation so far, before
+    the old one expires, without a word to the caller."""
+    follow_up = "Et pour l'humidité ?"
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav", at=12.0)],
+                        hangup_after=45, hangup_when_done_after_s=2.5)
+    async with LiveDouble(transcripts=[ASKED, follow_up], greeting_seconds=1.0, answer_seconds=1.5,
+                          session_seconds=14) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            assert line.settings.realtime_session_max_minutes == 60
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+            assert line.metrics.value("octi_engine_recycles_total") == 1
+            assert line.metrics.value("octi_engine_reconnects_total", outcome="restored") == 0
+
+    assert result.status == "completed", result.summary()
+    first, second = double.connections
+    assert first.record.errors == [] and second.record.errors == []
+    assert first.closed_reason == "close_requested", "renewed before the service ended it"
+    texts = [(item["role"], item["content"][0]["text"]) for item in second.record.received[0]["session"]["input"]]
+    assert ("user", ASKED) in texts and [role for role, _ in texts].count("assistant") == 2
+    (delegation,) = second.delegations.values()
+    assert delegation.question == follow_up and delegation.result == "commentary"
+    kinds = [event.type for event in detail.events]
+    assert "engine_recycled" in kinds and "engine_lost" not in kinds
+    assert [turn.text for turn in detail.turns if turn.role == "caller"] == [ASKED, follow_up]
+
+
 async def test_keypad_silence_limits_and_recording_work_with_gpt_live():
     """What the session does besides answering, on a GPT-Live call: * repeats OCTI's last words,
     a silent caller is asked if they are there then told goodbye (both said by the model as

@@ -114,13 +114,16 @@ async def test_three_failed_reconnections_end_with_an_apology_and_the_voicemail(
 
 
 async def test_the_session_is_renewed_before_the_service_cap_between_turns_without_a_sound(double):
-    """A 10 s cap: the session is renewed from 7.5 s on, once OCTI has answered the first question."""
+    """A 10 s session, as announced in `session.created`'s `expires_at` (the configured cap is
+    the default hour): the session is renewed from 7.5 s on, once OCTI has answered the first
+    question."""
     double.session_max_seconds = 10.0
     double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.0, greeting_seconds=1.0)
     double.script_next_connection(["Et la température ?"], answer_seconds=1.0)
     script = CallScript(utterances=[Utterance(QUESTION), Utterance(QUESTION, at=8.5)], hangup_after=30,
                         hangup_when_done_after_s=1.0)
-    async with running_line(openai_realtime_url=double.url, realtime_session_max_minutes=10 / 60) as line:
+    async with running_line(openai_realtime_url=double.url) as line:
+        assert line.settings.realtime_session_max_minutes == 60
         result = await call(line, script)
         assert line.metrics.value("octi_engine_recycles_total") >= 1
         assert line.metrics.value("octi_engine_reconnects_total", outcome="restored") == 0

@@ -10,8 +10,9 @@ which the model is asked again. The caller's audio meanwhile is kept (KEPT_AUDIO
 and sent once the session is back, with the start of a question they were asking when the
 connection dropped: it is answered as if nothing happened.
 
-Before the service's session cap (REALTIME_SESSION_MAX_MINUTES) the session is renewed the
-same way at a quiet moment between turns, without a word to the caller.
+Before the service ends the session (at the `expires_at` it announced, or at
+REALTIME_SESSION_MAX_MINUTES if that comes first) the session is renewed the same way at a
+quiet moment between turns, without a word to the caller.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ KEPT_AUDIO_SECONDS = 5.0
 # Renew the session this long before the cap (a quarter of it, for short caps).
 RECYCLE_LEAD_SECONDS = 300.0
 QUIET_CHECK_SECONDS = 0.2
+# A new session's announced end is looked for every second during its first ten (a service
+# that announces none has the configured cap).
+ANNOUNCEMENT_CHECK_SECONDS = 1.0
+ANNOUNCEMENT_WAIT_SECONDS = 10.0
 # « Un instant. » by espeak-ng (voice fr, 160 wpm, pitch 40), PCM16 24 kHz mono, silences trimmed.
 FILLER_WAV = Path(__file__).parent / "prompts" / "un_instant.wav"
 
@@ -254,22 +259,34 @@ class Resilience:
     async def renew_before_cap(self) -> None:
         """Runs with the call: renews the engine's session before the service ends it, at a quiet
         moment (the caller silent, OCTI silent, nothing on its way)."""
-        cap = self._settings.realtime_session_max_minutes * 60
-        lead = min(RECYCLE_LEAD_SECONDS, cap / 4)
         while True:
-            await asyncio.sleep(max(self._session_since + cap - lead - perf_counter(), 0.0))
+            end = self._session_end()
+            lead = min(RECYCLE_LEAD_SECONDS, (end - self._session_since) / 4)
+            wait = end - lead - perf_counter()
+            if wait > 0:
+                # A session announces its end in its first event: while it may still, look again soon.
+                awaited = (self._engine.session_ends_at is None
+                           and perf_counter() - self._session_since < ANNOUNCEMENT_WAIT_SECONDS)
+                await asyncio.sleep(min(wait, ANNOUNCEMENT_CHECK_SECONDS) if awaited else wait)
+                continue
             while not self._quiet():
                 await asyncio.sleep(QUIET_CHECK_SECONDS)
-            if perf_counter() - self._session_since < cap - lead:
+            if perf_counter() < self._session_end() - lead:
                 continue  # a reconnection renewed it meanwhile
+            age = perf_counter() - self._session_since
             async with self._switching:
                 renewed = await self._renew()
             if not renewed:  # the old session lives on; at its end, the reconnection
                 await asyncio.sleep(QUIET_CHECK_SECONDS * 10)
                 continue
             self._metrics.engine_recycles.inc()
-            self._journal.event("engine_recycled", f"après {cap - lead:.0f} s",
-                                self._state.timeline_ms(perf_counter()))
+            self._journal.event("engine_recycled", f"après {age:.0f} s", self._state.timeline_ms(perf_counter()))
+
+    def _session_end(self) -> float:
+        """When the current session ends: as the service announced it, or at the configured cap."""
+        capped = self._session_since + self._settings.realtime_session_max_minutes * 60
+        announced = self._engine.session_ends_at
+        return capped if announced is None else min(announced, capped)
 
     async def _renew(self) -> bool:
         self._restoring = True

@@ -17,11 +17,21 @@ Two kinds of services fit:
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, Literal, Protocol
 
 from app.audio.formats import AudioFormat
+
+
+def announced_end(expires_at: Any) -> float | None:
+    """A service's announced session end (`expires_at`, Unix seconds) on the `perf_counter()`
+    clock the session's timers use; None when it is not a number."""
+    if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
+        return None
+    return perf_counter() + (expires_at - time.time())
 
 
 class EngineUnavailable(RuntimeError):
@@ -212,6 +222,12 @@ class Engine(Protocol):
     @property
     def close_reason(self) -> str:
         """Why the events ended (for the call log), once they have."""
+        ...
+
+    @property
+    def session_ends_at(self) -> float | None:
+        """When the service will end the current session (a `perf_counter()` time), as it
+        announced it (`announced_end`); None until it has, or when it does not."""
         ...
 
     async def send_audio(self, audio: bytes) -> None:

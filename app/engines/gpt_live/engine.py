@@ -10,7 +10,8 @@ delegation, as commentary to say, or as silent thinking when nothing is to be sa
 The session is started (`session.start`) and ready (`session.started`) before `open` returns,
 so a pre-warmed engine takes audio at once. A new session (`recycle`) starts with the
 conversation so far as initial items: GPT-Live's context is append-only, this is how it is
-carried over.
+carried over. `session.started` announces when the service will end the session
+(`expires_at`): the call renews it before then (`app.agent.resilience`).
 
 The greeting (`GPT_LIVE_GREETING`): the model's first turn, or (`fixture`) the model's greeting
 of an earlier call played back by the service as a fixture (`greeting`); without a clip for this
@@ -31,7 +32,7 @@ from app.audio.formats import TELEPHONE_ULAW
 from app.audio.g711 import ulaw_level
 from app.config import Settings
 from app.engines.contract import (
-    Conversation, EngineError, EngineEvent, EngineTraits, EngineUnavailable, Summary, ToolSpec,
+    Conversation, EngineError, EngineEvent, EngineTraits, EngineUnavailable, Summary, ToolSpec, announced_end,
 )
 from app.engines.gpt_live import greeting, protocol
 from app.engines.gpt_live.greeting import GreetingRecorder
@@ -84,8 +85,9 @@ class GptLiveEngine:
     traits = EngineTraits(turns="service", cuts_answers=False, streams_caller_words=True)
     audio_format = TELEPHONE_ULAW
 
-    def __init__(self, connection: RealtimeConnection, settings: Settings) -> None:
+    def __init__(self, connection: RealtimeConnection, settings: Settings, ends_at: float | None) -> None:
         self._connection = connection
+        self._session_ends_at = ends_at
         self._settings = settings
         self._sessions = 1
         self._translator = LiveTranslator(prefix="live1")
@@ -95,10 +97,12 @@ class GptLiveEngine:
 
     @classmethod
     async def open(cls, settings: Settings) -> GptLiveEngine:
-        return cls(await cls._start(settings, Conversation()), settings)
+        connection, ends_at = await cls._start(settings, Conversation())
+        return cls(connection, settings, ends_at)
 
     @staticmethod
-    async def _start(settings: Settings, conversation: Conversation) -> RealtimeConnection:
+    async def _start(settings: Settings, conversation: Conversation) -> tuple[RealtimeConnection, float | None]:
+        """A started session, and when the service will end it (`session.started`'s `expires_at`)."""
         start = protocol.session_start(settings.gpt_live_model, settings.openai_voice,
                                        history=conversation.exchanges, context=conversation.context)
         connection = await RealtimeConnection.open(settings, start, url=settings.gpt_live_url)
@@ -107,8 +111,9 @@ class GptLiveEngine:
         except EngineUnavailable:
             await connection.close()
             raise
-        log.info("live session %s started", (started.get("session") or {}).get("id"))
-        return connection
+        session = started.get("session") or {}
+        log.info("live session %s started", session.get("id"))
+        return connection, announced_end(session.get("expires_at"))
 
     @property
     def is_open(self) -> bool:
@@ -117,6 +122,10 @@ class GptLiveEngine:
     @property
     def close_reason(self) -> str:
         return f"live connection closed (code {self._connection.close_code})"
+
+    @property
+    def session_ends_at(self) -> float | None:
+        return self._session_ends_at
 
     # ------------------------------------------------------------------ events
 
@@ -252,12 +261,12 @@ class GptLiveEngine:
         return None
 
     async def recycle(self, conversation: Conversation) -> None:
-        fresh = await self._start(self._settings, conversation)
+        fresh, ends_at = await self._start(self._settings, conversation)
         old = self._connection
         self._translator.closed_by_us = True
         await old.send(protocol.session_close())
         self._sessions += 1
-        self._connection = fresh
+        self._connection, self._session_ends_at = fresh, ends_at
         self._translator = LiveTranslator(prefix=f"live{self._sessions}")
         await old.close()
 

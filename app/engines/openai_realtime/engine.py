@@ -35,6 +35,7 @@ from app.engines.contract import (
     Summary,
     ToolCall,
     ToolSpec,
+    announced_end,
 )
 from app.engines.openai_realtime import models, protocol
 from app.engines.openai_realtime.connection import RealtimeConnection
@@ -108,7 +109,9 @@ class RealtimeEngine:
         self._turn_ending = False  # end_turn() committed the buffer; its `committed` is a turn's end
         self._last_stopped = ""  # the turn whose end was reported last (the service commits it too)
         self._contexts_sent = 0
+        self._session_ends_at: float | None = None  # announced in each session's `session.created`
         self._translate: dict[str, Callable[[dict[str, Any]], EngineEvent | None]] = {
+            "session.created": self._session_created,
             "input_audio_buffer.speech_started": self._speech_started,
             "input_audio_buffer.speech_stopped": self._speech_stopped,
             "conversation.item.input_audio_transcription.delta": self._caller_words,
@@ -139,6 +142,10 @@ class RealtimeEngine:
     def close_reason(self) -> str:
         return f"realtime connection closed (code {self._connection.close_code})"
 
+    @property
+    def session_ends_at(self) -> float | None:
+        return self._session_ends_at
+
     # ------------------------------------------------------------------ events
 
     async def events(self) -> AsyncIterator[EngineEvent]:
@@ -165,6 +172,9 @@ class RealtimeEngine:
                         await connection.close()
             if self._connection is connection:
                 return
+
+    def _session_created(self, event: dict[str, Any]) -> None:
+        self._session_ends_at = announced_end(event["session"].get("expires_at"))
 
     def _speech_started(self, event: dict[str, Any]) -> SpeechStarted:
         turn, at_ms = event.get("item_id", ""), float(event.get("audio_start_ms", 0)) + self._session_start_ms
@@ -364,6 +374,7 @@ class RealtimeEngine:
             responses.context_waiting = f"octi_context_{self._contexts_sent}"
             await fresh.send(protocol.system_message(responses.context_waiting, conversation.context))
         old, self._connection = self._connection, fresh
+        self._session_ends_at = None  # until the fresh session's `session.created` is read
         self._responses = responses
         self._audio_ms.clear()
         self._speech_start_ms.clear()

@@ -41,13 +41,13 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openai.types.live import ClientEvent
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from app.simulators.live_double.records import Delegation, Record, Speech
 from app.simulators.realtime_double.formats import (
     UNITS_PER_MS, decode_base64, downsample_24k_to_8k, g711_to_pcm16, pcm16_to_g711,
 )
@@ -69,37 +69,6 @@ FIXTURE_MAX_MS = 30_000
 APPENDS = {"session.instructions.append": "session.instructions.appended",
            "session.thinking.append": "session.thinking.appended",
            "session.commentary.append": "session.commentary.appended"}
-
-
-@dataclass
-class Speech:
-    """Something the model says: `ms` of the recording from `asset_ms`, or the fixture's audio."""
-
-    kind: str  # greeting, acknowledgement, answer, fixture
-    ms: int
-    asset_ms: int = 0
-    audio: bytes | None = None
-    sent_ms: int = 0
-
-
-@dataclass
-class Delegation:
-    id: str
-    question: str
-    result: str | None = None  # "commentary" or "thinking", once the application answered
-    content: str = ""
-
-
-@dataclass
-class Record:
-    """What tests read: client events as validated (audio counted, not kept), server events."""
-
-    received: list[dict[str, Any]] = field(default_factory=list)
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    audio_in_ms: int = 0
-    yields: int = 0
-    spoken: list[str] = field(default_factory=list)  # the kind of each speech started
 
 
 class LiveConnection:
@@ -216,7 +185,7 @@ class LiveConnection:
                                    "session.delegation")
         self._started_at = time.perf_counter()
         voice = ((config.get("audio") or {}).get("output") or {}).get("voice") or "marin"
-        self.session = {"id": f"sess_double_{self.index}", "expires_at": int(time.time()) + SESSION_SECONDS,
+        self.session = {"id": f"sess_double_{self.index}", "expires_at": int(time.time() + self.double.session_seconds),
                         "model": config["model"], "status": "active",
                         "audio": {"format": fmt, "output": {"voice": voice}},
                         "delegation": {"type": "client", "acknowledgement_delay_ms": 0},
@@ -227,6 +196,7 @@ class LiveConnection:
         await self.send(started)
         self._spawn(self._mixer())
         self._spawn(self._usage_ticks())
+        self._spawn(self._expire())
 
     async def _append(self, kind: str, data: dict[str, Any], event_id: str | None) -> None:
         if self._speaking is not None and self._speaking.kind == "fixture":
@@ -267,12 +237,12 @@ class LiveConnection:
         self._fixture_event_id = event_id
         await self.send(playing)
 
-    async def _close(self, event_id: str | None) -> None:
-        closed: dict[str, Any] = {"type": "session.closed", "reason": "close_requested", "session": self.session,
+    async def _close(self, event_id: str | None, reason: str = "close_requested") -> None:
+        closed: dict[str, Any] = {"type": "session.closed", "reason": reason, "session": self.session,
                                   "usage": self._usage()}
         if event_id is not None:
             closed["client_event_id"] = event_id
-        self.closed_reason = "close_requested"
+        self.closed_reason = reason
         await self.send(closed)
         self._done.set()
         await self._ws.close(1000)
@@ -392,6 +362,11 @@ class LiveConnection:
         while not self._done.is_set():
             await asyncio.sleep(self.double.usage_interval)
             await self.send({"type": "session.usage.updated", "usage": self._usage()})
+
+    async def _expire(self) -> None:
+        """The session's duration limit, as announced in `expires_at`: it ends, reason `expired`."""
+        await asyncio.sleep(self.double.session_seconds)
+        await self._close(None, "expired")
 
     async def drop(self) -> None:
         """The service going away mid-session (tests of reconnection)."""

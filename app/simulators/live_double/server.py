@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from app.simulators.live_double.connection import LiveConnection
+from app.simulators.live_double.connection import SESSION_SECONDS, LiveConnection
 from app.simulators.realtime_double.voice import VoiceAsset, load_voice_asset
 
 logger = logging.getLogger(__package__)
@@ -35,14 +35,16 @@ class LiveDouble:
     - delegation_delay: seconds from the end of the caller's words to the delegation;
     - stream_lag_seconds: how far the caller's transcript trails their audio;
     - silence_ms: the silence that ends a caller's turn (energy VAD);
-    - usage_interval: seconds between usage reports.
+    - usage_interval: seconds between usage reports;
+    - session_seconds: the session's duration limit, announced in `session.started`'s
+      `expires_at`; then the session closes with reason `expired`.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
                  transcripts: Iterable[str] = (), greeting_seconds: float = 2.5, answer_seconds: float = 4.0,
                  acknowledgement_seconds: float = 0.8, overlap_ms: int = 600, lead_ms: int = 300,
                  delegation_delay: float = 0.2, stream_lag_seconds: float = 0.3, silence_ms: int = 500,
-                 usage_interval: float = 1.0) -> None:
+                 usage_interval: float = 1.0, session_seconds: float = SESSION_SECONDS) -> None:
         self.host, self._requested_port = host, port
         self.api_key = api_key
         self.transcripts = list(transcripts)
@@ -53,6 +55,7 @@ class LiveDouble:
         self.delegation_delay, self.stream_lag_seconds = delegation_delay, stream_lag_seconds
         self.silence_ms = silence_ms
         self.usage_interval = usage_interval
+        self.session_seconds = session_seconds
         self.asset: VoiceAsset | None = None
         self.connections: list[LiveConnection] = []
         self.refused: list[tuple[int, str]] = []

@@ -197,13 +197,36 @@ def test_a_client_delegation_becomes_the_tool_the_callers_words_call_for():
     ("Je voudrais parler à un conseiller", "transfer_to_human"),
     ("Merci, au revoir", "end_call"),
     ("Mes poules ne pondent plus", "search_knowledge"),
+    ("Vous pouvez m'envoyer ça par texto ?", "send_recap_by_sms"),
+    ("Oui, volontiers", "search_knowledge"),  # a yes to nothing offered
 ])
 def test_delegations_route_to_the_call_tools(words, tool):
     live = LiveTranslator()
     live.translate(heard(words, 0, 900), 1.0)
-    event = server({"type": "session.delegation.created", "event_id": "ev", "offset_ms": 950,
-                    "delegation": {"id": "del", "target": "client", "type": "delegation"}})
-    assert live.translate(event, 1.1)[-1].name == tool
+    assert live.translate(delegated("del"), 1.1)[-1].name == tool
+
+
+def delegated(delegation_id: str) -> dict:
+    return server({"type": "session.delegation.created", "event_id": f"ev_{delegation_id}", "offset_ms": 950,
+                   "delegation": {"id": delegation_id, "target": "client", "type": "delegation"}})
+
+
+def test_a_yes_to_the_models_offer_of_an_sms_is_the_sms_tool_and_only_right_after_it():
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    offer = "Voulez-vous le récapitulatif par SMS ?"
+    live.translate(server({"type": "session.output_transcript.delta", "event_id": "ev_t", "delta": offer,
+                           "start_ms": 0, "end_ms": 200}), 0.1)
+    live.tick(1.0)  # the model went quiet: its answer ended
+    live.translate(heard("Oui, je veux bien.", 1100, 1800), 1.9)
+    assert live.translate(delegated("del_1"), 2.0)[-1].name == "send_recap_by_sms"
+    # The model's next answer offers nothing: a yes to it is a question like any other.
+    live.translate(audio(LOUD), 2.5)
+    live.translate(server({"type": "session.output_transcript.delta", "event_id": "ev_u",
+                           "delta": "Il faut 37,7 degrés.", "start_ms": 2500, "end_ms": 2700}), 2.6)
+    live.tick(3.5)
+    live.translate(heard("Oui, et pour l'humidité ?", 3600, 4400), 4.5)
+    assert live.translate(delegated("del_2"), 4.6)[-1].name == "search_knowledge"
 
 
 def test_cumulative_usage_becomes_reports_that_add_up():

@@ -11,6 +11,7 @@ SMS_RECAP_HEADER = "OCTI - ce qu'il faut retenir de votre appel :"
 SMS_RECAP_PROMISED = "Le récapitulatif partira par SMS à la fin de l'appel."
 NO_SMS = "Les SMS ne sont pas disponibles sur cette ligne."
 SMS_BY_PHONE_ONLY = "Le récapitulatif par SMS n'est envoyé qu'après un appel téléphonique."
+EXCHANGES_RECAP_HEADER = "Vos questions et les réponses d'OCTI :"
 RECAP_INSTRUCTIONS = (
     "L'appel est terminé. Rédige en français un récapitulatif des conseils que tu as donnés à l'éleveur "
     "pendant cet appel : trois à cinq points courts, sans introduction. N'invente rien qui n'a pas été dit.")

@@ -1,5 +1,8 @@
 """After the call: what OCTI advised, summarised in French by the model out of band (the
-conversation is over, nothing joins it), with the fiches the answers came from.
+conversation is over, nothing joins it), with the fiches the answers came from. When the
+model writes none (GPT-Live has no out-of-band text; a Realtime session lost or too slow at the
+end), the record of the exchanges stands for it: each knowledge question and OCTI's answer to
+it, as the caller heard it.
 
 It runs once the caller's side is closed and before the model session is, within
 RECAP_TIMEOUT_SECONDS; a conversation without a question answered gets none.
@@ -9,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from app.agent import phrases
-from app.agent.state import CallState
+from app.agent.state import CallState, Turn
 from app.calllog.journal import CallJournal
 from app.channels.contract import CallChannel
 from app.config import Settings
@@ -20,6 +24,7 @@ from app.engines.contract import Engine
 log = logging.getLogger(__name__)
 
 RECAP_TIMEOUT_SECONDS = 15.0
+ANSWER_MAX_CHARS = 300  # of each answer in a record of the exchanges
 
 
 def fiches(state: CallState) -> list[str]:
@@ -29,21 +34,43 @@ def fiches(state: CallState) -> list[str]:
     return list(dict.fromkeys(title for title in titles if title))
 
 
-async def recap_of(engine: Engine, state: CallState, settings: Settings) -> str | None:
+def exchanges(state: CallState, heard_text: Callable[[Turn], str]) -> str | None:
+    """Each knowledge question of the call with OCTI's answer to it as heard (None: none answered)."""
+    lines: list[str] = []
+    question: str | None = None
+    answer: list[str] = []
+    for turn in [*state.turns, None]:
+        if turn is None or turn.role == "caller":
+            said = " ".join(answer)
+            if question and said:
+                if len(said) > ANSWER_MAX_CHARS:
+                    said = said[: ANSWER_MAX_CHARS].rsplit(" ", 1)[0] + " …"
+                lines.append(f"- « {question} » : {said}")
+            question = turn.text.strip() if turn is not None and turn.retrieval is not None else None
+            answer = []
+        elif question is not None and (text := heard_text(turn)):
+            answer.append(text)
+    return "\n".join([phrases.EXCHANGES_RECAP_HEADER, *lines]) if lines else None
+
+
+async def recap_of(engine: Engine, state: CallState, settings: Settings,
+                   heard_text: Callable[[Turn], str]) -> str | None:
     answered = any(turn.role == "caller" and turn.text for turn in state.turns)
-    if not settings.call_recap or not answered or not engine.is_open:
+    if not settings.call_recap or not answered:
         return None
-    try:
-        summary = await asyncio.wait_for(engine.summarize(phrases.RECAP_INSTRUCTIONS), RECAP_TIMEOUT_SECONDS)
-    except TimeoutError:
-        log.warning("no recap: the model did not write one within %.0f s", RECAP_TIMEOUT_SECONDS)
-        return None
-    if summary is None:
-        return None
-    if summary.usage:
+    summary = None
+    if engine.is_open:
+        try:
+            summary = await asyncio.wait_for(engine.summarize(phrases.RECAP_INSTRUCTIONS), RECAP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("the model wrote no recap within %.0f s: the exchanges stand for it", RECAP_TIMEOUT_SECONDS)
+    if summary is not None and summary.usage:
         state.usage.append(summary.usage)  # the recap is part of the call's cost
+    text = summary.text if summary is not None else exchanges(state, heard_text)
+    if text is None:
+        return None
     sources = fiches(state)
-    return summary.text + (f"\n\nFiches : {' ; '.join(sources)}." if sources else "")
+    return text + (f"\n\nFiches : {' ; '.join(sources)}." if sources else "")
 
 
 SMS_MAX_CHARS = 1500  # Twilio joins up to 1,600 characters into one message

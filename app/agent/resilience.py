@@ -232,10 +232,7 @@ class Resilience:
     def _conversation(self, unanswered: Turn | None) -> Conversation:
         exchanges = []
         for turn in self._state.turns:
-            text = turn.text.strip()
-            if turn.role == "assistant" and turn.interrupted:
-                text = heard_part(text, turn.heard_ms or 0.0,
-                                  self._speaker.answers.generated_ms.get(turn.item_id, 0.0))
+            text = self._speaker.heard_text(turn)
             if text:
                 exchanges.append(Exchange(turn.role, text, cut=turn.role == "assistant" and turn.interrupted))
         retrieval = unanswered.retrieval if unanswered is not None else None
@@ -324,14 +321,3 @@ def _unanswered_question(state: CallState) -> Turn | None:
         if turn.role == "caller" and turn.end_ms is not None:
             return turn
     return None
-
-
-def heard_part(text: str, heard_ms: float, generated_ms: float) -> str:
-    """What the caller heard of an answer's text, in proportion of its audio, to a whole word
-    (the service says its words along the audio; the text has no timing of its own)."""
-    if heard_ms <= 0 or generated_ms <= 0:
-        return ""
-    end = round(len(text) * min(heard_ms / generated_ms, 1.0))
-    if end >= len(text):
-        return text
-    return text[:end].rsplit(" ", 1)[0] if " " in text[:end] else ""

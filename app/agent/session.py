@@ -147,7 +147,7 @@ class CallSession:
             await self._tools.close()
             await self._behaviours.close()
             await self._channel.end(outcome)
-            recap = await recap_of(self._engine, self.state, self._settings)
+            recap = await recap_of(self._engine, self.state, self._settings, self._speaker.heard_text)
             await self._engine.close()
             await text_recap(self._channel, recap, self.state, self._settings, self._journal)
             await self._ended(outcome, recap)

@@ -130,6 +130,13 @@ class Speaker:
                 self._metrics.first_audio.labels(self._channel.identity.channel).observe(
                     (turn.speech_end_to_model_audio_ms + (turn.model_audio_to_caller_ms or 0.0)) / 1000)
 
+    def heard_text(self, turn: Turn) -> str:
+        """A turn's words as the caller heard them: an interrupted answer's up to where it was cut."""
+        text = turn.text.strip()
+        if turn.role == "assistant" and turn.interrupted:
+            return heard_part(text, turn.heard_ms or 0.0, self.answers.generated_ms.get(turn.item_id, 0.0))
+        return text
+
     def heard_ms(self, item_id: str, now: float) -> float:
         """How much of an answer the caller has heard by `now`: played, and never more than generated."""
         return max(min(self.tracker.heard_ms(item_id, now), self.answers.generated_ms.get(item_id, 0.0)), 0.0)
@@ -207,3 +214,14 @@ def _hold(held: HeldVoice, item_id: str, audio: bytes) -> None:
         held.audio[-1][1].extend(audio)
     else:
         held.audio.append((item_id, bytearray(audio)))
+
+
+def heard_part(text: str, heard_ms: float, generated_ms: float) -> str:
+    """What the caller heard of an answer's text, in proportion of its audio, to a whole word
+    (the service says its words along the audio; the text has no timing of its own)."""
+    if heard_ms <= 0 or generated_ms <= 0:
+        return ""
+    end = round(len(text) * min(heard_ms / generated_ms, 1.0))
+    if end >= len(text):
+        return text
+    return text[:end].rsplit(" ", 1)[0] if " " in text[:end] else ""

@@ -28,6 +28,7 @@ from time import perf_counter
 from typing import Any
 
 from app.agent import phrases
+from app.agent.tools import RECAP_BY_SMS, call_tools
 from app.audio.formats import TELEPHONE_ULAW
 from app.audio.g711 import ulaw_level
 from app.config import Settings
@@ -103,7 +104,8 @@ class GptLiveEngine:
     @staticmethod
     async def _start(settings: Settings, conversation: Conversation) -> tuple[RealtimeConnection, float | None]:
         """A started session, and when the service will end it (`session.started`'s `expires_at`)."""
-        start = protocol.session_start(settings.gpt_live_model, settings.openai_voice,
+        instructions = protocol.conversation_instructions(RECAP_BY_SMS in call_tools(settings))
+        start = protocol.session_start(settings.gpt_live_model, settings.openai_voice, instructions,
                                        history=conversation.exchanges, context=conversation.context)
         connection = await RealtimeConnection.open(settings, start, url=settings.gpt_live_url)
         try:
@@ -257,7 +259,7 @@ class GptLiveEngine:
             await self._connection.send(protocol.thinking(output, call))
 
     async def summarize(self, instructions: str) -> Summary | None:
-        """GPT-Live has no out-of-band text response: no recap from the model."""
+        """GPT-Live has no out-of-band text response: the session records the exchanges instead."""
         return None
 
     async def recycle(self, conversation: Conversation) -> None:

@@ -41,7 +41,8 @@ How the server's events map onto the contract
     when the model answers or delegates (`SpeechStopped` at the last word's `end_ms`, then the
     whole text as final `CallerWords`).
   * Delegation: `session.delegation.created` with target `client` → `ToolCall` named after the
-    tool the caller's words call for (`delegation.route`), its call id the delegation id.
+    tool the caller's words (in reply to the model's latest) call for (`delegation.route`), its
+    call id the delegation id.
   * Usage: `session.usage.updated` (cumulative) and the final usage of `session.closed` →
     `UsageReport` with what was billed since the last report (`live_usage`), so that reports
     add up: active seconds, and paused (standby) seconds where the server reports the split.
@@ -98,6 +99,13 @@ INSTRUCTIONS = (
     "Délègue aussi quand l'éleveur veut parler à une personne, ou quand il dit au revoir : "
     "l'application s'en charge."
 )
+SMS_OFFER = ("Après un conseil, propose une fois à l'éleveur de recevoir le récapitulatif par SMS ; "
+             "s'il accepte, délègue : l'application l'enverra après l'appel.")
+
+
+def conversation_instructions(offers_sms: bool) -> str:
+    """The session's instructions; with the recap by SMS to offer (SMS_RECAP=ask), the offer."""
+    return f"{INSTRUCTIONS} {SMS_OFFER}" if offers_sms else INSTRUCTIONS
 
 
 # ------------------------------------------------------------------ client events
@@ -207,6 +215,7 @@ class LiveTranslator:
     answer: _Answer | None = None
     caller: _CallerTurn | None = None
     last_item: str | None = None
+    model_said: str = ""  # the words of the model's latest answer: what the caller replies to
     usage: dict[str, float] = field(default_factory=dict)
     closed_by_us: bool = False
     caller_heard_at: float = float("-inf")  # the caller's last sound or word
@@ -221,7 +230,10 @@ class LiveTranslator:
             return self._audio(base64.b64decode(event["delta"], validate=True), now)
         if kind == "session.output_transcript.delta":
             item = self.answer.item if self.answer is not None else self.last_item
-            return [AnswerTextPiece(item, str(event["delta"]))] if item is not None else []
+            if item is None:
+                return []
+            self.model_said += str(event["delta"])
+            return [AnswerTextPiece(item, str(event["delta"]))]
         if kind == "session.input_transcript.delta":
             return self._caller_words(str(event["delta"]), float(event["start_ms"]), float(event["end_ms"]), now)
         if kind == "session.delegation.created":
@@ -256,6 +268,7 @@ class LiveTranslator:
                 return []  # silence between answers
             events = self._close_caller_turn()
             self.answers += 1
+            self.model_said = ""
             answer = self.answer = _Answer(f"{self.prefix}_answer_{self.answers}",
                                            f"{self.prefix}_item_{self.answers}", now)
             self.last_item = answer.item
@@ -350,7 +363,7 @@ class LiveTranslator:
             return []
         question = self.question
         events = self._close_caller_turn()
-        name, arguments = route(question)
+        name, arguments = route(question, self.model_said)
         return events + [ToolCall(str(delegation["id"]), name, arguments)]
 
     def _closed(self, event: dict[str, Any]) -> list[EngineEvent]:

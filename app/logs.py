@@ -48,13 +48,15 @@ class CallContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC, ISO 8601), level, logger, call, message, and the
-    exception's traceback when there is one. Runs after CallContextFilter (the call, masking)."""
+    """One JSON object per record: time (UTC, ISO 8601), level, process id, logger, call, message,
+    and the exception's traceback when there is one. Runs after CallContextFilter (the call,
+    masking)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
+            "pid": record.process,
             "logger": record.name,
             "call": getattr(record, "call", current_call.get()),
             "message": record.getMessage(),
@@ -67,11 +69,16 @@ class JsonFormatter(logging.Formatter):
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(call)s] %(message)s"
+# With several worker processes on one output, each line says whose it is.
+WORKERS_TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s [%(call)s] %(message)s"
 
 
-def configure_logging(level: str = "INFO", log_format: Literal["text", "json"] = "text") -> None:
+def configure_logging(level: str = "INFO", log_format: Literal["text", "json"] = "text", *,
+                      workers: bool = False) -> None:
+    """`workers`: this process is one of several (or their supervisor): text lines carry its id."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    text_format = WORKERS_TEXT_FORMAT if workers else TEXT_FORMAT
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text_format))
     handler.addFilter(CallContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -63,7 +63,7 @@ def run_server(sock: socket.socket | None = None, *, host: str, port: int, ws: s
     host:port itself. Ctrl-C exits with INTERRUPTED_EXIT_CODE once it has shut down."""
     settings = get_settings()
     settings.host, settings.port = host, port
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, workers=sock is not None)
     app = create_app(settings)
     server = DrainingServer(server_config(app, host, port, ws), app.state.service, settings.drain_timeout_s)
     try:
@@ -80,7 +80,7 @@ def prepare_shared_data() -> None:
     fresh DATA_DIR (migrate the call log, seed the knowledge base). Failures are left for the
     workers, which live with a database or knowledge store that is down."""
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, workers=True)
     asyncio.run(_prepare(settings))
 
 
@@ -115,7 +115,7 @@ def cli(host: str | None, port: int | None, ws: str, workers: int | None) -> Non
     if workers == 1:
         run_server(host=host, port=port, ws=ws)
         return
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, workers=True)
     if not settings.redis_url:
         log.warning("%d workers without REDIS_URL: each keeps its own rate limits and stream claims, and a "
                     "call's <Connect> action may not find how its stream ended", workers)

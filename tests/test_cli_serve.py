@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -164,6 +165,8 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
     assert finished.status == "completed" and finished.closed_by == "caller", finished.summary()
     assert refused.status == "spoken_only" and "lignes sont occupées" in " ".join(refused.say_texts)
     assert server.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+    # Each worker's lines name it: both drained (and said so), on one output.
+    assert {int(pid) for pid in re.findall(r" WARNING (\d+) app\.serve \[-\] drained", err.decode())} == workers
     async with await CallLogStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.sqlite3'}") as store:
         for result in (*placed, finished):
             detail = await store.get_call(await store.find_call_id(result.call_sid))

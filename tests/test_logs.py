@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -70,7 +71,8 @@ def test_json_logs_are_one_object_a_line_with_the_call_and_masked_numbers(restor
     outside, warned, failed = json_lines(output)
     assert len(output.splitlines()) == 3, "one line per record, newlines escaped"
     assert outside["call"] == "-" and outside["message"] == "outside any call" and "exception" not in outside
-    assert set(warned) == {"time", "level", "logger", "call", "message"}
+    assert set(warned) == {"time", "level", "pid", "logger", "call", "message"}
+    assert warned["pid"] == os.getpid()
     assert warned["level"] == "WARNING" and warned["logger"] == "app.test"
     assert warned["call"] == failed["call"] == "CA0123456789abcdef0123456789abcdef"
     assert warned["message"] == "call from +336••••••78"

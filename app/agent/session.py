@@ -29,7 +29,7 @@ from app.audio.convert import make_converter
 from app.agent.turn_log import log_assistant_turn, log_caller_turn, log_unfinished_turns
 from app.calllog.journal import CallJournal
 from app.channels.contract import (
-    AnswerWords, CallChannel, CallerAudio, CallerInterrupts, CallerText, CallOutcome, ConversationReset, Digit,
+    CallChannel, CallerAudio, CallerInterrupts, CallerText, CallOutcome, ConversationReset, Digit,
     Notice, PlaybackMark, SessionReady, TurnEnded,
 )
 from app.config import Settings
@@ -86,7 +86,7 @@ class CallSession:
             AnswerStarted: self._on_answer_started,
             AnswerAudio: self._speaker.audio,
             AnswerAudioDone: self._speaker.audio_done,
-            AnswerTextPiece: self._on_answer_text_piece,
+            AnswerTextPiece: self._speaker.words,
             AnswerText: self._on_answer_text,
             AnswerDone: self._on_answer_done,
             SpeechStarted: self._on_speech_started,
@@ -253,10 +253,6 @@ class CallSession:
 
     def _on_usage(self, event: UsageReport) -> None:
         self.state.usage.append(event.usage)
-
-    async def _on_answer_text_piece(self, event: AnswerTextPiece) -> None:
-        self.state.assistant_turn(event.item).text += event.text  # so far: what a new session is told
-        await self._channel.show(AnswerWords(event.text))
 
     def _on_answer_text(self, event: AnswerText) -> None:
         self.state.assistant_turn(event.item).text = event.text

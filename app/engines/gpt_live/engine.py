@@ -239,7 +239,11 @@ class GptLiveEngine:
             await self._connection.send(protocol.written_answer(context))
 
     async def cancel(self) -> None:
-        """Nothing to send: the model stops by itself when the caller takes the floor."""
+        """No client event stops the model: it stops by itself when the caller takes the floor.
+        Stopped otherwise (the interrupt button, a typed question, a goodbye), it goes on unheard:
+        the session mutes the rest, and the model is told in silence, as a cut tells the Realtime API."""
+        if not self._translator.fixture_playing:  # the service refuses appends meanwhile
+            await self._connection.send(protocol.answer_stopped())
 
     async def cut(self, item: str, heard_ms: float) -> None:
         """Nothing to send: the context is append-only, the service keeps what it said."""

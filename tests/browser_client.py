@@ -1,5 +1,6 @@
 """A page of the browser channel, for the tests: the seed protocol over a real websocket, with a
-playback queue that plays answer audio in real time and reports it as the softphone does."""
+playback queue that plays answer audio in real time and reports it as the softphone does; and
+what every browser test does around it (sign in, start, read the call log)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
+import httpx
 import websockets
 
 from app.audio.convert import make_converter
 from app.audio.formats import AudioFormat
+from app.calllog.store import CallLogStore
+from app.calllog.views import CallQuery
 from tests.harness import AUDIO
+
+PASSWORD = "poussins-2026"
 
 
 def speech(name: str, rate: int = 24000, trailing_silence_ms: int = 0) -> bytes:
@@ -152,3 +158,27 @@ class open_page:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def sign_in(line, username: str = "marie") -> str:
+    await line.service.browser.users.add(username, PASSWORD)
+    async with httpx.AsyncClient(base_url=line.url) as client:
+        response = await client.post("/api/web/token", json={"username": username, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    assert response.cookies.get("octi_web_token") == response.json()["token"]
+    return response.json()["token"]
+
+
+async def started(page: Page) -> None:
+    await page.send_json({"type": "start_conversation"})
+    await page.until_type("ready")
+
+
+async def stored_calls(line):
+    """Every call as stored, once the conversations have ended and the writer has flushed."""
+    while line.metrics.active_calls:
+        await asyncio.sleep(0.05)
+    assert await line.service.calllog.flush(timeout=15)
+    async with await CallLogStore.open(line.settings.effective_database_url) as store:
+        calls, _ = await store.list_calls(CallQuery())
+        return [await store.get_call(call.id) for call in calls]

@@ -13,32 +13,10 @@ import pytest
 import websockets
 
 from app.accounts.tokens import AccessTokens, token_key
-from app.calllog.store import CallLogStore
-from app.calllog.views import CallQuery
-from tests.browser_client import open_page, speech
+from tests.browser_client import PASSWORD, open_page, sign_in, speech, started, stored_calls
 from tests.harness import running_line
 
-PASSWORD = "poussins-2026"
 REVIEW_TOKEN = "review-token-0123456789abcdef"
-
-
-async def sign_in(line, username: str = "marie") -> str:
-    await line.service.browser.users.add(username, PASSWORD)
-    async with httpx.AsyncClient(base_url=line.url) as client:
-        response = await client.post("/api/web/token", json={"username": username, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    assert response.cookies.get("octi_web_token") == response.json()["token"]
-    return response.json()["token"]
-
-
-async def stored_calls(line):
-    """Every call as stored, once the conversations have ended and the writer has flushed."""
-    while line.metrics.active_calls:
-        await asyncio.sleep(0.05)
-    assert await line.service.calllog.flush(timeout=15)
-    async with await CallLogStore.open(line.settings.effective_database_url) as store:
-        calls, _ = await store.list_calls(CallQuery())
-        return [await store.get_call(call.id) for call in calls]
 
 
 @asynccontextmanager
@@ -54,11 +32,6 @@ async def hearing_a_long_greeting(double, *, heard_ms: float, **page_options):
             while len(page.played) < 48 * heard_ms:
                 await asyncio.sleep(0.02)
             yield line, page
-
-
-async def started(page) -> None:
-    await page.send_json({"type": "start_conversation"})
-    await page.until_type("ready")
 
 
 async def test_a_conversation_in_the_seed_protocol_lands_in_the_call_log(double):

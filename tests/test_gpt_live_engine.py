@@ -208,6 +208,39 @@ async def test_a_question_is_delegated_to_us_and_the_passages_are_said(double):
     assert_server_events_valid(connection)
 
 
+async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known(double, tmp_path):
+    """No client event asks for an answer or stops one: `answer` says a typed question's passages
+    (commentary without delegation), `cancel` tells the model silently that it is not heard, but
+    not while a fixture plays (the service refuses appends then)."""
+    configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path, agent_greeting="Bonjour, ici OCTI.")
+    loud_second = b"\x10\x90" * 4000  # μ-law 8 kHz
+    greeting.save_clip(greeting.clip_path(configured, "Bonjour, ici OCTI."), loud_second, "Bonjour, ici OCTI.")
+    engine = await GptLiveEngine.open(configured)
+    connection = await double.wait_for_connection()
+    events = engine.events()
+    await engine.greet("Bonjour, ici OCTI.")
+    await next_of(events, AnswerStarted)  # the fixture plays
+    await engine.cancel()
+    await next_of(events, AnswerDone)
+    await engine.cancel()
+    await engine.add_caller_text("Quelle température ?")
+    await engine.answer()  # nothing to say without passages
+    await engine.answer(context="# Extraits\n[1] Couveuse : 37,7 °C.")
+    async with asyncio.timeout(5):
+        while connection.record.received[-1]["type"] != "session.commentary.append":
+            await asyncio.sleep(0.02)
+    await engine.close()
+    assert connection.record.errors == []
+    appended = [(event["type"].split(".")[1], event["delegation_id"], event["content"])
+                for event in connection.record.received if event["type"].endswith(".append")
+                and event["type"] != "session.input_audio.append"]
+    assert [(kind, delegation) for kind, delegation, _ in appended] == [
+        ("thinking", None), ("thinking", None), ("thinking", None), ("commentary", None)]
+    already_greeted, stopped, written, answer = (content for _, _, content in appended)
+    assert "Bonjour, ici OCTI." in already_greeted and "interrompue" in stopped
+    assert "« Quelle température ? »" in written and "37,7 °C" in answer and "écrite" in answer
+
+
 async def test_the_model_talks_over_the_caller_a_while_then_yields(double):
     double.transcripts = ["Attendez, j'ai une autre question"]
     engine = await GptLiveEngine.open(settings(double))

@@ -12,8 +12,7 @@ from app.channels.twilio import wire
 from app.simulators.twilio_caller import CallScript
 from app.web import WEBSOCKET_FRAME_LIMIT, server_config
 from tests.harness import running_line
-from tests.test_browser_channel import sign_in, started
-from tests.browser_client import open_page
+from tests.browser_client import open_page, sign_in, started
 from tests.test_call_path import ask_once, call, played_between
 
 MiB = 1024 * 1024

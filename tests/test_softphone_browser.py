@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.harness import running_line
-from tests.test_browser_channel import PASSWORD
+from tests.browser_client import PASSWORD
 from tests.test_realtime_double import read_wav, to_pcm_24k
 from tests.conftest import launched_chromium
 

@@ -24,12 +24,12 @@ from app.agent.speaker import Speaker
 from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import CallState, Turn
 from app.agent.tools import ToolRunner
-from app.agent.turns import KnowledgeTurns
+from app.agent.turns import KnowledgeTurns, answer_typed
 from app.audio.convert import make_converter
 from app.agent.turn_log import log_assistant_turn, log_caller_turn, log_unfinished_turns
 from app.calllog.journal import CallJournal
 from app.channels.contract import (
-    AnswerWords, CallChannel, CallerAudio, CallerInterrupts, CallerText, CallOutcome, ConversationReset, Digit,
+    CallChannel, CallerAudio, CallerInterrupts, CallerText, CallOutcome, ConversationReset, Digit,
     Notice, PlaybackMark, SessionReady, TurnEnded,
 )
 from app.config import Settings
@@ -69,11 +69,14 @@ class CallSession:
         self._behaviours = Behaviours(channel=channel, engine=engine, speaker=self._speaker, state=self.state,
                                       journal=self._journal, settings=settings, interrupt=self._interrupt)
         # Client-driven engines answer when asked: with the knowledge for the caller's words
-        # (RAG_MODE=inject), or as they are.
+        # (RAG_MODE=inject), or as they are. Service-driven ones answer what their model heard
+        # (delegating the search): a typed question, unheard, the session searches for them.
         client_turns = engine.traits.turns == "client"
         self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller)
                            if client_turns and settings.rag_mode == "inject" else None)
         self._plain_answers = BackgroundTasks() if client_turns and self._knowledge is None else None
+        self._typed_answers = None if client_turns else BackgroundTasks()
+        self._retriever = retriever
         # A service-driven engine yields to the caller by itself: nothing to judge.
         self._judge = BargeInJudge(settings.barge_in_min_ms if client_turns else 0,
                                    engine.traits.speech_end_wait_ms, self._barge_in)
@@ -86,7 +89,7 @@ class CallSession:
             AnswerStarted: self._on_answer_started,
             AnswerAudio: self._speaker.audio,
             AnswerAudioDone: self._speaker.audio_done,
-            AnswerTextPiece: self._on_answer_text_piece,
+            AnswerTextPiece: self._speaker.words,
             AnswerText: self._on_answer_text,
             AnswerDone: self._on_answer_done,
             SpeechStarted: self._on_speech_started,
@@ -141,8 +144,9 @@ class CallSession:
             log_unfinished_turns(self._journal, self.state, self._speaker)
             if self._knowledge is not None:
                 await self._knowledge.close()
-            if self._plain_answers is not None:
-                await self._plain_answers.cancel_all()
+            for answers in (self._plain_answers, self._typed_answers):
+                if answers is not None:
+                    await answers.cancel_all()
             await self._judge.close()
             await self._tools.close()
             await self._behaviours.close()
@@ -204,8 +208,13 @@ class CallSession:
         await self._interrupt()
         await self._engine.add_caller_text(text)
         self._journal_caller(turn)
+        previous_question = self.state.previous_question(turn)
         if self._knowledge is not None:
-            self._knowledge.typed(turn, self.state.previous_question(turn))
+            self._knowledge.typed(turn, previous_question)
+        elif self._typed_answers is not None:
+            await self._typed_answers.cancel_all()  # a newer question replaces one still searched
+            self._typed_answers.spawn(answer_typed(self._engine, self._retriever, turn, previous_question,
+                                                   self._journal_caller), "typed-answer")
         else:
             await self._engine.answer()
 
@@ -213,6 +222,8 @@ class CallSession:
         """A fresh conversation on the same channel: what is playing stops, the model forgets."""
         if self._knowledge is not None:
             self._knowledge.cancel()
+        if self._typed_answers is not None:
+            await self._typed_answers.cancel_all()
         await self._interrupt(counted=False)
         await self._engine.recycle(Conversation())
         self._speaker.forget_answers()
@@ -253,10 +264,6 @@ class CallSession:
 
     def _on_usage(self, event: UsageReport) -> None:
         self.state.usage.append(event.usage)
-
-    async def _on_answer_text_piece(self, event: AnswerTextPiece) -> None:
-        self.state.assistant_turn(event.item).text += event.text  # so far: what a new session is told
-        await self._channel.show(AnswerWords(event.text))
 
     def _on_answer_text(self, event: AnswerText) -> None:
         self.state.assistant_turn(event.item).text = event.text

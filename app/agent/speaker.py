@@ -19,8 +19,8 @@ from app.audio.convert import make_converter
 from app.audio.formats import AudioFormat
 from app.audio.framing import FrameAssembler
 from app.calllog.recording import StereoRecorder
-from app.channels.contract import AnswerEnded, CallChannel
-from app.engines.contract import AnswerAudio, AnswerAudioDone
+from app.channels.contract import AnswerEnded, AnswerWords, CallChannel
+from app.engines.contract import AnswerAudio, AnswerAudioDone, AnswerTextPiece
 from app.metrics import Metrics
 
 # Model audio goes to the caller in messages of up to 100 ms, each followed by a mark:
@@ -75,6 +75,15 @@ class Speaker:
                 self._held.ended = True
             else:
                 await self._channel.show(AnswerEnded())
+
+    async def words(self, event: AnswerTextPiece) -> None:
+        """What an item says, as the model says it: on the caller's screen, and so far what a new
+        session is told. Not the rest of an answer stopped while the model goes on with it."""
+        answers = self.answers
+        if answers.active is not None and answers.active in answers.muted:
+            return
+        self._state.assistant_turn(event.item).text += event.text
+        await self._channel.show(AnswerWords(event.text))
 
     async def play_recorded(self, audio: bytes) -> None:
         """A phrase recorded beforehand, in the caller's format, heard like an answer (the tracker

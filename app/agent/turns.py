@@ -6,6 +6,9 @@ words if it finished by then, else the newest one that did (none yet: the one un
 RAG_TIMEOUT_MS bounds). With no words at all (a transcription that only comes after the turn),
 the answer goes at once with the search tool: the model heard the question and searches itself. A barge-in before the answer went out
 cancels that turn's work; a sound that may be noise leaves it alone until it proves to be speech.
+
+A typed question waits for its search (`answer_typed`): the session answers typed questions so
+for engines that take their own turns too, whose model delegates only what it heard.
 """
 
 from __future__ import annotations
@@ -87,9 +90,7 @@ class KnowledgeTurns:
         self._state.release = asyncio.create_task(self._answer_typed(turn, previous_question), name="rag-typed")
 
     async def _answer_typed(self, turn: Turn, previous_question: str | None) -> None:
-        turn.retrieval = await self._retriever.retrieve(retrieval_query(previous_question, turn.text))
-        self._record(turn)
-        await self._engine.answer(context=knowledge_context(turn.retrieval))
+        await answer_typed(self._engine, self._retriever, turn, previous_question, self._record)
 
     def cancel_release(self) -> None:
         """A barge-in before the answer went out: the caller is still talking, that answer goes."""
@@ -133,3 +134,12 @@ class KnowledgeTurns:
             self._record(turn)
             await self._engine.answer(context=knowledge_context(turn.retrieval))
         self._metrics.turn_hold.observe(perf_counter() - stopped_at)
+
+
+async def answer_typed(engine: Engine, retriever: Retriever, turn: Turn, previous_question: str | None,
+                       record: Callable[[Turn], None]) -> None:
+    """A typed question answered with its passages, recorded on its turn: no hold to keep short,
+    the answer waits for its search."""
+    turn.retrieval = await retriever.retrieve(retrieval_query(previous_question, turn.text))
+    record(turn)
+    await engine.answer(context=knowledge_context(turn.retrieval))

@@ -1,11 +1,13 @@
 """GPT-Live as an `Engine` with service-driven turns (`ENGINE=gpt-live`).
 
-The model listens while it speaks and takes its own turns: the session never asks for an
-answer, cancels or cuts one; it hears what the model did (`AnswerStarted`, `Yielded`, see
-`protocol` for the mapping). Audio is μ-law 8 kHz both ways, the telephone's own: nothing is
-transcoded. Every question the model delegates comes to us as a tool call (the caller's words
+The model listens while it speaks and takes its own turns: no client event asks for an
+answer, cancels or cuts one; the session hears what the model did (`AnswerStarted`,
+`Yielded`, see `protocol` for the mapping). Audio is μ-law 8 kHz both ways, the telephone's
+own: nothing is transcoded. Every question the model delegates comes to us as a tool call (the caller's words
 routed to search_knowledge, transfer_to_human or end_call); its result goes back on the
-delegation, as commentary to say, or as silent thinking when nothing is to be said.
+delegation, as commentary to say, or as silent thinking when nothing is to be said. A typed
+question is not heard, so not delegated: the session searches it, and its passages come as
+commentary outside any delegation (`answer` with a context).
 
 The session is started (`session.start`) and ready (`session.started`) before `open` returns,
 so a pre-warmed engine takes audio at once. A new session (`recycle`) starts with the
@@ -233,6 +235,7 @@ class GptLiveEngine:
         log.info("the model's greeting is kept for the next calls' fixture (%s)", recorder.path.name)
 
     async def add_caller_text(self, text: str) -> None:
+        """Silent: the model knows the written words; `answer` brings their passages to say."""
         await self._connection.send(protocol.thinking(f"L'éleveur a écrit : « {text} »", None))
 
     async def end_turn(self) -> None:
@@ -240,10 +243,18 @@ class GptLiveEngine:
 
     async def answer(self, *, context: str | None = None, tools: Sequence[ToolSpec] = (),
                      instructions: str | None = None) -> None:
-        """Nothing to send: no client event creates a response; the model answers by itself."""
+        """No client event creates a response: the model answers what it heard by itself. A
+        typed question, which it did not hear, comes with its passages (`context`): commentary
+        outside any delegation, which the model says. Tools and instructions have no place here."""
+        if context is not None:
+            await self._connection.send(protocol.written_answer(context))
 
     async def cancel(self) -> None:
-        """Nothing to send: the model stops by itself when the caller takes the floor."""
+        """No client event stops the model: it stops by itself when the caller takes the floor.
+        Stopped otherwise (the interrupt button, a typed question, a goodbye), it goes on unheard:
+        the session mutes the rest, and the model is told in silence, as a cut tells the Realtime API."""
+        if not self._translator.fixture_playing:  # the service refuses appends meanwhile
+            await self._connection.send(protocol.answer_stopped())
 
     async def cut(self, item: str, heard_ms: float) -> None:
         """Nothing to send: the context is append-only, the service keeps what it said."""

@@ -13,12 +13,15 @@ What we send
   * `session.input_audio.append`: the caller's audio, only once `session.started` came.
   * `session.commentary.append` with the delegation's id: a result the model should say (the
     knowledge passages, or an error to explain); `session.thinking.append`: silent context (a
-    call tool done, a typed question); with a null id, commentary is the greeting.
+    call tool done, a typed question's words, an answer stopped without the caller's voice);
+    with a null id, commentary is the greeting, a notice, or the passages for a typed question
+    (`written_answer`: the model heard no question, so it delegates none).
   * `session.output_audio.fixture.play` (GPT_LIVE_GREETING=fixture): the greeting as a clip the
     service plays in place of the model (`greeting`).
   * `session.close`: the end; the server answers `session.closed` with the final usage.
   No client event creates, cancels or truncates a response, and the context is append-only:
-  the contract's `answer`, `cancel`, `cut`, `discard` and `end_turn` have nothing to send.
+  the contract's `cut`, `discard` and `end_turn` have nothing to send; `answer` sends only a
+  typed question's passages, `cancel` only the thinking that the answer is not heard any more.
 
 How the server's events map onto the contract
   The primary WebSocket has no speech-started/stopped events, for either side: turns are read
@@ -149,6 +152,19 @@ def commentary(content: str, delegation_id: str | None) -> dict[str, Any]:
 def thinking(content: str, delegation_id: str | None) -> dict[str, Any]:
     """Silent context: it may shape what the model says later, never asks it to speak."""
     return {"type": "session.thinking.append", "content": _fit(content), "delegation_id": delegation_id}
+
+
+def written_answer(context: str) -> dict[str, Any]:
+    """Have the model answer the question the caller typed, from its passages (`context`)."""
+    return commentary(f"Réponds maintenant à voix haute à la question que l'éleveur a écrite, à partir de "
+                      f"ceci :\n{context}", None)
+
+
+def answer_stopped() -> dict[str, Any]:
+    """The answer under way was stopped without the caller's voice (a button, a typed question,
+    a goodbye): no client event stops the model, it goes on unheard; silent, so that it does not
+    assume the caller heard the rest."""
+    return thinking("Ta réponse en cours a été interrompue : l'éleveur n'en entend pas la suite.", None)
 
 
 def say(text: str) -> dict[str, Any]:

@@ -245,7 +245,9 @@ async def test_a_time_limit_is_announced_then_octi_says_goodbye_and_ends_once_it
     player = asyncio.create_task(play_everything())
     assert await asyncio.wait_for(running, 15) == CallOutcome.TIMEOUT
     await player
-    assert 4.0 <= perf_counter() - started < 7.0
+    # Not before the limit; the bound above only says it did not run on (a loaded machine, as
+    # under the parallel suite, has been seen to take over 3 s more for the warning and goodbye).
+    assert 4.0 <= perf_counter() - started < 12.0
     creates = [e["response"]["instructions"] for e in connection.client_events if e["type"] == "response.create"]
     assert len(creates) == 3 and "Il nous reste 1 seconde avant" in creates[1] and TIME_UP_GOODBYE in creates[2]
     goodbye = connection.responses[2]

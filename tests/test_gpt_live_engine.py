@@ -211,7 +211,8 @@ async def test_a_question_is_delegated_to_us_and_the_passages_are_said(double):
 async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known(double, tmp_path):
     """No client event asks for an answer or stops one: `answer` says a typed question's passages
     (commentary without delegation), `cancel` tells the model silently that it is not heard, but
-    not while a fixture plays (the service refuses appends then)."""
+    not while a fixture plays (it cannot be stopped); a typed question meanwhile waits for its end
+    (the service refuses appends then)."""
     configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path, agent_greeting="Bonjour, ici OCTI.")
     loud_second = b"\x10\x90" * 4000  # μ-law 8 kHz
     greeting.save_clip(greeting.clip_path(configured, "Bonjour, ici OCTI."), loud_second, "Bonjour, ici OCTI.")
@@ -221,6 +222,7 @@ async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known
     await engine.greet("Bonjour, ici OCTI.")
     await next_of(events, AnswerStarted)  # the fixture plays
     await engine.cancel()
+    await engine.add_caller_text("Pendant l'accueil")  # waits for the fixture's end
     await next_of(events, AnswerDone)
     await engine.cancel()
     await engine.add_caller_text("Quelle température ?")
@@ -235,9 +237,12 @@ async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known
                 for event in connection.record.received if event["type"].endswith(".append")
                 and event["type"] != "session.input_audio.append"]
     assert [(kind, delegation) for kind, delegation, _ in appended] == [
-        ("thinking", None), ("thinking", None), ("thinking", None), ("commentary", None)]
-    already_greeted, stopped, written, answer = (content for _, _, content in appended)
-    assert "Bonjour, ici OCTI." in already_greeted and "interrompue" in stopped
+        ("thinking", None), ("thinking", None), ("thinking", None), ("thinking", None), ("commentary", None)]
+    already_greeted, held, stopped, written, answer = (content for _, _, content in appended)
+    assert "Bonjour, ici OCTI." in already_greeted and "« Pendant l'accueil »" in held and "interrompue" in stopped
+    fixture_played = next(i for i, event in enumerate(connection.record.sent)
+                          if event["type"] == "session.output_audio.fixture.played")
+    assert any(event["type"] == "session.thinking.appended" for event in connection.record.sent[fixture_played:])
     assert "« Quelle température ? »" in written and "37,7 °C" in answer and "écrite" in answer
 
 

@@ -96,6 +96,9 @@ class GptLiveEngine:
         self._translator = LiveTranslator(prefix="live1")
         self._greeted = False
         self._fixture_greeting: str | None = None  # its text, until the service took the fixture
+        # From our fixture.play to its `played` (or refusal) the service refuses appends: they wait.
+        self._fixture_active = False
+        self._held_appends: list[dict[str, Any]] = []
         self._recorder: GreetingRecorder | None = None  # the model's greeting, kept as its clip
 
     @classmethod
@@ -155,6 +158,8 @@ class GptLiveEngine:
                         event, at = received
                         if self._fixture_greeting is not None and greeting.fixture_refused(event):
                             await self._fixture_refused(event)
+                        elif event["type"] == "session.output_audio.fixture.played":
+                            await self._fixture_over()
                         try:
                             translated = translator.translate(event, at)
                         except MALFORMED_EVENT_ERRORS as exc:
@@ -197,10 +202,11 @@ class GptLiveEngine:
                 self._fixture_greeting, self._translator.fixture_text = text, clip.transcript or text
                 # The model did not say it: it should know it was said.
                 await self._connection.send(protocol.thinking(f"Tu as déjà salué l'éleveur : « {text} »", None))
+                self._fixture_active = True
                 await self._connection.send(greeting.fixture_play(clip))
                 return
             self._recorder = GreetingRecorder(path)
-        await self._connection.send(protocol.say(text))
+        await self._append(protocol.say(text))
 
     @property
     def _usual_greeting(self) -> str:
@@ -216,7 +222,23 @@ class GptLiveEngine:
                     "replaces the clip", (event.get("error") or {}).get("code"))
         assert text is not None
         self._recorder = GreetingRecorder(greeting.clip_path(self._settings, text))
+        self._fixture_active = False
         await self._connection.send(protocol.say(text))
+        await self._fixture_over()
+
+    async def _fixture_over(self) -> None:
+        """The service takes appends again: those that waited go, in order."""
+        self._fixture_active = False
+        held, self._held_appends = self._held_appends, []
+        for event in held:
+            await self._connection.send(event)
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        """Commentary, thinking: sent, or held while a fixture plays (the service would refuse it)."""
+        if self._fixture_active:
+            self._held_appends.append(event)
+        else:
+            await self._connection.send(event)
 
     async def _record_greeting(self, event: EngineEvent) -> None:
         recorder = self._recorder
@@ -236,7 +258,7 @@ class GptLiveEngine:
 
     async def add_caller_text(self, text: str) -> None:
         """Silent: the model knows the written words; `answer` brings their passages to say."""
-        await self._connection.send(protocol.thinking(f"L'éleveur a écrit : « {text} »", None))
+        await self._append(protocol.thinking(f"L'éleveur a écrit : « {text} »", None))
 
     async def end_turn(self) -> None:
         """Nothing to send: the model decides when the caller's turn is over."""
@@ -247,13 +269,13 @@ class GptLiveEngine:
         typed question, which it did not hear, comes with its passages (`context`): commentary
         outside any delegation, which the model says. Tools and instructions have no place here."""
         if context is not None:
-            await self._connection.send(protocol.written_answer(context))
+            await self._append(protocol.written_answer(context))
 
     async def cancel(self) -> None:
         """No client event stops the model: it stops by itself when the caller takes the floor.
         Stopped otherwise (the interrupt button, a typed question, a goodbye), it goes on unheard:
         the session mutes the rest, and the model is told in silence, as a cut tells the Realtime API."""
-        if not self._translator.fixture_playing:  # the service refuses appends meanwhile
+        if not self._fixture_active:  # a fixture cannot be stopped: nothing to tell
             await self._connection.send(protocol.answer_stopped())
 
     async def cut(self, item: str, heard_ms: float) -> None:
@@ -265,9 +287,9 @@ class GptLiveEngine:
     async def tool_result(self, call: str, output: str, *, then_answer: bool = True) -> None:
         """The delegation's result: said (commentary) or only known (thinking)."""
         if then_answer:
-            await self._connection.send(protocol.commentary(spoken_result(output), call))
+            await self._append(protocol.commentary(spoken_result(output), call))
         else:
-            await self._connection.send(protocol.thinking(output, call))
+            await self._append(protocol.thinking(output, call))
 
     async def summarize(self, instructions: str) -> Summary | None:
         """GPT-Live has no out-of-band text response: the session records the exchanges instead."""
@@ -282,6 +304,7 @@ class GptLiveEngine:
         self._connection, self._session_ends_at = fresh, ends_at
         self._translator = LiveTranslator(prefix=f"live{self._sessions}")
         await old.close()
+        await self._fixture_over()  # the new session plays no fixture: what waited goes to it
 
     async def close(self) -> None:
         self._translator.closed_by_us = True

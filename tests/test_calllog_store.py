@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -642,3 +643,25 @@ async def test_purge_deletes_old_calls_with_their_rows_and_recordings(store: Cal
 
     await store.apply(full_call("OLD", old))                        # a purged call's id is not reused
     assert await store.find_call_id("OLD") == 4
+
+
+async def test_a_reader_of_the_sqlite_file_never_holds_up_the_services_writes(tmp_path: Path) -> None:
+    """`octi calls`, the review or another worker reading the SQLite file while the service
+    writes: the write goes through (write-ahead log), where a rollback journal would make it wait
+    for the reader, then fail with « database is locked »."""
+    path = tmp_path / "calls.sqlite3"
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade_database(url)
+    async with await CallLogStore.open(url, prices=PRICES) as store:
+        await store.apply([started("CA1")])
+        reader = sqlite3.connect(path)
+        try:
+            reader.execute("BEGIN")
+            assert reader.execute("SELECT count(*) FROM calls").fetchone() == (1,)  # a read under way
+            await store.apply([started("CA2")])
+            assert reader.execute("SELECT count(*) FROM calls").fetchone() == (1,)  # its snapshot holds
+        finally:
+            reader.rollback()
+            reader.close()
+        calls, total = await store.list_calls(CallQuery())
+    assert total == 2 and {call.call_sid for call in calls} == {"CA1", "CA2"}

@@ -240,6 +240,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")  # the CLI and the service share the file
+            # Readers (the CLI, the review, another worker) then never hold up the service's writes.
+            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
     return engine
 

@@ -107,6 +107,26 @@ async def test_persists_across_reopen(tmp_path, embedder):
     await second.close()
 
 
+async def test_a_running_store_sees_what_another_process_ingested_by_meaning_too(tmp_path, embedder):
+    """`octi kb ingest` (another process: another connection to the file) while the service
+    runs: the service's next search finds the new document through its vector leg as well, and
+    no longer the document deleted."""
+    path = tmp_path / "kb.sqlite3"
+    serving = EmbeddedStore(path, embedder, alpha=0.5)
+    await serving.replace_document("eau.md", "sha-eau.md", chunks("eau.md"))
+    assert [p.source for p in await serving.search("pipettes", limit=1)] == ["eau.md"]
+    ingesting = EmbeddedStore(path, embedder, alpha=0.5)
+    await ingesting.replace_document("incubation.md", "sha-incubation.md", chunks("incubation.md"))
+    await ingesting.delete_document("eau.md")
+    await ingesting.close()
+    query = await embedder.embed_query("les œufs clairs au mirage")
+    passages = await serving.search_vector("œufs clairs mirage", query, limit=2, alpha=1.0)  # vectors only
+    assert passages and passages[0].id == "incubation.md#2"
+    assert all(p.source == "incubation.md" for p in passages)
+    await assert_vectors_in_sync(serving)
+    await serving.close()
+
+
 async def test_vectors_follow_replace_and_delete(store):
     await fill(store)
     await assert_vectors_in_sync(store)

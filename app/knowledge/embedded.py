@@ -47,6 +47,11 @@ _KEYWORD_SQL = (
 )
 
 
+def _data_version(conn: sqlite3.Connection) -> int:
+    """Changes when another connection commits to the file (never for this one's own commits)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -64,6 +69,7 @@ class EmbeddedStore(HybridSearch):
         self._conn: sqlite3.Connection | None = None  # only used on the executor thread
         self._index = VectorIndex(DIM)
         self._vector_issue = ""  # why stored vectors were discarded, for health()
+        self._data_version = 0  # SQLite's count of other connections' commits, when the vectors were loaded
         self._closed = False
 
     # -- thread plumbing ---------------------------------------------------------------
@@ -90,6 +96,7 @@ class EmbeddedStore(HybridSearch):
         return conn
 
     def _load_vectors(self, conn: sqlite3.Connection) -> None:
+        self._data_version = _data_version(conn)
         self._index.clear()
         pks: list[int] = []
         blobs: list[bytes] = []
@@ -129,6 +136,9 @@ class EmbeddedStore(HybridSearch):
         self, terms: list[str], vector: np.ndarray | None, limit: int, alpha: float
     ) -> list[Passage]:
         conn = self._db()
+        if _data_version(conn) != self._data_version:
+            # Another process (`octi kb ingest`, another worker) changed the file: its vectors too.
+            self._load_vectors(conn)
         if vector is None:
             alpha = 0.0  # no dense leg: keywords carry the whole weight, as Weaviate with alpha 0
         keyword_weight, vector_weight = leg_weights(alpha)

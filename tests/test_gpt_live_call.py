@@ -160,7 +160,14 @@ async def test_the_live_session_is_renewed_before_the_end_it_announced():
                           session_seconds=14) as double:
         async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
             assert line.settings.realtime_session_max_minutes == 60
-            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            calling = asyncio.create_task(
+                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
+            first = await double.wait_for_connection(timeout=10)
+            async with asyncio.timeout(10):
+                while first.session is None:
+                    await asyncio.sleep(0.02)
+            double.session_seconds = 3600  # the renewed session lives on: one renewal in this call
+            result = await calling
             detail = await stored_call(line, result.call_sid)
             assert line.metrics.value("octi_engine_recycles_total") == 1
             assert line.metrics.value("octi_engine_reconnects_total", outcome="restored") == 0

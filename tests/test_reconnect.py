@@ -124,7 +124,10 @@ async def test_the_session_is_renewed_before_the_service_cap_between_turns_witho
                         hangup_when_done_after_s=1.0)
     async with running_line(openai_realtime_url=double.url) as line:
         assert line.settings.realtime_session_max_minutes == 60
-        result = await call(line, script)
+        calling = asyncio.create_task(call(line, script))
+        await double.wait_for_connection()
+        double.session_max_seconds = None  # the renewed session lives on: one renewal in this call
+        result = await calling
         assert line.metrics.value("octi_engine_recycles_total") >= 1
         assert line.metrics.value("octi_engine_reconnects_total", outcome="restored") == 0
         detail = await stored(line, result.call_sid)
@@ -151,9 +154,10 @@ async def test_a_connection_dropped_while_the_session_is_renewed_is_replaced_by_
     double.script_next_connection(["Et la température ?"], answer_seconds=1.0)
     script = CallScript(utterances=[Utterance(QUESTION), Utterance(QUESTION, at=9.5)], hangup_after=30,
                         hangup_when_done_after_s=1.0)
-    async with running_line(openai_realtime_url=double.url, realtime_session_max_minutes=8 / 60) as line:
+    async with running_line(openai_realtime_url=double.url) as line:
         calling = asyncio.create_task(call(line, script))
         first = await double.wait_for_connection()
+        double.session_max_seconds = None  # the renewed session lives on: one renewal in this call
         await first.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)  # the greeting
         double.handshake_delay = 1.5
         await until(lambda: double.handshakes_waiting > 0, timeout=20)  # the renewal is connecting

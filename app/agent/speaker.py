@@ -18,6 +18,7 @@ from app.agent.state import AnswerState, CallState, Cut, HeldVoice, Turn
 from app.audio.convert import make_converter
 from app.audio.formats import AudioFormat
 from app.audio.framing import FrameAssembler
+from app.calllog.journal import heard_words
 from app.calllog.recording import StereoRecorder
 from app.channels.contract import AnswerEnded, AnswerWords, CallChannel
 from app.engines.contract import AnswerAudio, AnswerAudioDone, AnswerTextPiece
@@ -143,7 +144,7 @@ class Speaker:
         """A turn's words as the caller heard them: an interrupted answer's up to where it was cut."""
         text = turn.text.strip()
         if turn.role == "assistant" and turn.interrupted:
-            return heard_part(text, turn.heard_ms or 0.0, self.answers.generated_ms.get(turn.item_id, 0.0))
+            return heard_words(text, turn.heard_ms or 0.0, self.answers.generated_ms.get(turn.item_id, 0.0))
         return text
 
     def heard_ms(self, item_id: str, now: float) -> float:
@@ -223,14 +224,3 @@ def _hold(held: HeldVoice, item_id: str, audio: bytes) -> None:
         held.audio[-1][1].extend(audio)
     else:
         held.audio.append((item_id, bytearray(audio)))
-
-
-def heard_part(text: str, heard_ms: float, generated_ms: float) -> str:
-    """What the caller heard of an answer's text, in proportion of its audio, to a whole word
-    (the service says its words along the audio; the text has no timing of its own)."""
-    if heard_ms <= 0 or generated_ms <= 0:
-        return ""
-    end = round(len(text) * min(heard_ms / generated_ms, 1.0))
-    if end >= len(text):
-        return text
-    return text[:end].rsplit(" ", 1)[0] if " " in text[:end] else ""

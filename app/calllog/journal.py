@@ -46,13 +46,20 @@ def caller_hash(number: str, salt: bytes) -> str:
     return hmac.new(salt, digits.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def heard_text(text: str, heard_ms: float, generated_ms: float) -> str:
-    """The part of an interrupted answer the caller heard, cut at a word (speech is ~even-paced)."""
+def heard_words(text: str, heard_ms: float, generated_ms: float) -> str:
+    """The words of an interrupted answer the caller heard, in proportion of its audio (speech
+    is about even-paced), cut at a word."""
     if generated_ms <= 0 or heard_ms >= generated_ms:
         return text
     cut = int(len(text) * max(heard_ms, 0) / generated_ms)
     space = text.rfind(" ", 0, cut + 1)
-    return (text[:space] if space > 0 else text[:cut]).rstrip() + (" …" if cut < len(text) else "")
+    return (text[:space] if space > 0 else text[:cut]).rstrip()
+
+
+def heard_text(text: str, heard_ms: float, generated_ms: float) -> str:
+    """`heard_words`, marked « … » where the answer was cut."""
+    words = heard_words(text, heard_ms, generated_ms)
+    return words if words == text else f"{words} …"
 
 
 class CallJournal:

@@ -96,8 +96,7 @@ class GptLiveEngine:
         self._translator = LiveTranslator(prefix="live1")
         self._greeted = False
         self._fixture_greeting: str | None = None  # its text, until the service took the fixture
-        # From our fixture.play to its `played` (or refusal) the service refuses appends: they wait.
-        self._fixture_active = False
+        # Appends while a fixture plays (the service refuses them), sent once it has played.
         self._held_appends: list[dict[str, Any]] = []
         self._recorder: GreetingRecorder | None = None  # the model's greeting, kept as its clip
 
@@ -202,7 +201,7 @@ class GptLiveEngine:
                 self._fixture_greeting, self._translator.fixture_text = text, clip.transcript or text
                 # The model did not say it: it should know it was said.
                 await self._connection.send(protocol.thinking(f"Tu as déjà salué l'éleveur : « {text} »", None))
-                self._fixture_active = True
+                self._translator.fixture_playing = True  # from now on, not only once `playing` comes
                 await self._connection.send(greeting.fixture_play(clip))
                 return
             self._recorder = GreetingRecorder(path)
@@ -222,20 +221,19 @@ class GptLiveEngine:
                     "replaces the clip", (event.get("error") or {}).get("code"))
         assert text is not None
         self._recorder = GreetingRecorder(greeting.clip_path(self._settings, text))
-        self._fixture_active = False
         await self._connection.send(protocol.say(text))
         await self._fixture_over()
 
     async def _fixture_over(self) -> None:
         """The service takes appends again: those that waited go, in order."""
-        self._fixture_active = False
+        self._translator.fixture_playing = False
         held, self._held_appends = self._held_appends, []
         for event in held:
             await self._connection.send(event)
 
     async def _append(self, event: dict[str, Any]) -> None:
         """Commentary, thinking: sent, or held while a fixture plays (the service would refuse it)."""
-        if self._fixture_active:
+        if self._translator.fixture_playing:
             self._held_appends.append(event)
         else:
             await self._connection.send(event)
@@ -275,7 +273,7 @@ class GptLiveEngine:
         """No client event stops the model: it stops by itself when the caller takes the floor.
         Stopped otherwise (the interrupt button, a typed question, a goodbye), it goes on unheard:
         the session mutes the rest, and the model is told in silence, as a cut tells the Realtime API."""
-        if not self._fixture_active:  # a fixture cannot be stopped: nothing to tell
+        if not self._translator.fixture_playing:  # a fixture cannot be stopped: nothing to tell
             await self._connection.send(protocol.answer_stopped())
 
     async def cut(self, item: str, heard_ms: float) -> None:

@@ -36,21 +36,19 @@ def fiches(state: CallState) -> list[str]:
 
 def exchanges(state: CallState, heard_text: Callable[[Turn], str]) -> str | None:
     """Each knowledge question of the call with OCTI's answer to it as heard (None: none answered)."""
-    lines: list[str] = []
-    question: str | None = None
-    answer: list[str] = []
-    for turn in [*state.turns, None]:
-        if turn is None or turn.role == "caller":
-            said = " ".join(answer)
-            if question and said:
-                if len(said) > ANSWER_MAX_CHARS:
-                    said = said[: ANSWER_MAX_CHARS].rsplit(" ", 1)[0] + " …"
-                lines.append(f"- « {question} » : {said}")
-            question = turn.text.strip() if turn is not None and turn.retrieval is not None else None
-            answer = []
-        elif question is not None and (text := heard_text(turn)):
-            answer.append(text)
+    # Each caller turn ("" when it was no question searched) and OCTI's words after it.
+    said_after: list[tuple[str, list[str]]] = []
+    for turn in state.turns:
+        if turn.role == "caller":
+            said_after.append((turn.text.strip() if turn.retrieval is not None else "", []))
+        elif said_after and (text := heard_text(turn)):
+            said_after[-1][1].append(text)
+    lines = [f"- « {question} » : {_shortened(' '.join(said))}" for question, said in said_after if question and said]
     return "\n".join([phrases.EXCHANGES_RECAP_HEADER, *lines]) if lines else None
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= ANSWER_MAX_CHARS else text[:ANSWER_MAX_CHARS].rsplit(" ", 1)[0] + " …"
 
 
 async def recap_of(engine: Engine, state: CallState, settings: Settings,

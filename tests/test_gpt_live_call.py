@@ -14,10 +14,10 @@ from app.agent import phrases
 from app.calllog.store import CallLogStore
 from app.engines.gpt_live import protocol
 from app.simulators.live_double import LiveDouble
-from app.simulators.twilio_rest import TwilioRestDouble
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.cli_runner import run_octi
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
+from tests.test_call_tools import ACCOUNT, CALLER, line_with_rest
 
 QUESTION = AUDIO / "question_incubation.wav"
 INTERRUPTION = AUDIO / "interruption.wav"
@@ -188,18 +188,13 @@ async def test_the_live_session_is_renewed_before_the_end_it_announced():
 async def test_a_caller_asking_for_the_recap_by_sms_is_texted_the_exchanges_after_the_call():
     """GPT-Live writes no recap: the caller who asks for it by SMS gets the record of the
     exchanges, their question and what OCTI answered, with the fiches."""
-    account, caller = "AC" + "7" * 32, "+33612345678"
     asks_for_sms = "Envoyez-moi le récapitulatif par SMS, s'il vous plaît."
     script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav")],
                         hangup_after=40, hangup_when_done_after_s=2.0)
-    async with (LiveDouble(transcripts=[ASKED, asks_for_sms], greeting_seconds=1.0, answer_seconds=1.5) as double,
-                TwilioRestDouble(account_sid=account, auth_token=AUTH_TOKEN, public_url=PUBLIC_URL) as rest):
-        async with running_line(engine="gpt-live", gpt_live_url=double.url, silence_prompt_seconds=0,
-                                twilio_account_sid=account, twilio_api_base=rest.url,
-                                twilio_phone_number="+33198765432") as line:
-            rest.server_url = line.url
+    async with LiveDouble(transcripts=[ASKED, asks_for_sms], greeting_seconds=1.0, answer_seconds=1.5) as double:
+        async with line_with_rest(double, engine="gpt-live", gpt_live_url=double.url) as (line, rest):
             result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script,
-                                      rest_api=rest, account_sid=account, from_number=caller)
+                                      rest_api=rest, account_sid=ACCOUNT, from_number=CALLER)
             detail = await stored_call(line, result.call_sid)
 
     assert result.status == "completed", result.summary()
@@ -210,7 +205,7 @@ async def test_a_caller_asking_for_the_recap_by_sms_is_texted_the_exchanges_afte
     assert sms.question == asks_for_sms and sms.result == "commentary"
     assert phrases.SMS_RECAP_PROMISED in sms.content
     [message] = rest.messages
-    assert (message["to"], message["body"]) == (caller, f"{phrases.SMS_RECAP_HEADER}\n{detail.recap}")
+    assert (message["to"], message["body"]) == (CALLER, f"{phrases.SMS_RECAP_HEADER}\n{detail.recap}")
     assert detail.recap.startswith(f"{phrases.EXCHANGES_RECAP_HEADER}\n- « {ASKED} » : ")
     assert asks_for_sms not in detail.recap, "only knowledge questions are in the record"
     assert [e.type for e in detail.events] == ["sms_recap_accepted", "sms_recap_sent"]

@@ -128,8 +128,7 @@ class MediaStream:
             seq = await self.send(lambda seq: wire.start_message(
                 seq, stream_sid=r.stream_sid or "", account_sid=r.account_sid, call_sid=r.call_sid,
                 custom_parameters=r.custom_parameters))
-            timeline.start(timeline.loop.time())
-            timeline.log("sent", "start", seq=seq, streamSid=r.stream_sid)
+            timeline.start_stream(seq=seq, streamSid=r.stream_sid)
             self.requests.status_callback("stream-started", self.stream_name)
             await self._pump()
         except ConnectionClosed:

@@ -40,6 +40,12 @@ class CallTimeline:
         self.rebase(origin)
         self.t0 = self.result.started_at = origin
 
+    def start_stream(self, **details: Any) -> None:
+        """The `start` message just went out: it is the origin, at 0 exactly (a `log` after `start`
+        would read the clock again and could show it a fraction of a millisecond late)."""
+        self.start(self.loop.time())
+        self.result.timeline.append({"t": 0.0, "direction": "sent", "event": "start", **details})
+
     def stop(self) -> None:
         """The stream ended: times go on from its last media time, on the loop clock."""
         self.stopped = (self.now(), self.loop.time())

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     public_base_url: str | None = None
+    # The media stream on a listener of its own (picows) on this port, beside the web server: it
+    # costs about a third less CPU per media frame than uvicorn (benchmarks/README.md, "Relay").
+    # 0: the web server serves it. STREAM_PUBLIC_URL: that listener's public base URL
+    # (wss://host[:port], a tunnel of its own); default ws://HOST:STREAM_PORT.
+    stream_port: int = Field(default=0, ge=0)
+    stream_public_url: str | None = None
     # Where the REST client sends its requests; None: Twilio's own API (https://api.twilio.com).
     twilio_api_base: str | None = None
     twilio_phone_number: str | None = None  # the From number of our SMS and call-outs (E.164)
@@ -192,7 +198,7 @@ class Settings(BaseSettings):
     transfer_timezone: str = "Europe/Paris"
     transfer_ring_seconds: int = 20  # then the caller comes back to OCTI
 
-    @field_validator("public_base_url")
+    @field_validator("public_base_url", "stream_public_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value

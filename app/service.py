@@ -23,6 +23,8 @@ from app.calllog.writer import CallLogWriter
 from app.channels.browser.line import BrowserLine
 from app.channels.twilio.line import TwilioLine
 from app.channels.twilio.rest import TwilioRest
+from app.channels.twilio.stream_listener import close_stream_listener, open_stream_listener
+from app.channels.websocket_io import WEBSOCKET_FRAME_LIMIT
 from app.config import Settings
 from app.engines.contract import Engine
 from app.engines.gpt_live.engine import GptLiveEngine
@@ -67,6 +69,7 @@ class Service:
                                    tokens=AccessTokens.from_settings(settings))
         self.call_log_reader = CallLogReader(settings)
         self._lag_watch: asyncio.Task[None] | None = None
+        self._stream_listener: Any = None
 
     @property
     def draining(self) -> bool:
@@ -98,8 +101,16 @@ class Service:
         await self.calllog.start()
         self._lag_watch = asyncio.create_task(watch_loop_lag(self.metrics), name="loop-lag")
         await self.knowledge.start()
+        if self.settings.stream_port:
+            if self.settings.stream_port == self.settings.port:
+                raise RuntimeError(f"STREAM_PORT must be another port than PORT ({self.settings.port})")
+            self._stream_listener = await open_stream_listener(
+                self.twilio, self.settings.host, self.settings.stream_port,
+                max_message_bytes=WEBSOCKET_FRAME_LIMIT)
 
     async def close(self) -> None:
+        if self._stream_listener is not None:
+            await close_stream_listener(self._stream_listener)
         if self._lag_watch is not None:
             self._lag_watch.cancel()
             await asyncio.gather(self._lag_watch, return_exceptions=True)

@@ -11,23 +11,17 @@ from fastapi.responses import JSONResponse
 
 from app.channels.browser.routes import SOFTPHONE_PATH, build_browser_router, softphone_files
 from app.channels.twilio.callback import OUTBOUND_PATH
-from app.channels.twilio.line import INCOMING_PATH, STREAM_ENDED_PATH, STREAM_PATH
+from app.channels.twilio.line import INCOMING_PATH, POLICY_VIOLATION, STREAM_ENDED_PATH, STREAM_PATH
 from app.channels.twilio.security import STATUS_PATH
 from app.channels.twilio.transfer import DIAL_ENDED_PATH, WHISPER_PATH
 from app.channels.twilio.voicemail import VOICEMAIL_PATH
+from app.channels.websocket_io import WEBSOCKET_FRAME_LIMIT, StarletteSocket
 from app.config import Settings, get_settings
 from app.metrics import CONTENT_TYPE
 from app.review import build_review_router
 from app.service import Service
 
 TWIML = "application/xml"
-
-# The websocket server's hard cap on one message (uvicorn's ws_max_size): it buffers a whole
-# message before the application sees it, so past this it must close the socket (1009) to
-# protect memory. Below it the channels drop what is too big for them (the Twilio stream over
-# MAX_STREAM_MESSAGE_BYTES, a browser's audio or control message over its wire limits) and the
-# call goes on: a 4 MiB frame costs the farmer nothing but that frame.
-WEBSOCKET_FRAME_LIMIT = 16 * 1024 * 1024
 
 # uvicorn's websocket implementations by name. The default, "websockets-sansio", cost the least
 # CPU per media frame of uvicorn's own (benchmarks/README.md, "Websocket stacks").
@@ -102,7 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.websocket(STREAM_PATH)
     async def media_stream(websocket: WebSocket) -> None:
-        await line.serve_stream(websocket)
+        if not line.stream_upgrade_signed(websocket.headers):
+            await websocket.close(code=POLICY_VIOLATION)  # before accepting: HTTP 403
+            return
+        await line.serve_stream(StarletteSocket(websocket))
 
     @app.get("/ready")
     async def ready() -> JSONResponse:

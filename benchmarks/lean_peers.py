@@ -1317,11 +1317,13 @@ class Fleet:
     """What the calls of one process share: the ticker, the speech frames, an HTTP client."""
 
     def __init__(self, server_url: str, *, public_url: str | None, auth_token: str | None, duration: float,
-                 speech: Utterances, webhook_path: str = WEBHOOK_PATH) -> None:
+                 speech: Utterances, webhook_path: str = WEBHOOK_PATH,
+                 tunnels: dict[str, str] | None = None) -> None:
         from twilio.request_validator import RequestValidator
 
         self.server_url = server_url.rstrip("/")
         self.public_url = (public_url or server_url).rstrip("/")
+        self.tunnels = tunnels or {}  # as place_call's
         self.webhook_path = webhook_path
         self.validator = RequestValidator(auth_token) if auth_token else None
         self.duration = duration
@@ -1342,7 +1344,8 @@ class Fleet:
         params = {"AccountSid": call.account_sid, "CallSid": call.call_sid, "StreamSid": call.stream_sid,
                   "StreamName": call.stream_sid, "StreamEvent": event,
                   "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
-        target = wire.map_to_server(url, server_url=self.server_url, public_url=self.public_url, websocket=False)
+        target = wire.map_to_server(url, server_url=self.server_url, public_url=self.public_url, websocket=False,
+                                    tunnels=self.tunnels)
 
         async def post() -> None:
             try:
@@ -1393,7 +1396,8 @@ class Fleet:
         stream_url = wire.resolve_twiml_url(twiml.stream.url, document_url=url, websocket=True)
         status_url = (wire.resolve_twiml_url(twiml.stream.status_callback, document_url=url, websocket=False)
                       if twiml.stream.status_callback else None)
-        target = wire.map_to_server(stream_url, server_url=self.server_url, public_url=self.public_url, websocket=True)
+        target = wire.map_to_server(stream_url, server_url=self.server_url, public_url=self.public_url, websocket=True,
+                                    tunnels=self.tunnels)
         headers = {"User-Agent": STREAM_USER_AGENT}
         if self.validator is not None:
             headers["X-Twilio-Signature"] = self.validator.compute_signature(stream_url, {})
@@ -1427,15 +1431,15 @@ class Fleet:
 @contextlib.asynccontextmanager
 async def running_fleet(server_url: str, *, duration: float, public_url: str | None = None,
                         auth_token: str | None = None, speech: Utterances | None = None,
-                        wavs: list[Path] | None = None,
-                        webhook_path: str = WEBHOOK_PATH) -> AsyncIterator[Fleet]:
+                        wavs: list[Path] | None = None, webhook_path: str = WEBHOOK_PATH,
+                        tunnels: dict[str, str] | None = None) -> AsyncIterator[Fleet]:
     """A fleet ready to place calls (`Fleet.place`): its HTTP client open and its ticker running."""
     import httpx
 
     if speech is None:
         speech = Utterances(wavs or sorted((REPO / "tests" / "audio").glob("*.wav")))
     fleet = Fleet(server_url, public_url=public_url, auth_token=auth_token, duration=duration, speech=speech,
-                  webhook_path=webhook_path)
+                  webhook_path=webhook_path, tunnels=tunnels)
     limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=15, trust_env=False, limits=limits,
                                  headers={"User-Agent": WEBHOOK_USER_AGENT}) as http:
@@ -1455,14 +1459,14 @@ async def running_fleet(server_url: str, *, duration: float, public_url: str | N
 async def run_fleet(server_url: str, calls: list[dict[str, Any]], *, duration: float, t0: float | None = None,
                     public_url: str | None = None, auth_token: str | None = None,
                     speech: Utterances | None = None, wavs: list[Path] | None = None,
-                    webhook_path: str = WEBHOOK_PATH) -> list[dict[str, Any]]:
+                    webhook_path: str = WEBHOOK_PATH, tunnels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Place `calls` ({index, offset, call_sid}) at t0 + offset (time.monotonic()); each lasts `duration` s.
 
     Returns one summary per call, shaped like benchmarks/relay.py's for a faithful call.
     """
     t0 = time.monotonic() if t0 is None else t0
     async with running_fleet(server_url, duration=duration, public_url=public_url, auth_token=auth_token,
-                             speech=speech, wavs=wavs, webhook_path=webhook_path) as fleet:
+                             speech=speech, wavs=wavs, webhook_path=webhook_path, tunnels=tunnels) as fleet:
 
         async def one(spec: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, t0 + spec.get("offset", 0.0) - time.monotonic()))

@@ -12,6 +12,8 @@ Run from the repo root:
   .venv/bin/python benchmarks/relay.py --report /tmp/octi-relay-XXXX/results.json     # print a past run again
   .venv/bin/python benchmarks/relay.py --calls 150 --codec pcm16 --peers lean \\
       --target octi sample --sample-dir /tmp/twilio-sample --repeat 3  # against Twilio's sample, in pairs
+  .venv/bin/python benchmarks/relay.py --calls 150 --codec pcm16 --peers lean \\
+      --ws stream-listener                                     # the stream on its own listener (STREAM_PORT)
 
 (--ws wsproto and --profile need `.venv/bin/pip install wsproto py-spy`.)
 
@@ -93,6 +95,7 @@ AUDIO = REPO / "tests" / "audio"
 WAVS = [AUDIO / "question_incubation.wav", AUDIO / "question_followup.wav", AUDIO / "interruption.wav"]
 AUTH_TOKEN = "relay-bench-auth-token-0123456789"
 API_KEY = "sk-relay-bench"
+STREAM_LISTENER = "stream-listener"  # --ws: the media stream on its own listener (STREAM_PORT)
 
 TARGET_CPU_PER_CALL_MIN = 0.2  # CPU-seconds per call-minute, with transcoding (pcm16)
 TARGET_P99_MS = 5.0
@@ -462,7 +465,8 @@ def worker_main(config_path: str, result_path: str) -> int:
         try:
             r = await asyncio.wait_for(
                 place_call(cfg["url"], script=script, public_url=cfg["public_url"], auth_token=AUTH_TOKEN,
-                           call_sid=spec["call_sid"], send_hook=hook, webhook_path=webhook_path),
+                           call_sid=spec["call_sid"], send_hook=hook, webhook_path=webhook_path,
+                           tunnels=cfg.get("tunnels")),
                 timeout=duration + 90)
         except Exception as exc:  # noqa: BLE001 - counted as a failed call
             return {"index": spec["index"], "status": "exception", "errors": [repr(exc)], "launched": launched}
@@ -548,7 +552,7 @@ def _lean_worker(cfg: dict[str, Any], result_path: str) -> int:
     async def calls() -> list[dict[str, Any]]:
         return await lean_peers.run_fleet(cfg["url"], cfg["calls"], duration=cfg["duration"], t0=go["t0"],
                                           public_url=cfg["public_url"], auth_token=AUTH_TOKEN, speech=speech,
-                                          webhook_path=webhook_path)
+                                          webhook_path=webhook_path, tunnels=cfg.get("tunnels"))
 
     result = lean_peers.run_async(_probed(calls, cfg, go))
     Path(result_path).write_text(json.dumps(result))
@@ -658,6 +662,9 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
     other_cpus = set(all_cpus[1:]) if server_cpus else None
 
     dport, sport = free_port(), free_port()
+    # The media stream's own listener, behind a tunnel of its own as Twilio would reach it.
+    stream_port = free_port() if rc.ws == STREAM_LISTENER else 0
+    tunnels = {f"https://127.0.0.1:{stream_port}": f"http://127.0.0.1:{stream_port}"} if stream_port else {}
     double_cmd = [*octi, "realtime-double"] if rc.peers == "faithful" else [sys.executable, str(LEAN_PEERS), "realtime"]
     double = procs.start("double", [*double_cmd, "--port", str(dport), "--speed", str(rc.speed),
                                     "--answer-seconds", str(rc.answer_seconds), "--api-key", API_KEY,
@@ -688,6 +695,8 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
         # The lean peer answers no out-of-band response, and a recap is not the relay's cost.
         "CALL_RECAP": "false",
     })
+    if stream_port:
+        env.update({"STREAM_PORT": str(stream_port), "STREAM_PUBLIC_URL": f"wss://127.0.0.1:{stream_port}"})
     env.update(rc.server_env)
     sample = rc.target.startswith("sample")
     # cwd: the run directory, so that no developer's .env is read and nothing lands in the repo.
@@ -700,7 +709,8 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
                              log=out / "server.log", env=env, cwd=out, cpus=server_cpus)
         wait_until(lambda: http_get(sport, "/", timeout=2)[0] == 200, 30, "sample GET /", server)
     else:
-        server = procs.start("server", [*octi, "serve", "--host", "127.0.0.1", "--port", str(sport), "--ws", rc.ws],
+        ws = "websockets-sansio" if stream_port else rc.ws
+        server = procs.start("server", [*octi, "serve", "--host", "127.0.0.1", "--port", str(sport), "--ws", ws],
                              log=out / "server.log", env=env, cwd=out, cpus=server_cpus)
         wait_until(lambda: healthy(sport), 30, "server /health", server)
 
@@ -716,7 +726,8 @@ def run_one(rc: RunConfig, procs: Processes) -> RunResult:
     for g, share in enumerate(shares):
         cfg_path, res_path = out / f"gen{g}.json", out / f"gen{g}.result.json"
         res_path.unlink(missing_ok=True)
-        cfg_path.write_text(json.dumps({"url": url, "public_url": public, "duration": rc.duration, "calls": share,
+        cfg_path.write_text(json.dumps({"url": url, "public_url": public, "tunnels": tunnels,
+                                        "duration": rc.duration, "calls": share,
                                         "max_seconds": max_seconds, "peers": rc.peers,
                                         "webhook_path": SAMPLE_WEBHOOK_PATH if sample else None}))
         generators.append(procs.start(f"gen{g}", [sys.executable, str(Path(__file__).resolve()), "--worker",
@@ -1245,9 +1256,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 300])
     p.add_argument("--codec", nargs="+", default=["pcm16", "pcmu"], choices=["pcm16", "pcmu"])
     p.add_argument("--ws", nargs="+", default=["websockets-sansio"],
-                   choices=["websockets-sansio", "auto", "websockets", "wsproto"],  # app.web's, as `octi serve`
+                   choices=["websockets-sansio", "auto", "websockets", "wsproto", STREAM_LISTENER],
                    help="uvicorn websocket implementation(s) for the server (default: websockets-sansio, "
-                        "the server's own default)")
+                        f"the server's own default), or {STREAM_LISTENER}: the media stream on its own "
+                        "listener (STREAM_PORT, picows), the rest on uvicorn's default")
     p.add_argument("--duration", type=float, default=60.0, help="seconds each call lasts (default 60)")
     p.add_argument("--generators", type=int, help=f"load-generator processes (default: <= {CALLS_PER_GENERATOR} "
                                                    f"calls each, {CALLS_PER_LEAN_GENERATOR} with --peers lean)")

@@ -90,7 +90,8 @@ from relay import Processes, free_port, machine_cpu, port_open, wait_until  # no
 HOST = "127.0.0.1"  # relay's free_port and port_open use 127.0.0.1 too
 
 SERVER_STACKS = ["uvicorn-websockets", "uvicorn-websockets-sansio", "uvicorn-wsproto",
-                 "granian", "aiohttp", "picows", "uvicorn-websockets-sansio+starlette", "granian+starlette"]
+                 "granian", "aiohttp", "picows", "picows-websockets", "uvicorn-websockets-sansio+starlette",
+                 "granian+starlette"]
 CLIENT_STACKS = ["websockets", "picows-websockets", "picows", "aiohttp"]
 GRANIAN_ARGS: list[str] = []  # --granian-args
 
@@ -297,6 +298,8 @@ def serve_stack(stack: str, port: int) -> None:
         uvloop_run(_aiohttp_server(port))
     elif base == "picows":
         uvloop_run(_picows_server(port))
+    elif base == "picows-websockets":
+        uvloop_run(_picows_websockets_server(port))
     else:
         raise SystemExit(f"unknown stack {stack}")
 
@@ -333,6 +336,35 @@ async def _aiohttp_server(port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, HOST, port).start()
     await asyncio.Event().wait()
+
+
+async def _picows_websockets_server(port: int) -> None:
+    """picows behind its `websockets` server API: each connection's messages read by a task."""
+    from picows.websockets import ConnectionClosed, serve
+
+    async def handler(ws: Any) -> None:
+        path = ws.request.path
+        if path == "/in":
+            try:
+                while True:
+                    await ws.recv()
+            except ConnectionClosed:
+                return
+        stop = asyncio.Event()
+
+        async def pair() -> None:
+            await ws.send(MEDIA_OUT)
+            await ws.send(MARK_OUT)
+
+        pacer = asyncio.create_task(_paced(pair, stop, path == "/outnull"))
+        try:
+            await ws.wait_closed()
+        finally:
+            stop.set()
+            pacer.cancel()
+
+    async with serve(handler, HOST, port, compression=None, max_size=8 * 2**20, ping_interval=None):
+        await asyncio.Event().wait()
 
 
 async def _picows_server(port: int) -> None:

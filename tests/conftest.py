@@ -9,6 +9,7 @@ import pytest
 
 from app.knowledge.embedding import Embedder
 from app.simulators.realtime_double import RealtimeDouble
+from tests.harness import STREAM_PUBLIC_URL, free_loopback_port
 from tests.knowledge_fakes import BagOfWords
 
 
@@ -16,6 +17,15 @@ from tests.knowledge_fakes import BagOfWords
 async def double() -> AsyncIterator[RealtimeDouble]:
     async with RealtimeDouble(api_key="sk-test", speed=4.0, answer_seconds=4.0, greeting_seconds=1.5) as running:
         yield running
+
+
+@pytest.fixture(params=["web-server", "stream-listener"])
+def stream_on(request) -> dict[str, int | str]:
+    """Settings for where the media stream is served: by the web server (uvicorn), or by its
+    own listener (picows, STREAM_PORT)."""
+    if request.param == "web-server":
+        return {}
+    return {"stream_port": free_loopback_port(), "stream_public_url": STREAM_PUBLIC_URL}
 
 
 @pytest.fixture

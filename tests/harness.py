@@ -25,6 +25,14 @@ from app.web import create_app, server_config
 AUDIO = Path(__file__).parent / "audio"
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://octi.example.test"  # what Twilio believes it calls, as through ngrok
+STREAM_PUBLIC_URL = "wss://media.octi.example.test"  # the stream listener's own tunnel (STREAM_PORT)
+
+
+def stream_tunnels(stream_port: int | None) -> dict[str, str]:
+    """`place_call`'s tunnels to the stream listener on `stream_port`, if any."""
+    if not stream_port:
+        return {}
+    return {STREAM_PUBLIC_URL.replace("wss://", "https://"): f"http://127.0.0.1:{stream_port}"}
 
 
 @dataclass
@@ -32,6 +40,10 @@ class RunningLine:
     url: str
     settings: Settings
     service: Service
+
+    @property
+    def tunnels(self) -> dict[str, str]:
+        return stream_tunnels(self.settings.stream_port)
 
     @property
     def metrics(self):
@@ -92,6 +104,13 @@ def loopback_socket() -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
+def free_loopback_port() -> int:
+    """A loopback port free at the moment, for a listener that binds its own socket."""
+    sock, port = loopback_socket()
+    sock.close()
+    return port
+
+
 @asynccontextmanager
 async def serving_on(sock: socket.socket, config: uvicorn.Config) -> AsyncIterator[uvicorn.Server]:
     """uvicorn serving `config` on `sock` for the block; stopped (and the socket closed) after."""
@@ -120,6 +139,8 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
         "port": port,
     }
     values.update(overrides)
+    if values.get("stream_port"):
+        values.setdefault("stream_public_url", STREAM_PUBLIC_URL)
     if "data_dir" not in values:  # seed only when the test brings no DATA_DIR of its own
         values["data_dir"] = await seeded_data_dir()
     data_dir = values["data_dir"]

@@ -8,10 +8,13 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
+from app.channels.twilio.line import stream_url
 from app.logs import CallContextFilter
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
-from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
+from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, STREAM_PUBLIC_URL, free_loopback_port, running_line
 
 QUESTION = AUDIO / "question_followup.wav"
 INTERRUPTION = AUDIO / "interruption.wav"
@@ -19,7 +22,7 @@ INTERRUPTION = AUDIO / "interruption.wav"
 
 async def call(line, script: CallScript, **options):
     options.setdefault("auth_token", AUTH_TOKEN)
-    return await place_call(line.url, public_url=PUBLIC_URL, script=script, **options)
+    return await place_call(line.url, public_url=PUBLIC_URL, script=script, tunnels=line.tunnels, **options)
 
 
 def played_between(result, start_t: float, end_t: float) -> float:
@@ -31,9 +34,9 @@ def ask_once(**script) -> CallScript:
     return CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=2.5, **script)
 
 
-async def test_greeting_first_then_a_spoken_answer(double):
+async def test_greeting_first_then_a_spoken_answer(double, stream_on):
     double.script_next_connection(["Et pour les œufs de cane, c'est pareil ?"], answer_seconds=2.0)
-    async with running_line(openai_realtime_url=double.url) as line:
+    async with running_line(openai_realtime_url=double.url, **stream_on) as line:
         result = await call(line, ask_once())
         async with asyncio.timeout(5):  # the session ends once the recap is written
             while line.metrics.active_calls:
@@ -61,7 +64,7 @@ async def test_greeting_first_then_a_spoken_answer(double):
     assert result.clears == []
 
 
-async def test_log_lines_written_during_a_call_carry_its_call_sid(double):
+async def test_log_lines_written_during_a_call_carry_its_call_sid(double, stream_on):
     double.script_next_connection(["Mes poules ne pondent plus."], answer_seconds=1.0)
     records: list[logging.LogRecord] = []
 
@@ -76,7 +79,7 @@ async def test_log_lines_written_during_a_call_carry_its_call_sid(double):
     root.addHandler(keep)
     root.setLevel(logging.INFO)
     try:
-        async with running_line(openai_realtime_url=double.url) as line:
+        async with running_line(openai_realtime_url=double.url, **stream_on) as line:
             result = await call(line, ask_once(dtmf=[(0.5, "5")]))
     finally:
         root.removeHandler(keep)
@@ -91,7 +94,7 @@ async def test_log_lines_written_during_a_call_carry_its_call_sid(double):
 
 
 @pytest.mark.parametrize("speed", [4.0, 1.2], ids=["answer-fully-generated", "answer-still-generating"])
-async def test_without_a_minimum_a_barge_in_clears_and_truncates_at_once_at_what_was_heard(double, speed):
+async def test_without_a_minimum_a_barge_in_clears_and_truncates_at_once_at_what_was_heard(double, speed, stream_on):
     """BARGE_IN_MIN_MS=0: every sound over OCTI is a barge-in, and the service cancels the answer."""
     double.speed = speed
     double.script_next_connection(["Et pour les œufs de cane ?", "Attendez, une autre question."],
@@ -100,7 +103,7 @@ async def test_without_a_minimum_a_barge_in_clears_and_truncates_at_once_at_what
         utterances=[Utterance(QUESTION), Utterance(INTERRUPTION, after_answer_starts_ms=1500)],
         hangup_after=40, hangup_when_done_after_s=2.5,
     )
-    async with running_line(openai_realtime_url=double.url, barge_in_min_ms=0) as line:
+    async with running_line(openai_realtime_url=double.url, barge_in_min_ms=0, **stream_on) as line:
         result = await call(line, script)
         assert line.metrics.value("octi_barge_ins_total", kind="real") == 1
     connection = double.connections[0]
@@ -148,8 +151,8 @@ async def test_without_auto_interrupt_the_bridge_cancels_the_answer_itself(doubl
     assert connection.errors_sent == []
 
 
-async def test_signatures_are_required_on_webhook_and_stream(double):
-    async with running_line(openai_realtime_url=double.url) as line:
+async def test_signatures_are_required_on_webhook_and_stream(double, stream_on):
+    async with running_line(openai_realtime_url=double.url, **stream_on) as line:
         script = CallScript(hangup_after=1)
         forged = await call(line, script, auth_token="not-the-auth-token")
         unsigned = await call(line, script, sign_stream=False)
@@ -163,14 +166,28 @@ async def test_signatures_are_required_on_webhook_and_stream(double):
     assert refusals == 3
 
 
-async def test_a_stream_with_a_forged_or_replayed_token_is_closed(double):
+async def test_the_stream_listener_serves_only_the_media_stream(double):
+    port = free_loopback_port()
+    async with running_line(openai_realtime_url=double.url, stream_port=port) as line:
+        assert stream_url(line.settings) == STREAM_PUBLIC_URL + "/voice/stream"
+        with pytest.raises(InvalidStatus) as elsewhere:
+            async with connect(f"ws://127.0.0.1:{port}/ws/realtime"):
+                pass
+        with pytest.raises(InvalidStatus) as unsigned:
+            async with connect(f"ws://127.0.0.1:{port}/voice/stream"):
+                pass
+    assert elsewhere.value.response.status_code == 404
+    assert unsigned.value.response.status_code == 403
+
+
+async def test_a_stream_with_a_forged_or_replayed_token_is_closed(double, stream_on):
     def forge(message):
         if message.get("event") == "start":
             message["start"]["customParameters"]["token"] = "9999999999.deadbeef"
             return message
         return None
 
-    async with running_line(openai_realtime_url=double.url) as line:
+    async with running_line(openai_realtime_url=double.url, **stream_on) as line:
         result = await call(line, CallScript(hangup_after=3), send_hook=forge)
         assert line.metrics.value("octi_refusals_total", reason="stream_token") == 1
     assert result.closed_by == "server" and result.close_code == 1008
@@ -201,9 +218,9 @@ async def test_two_simultaneous_calls_do_not_share_state(double):
     assert 0 <= played_between(b, question.speech_end_t, float("inf")) - answer.audio_ms < 20
 
 
-async def test_hang_up_releases_every_task_and_socket(double):
+async def test_hang_up_releases_every_task_and_socket(double, stream_on):
     before = asyncio.all_tasks()
-    async with running_line(openai_realtime_url=double.url) as line:
+    async with running_line(openai_realtime_url=double.url, **stream_on) as line:
         results = await asyncio.gather(*(call(line, CallScript(hangup_after=1.5)) for _ in range(3)))
         assert all(r.status == "completed" and r.closed_by == "caller" for r in results)
         for connection in double.connections:

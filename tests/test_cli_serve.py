@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import pytest
 
 from app.calllog.store import CallLogStore
 from app.simulators.twilio_caller import CallScript, place_call
-from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket
+from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket, stream_tunnels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,8 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path, workers: int) -> None:
     assert "Traceback" not in err, err
 
 
-async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cleanly(tmp_path: Path, double) -> None:
+async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cleanly(tmp_path: Path, double,
+                                                                                     stream_on) -> None:
     sock, port = loopback_socket()
     sock.close()
     url = f"http://127.0.0.1:{port}"
@@ -69,6 +71,9 @@ async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cl
                 "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": PUBLIC_URL, "DRAIN_TIMEOUT_S": "60",
                 "SILENCE_PROMPT_SECONDS": "0", "CALL_RECAP": "false", "LOG_LEVEL": "WARNING",
                 "DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)})
+    env.update({name.upper(): str(value) for name, value in stream_on.items()})
+    dial = functools.partial(place_call, url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                             tunnels=stream_tunnels(stream_on.get("stream_port")))
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -80,8 +85,7 @@ async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cl
                         if (await http.get(url + "/ready")).status_code == 200:
                             break
                     await asyncio.sleep(0.2)
-            under_way = asyncio.create_task(place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
-                                                       script=CallScript(hangup_after=6)))
+            under_way = asyncio.create_task(dial(script=CallScript(hangup_after=6)))
             await double.wait_for_connection(timeout=20)
             server.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
@@ -92,8 +96,7 @@ async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cl
                             break
                     await asyncio.sleep(0.1)
             health = (await http.get(url + "/health")).json()
-            refused = await place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
-                                       script=CallScript(hangup_after=2))
+            refused = await dial(script=CallScript(hangup_after=2))
             finished = await under_way
         _, err = await asyncio.wait_for(server.communicate(), 60)
     finally:
@@ -110,9 +113,10 @@ async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cl
 
 
 async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm(tmp_path: Path, double,
-                                                                                 redis_url: str) -> None:
+                                                                                 redis_url: str, stream_on) -> None:
     """With REDIS_URL, as several workers need: a call's webhook and stream may reach different
-    workers, and the one that admitted the call must learn where its stream went."""
+    workers, and the one that admitted the call must learn where its stream went. With the
+    stream's own listener, the workers share its port too."""
     sock, port = loopback_socket()
     sock.close()
     url = f"http://127.0.0.1:{port}"
@@ -126,6 +130,9 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
                 "CALLS_PER_CALLER_PER_HOUR": "0", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                 "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/9",
                 "DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)})
+    env.update({name.upper(): str(value) for name, value in stream_on.items()})
+    dial = functools.partial(place_call, url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
+                             tunnels=stream_tunnels(stream_on.get("stream_port")))
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app", "serve", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -135,15 +142,13 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
                 while len(_worker_pids(metrics_dir)) < 2 or not await _ready(url):
                     await asyncio.sleep(0.2)
             workers = _worker_pids(metrics_dir)
-            placed = await asyncio.gather(*(place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
-                                                       script=CallScript(hangup_after=3)) for _ in range(3)))
+            placed = await asyncio.gather(*(dial(script=CallScript(hangup_after=3)) for _ in range(3)))
             # Whichever worker answers (a new connection each time), it counts every worker's calls.
             counted = []
             for _ in range(4):
                 async with httpx.AsyncClient(timeout=5) as fresh:
                     counted.append(_sample((await fresh.get(url + "/metrics")).text, "octi_calls_total"))
-            under_way = asyncio.create_task(place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
-                                                       script=CallScript(hangup_after=6)))
+            under_way = asyncio.create_task(dial(script=CallScript(hangup_after=6)))
             async with asyncio.timeout(20):  # the call is in conversation, on one worker or the other
                 while _sample((await http.get(url + "/metrics")).text, "octi_active_calls") < 1:
                     await asyncio.sleep(0.05)
@@ -151,8 +156,7 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
             async with asyncio.timeout(10):
                 while await _ready(url):
                     await asyncio.sleep(0.1)
-            refused = await place_call(url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
-                                       script=CallScript(hangup_after=2))
+            refused = await dial(script=CallScript(hangup_after=2))
             finished = await under_way
         _, err = await asyncio.wait_for(server.communicate(), 60)
     finally:

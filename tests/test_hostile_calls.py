@@ -10,7 +10,8 @@ from app.calllog.store import CallLogStore
 from app.calllog.views import CallQuery
 from app.channels.twilio import wire
 from app.simulators.twilio_caller import CallScript
-from app.web import WEBSOCKET_FRAME_LIMIT, server_config
+from app.channels.websocket_io import WEBSOCKET_FRAME_LIMIT
+from app.web import server_config
 from tests.harness import running_line
 from tests.browser_client import open_page, sign_in, started
 from tests.test_call_path import ask_once, call, played_between
@@ -67,11 +68,11 @@ def test_the_websocket_server_closes_only_past_a_16_mib_message():
     assert server_config(None, "127.0.0.1", 8000).ws_max_size == WEBSOCKET_FRAME_LIMIT
 
 
-async def test_every_malformed_kind_is_dropped_and_the_call_goes_on_beside_a_calm_one(double):
+async def test_every_malformed_kind_is_dropped_and_the_call_goes_on_beside_a_calm_one(double, stream_on):
     double.transcripts = ["Et pour les œufs de cane ?"]
     double.answer_seconds = 1.5
     builders = [build for _, build in MALFORMED_KINDS] + IGNORED
-    async with running_line(openai_realtime_url=double.url) as line:
+    async with running_line(openai_realtime_url=double.url, **stream_on) as line:
         hostile, calm = await asyncio.gather(
             call(line, ask_once(), call_sid="CA" + "a" * 32, send_hook=injecting(builders)),
             call(line, ask_once(), call_sid="CA" + "b" * 32))
@@ -98,10 +99,10 @@ async def test_every_malformed_kind_is_dropped_and_the_call_goes_on_beside_a_cal
     assert 0 <= played_between(calm, question.speech_end_t, float("inf")) - answer.audio_ms < 20
 
 
-async def test_a_message_over_the_server_limit_ends_only_its_own_stream(double):
+async def test_a_message_over_the_server_limit_ends_only_its_own_stream(double, stream_on):
     double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)
     too_big = padded("MZ", WEBSOCKET_FRAME_LIMIT + 1)
-    async with running_line(openai_realtime_url=double.url) as line:
+    async with running_line(openai_realtime_url=double.url, **stream_on) as line:
         result = await call(line, CallScript(raw_messages=[(0.3, too_big)], hangup_after=30))
         assert line.metrics.active_calls == 0
 

@@ -758,6 +758,14 @@ def test_twiml_parsing_and_url_mapping() -> None:
         "wss://srv:8443/api/voice/stream"
     assert wire.map_to_server("https://pub.example/voice/status", server_url="http://h:1",
                               public_url="https://pub.example", websocket=False) == "http://h:1/voice/status"
+    # A URL on another tunnel's host (the media stream's own listener) lands on that tunnel's server.
+    tunnels = {"https://media.example": "http://127.0.0.1:9001"}
+    assert wire.map_to_server("wss://media.example/voice/stream", server_url="http://127.0.0.1:8000",
+                              public_url="https://pub.example", websocket=True, tunnels=tunnels) == \
+        "ws://127.0.0.1:9001/voice/stream"
+    assert wire.map_to_server("wss://pub.example/voice/stream", server_url="http://127.0.0.1:8000",
+                              public_url="https://pub.example", websocket=True, tunnels=tunnels) == \
+        "ws://127.0.0.1:8000/voice/stream"
     assert [v.kind for v in wire.stream_url_warnings("ws://h/s?x=1", {"p": "v" * 600})] == [
         "stream_url_scheme", "stream_url_query", "parameter_too_long"]
 

@@ -1,13 +1,67 @@
-"""Reading a channel's websocket (starlette's), shared by the channels that run on one."""
+"""A channel's websocket, whatever server carries it: starlette's (under uvicorn, every channel)
+or picows' (the Twilio media stream's own listener, `app/channels/twilio/stream_listener.py`).
+
+Channels read and write through `FrameSocket`: frames in, text out, a close that never raises.
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.channels.contract import CallOutcome
 
-# Errors a send or receive can meet once the peer is gone.
+# The websocket servers' hard cap on one message (uvicorn's ws_max_size, the stream listener's
+# max_size): they buffer a whole message before the application sees it, so past this they
+# must close the socket (1009) to protect memory. Below it the channels drop what is too big
+# for them (the Twilio stream over MAX_STREAM_MESSAGE_BYTES, a browser's audio or control
+# message over its wire limits) and the call goes on: a 4 MiB frame costs the farmer nothing
+# but that frame.
+WEBSOCKET_FRAME_LIMIT = 16 * 1024 * 1024
+
+# Errors a send or receive on starlette's websocket can meet once the peer is gone.
 CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
+
+
+class SocketClosed(Exception):
+    """A send found the peer gone."""
+
+
+class FrameSocket(Protocol):
+    async def accept(self) -> None: ...
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame (text or bytes), or None once the peer is gone."""
+
+    async def send_text(self, text: str) -> None:
+        """Raises SocketClosed once the peer is gone."""
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close unless the peer is gone already (then nothing)."""
+
+
+class StarletteSocket:
+    """starlette's websocket as a FrameSocket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def accept(self) -> None:
+        await self.websocket.accept()
+
+    async def receive(self) -> str | bytes | None:
+        return await receive_frame(self.websocket)
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self.websocket.send_text(text)
+        except CLOSED_ERRORS as exc:
+            raise SocketClosed from exc
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.websocket.application_state != WebSocketState.DISCONNECTED:
+            await close_quietly(self.websocket, code, reason)
 
 
 async def receive_frame(websocket: WebSocket) -> str | bytes | None:
@@ -30,7 +84,12 @@ async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> No
         pass
 
 
+def close_code(outcome: CallOutcome) -> int:
+    """How a call's socket ends: 1000, or 1011 when the call failed."""
+    return 1000 if outcome != CallOutcome.ERROR else 1011
+
+
 async def close_for(websocket: WebSocket, outcome: CallOutcome) -> None:
-    """End a call's socket: 1000, or 1011 when the call failed; nothing if the peer is gone."""
+    """End a call's socket (`close_code`); nothing if the peer is gone."""
     if websocket.application_state != WebSocketState.DISCONNECTED:
-        await close_quietly(websocket, 1000 if outcome != CallOutcome.ERROR else 1011)
+        await close_quietly(websocket, close_code(outcome))

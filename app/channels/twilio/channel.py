@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 
-from starlette.websockets import WebSocket
 
 from app.channels.contract import (
     CallerAudio,
@@ -22,7 +21,7 @@ from app.agent import phrases
 from app.audio.formats import TELEPHONE_ULAW
 from app.calllog.records import CallRecord
 from app.channels.dropped import DroppedMessages
-from app.channels.websocket_io import CLOSED_ERRORS, close_for, receive_frame
+from app.channels.websocket_io import FrameSocket, SocketClosed, close_code
 from app.metrics import Metrics
 from app.channels.twilio import wire
 from app.channels.twilio.rest import TwilioRest, TwilioRestError
@@ -43,7 +42,7 @@ class TwilioChannel:
 
     def __init__(
         self,
-        websocket: WebSocket,
+        websocket: FrameSocket,
         start: wire.Start,
         *,
         max_message_bytes: int,
@@ -71,14 +70,14 @@ class TwilioChannel:
         self._closed = False
 
     @staticmethod
-    async def receive_start(websocket: WebSocket, *, timeout: float, max_message_bytes: int,
+    async def receive_start(websocket: FrameSocket, *, timeout: float, max_message_bytes: int,
                             metrics: Metrics) -> wire.Start:
         """Read `connected` then `start`; anything else before `start` is dropped."""
         dropped = DroppedMessages(metrics)  # no call known yet: counted and logged only
 
         async def read() -> wire.Start:
             while True:
-                raw = await receive_frame(websocket)
+                raw = await websocket.receive()
                 if raw is None:
                     raise StreamRejected("the stream closed before 'start'")
                 message = _parse(raw, max_message_bytes, dropped)
@@ -94,7 +93,7 @@ class TwilioChannel:
 
     async def events(self) -> AsyncIterator[ChannelEvent]:
         while True:
-            raw = await receive_frame(self._ws)
+            raw = await self._ws.receive()
             if raw is None:
                 return
             message = _parse(raw, self._max_bytes, self._dropped, self.stream_sid)
@@ -110,7 +109,7 @@ class TwilioChannel:
         try:
             for text in texts:
                 await self._ws.send_text(text)
-        except CLOSED_ERRORS:
+        except SocketClosed:
             self._closed = True
 
     async def send_audio(self, audio: bytes, mark: str) -> None:
@@ -146,7 +145,7 @@ class TwilioChannel:
         await self._on_end(self.start.call_sid, outcome)
         if not self._closed:
             self._closed = True
-            await close_for(self._ws, outcome)
+            await self._ws.close(close_code(outcome))
         if outcome in HUNG_UP_BY_US and self._rest is not None:
             # Closing the stream ends the call through the <Connect> action; REST makes sure.
             try:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from starlette.websockets import WebSocket
-
 from app.agent import phrases
 from app.calllog.journals import CallJournals
 from app.calllog.records import CallEvent, CallRecord
@@ -29,7 +27,7 @@ from app.channels.twilio.rest import TwilioRest
 from app.channels.twilio.transfer import TwilioTransfers
 from app.channels.twilio.voicemail import Voicemail
 from app.channels.twilio.security import STATUS_PATH, SignatureChecker, StreamTokens, public_url, websocket_url
-from app.channels.websocket_io import close_quietly
+from app.channels.websocket_io import FrameSocket
 from app.config import Settings
 from app.expiring import ExpiringValues
 from app.logs import current_call, mask_phone
@@ -44,6 +42,15 @@ STREAM_ENDED_PATH = "/voice/stream-ended"
 START_TIMEOUT_SECONDS = 10.0
 OUTCOME_TTL_SECONDS = 600
 POLICY_VIOLATION = 1008
+
+
+def stream_url(settings: Settings) -> str:
+    """The media stream URL we give Twilio (it signs the upgrade over exactly this URL): on the
+    stream listener when it has a port of its own, else on the web server."""
+    if settings.stream_port:
+        base = settings.stream_public_url or f"ws://{settings.host}:{settings.stream_port}"
+        return base + STREAM_PATH
+    return websocket_url(settings, STREAM_PATH)
 
 
 class TwilioLine:
@@ -144,7 +151,7 @@ class TwilioLine:
         self._agent.expect(identity.call_id)
         self.claims.watch(identity.call_id)
         return twiml.connect_stream(
-            stream_url=websocket_url(self.settings, STREAM_PATH),
+            stream_url=stream_url(self.settings),
             status_url=public_url(self.settings, STATUS_PATH),
             action_url=public_url(self.settings, STREAM_ENDED_PATH),
             token=self.tokens.issue(identity.call_id),
@@ -204,14 +211,17 @@ class TwilioLine:
 
     # ------------------------------------------------------------------ media stream
 
-    async def serve_stream(self, websocket: WebSocket) -> None:
-        """Validate, accept and run one Twilio media stream until the call ends."""
-        signature = websocket.headers.get("x-twilio-signature")
-        if not self.signatures.valid(websocket_url(self.settings, STREAM_PATH), {}, signature):
-            self.metrics.refusals.labels("signature").inc()
-            log.warning("refused a media stream upgrade: bad or missing x-twilio-signature")
-            await websocket.close(code=POLICY_VIOLATION)
-            return
+    def stream_upgrade_signed(self, headers: Mapping[str, str]) -> bool:
+        """Whether a media stream's upgrade request carries Twilio's signature of our stream URL
+        (refusals are counted and logged); each listener refuses an unsigned upgrade with 403."""
+        if self.signatures.valid(stream_url(self.settings), {}, headers.get("x-twilio-signature")):
+            return True
+        self.metrics.refusals.labels("signature").inc()
+        log.warning("refused a media stream upgrade: bad or missing x-twilio-signature")
+        return False
+
+    async def serve_stream(self, websocket: FrameSocket) -> None:
+        """Accept and run one media stream (its upgrade signed) until the call ends."""
         await websocket.accept()
         try:
             start = await TwilioChannel.receive_start(
@@ -220,7 +230,7 @@ class TwilioLine:
             )
         except StreamRejected as exc:
             log.warning("closing a media stream: %s", exc)
-            await close_quietly(websocket, POLICY_VIOLATION)
+            await websocket.close(POLICY_VIOLATION)
             return
         current_call.set(start.call_sid)
         self.admission.stream_started(start.call_sid)
@@ -239,9 +249,9 @@ class TwilioLine:
                                       audio_format=channel.audio_format)
         await self._agent.converse(channel, journal)
 
-    async def _refuse_stream(self, websocket: WebSocket, call_sid: str, why: str) -> None:
+    async def _refuse_stream(self, websocket: FrameSocket, call_sid: str, why: str) -> None:
         self.metrics.refusals.labels("stream_token").inc()
         log.warning("closing a media stream: %s", why)
         self._refusal(call_sid, f"media stream with {why}")
-        await close_quietly(websocket, POLICY_VIOLATION)
+        await websocket.close(POLICY_VIOLATION)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+from collections.abc import Mapping
 
 import httpx
 
@@ -27,13 +28,15 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
                      sign_stream: bool = True, extra_stream_headers: dict[str, str] | None = None,
                      send_hook: SendHook | None = None, account_sid: str | None = None,
                      webhook_path: str = WEBHOOK_PATH, rest_api: CallRegistry | None = None,
-                     outbound: bool = False, answered_by: str | None = None) -> CallResult:
+                     outbound: bool = False, answered_by: str | None = None,
+                     tunnels: Mapping[str, str] | None = None) -> CallResult:
     """Call `server_url` as Twilio would and return what happened. Never raises for server misbehaviour.
 
     `public_url` is the base URL Twilio believes it is calling (what gets signed); requests
-    still go to `server_url`, like through a tunnel. `realtime=False` runs the media clock as
-    fast as the event loop allows (one loop turn per 20 ms tick): the exchange is complete but
-    its timings mean nothing. `send_hook(message)` sees every protocol message before it is sent
+    still go to `server_url`, like through a tunnel. `tunnels` maps further public base URLs to
+    the servers they land on (the media stream's own listener, behind a tunnel of its own).
+    `realtime=False` runs the media clock as fast as the event loop allows (one loop turn per
+    20 ms tick): the exchange is complete but its timings mean nothing. `send_hook(message)` sees every protocol message before it is sent
     and may return a replacement (dict, or raw str/bytes), SKIP to drop it, or None to keep it.
     `webhook_path` is where the voice webhook is posted (another server's route, for benchmarks).
 
@@ -47,6 +50,7 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
         account_sid = account_sid or rest_api.account_sid
         auth_token = auth_token or rest_api.auth_token
     result = CallResult(server_url=server_url.rstrip("/"), public_url=(public_url or server_url).rstrip("/"),
+                        tunnels=dict(tunnels or {}),
                         call_sid=call_sid or wire.new_sid("CA"), account_sid=account_sid or wire.new_sid("AC"),
                         direction="outbound-api" if outbound else "inbound")
     call_params = wire.outbound_call_params if outbound else wire.inbound_call_params

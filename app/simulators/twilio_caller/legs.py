@@ -202,8 +202,8 @@ class CallLegs:
         """A new media stream to the server, with the same CallSid; the caller carries on with
         the utterances not said yet."""
         r = self.result
-        segment = CallResult(server_url=r.server_url, public_url=r.public_url, call_sid=r.call_sid,
-                             account_sid=r.account_sid, direction=r.direction)
+        segment = CallResult(server_url=r.server_url, public_url=r.public_url, tunnels=r.tunnels,
+                             call_sid=r.call_sid, account_sid=r.account_sid, direction=r.direction)
         timeline = CallTimeline(segment, realtime=self.realtime)
         playback = Playback()
         rest = slice(self.next_utterance, None)

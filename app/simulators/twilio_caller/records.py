@@ -139,6 +139,7 @@ class CallResult:
     # | "refused_stream" | "stream_unreachable"
     server_url: str = ""
     public_url: str = ""
+    tunnels: dict[str, str] = field(default_factory=dict)  # map_to_server's: other public URLs → servers
     call_sid: str = ""
     account_sid: str = ""
     stream_sid: str | None = None

@@ -90,7 +90,7 @@ class MediaStream:
         r = self.result
         assert r.stream_url is not None
         url = wire.map_to_server(r.stream_url, server_url=self.requests.server_url,
-                                 public_url=self.requests.public_url, websocket=True)
+                                 public_url=self.requests.public_url, websocket=True, tunnels=r.tunnels)
         r.stream_connect_url = url
         headers = self.requests.signed(r.stream_url, {}) if self.sign_stream else {}
         headers.update(self.extra_stream_headers)

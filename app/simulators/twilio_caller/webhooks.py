@@ -43,7 +43,8 @@ class TwilioRequests:
 
     async def request(self, public: str, method: str, params: dict[str, str]) -> httpx.Response:
         """A signed request to a public URL, delivered to the server's real address."""
-        target = wire.map_to_server(public, server_url=self.server_url, public_url=self.public_url, websocket=False)
+        target = wire.map_to_server(public, server_url=self.server_url, public_url=self.public_url, websocket=False,
+                                    tunnels=self.result.tunnels)
         if method == "GET":
             sep = "&" if "?" in public else "?"
             signed_url = public + sep + urlencode(params)

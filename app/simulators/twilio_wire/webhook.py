@@ -4,6 +4,7 @@ Twilio resolves (and signs) them."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -195,13 +196,21 @@ def resolve_twiml_url(url: str, *, document_url: str, websocket: bool) -> str:
     return urlunsplit((scheme, absolute.netloc, absolute.path, absolute.query, ""))
 
 
-def map_to_server(url: str, *, server_url: str, public_url: str, websocket: bool) -> str:
+def map_to_server(url: str, *, server_url: str, public_url: str, websocket: bool,
+                  tunnels: Mapping[str, str] | None = None) -> str:
     """Where a public URL really lands: the server's address, as a tunnel like ngrok maps it.
 
     The host and scheme come from `server_url` (https/wss when it is https); a path prefix of
-    the public base URL is swapped for the server's own prefix.
+    the public base URL is swapped for the server's own prefix. `tunnels` are further public
+    base URLs and the servers they land on (a listener of its own, behind its own tunnel): a URL
+    on one of their hosts lands there.
     """
-    target, server, public = urlsplit(url), urlsplit(server_url), urlsplit(public_url)
+    target = urlsplit(url)
+    for other_public, other_server in (tunnels or {}).items():
+        if urlsplit(other_public).netloc == target.netloc:
+            server_url, public_url = other_server, other_public
+            break
+    server, public = urlsplit(server_url), urlsplit(public_url)
     secure = server.scheme == "https"
     scheme = ("wss" if secure else "ws") if websocket else ("https" if secure else "http")
     path = target.path or "/"

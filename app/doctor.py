@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from app.cli_support import run_coroutine
 from app.config import Settings, get_settings
-from app.doctor_config_checks import check_keys, check_models, check_ngrok, check_public_url
+from app.doctor_config_checks import check_keys, check_models, check_ngrok, check_public_url, check_stream_listener
 from app.doctor_findings import Finding, Status, problem
 from app.doctor_network_checks import check_database, check_knowledge, check_realtime, check_redis
 
@@ -45,8 +45,8 @@ async def diagnose(settings: Settings, *, ngrok_config: Path = DEFAULT_NGROK_CON
         check_redis(settings),
     ]
     models, ngrok, database, knowledge, realtime, redis = await asyncio.gather(*checks)
-    return [*check_keys(settings), *models, *check_public_url(settings), *database, *knowledge, *realtime, *redis,
-            *ngrok]
+    return [*check_keys(settings), *models, *check_public_url(settings), *check_stream_listener(settings), *database,
+            *knowledge, *realtime, *redis, *ngrok]
 
 
 def worst(findings: Sequence[Finding]) -> Status:
@@ -97,4 +97,5 @@ def cli(ngrok_config: Path, as_json: bool) -> None:
 
 
 __all__ = ["Finding", "check_database", "check_keys", "check_knowledge", "check_models", "check_ngrok",
-           "check_public_url", "check_realtime", "cli", "diagnose", "render_json", "render_text", "run_doctor"]
+           "check_public_url", "check_realtime", "check_stream_listener", "cli", "diagnose", "render_json", "render_text",
+           "run_doctor"]

@@ -124,6 +124,23 @@ def check_public_url(settings: Settings) -> list[Finding]:
     return [ok("public url", f"PUBLIC_BASE_URL={url}: Twilio calls {url}/voice/incoming")]
 
 
+def check_stream_listener(settings: Settings) -> list[Finding]:
+    """STREAM_PORT: the media stream on a listener of its own, which Twilio must reach over wss://."""
+    port, url = settings.stream_port, settings.stream_public_url
+    if not port:
+        return []
+    if port == settings.port:
+        return [problem("stream listener", f"STREAM_PORT={port} is PORT too: the service cannot start",
+                        "choose another STREAM_PORT (e.g. PORT + 1)")]
+    if url and urlsplit(url).scheme == "wss" and urlsplit(url).hostname:
+        return [ok("stream listener", f"media streams on port {port}: Twilio connects to {url}/voice/stream")]
+    shown = f"STREAM_PUBLIC_URL={url}" if url else f"STREAM_PUBLIC_URL is not set (ws://{settings.host}:{port})"
+    finding = warning if settings.binds_loopback_only else problem
+    return [finding("stream listener", f"{shown}: the stream URL is not wss://, which real Twilio refuses"
+                    + (" (fine for local tries)" if settings.binds_loopback_only else ""),
+                    f"expose port {port} through a tunnel of its own and set STREAM_PUBLIC_URL=wss://<its domain>")]
+
+
 # ---------------------------------------------------------------------- ngrok.yml
 
 

@@ -21,9 +21,9 @@ from app.calllog.journals import CallJournals
 from app.calllog.reader import CallLogReader
 from app.calllog.writer import CallLogWriter
 from app.channels.browser.line import BrowserLine
-from app.channels.twilio.line import TwilioLine
+from app.channels.twilio.line import TwilioLine, stream_url
 from app.channels.twilio.rest import TwilioRest
-from app.channels.twilio.stream_listener import close_stream_listener, open_stream_listener
+from app.channels.twilio.stream_listener import StreamListener
 from app.channels.websocket_io import WEBSOCKET_FRAME_LIMIT
 from app.config import Settings
 from app.engines.contract import Engine
@@ -69,7 +69,7 @@ class Service:
                                    tokens=AccessTokens.from_settings(settings))
         self.call_log_reader = CallLogReader(settings)
         self._lag_watch: asyncio.Task[None] | None = None
-        self._stream_listener: Any = None
+        self._stream_listener: StreamListener | None = None
 
     @property
     def draining(self) -> bool:
@@ -104,13 +104,13 @@ class Service:
         if self.settings.stream_port:
             if self.settings.stream_port == self.settings.port:
                 raise RuntimeError(f"STREAM_PORT must be another port than PORT ({self.settings.port})")
-            self._stream_listener = await open_stream_listener(
+            self._stream_listener = await StreamListener.open(
                 self.twilio, self.settings.host, self.settings.stream_port,
                 max_message_bytes=WEBSOCKET_FRAME_LIMIT)
 
     async def close(self) -> None:
         if self._stream_listener is not None:
-            await close_stream_listener(self._stream_listener)
+            await self._stream_listener.close()
         if self._lag_watch is not None:
             self._lag_watch.cancel()
             await asyncio.gather(self._lag_watch, return_exceptions=True)
@@ -161,7 +161,8 @@ class Service:
                        "transcription": settings.openai_transcribe_model,
                        "checked_against": catalog.source if catalog.available else None,
                        "deprecated": [notice.to_dict() for notice in notices]},
-            "twilio": {"signatures_enforced": self.twilio.signatures.enforced},
+            # Where Twilio is told to open media streams: this server, or its own listener (STREAM_PORT).
+            "twilio": {"signatures_enforced": self.twilio.signatures.enforced, "stream_url": stream_url(settings)},
             # What instances share (stream claims, call outcomes, rate limits): Redis, unless down.
             "redis": {"configured": bool(settings.redis_url),
                       "ok": redis_problem is None if settings.redis_url else None},

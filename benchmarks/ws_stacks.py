@@ -46,7 +46,9 @@ Three parts, each printing CPU-µs per message:
 
 Stacks (server): uvicorn-websockets, uvicorn-websockets-sansio, uvicorn-wsproto (uvicorn,
 uvloop, h11, a plain ASGI app), granian (ASGI, one worker, one runtime thread, uvloop),
-aiohttp (its web server's WebSocketResponse) and picows (its server, a listener callback). A
+aiohttp (its web server's WebSocketResponse), picows (its server, a listener callback) and
+picows-websockets (picows' `websockets` server API, each connection read by a task with `recv`,
+as the media stream's own listener runs it: app/channels/twilio/stream_listener.py). A
 `+starlette` suffix (e.g. granian+starlette) goes through starlette's WebSocket
 (`receive_text`, `send_text`) as the FastAPI app does. Stacks (client): websockets
 (`ClientConnection.send(bytes, text=True)`, `recv(decode=False)`), picows-websockets (the same

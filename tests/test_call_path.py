@@ -11,7 +11,6 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.channels.twilio.line import stream_url
 from app.logs import CallContextFilter
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, STREAM_PUBLIC_URL, free_loopback_port, running_line
@@ -169,7 +168,9 @@ async def test_signatures_are_required_on_webhook_and_stream(double, stream_on):
 async def test_the_stream_listener_serves_only_the_media_stream(double):
     port = free_loopback_port()
     async with running_line(openai_realtime_url=double.url, stream_port=port) as line:
-        assert stream_url(line.settings) == STREAM_PUBLIC_URL + "/voice/stream"
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(line.url + "/health")).json()
+        assert health["twilio"]["stream_url"] == STREAM_PUBLIC_URL + "/voice/stream"
         with pytest.raises(InvalidStatus) as elsewhere:
             async with connect(f"ws://127.0.0.1:{port}/ws/realtime"):
                 pass

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from app.config import Settings, get_settings
-from app.doctor import check_database, check_knowledge, check_ngrok, check_realtime, check_redis, run_doctor
+from app.doctor import (check_database, check_knowledge, check_ngrok, check_realtime, check_redis,
+                        check_stream_listener, run_doctor)
 from app.knowledge.store import Chunk
 from app.knowledge.stores import open_store
 from app.simulators.realtime_double import RealtimeDouble
@@ -269,6 +270,20 @@ def test_the_ngrok_domain_must_be_public_base_url(tmp_path: Path) -> None:
     [finding] = check_ngrok(complete_settings(tmp_path, "ws://unused"), config)
     assert finding.status == "problem"
     assert finding.fix == "set PUBLIC_BASE_URL=https://other-name.ngrok-free.app"
+
+
+@pytest.mark.parametrize("stream, host, expected", [
+    ({}, "127.0.0.1", []),
+    ({"stream_port": 8001, "stream_public_url": "wss://media.example.test"}, "0.0.0.0", ["ok"]),
+    ({"stream_port": 8001}, "127.0.0.1", ["warning"]),  # ws://127.0.0.1:8001: local tries only
+    ({"stream_port": 8001}, "0.0.0.0", ["problem"]),
+    ({"stream_port": 8001, "stream_public_url": "https://media.example.test"}, "0.0.0.0", ["problem"]),
+    ({"stream_port": 8000, "stream_public_url": "wss://media.example.test"}, "0.0.0.0", ["problem"]),  # PORT
+])
+def test_the_stream_listener_needs_a_port_of_its_own_and_a_wss_url(tmp_path: Path, stream: dict, host: str,
+                                                                   expected: list[str]) -> None:
+    settings = complete_settings(tmp_path, "ws://unused", port=8000, host=host, **stream)
+    assert [finding.status for finding in check_stream_listener(settings)] == expected
 
 
 def test_a_v2_tunnel_and_a_missing_or_broken_file(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The media stream's own listener: picows, beside the web server, when STREAM_PORT is set.
 
-Why: each caller frame (50 a second per call) costs uvicorn about three times the CPU it costs
-picows (benchmarks/README.md, "Relay" and "Websocket stacks"); uvicorn pauses and resumes
+Why: each caller frame (50 a second per call) costs uvicorn about two and a half times the CPU
+it costs picows (benchmarks/README.md, "Relay" and "Websocket stacks"); uvicorn pauses and resumes
 reading after every message and hands it over through ASGI. picows serves the `websockets`
 API (`picows.websockets.serve`), so the call runs the same `TwilioLine.serve_stream` through a
 `FrameSocket` of a few lines. Only `/voice/stream` is served here; everything else stays on
@@ -51,31 +51,35 @@ class PicowsSocket:
         await self._connection.close(code, reason)
 
 
-async def open_stream_listener(line: TwilioLine, host: str, port: int, *, max_message_bytes: int) -> Server:
-    """Serve Twilio media streams on host:port until `close_stream_listener`. Several worker
-    processes share the port (SO_REUSEPORT): the kernel spreads connections among them."""
+class StreamListener:
+    """Twilio media streams on host:port, from `open` to `close`. Several worker processes share
+    the port (SO_REUSEPORT): the kernel spreads connections among them."""
 
-    def signed_stream_only(handshake: ServerHandshakeConnection, request: Request) -> Response | None:
-        if request.path.partition("?")[0] != STREAM_PATH:
-            return handshake.respond(http.HTTPStatus.NOT_FOUND, "Only the media stream is served here.\n")
-        if not line.stream_upgrade_signed(request.headers):
-            return handshake.respond(http.HTTPStatus.FORBIDDEN, "Invalid Twilio signature\n")
-        return None
+    def __init__(self, server: Server) -> None:
+        self._server = server
 
-    async def handler(connection: ServerConnection) -> None:
-        await line.serve_stream(PicowsSocket(connection))
+    @classmethod
+    async def open(cls, line: TwilioLine, host: str, port: int, *, max_message_bytes: int) -> StreamListener:
+        def signed_stream_only(handshake: ServerHandshakeConnection, request: Request) -> Response | None:
+            if request.path.partition("?")[0] != STREAM_PATH:
+                return handshake.respond(http.HTTPStatus.NOT_FOUND, "Only the media stream is served here.\n")
+            if not line.stream_upgrade_signed(request.headers):
+                return handshake.respond(http.HTTPStatus.FORBIDDEN, "Invalid Twilio signature\n")
+            return None
 
-    try:
-        server = await serve(handler, host, port, process_request=signed_stream_only, compression=None,
-                             max_size=max_message_bytes, ping_interval=PING_INTERVAL_SECONDS,
-                             server_header=None, reuse_port=True)
-    except OSError as exc:
-        raise RuntimeError(f"cannot listen for media streams on {host}:{port} (STREAM_PORT): {exc}") from exc
-    log.info("media streams on their own listener, %s:%d", host, port)
-    return server
+        async def handler(connection: ServerConnection) -> None:
+            await line.serve_stream(PicowsSocket(connection))
 
+        try:
+            server = await serve(handler, host, port, process_request=signed_stream_only, compression=None,
+                                 max_size=max_message_bytes, ping_interval=PING_INTERVAL_SECONDS,
+                                 server_header=None, reuse_port=True)
+        except OSError as exc:
+            raise RuntimeError(f"cannot listen for media streams on {host}:{port} (STREAM_PORT): {exc}") from exc
+        log.info("media streams on their own listener, %s:%d", host, port)
+        return cls(server)
 
-async def close_stream_listener(server: Server) -> None:
-    """Stop taking streams and end those still open (1012: the service restarts)."""
-    server.close(code=SHUTDOWN_CLOSE_CODE)
-    await server.wait_closed()
+    async def close(self) -> None:
+        """Stop taking streams and end those still open (1012: the service restarts)."""
+        self._server.close(code=SHUTDOWN_CLOSE_CODE)
+        await self._server.wait_closed()

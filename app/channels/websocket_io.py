@@ -21,7 +21,7 @@ from app.channels.contract import CallOutcome
 WEBSOCKET_FRAME_LIMIT = 16 * 1024 * 1024
 
 # Errors a send or receive on starlette's websocket can meet once the peer is gone.
-CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
+_CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
 
 
 class SocketClosed(Exception):
@@ -34,15 +34,15 @@ class FrameSocket(Protocol):
     async def receive(self) -> str | bytes | None:
         """The next frame (text or bytes), or None once the peer is gone."""
 
-    async def send_text(self, text: str) -> None:
-        """Raises SocketClosed once the peer is gone."""
+    async def send(self, message: str | bytes) -> None:
+        """A text frame for str, a binary one for bytes; raises SocketClosed once the peer is gone."""
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close unless the peer is gone already (then nothing)."""
 
 
 class StarletteSocket:
-    """starlette's websocket as a FrameSocket."""
+    """starlette's websocket (under uvicorn) as a FrameSocket."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -51,45 +51,33 @@ class StarletteSocket:
         await self.websocket.accept()
 
     async def receive(self) -> str | bytes | None:
-        return await receive_frame(self.websocket)
-
-    async def send_text(self, text: str) -> None:
         try:
-            await self.websocket.send_text(text)
-        except CLOSED_ERRORS as exc:
+            message = await self.websocket.receive()
+        except _CLOSED_ERRORS:
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return text if text is not None else message.get("bytes", b"")
+
+    async def send(self, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes):
+                await self.websocket.send_bytes(message)
+            else:
+                await self.websocket.send_text(message)
+        except _CLOSED_ERRORS as exc:
             raise SocketClosed from exc
 
     async def close(self, code: int, reason: str = "") -> None:
-        if self.websocket.application_state != WebSocketState.DISCONNECTED:
-            await close_quietly(self.websocket, code, reason)
-
-
-async def receive_frame(websocket: WebSocket) -> str | bytes | None:
-    """The next frame (text or bytes), or None once the peer is gone."""
-    try:
-        message = await websocket.receive()
-    except CLOSED_ERRORS:
-        return None
-    if message["type"] == "websocket.disconnect":
-        return None
-    text = message.get("text")
-    return text if text is not None else message.get("bytes", b"")
-
-
-async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:
-    """Close unless the peer is gone already."""
-    try:
-        await websocket.close(code=code, reason=reason)
-    except CLOSED_ERRORS:
-        pass
+        if self.websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        try:
+            await self.websocket.close(code=code, reason=reason)
+        except _CLOSED_ERRORS:
+            pass
 
 
 def close_code(outcome: CallOutcome) -> int:
     """How a call's socket ends: 1000, or 1011 when the call failed."""
     return 1000 if outcome != CallOutcome.ERROR else 1011
-
-
-async def close_for(websocket: WebSocket, outcome: CallOutcome) -> None:
-    """End a call's socket (`close_code`); nothing if the peer is gone."""
-    if websocket.application_state != WebSocketState.DISCONNECTED:
-        await close_quietly(websocket, close_code(outcome))

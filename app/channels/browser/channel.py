@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 
-from starlette.websockets import WebSocket
 
 from app.agent import phrases
 from app.audio.formats import AudioFormat
@@ -36,12 +35,12 @@ from app.channels.contract import (
 )
 from app.calllog.records import CallRecord
 from app.channels.dropped import DroppedMessages
-from app.channels.websocket_io import CLOSED_ERRORS, close_for, receive_frame
+from app.channels.websocket_io import FrameSocket, SocketClosed, close_code
 from app.metrics import Metrics
 
 
 class BrowserChannel:
-    def __init__(self, websocket: WebSocket, identity: CallIdentity, audio_format: AudioFormat, *,
+    def __init__(self, websocket: FrameSocket, identity: CallIdentity, audio_format: AudioFormat, *,
                  max_seconds: float | None, metrics: Metrics, submit: Callable[[CallRecord], None]) -> None:
         self._ws = websocket
         self.identity = identity
@@ -53,7 +52,7 @@ class BrowserChannel:
         self._closed = False
 
     async def events(self) -> AsyncIterator[ChannelEvent]:
-        while (frame := await receive_frame(self._ws)) is not None:
+        while (frame := await self._ws.receive()) is not None:
             try:
                 message = wire.parse_client(frame)
             except wire.WireError as exc:
@@ -93,11 +92,8 @@ class BrowserChannel:
         if self._closed:
             return
         try:
-            if isinstance(message, bytes):
-                await self._ws.send_bytes(message)
-            else:
-                await self._ws.send_text(message)
-        except CLOSED_ERRORS:
+            await self._ws.send(message)
+        except SocketClosed:
             self._closed = True
 
     async def send_audio(self, audio: bytes, mark: str) -> None:
@@ -137,4 +133,4 @@ class BrowserChannel:
     async def end(self, outcome: CallOutcome) -> None:
         if not self._closed:
             self._closed = True
-            await close_for(self._ws, outcome)
+            await self._ws.close(close_code(outcome))

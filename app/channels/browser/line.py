@@ -32,7 +32,7 @@ from app.calllog.records import CallRecord
 from app.channels.browser import wire
 from app.channels.browser.channel import BrowserChannel
 from app.channels.contract import CallIdentity, Conversations
-from app.channels.websocket_io import CLOSED_ERRORS, close_quietly, receive_frame
+from app.channels.websocket_io import FrameSocket, SocketClosed, StarletteSocket
 from app.config import Settings
 from app.logs import current_call
 from app.metrics import Metrics
@@ -89,25 +89,26 @@ class BrowserLine:
         return host is not None and urlsplit(origin).netloc == host.lower()
 
     async def serve(self, websocket: WebSocket) -> None:
-        await websocket.accept()
+        socket = StarletteSocket(websocket)
+        await socket.accept()
         try:
             user, rate = await self._admit(websocket)
-            if not await self._wait_for_start(websocket):
+            if not await self._wait_for_start(socket):
                 return
             await self._count_conversation(user)
         except Refused as refusal:
             self.metrics.refusals.labels(f"web_{refusal.code}").inc()
             log.warning("refused a browser conversation (%s): %s", refusal.code, refusal.log_detail)
             try:
-                await websocket.send_text(wire.error(str(refusal), refusal.code))
-            except CLOSED_ERRORS:
+                await socket.send(wire.error(str(refusal), refusal.code))
+            except SocketClosed:
                 pass
-            await close_quietly(websocket, POLICY_VIOLATION)
+            await socket.close(POLICY_VIOLATION)
             return
         call_id = f"WEB{secrets.token_hex(16)}"
         current_call.set(call_id)
         log.info("browser conversation for %s at %d Hz", user, rate)
-        channel = BrowserChannel(websocket, CallIdentity(call_id, caller=user, channel="web"),
+        channel = BrowserChannel(socket, CallIdentity(call_id, caller=user, channel="web"),
                                  AudioFormat("pcm16", rate), max_seconds=self.settings.web_session_max_seconds,
                                  metrics=self.metrics, submit=self._submit)
         journal = self._journals.open(channel.identity, stream_sid="", audio_format=channel.audio_format)
@@ -138,18 +139,18 @@ class BrowserLine:
             raise Refused(exc.code, str(exc)) from None
         return user, rate
 
-    async def _wait_for_start(self, websocket: WebSocket) -> bool:
+    async def _wait_for_start(self, socket: FrameSocket) -> bool:
         """Until `start_conversation`: other frames get an error; False if the page left."""
         async def wait() -> bool:
-            while (frame := await receive_frame(websocket)) is not None:
+            while (frame := await socket.receive()) is not None:
                 try:
                     message = wire.parse_client(frame)
                 except wire.WireError as exc:
-                    await websocket.send_text(wire.error(str(exc), exc.code))
+                    await socket.send(wire.error(str(exc), exc.code))
                     continue
                 if isinstance(message, wire.StartConversation):
                     return True
-                await websocket.send_text(wire.error(
+                await socket.send(wire.error(
                     "Envoyez d'abord {\"type\":\"start_conversation\"}.", "not_started"))
             return False
 
@@ -157,7 +158,7 @@ class BrowserLine:
             return await asyncio.wait_for(wait(), self.start_timeout_seconds)
         except TimeoutError:
             raise Refused("start_timeout", "Aucune conversation démarrée : connexion fermée.") from None
-        except CLOSED_ERRORS:
+        except SocketClosed:
             return False
 
     async def _count_conversation(self, user: str) -> None:

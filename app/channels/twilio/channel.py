@@ -108,7 +108,7 @@ class TwilioChannel:
             return
         try:
             for text in texts:
-                await self._ws.send_text(text)
+                await self._ws.send(text)
         except SocketClosed:
             self._closed = True
 

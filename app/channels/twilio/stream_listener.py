@@ -41,9 +41,9 @@ class PicowsSocket:
         except ConnectionClosed:
             return None
 
-    async def send_text(self, text: str) -> None:
+    async def send(self, message: str | bytes) -> None:
         try:
-            await self._connection.send(text)
+            await self._connection.send(message)
         except ConnectionClosed as exc:
             raise SocketClosed from exc
 

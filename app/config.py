@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     public_base_url: str | None = None
-    # The media stream on a listener of its own (picows) on this port, beside the web server: it
-    # costs about a third less CPU per media frame than uvicorn (benchmarks/README.md, "Relay").
+    # The media stream on a listener of its own (picows) on this port, beside the web server:
+    # about a quarter less server CPU per call with pcm16 (benchmarks/README.md, "Relay").
     # 0: the web server serves it. STREAM_PUBLIC_URL: that listener's public base URL
     # (wss://host[:port], a tunnel of its own); default ws://HOST:STREAM_PORT.
     stream_port: int = Field(default=0, ge=0)

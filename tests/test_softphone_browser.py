@@ -79,12 +79,14 @@ async def test_a_spoken_question_an_answer_heard_and_a_barge_in(double, chromium
         await page.wait_for_function("window.octiSoftphone.states.includes('interrupted')", timeout=30_000)
         await page.wait_for_function("document.querySelector('#talk').dataset.state === 'listening'"
                                      " || document.querySelector('#talk').dataset.state === 'speaking'")
+        # OCTI paused at once; the answer is cut once the sound has proved to be speech
+        # (BARGE_IN_MIN_MS later): a hang-up before that would end the call undecided.
+        connection = double.connections[0]
+        truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=5)
         history = await page.evaluate("window.octiSoftphone.states")
         played = np.array(await page.evaluate("window.octiSoftphone.played"), dtype=np.float32)
         transcript = await page.inner_text("#transcript")
         await page.click("#hang-up")
-        connection = double.connections[0]
-        truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=5)
     assert states(history, ["idle", "listening", "speaking", "listening", "speaking", "interrupted"]), history
     greeting_ms = connection.responses[0].audio_ms
     answer = connection.responses[1]

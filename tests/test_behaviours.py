@@ -8,13 +8,16 @@ import secrets
 
 import httpx
 import pytest
+from twilio.request_validator import RequestValidator
 
 from app.agent import phrases
 from app.calllog.store import CallLogStore
 from app.config import Settings
 from app.simulators.twilio_caller import CallScript, Utterance
 from tests.test_call_path import QUESTION, call
-from tests.harness import running_line
+from app.channels.twilio.line import INCOMING_PATH
+from app.channels.twilio.security import STATUS_PATH
+from tests.harness import AUTH_TOKEN, PUBLIC_URL, running_line
 
 
 async def stored(line, call_sid: str):
@@ -140,6 +143,31 @@ async def test_a_full_instance_says_the_lines_are_busy(double):
         third = await call(line, CallScript(utterances=[], hangup_after=1.5), from_number="+33622222222")
     assert second.stream_sid is None and "occupées" in second.say_texts[0]
     assert third.stream_sid
+
+
+async def test_a_caller_who_hangs_up_before_the_stream_frees_the_place_at_once(double):
+    """Twilio's call status callback says the call is over: its place and its pre-warmed engine
+    go at once, not STREAM_TOKEN_TTL_SECONDS later."""
+    async def signed_post(line, path: str, form: dict[str, str]) -> httpx.Response:
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + path, form)
+        async with httpx.AsyncClient() as http:
+            return await http.post(line.url + path, data=form, headers={"X-Twilio-Signature": signature})
+
+    async with running_line(openai_realtime_url=double.url, max_concurrent_calls=1) as line:
+        gone = {"CallSid": "CA" + "9" * 32, "AccountSid": "AC" + "9" * 32, "From": "+33633333333", "To": "+33100000000"}
+        answered = await signed_post(line, INCOMING_PATH, gone)
+        prewarmed = await double.wait_for_connection(timeout=10)
+        assert "<Stream" in answered.text and line.service.calls_held == 1 and len(line.prewarm) == 1
+        busy = await call(line, CallScript(utterances=[], hangup_after=1.5), from_number="+33622222222")
+        # The caller hangs up while Twilio fetches the TwiML: no stream, only the call's status.
+        status = await signed_post(line, STATUS_PATH, {**gone, "CallStatus": "completed"})
+        closed = await prewarmed.wait_closed(timeout=5)
+        held, prewarms = line.service.calls_held, len(line.prewarm)
+        taken = await call(line, CallScript(utterances=[], hangup_after=1.5), from_number="+33622222222")
+    assert busy.stream_sid is None and "occupées" in busy.say_texts[0]
+    assert status.status_code == 204 and closed.initiated_by == "client"
+    assert held == 0 and prewarms == 0
+    assert taken.stream_sid and taken.status == "completed", taken.summary()
 
 
 async def test_the_count_per_caller_is_shared_through_redis(double, redis_url):

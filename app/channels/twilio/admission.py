@@ -74,6 +74,11 @@ class CallAdmission:
     def stream_started(self, call_sid: str) -> None:
         self._waiting.pop(call_sid, None)
 
+    def call_over(self, call_sid: str) -> bool:
+        """The call ended: its place, if it was still waiting for its stream, is free again.
+        True when it was waiting (its stream never came)."""
+        return self._waiting.pop(call_sid, None) is not None
+
     def _waiting_count(self) -> int:
         expired = time.monotonic() - self._waiting_ttl
         while self._waiting and next(iter(self._waiting.values())) < expired:

@@ -43,6 +43,10 @@ class StreamClaims:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch(), name="stream-claims")
 
+    def forget(self, call_sid: str) -> None:
+        """The call ended without a stream: nothing left to find out."""
+        self._watched.pop(call_sid, None)
+
     async def claim(self, call_sid: str) -> bool:
         """The call's stream is here: True when no instance had taken a stream for it."""
         self._watched.pop(call_sid, None)

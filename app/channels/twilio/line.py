@@ -39,6 +39,8 @@ INCOMING_PATH = "/voice/incoming"
 STREAM_PATH = "/voice/stream"
 STREAM_ENDED_PATH = "/voice/stream-ended"
 
+# Call statuses after which a call has no stream to wait for (Twilio's call status callback).
+CALL_OVER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 START_TIMEOUT_SECONDS = 10.0
 OUTCOME_TTL_SECONDS = 600
 POLICY_VIOLATION = 1008
@@ -183,6 +185,13 @@ class TwilioLine:
 
     def stream_status(self, form: Mapping[str, str]) -> None:
         event, error = form.get("StreamEvent", ""), form.get("StreamError", "")
+        call_sid = form.get("CallSid", "")
+        if not event and form.get("CallStatus") in CALL_OVER_STATUSES and self.admission.call_over(call_sid):
+            # The caller hung up before the stream opened: its place and pre-warmed engine go
+            # now rather than after STREAM_TOKEN_TTL_SECONDS and PREWARM_TTL_SECONDS.
+            log.info("call %s ended before its stream started", call_sid)
+            self.claims.forget(call_sid)
+            self._agent.release(call_sid)
         if event == "stream-error":
             self.metrics.stream_errors.inc()
             if form.get("CallSid"):

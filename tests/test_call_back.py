@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from app.agent import phrases
 from app.channels.twilio import twiml
@@ -173,6 +174,28 @@ async def test_the_review_s_call_back_button_calls_back_a_voicemail_and_logs_it(
     assert machine_call.summary.outcome == "machine_answered"
     assert [(e.type, e.detail) for e in machine_call.events] == [("outbound", QUESTION),
                                                                 ("machine_answered", "machine_start")]
+    assert double.connections == []
+
+
+@pytest.mark.parametrize("nobody, why", [("no-answer", "pas de réponse"), ("busy", "ligne occupée")])
+async def test_a_call_back_nobody_answers_is_logged_on_the_call_it_was_about(double, nobody, why):
+    async with line_with_rest(double, review_token=TOKEN, store_caller_number=True) as (line, rest):
+        rest.callee = Callee(nobody)
+        call_id = await log_a_voicemail(line, number_kept=True)
+        answer = await call_back(line, {"call_id": call_id}, headers=BEARER)
+        [placed] = rest.created_calls
+        result = await placed.result()
+        assert await line.service.calllog.flush(timeout=15)
+        async with httpx.AsyncClient(base_url=line.url, trust_env=False, follow_redirects=True) as browser:
+            page = await browser.get(f"/calls/{call_id}", params={"token": TOKEN})
+        async with await CallLogStore.open(line.settings.effective_database_url) as store:
+            events = [(e.type, e.detail) for e in (await store.get_call(call_id)).events]
+    assert answer.status_code == 201, answer.text
+    assert placed.params["StatusCallback"] == f"{PUBLIC_URL}/voice/status?about={VOICEMAIL_CALL}"
+    assert result.status == nobody and placed.status_callbacks == [204]  # signed over the query too
+    assert events[-2:] == [("call_back", f"{placed.sid} vers +336••••••78"),
+                           ("call_back_unanswered", f"{placed.sid} : {why}")]
+    assert "rappel sans réponse" in page.text and why in page.text
     assert double.connections == []
 
 

@@ -65,6 +65,7 @@ EVENTS = {
     "sms_recap_failed": "récapitulatif par SMS non envoyé",
     "false_barge_in": "bruit sans paroles : OCTI a repris",
     "call_back": "rappel lancé",
+    "call_back_unanswered": "rappel sans réponse",
     "outbound": "appel sortant : OCTI rappelle",
     "machine_answered": "répondeur : message laissé",
 }

@@ -29,6 +29,10 @@ OUTBOUND_PATH = "/voice/outbound"
 MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
 # The question goes on in a <Parameter>, whose name and value must stay under 500 characters.
 QUESTION_MAX_CHARS = 400
+CALLED_BACK_ABOUT = "about"  # the status callback's query: the logged call a call-back is about
+# Why a call-back was never answered (Twilio's final CallStatus), for the reviewers.
+UNANSWERED = {"no-answer": "pas de réponse", "busy": "ligne occupée", "failed": "appel impossible",
+              "canceled": "appel annulé"}
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 SEPARATORS = str.maketrans("", "", " .-()\u00a0")
 
@@ -92,9 +96,12 @@ class CallBacks:
             raise CallBackRefused("not_allowed")
         question = " ".join(question.split())[:QUESTION_MAX_CHARS]
         url = public_url(self._settings, OUTBOUND_PATH, urlencode({"question": question}) if question else "")
+        # The call called back about rides in the status callback's (signed) query: an
+        # unanswered call-back is logged on it (TwilioLine.stream_status).
+        status_url = public_url(self._settings, STATUS_PATH,
+                                urlencode({CALLED_BACK_ABOUT: about_call_sid}) if about_call_sid else "")
         try:
-            call_sid = await self._rest.place_call(number, url=url, machine_detection=True,
-                                                   status_callback=public_url(self._settings, STATUS_PATH))
+            call_sid = await self._rest.place_call(number, url=url, machine_detection=True, status_callback=status_url)
         except TwilioRestError as exc:
             log.error("the call-back to %s failed: %s", mask_phone(number), exc)
             raise CallBackRefused("twilio_refused") from None

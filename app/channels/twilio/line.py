@@ -20,7 +20,8 @@ from app.audio.formats import TELEPHONE_ULAW
 from app.channels.contract import CallIdentity, CallOutcome, Conversations
 from app.channels.twilio import twiml
 from app.channels.twilio.admission import CallAdmission
-from app.channels.twilio.callback import MACHINE_ANSWERS, QUESTION_MAX_CHARS, CallBacks
+from app.channels.twilio.callback import (CALLED_BACK_ABOUT, MACHINE_ANSWERS, QUESTION_MAX_CHARS, UNANSWERED,
+                                          CallBacks)
 from app.channels.twilio.channel import StreamRejected, TwilioChannel
 from app.channels.twilio.claims import StreamClaims
 from app.channels.twilio.rest import TwilioRest
@@ -183,9 +184,14 @@ class TwilioLine:
             return self.voicemail.prompt(phrases.FAILURE_VOICEMAIL)
         return twiml.hangup()
 
-    def stream_status(self, form: Mapping[str, str]) -> None:
+    def stream_status(self, form: Mapping[str, str], query: Mapping[str, str]) -> None:
+        """Twilio's status callbacks: a media stream's events, and calls' statuses (of the calls
+        we place, and of incoming ones when the number's "Call status changes" points here)."""
         event, error = form.get("StreamEvent", ""), form.get("StreamError", "")
         call_sid = form.get("CallSid", "")
+        about, status = query.get(CALLED_BACK_ABOUT), form.get("CallStatus", "")
+        if about and status in UNANSWERED:
+            self._submit(CallEvent.now(about, "call_back_unanswered", f"{call_sid} : {UNANSWERED[status]}"))
         if not event and form.get("CallStatus") in CALL_OVER_STATUSES and self.admission.call_over(call_sid):
             # The caller hung up before the stream opened: its place and pre-warmed engine go
             # now rather than after STREAM_TOKEN_TTL_SECONDS and PREWARM_TTL_SECONDS.

@@ -34,9 +34,10 @@ ACCOUNT_PATH = f"/{resources.API_VERSION}/Accounts/{{account_sid}}"
 @dataclass(slots=True)
 class Callee:
     """Who picks up a call placed through calls.create: a person following `script`, or an
-    answering machine (it says nothing)."""
+    answering machine (it says nothing); or nobody: the line rings out (`no-answer`) or is
+    `busy`, and the call ends with that status without a webhook."""
 
-    kind: Literal["human", "machine"] = "human"
+    kind: Literal["human", "machine", "no-answer", "busy"] = "human"
     script: CallScript = field(default_factory=lambda: CallScript(hangup_after=10.0))
 
     def answered_by(self, machine_detection: str) -> str:
@@ -222,19 +223,27 @@ class TwilioRestDouble:
         return origin, origin, url[len(origin):] or "/"
 
     async def _run_created(self, sid: str, form: dict[str, str], answered_by: str | None) -> CallResult:
-        server, public, path = self._tunnel(form["Url"])
-        result = await place_call(server, script=self.callee.script, public_url=public, call_sid=sid,
-                                  from_number=form["From"], to_number=form["To"], rest_api=self, outbound=True,
-                                  answered_by=answered_by, webhook_path=path)
+        if self.callee.kind in ("no-answer", "busy"):
+            # Nobody picks up (Twilio would ring for the call's Timeout first): no webhook.
+            result = CallResult(status=self.callee.kind, call_sid=sid, account_sid=self.account_sid,
+                                direction="outbound-api")
+        else:
+            server, public, path = self._tunnel(form["Url"])
+            result = await place_call(server, script=self.callee.script, public_url=public, call_sid=sid,
+                                      from_number=form["From"], to_number=form["To"], rest_api=self, outbound=True,
+                                      answered_by=answered_by, webhook_path=path)
         if form.get("StatusCallback"):
-            await self._call_completed(sid, form, result)
+            await self._call_ended(sid, form, result)
         return result
 
-    async def _call_completed(self, sid: str, form: dict[str, str], result: CallResult) -> None:
-        """The call status callback Twilio posts when a call it placed ends (the default event)."""
+    async def _call_ended(self, sid: str, form: dict[str, str], result: CallResult) -> None:
+        """The call status callback Twilio posts when a call it placed ends (the default event):
+        `completed`, or why it was never answered."""
+        answered = result.status not in ("no-answer", "busy")
         params = {**wire.outbound_call_params(call_sid=sid, account_sid=self.account_sid, from_number=form["From"],
                                               to_number=form["To"]),
-                  "CallStatus": "completed", "CallDuration": str(round(result.duration_s))}
+                  "CallStatus": "completed" if answered else result.status,
+                  "CallDuration": str(round(result.duration_s)) if answered else "0"}
         url = form["StatusCallback"]
         server, public, _ = self._tunnel(url)
         target = wire.map_to_server(url, server_url=server, public_url=public, websocket=False)

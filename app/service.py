@@ -24,7 +24,6 @@ from app.channels.browser.line import BrowserLine
 from app.channels.twilio.line import TwilioLine, stream_url
 from app.channels.twilio.rest import TwilioRest
 from app.channels.twilio.stream_listener import StreamListener
-from app.channels.websocket_io import WEBSOCKET_FRAME_LIMIT
 from app.config import Settings
 from app.engines.contract import Engine
 from app.engines.gpt_live.engine import GptLiveEngine
@@ -104,9 +103,8 @@ class Service:
         if self.settings.stream_port:
             if self.settings.stream_port == self.settings.port:
                 raise RuntimeError(f"STREAM_PORT must be another port than PORT ({self.settings.port})")
-            self._stream_listener = await StreamListener.open(
-                self.twilio, self.settings.host, self.settings.stream_port,
-                max_message_bytes=WEBSOCKET_FRAME_LIMIT)
+            self._stream_listener = await StreamListener.open(self.twilio, self.settings.host,
+                                                              self.settings.stream_port)
 
     async def close(self) -> None:
         if self._stream_listener is not None:

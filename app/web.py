@@ -90,8 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(line.voicemail.saved(form), media_type=TWIML)
 
     @app.post(STATUS_PATH)
-    async def stream_status(request: Request, form: dict[str, str] = signed_form(STATUS_PATH)) -> Response:
-        line.stream_status(form, request.query_params)
+    async def status_callback(request: Request, form: dict[str, str] = signed_form(STATUS_PATH)) -> Response:
+        line.status_callback(form, request.query_params)
         return Response(status_code=204)
 
     @app.websocket(STREAM_PATH)

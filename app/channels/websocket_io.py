@@ -45,14 +45,14 @@ class StarletteSocket:
     """starlette's websocket (under uvicorn) as a FrameSocket."""
 
     def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
+        self._websocket = websocket
 
     async def accept(self) -> None:
-        await self.websocket.accept()
+        await self._websocket.accept()
 
     async def receive(self) -> str | bytes | None:
         try:
-            message = await self.websocket.receive()
+            message = await self._websocket.receive()
         except _CLOSED_ERRORS:
             return None
         if message["type"] == "websocket.disconnect":
@@ -63,17 +63,17 @@ class StarletteSocket:
     async def send(self, message: str | bytes) -> None:
         try:
             if isinstance(message, bytes):
-                await self.websocket.send_bytes(message)
+                await self._websocket.send_bytes(message)
             else:
-                await self.websocket.send_text(message)
+                await self._websocket.send_text(message)
         except _CLOSED_ERRORS as exc:
             raise SocketClosed from exc
 
     async def close(self, code: int, reason: str = "") -> None:
-        if self.websocket.application_state == WebSocketState.DISCONNECTED:
+        if self._websocket.application_state == WebSocketState.DISCONNECTED:
             return
         try:
-            await self.websocket.close(code=code, reason=reason)
+            await self._websocket.close(code=code, reason=reason)
         except _CLOSED_ERRORS:
             pass
 

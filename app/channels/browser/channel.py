@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from time import perf_counter
 
-
 from app.agent import phrases
 from app.audio.formats import AudioFormat
 from app.channels.browser import wire

@@ -97,7 +97,7 @@ class CallBacks:
         question = " ".join(question.split())[:QUESTION_MAX_CHARS]
         url = public_url(self._settings, OUTBOUND_PATH, urlencode({"question": question}) if question else "")
         # The call called back about rides in the status callback's (signed) query: an
-        # unanswered call-back is logged on it (TwilioLine.stream_status).
+        # unanswered call-back is logged on it (TwilioLine.status_callback).
         status_url = public_url(self._settings, STATUS_PATH,
                                 urlencode({CALLED_BACK_ABOUT: about_call_sid}) if about_call_sid else "")
         try:

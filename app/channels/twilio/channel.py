@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from time import perf_counter
 
-
 from app.channels.contract import (
     CallerAudio,
     CallIdentity,

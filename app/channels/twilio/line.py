@@ -40,8 +40,8 @@ INCOMING_PATH = "/voice/incoming"
 STREAM_PATH = "/voice/stream"
 STREAM_ENDED_PATH = "/voice/stream-ended"
 
-# Call statuses after which a call has no stream to wait for (Twilio's call status callback).
-CALL_OVER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# Twilio's final call statuses: the call is over, with or without a conversation.
+CALL_OVER_STATUSES = frozenset({"completed", *UNANSWERED})
 START_TIMEOUT_SECONDS = 10.0
 OUTCOME_TTL_SECONDS = 600
 POLICY_VIOLATION = 1008
@@ -184,27 +184,30 @@ class TwilioLine:
             return self.voicemail.prompt(phrases.FAILURE_VOICEMAIL)
         return twiml.hangup()
 
-    def stream_status(self, form: Mapping[str, str], query: Mapping[str, str]) -> None:
+    def status_callback(self, form: Mapping[str, str], query: Mapping[str, str]) -> None:
         """Twilio's status callbacks: a media stream's events, and calls' statuses (of the calls
         we place, and of incoming ones when the number's "Call status changes" points here)."""
-        event, error = form.get("StreamEvent", ""), form.get("StreamError", "")
-        call_sid = form.get("CallSid", "")
-        about, status = query.get(CALLED_BACK_ABOUT), form.get("CallStatus", "")
-        if about and status in UNANSWERED:
+        call_sid, event, status = form.get("CallSid", ""), form.get("StreamEvent", ""), form.get("CallStatus", "")
+        if event == "stream-error":
+            error = form.get("StreamError", "")
+            self.metrics.stream_errors.inc()
+            if call_sid:
+                self._submit(CallEvent.now(call_sid, "stream_error", error))
+            log.error("Twilio reports a stream error for %s: %s", call_sid, error)
+            return
+        log.info("status of %s: %s", call_sid, event or status or "?")
+        if not event and status in CALL_OVER_STATUSES:
+            self._call_over(call_sid, status, about=query.get(CALLED_BACK_ABOUT))
+
+    def _call_over(self, call_sid: str, status: str, *, about: str | None) -> None:
+        if about and status in UNANSWERED:  # a call-back nobody answered: its call says so
             self._submit(CallEvent.now(about, "call_back_unanswered", f"{call_sid} : {UNANSWERED[status]}"))
-        if not event and form.get("CallStatus") in CALL_OVER_STATUSES and self.admission.call_over(call_sid):
+        if self.admission.call_over(call_sid):
             # The caller hung up before the stream opened: its place and pre-warmed engine go
             # now rather than after STREAM_TOKEN_TTL_SECONDS and PREWARM_TTL_SECONDS.
             log.info("call %s ended before its stream started", call_sid)
             self.claims.forget(call_sid)
             self._agent.release(call_sid)
-        if event == "stream-error":
-            self.metrics.stream_errors.inc()
-            if form.get("CallSid"):
-                self._submit(CallEvent.now(form["CallSid"], "stream_error", error))
-            log.error("Twilio reports a stream error for %s: %s", form.get("CallSid", ""), error)
-        else:
-            log.info("status of %s: %s", form.get("CallSid", ""), event or form.get("CallStatus", "?"))
 
     async def _record_outcome(self, call_sid: str, outcome: CallOutcome) -> None:
         await self._outcomes.put(call_sid, outcome.value)

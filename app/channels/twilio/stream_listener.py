@@ -17,7 +17,7 @@ from picows.websockets import (ConnectionClosed, Request, Response, Server, Serv
                                ServerHandshakeConnection, serve)
 
 from app.channels.twilio.line import STREAM_PATH, TwilioLine
-from app.channels.websocket_io import SocketClosed
+from app.channels.websocket_io import WEBSOCKET_FRAME_LIMIT, SocketClosed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class StreamListener:
         self._server = server
 
     @classmethod
-    async def open(cls, line: TwilioLine, host: str, port: int, *, max_message_bytes: int) -> StreamListener:
+    async def open(cls, line: TwilioLine, host: str, port: int) -> StreamListener:
         def signed_stream_only(handshake: ServerHandshakeConnection, request: Request) -> Response | None:
             if request.path.partition("?")[0] != STREAM_PATH:
                 return handshake.respond(http.HTTPStatus.NOT_FOUND, "Only the media stream is served here.\n")
@@ -72,7 +72,7 @@ class StreamListener:
 
         try:
             server = await serve(handler, host, port, process_request=signed_stream_only, compression=None,
-                                 max_size=max_message_bytes, ping_interval=PING_INTERVAL_SECONDS,
+                                 max_size=WEBSOCKET_FRAME_LIMIT, ping_interval=PING_INTERVAL_SECONDS,
                                  server_header=None, reuse_port=True)
         except OSError as exc:
             raise RuntimeError(f"cannot listen for media streams on {host}:{port} (STREAM_PORT): {exc}") from exc

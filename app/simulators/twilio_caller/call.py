@@ -36,8 +36,9 @@ async def place_call(server_url: str, *, script: CallScript, public_url: str | N
     still go to `server_url`, like through a tunnel. `tunnels` maps further public base URLs to
     the servers they land on (the media stream's own listener, behind a tunnel of its own).
     `realtime=False` runs the media clock as fast as the event loop allows (one loop turn per
-    20 ms tick): the exchange is complete but its timings mean nothing. `send_hook(message)` sees every protocol message before it is sent
-    and may return a replacement (dict, or raw str/bytes), SKIP to drop it, or None to keep it.
+    20 ms tick): the exchange is complete but its timings mean nothing. `send_hook(message)`
+    sees every protocol message before it is sent and may return a replacement (dict, or raw
+    str/bytes), SKIP to drop it, or None to keep it.
     `webhook_path` is where the voice webhook is posted (another server's route, for benchmarks).
 
     `rest_api` (the REST impersonator, `app.simulators.twilio_rest`) links the call to Twilio's

@@ -31,6 +31,9 @@ from app.simulators.twilio_rest.resources import RestRefusal
 ACCOUNT_PATH = f"/{resources.API_VERSION}/Accounts/{{account_sid}}"
 
 
+UNANSWERED = ("no-answer", "busy")  # Callee kinds that never pick up, as Twilio's CallStatus says
+
+
 @dataclass(slots=True)
 class Callee:
     """Who picks up a call placed through calls.create: a person following `script`, or an
@@ -223,7 +226,7 @@ class TwilioRestDouble:
         return origin, origin, url[len(origin):] or "/"
 
     async def _run_created(self, sid: str, form: dict[str, str], answered_by: str | None) -> CallResult:
-        if self.callee.kind in ("no-answer", "busy"):
+        if self.callee.kind in UNANSWERED:
             # Nobody picks up (Twilio would ring for the call's Timeout first): no webhook.
             result = CallResult(status=self.callee.kind, call_sid=sid, account_sid=self.account_sid,
                                 direction="outbound-api")
@@ -239,7 +242,7 @@ class TwilioRestDouble:
     async def _call_ended(self, sid: str, form: dict[str, str], result: CallResult) -> None:
         """The call status callback Twilio posts when a call it placed ends (the default event):
         `completed`, or why it was never answered."""
-        answered = result.status not in ("no-answer", "busy")
+        answered = result.status not in UNANSWERED
         params = {**wire.outbound_call_params(call_sid=sid, account_sid=self.account_sid, from_number=form["From"],
                                               to_number=form["To"]),
                   "CallStatus": "completed" if answered else result.status,

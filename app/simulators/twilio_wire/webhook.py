@@ -4,8 +4,8 @@ Twilio resolves (and signs) them."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit, urlunsplit
 

@@ -105,7 +105,8 @@ def loopback_socket() -> tuple[socket.socket, int]:
 
 
 def free_loopback_port() -> int:
-    """A loopback port free at the moment, for a listener that binds its own socket."""
+    """A loopback port free at the moment: for a server that binds its own socket, or as an
+    address where nothing listens."""
     sock, port = loopback_socket()
     sock.close()
     return port
@@ -139,8 +140,6 @@ async def running_line(**overrides) -> AsyncIterator[RunningLine]:
         "port": port,
     }
     values.update(overrides)
-    if values.get("stream_port"):
-        values.setdefault("stream_public_url", STREAM_PUBLIC_URL)
     if "data_dir" not in values:  # seed only when the test brings no DATA_DIR of its own
         values["data_dir"] = await seeded_data_dir()
     data_dir = values["data_dir"]

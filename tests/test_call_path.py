@@ -167,7 +167,8 @@ async def test_signatures_are_required_on_webhook_and_stream(double, stream_on):
 
 async def test_the_stream_listener_serves_only_the_media_stream(double):
     port = free_loopback_port()
-    async with running_line(openai_realtime_url=double.url, stream_port=port) as line:
+    async with running_line(openai_realtime_url=double.url, stream_port=port,
+                            stream_public_url=STREAM_PUBLIC_URL) as line:
         async with httpx.AsyncClient() as http:
             health = (await http.get(line.url + "/health")).json()
         assert health["twilio"]["stream_url"] == STREAM_PUBLIC_URL + "/voice/stream"

@@ -17,9 +17,8 @@ from app.agent.opening_hours import DAYS
 from app.simulators.twilio_caller import Advisor, CallScript, Utterance
 from app.simulators.twilio_rest import TwilioRestDouble
 from tests.test_behaviours import creates, stored
-from tests.test_doctor import closed_port
 from tests.test_call_path import QUESTION, call
-from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
+from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, free_loopback_port, running_line
 
 GOODBYE_WORDS = "Bon, merci beaucoup, au revoir !"
 ASKS_FOR_A_PERSON = "Je voudrais parler à un conseiller, s'il vous plaît."
@@ -193,7 +192,7 @@ async def test_when_the_advisor_does_not_answer_the_caller_leaves_a_voicemail_fo
 
 
 async def test_when_the_model_cannot_be_reached_callers_leave_their_question_as_a_voicemail():
-    async with running_line(openai_realtime_url=f"ws://127.0.0.1:{closed_port()}/v1/realtime",
+    async with running_line(openai_realtime_url=f"ws://127.0.0.1:{free_loopback_port()}/v1/realtime",
                             realtime_connect_timeout_seconds=1.0) as line:
         # The first caller reaches the stream; the engine does not answer: voicemail after it.
         first = await call(line, CallScript(hangup_after=10))

@@ -20,15 +20,14 @@ import pytest
 
 from app.calllog.store import CallLogStore
 from app.simulators.twilio_caller import CallScript, place_call
-from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket, stream_tunnels
+from tests.harness import AUTH_TOKEN, PUBLIC_URL, free_loopback_port, stream_tunnels
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path, workers: int) -> None:
-    sock, port = loopback_socket()
-    sock.close()  # the server binds the port itself
+    port = free_loopback_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_"))}
     env.update({"OPENAI_API_KEY": "sk-test", "RAG_MODE": "off", "LOG_LEVEL": "WARNING", "DATA_DIR": str(tmp_path)})
     if workers > 1:  # where the supervisor's workers show they have started
@@ -63,8 +62,7 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path, workers: int) -> None:
 
 async def test_sigterm_drains_the_calls_under_way_refuses_new_ones_then_exits_cleanly(tmp_path: Path, double,
                                                                                      stream_on) -> None:
-    sock, port = loopback_socket()
-    sock.close()
+    port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_", "RAG_"))}
     env.update({"OPENAI_API_KEY": "sk-test", "OPENAI_REALTIME_URL": double.url, "RAG_MODE": "off",
@@ -117,8 +115,7 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
     """With REDIS_URL, as several workers need: a call's webhook and stream may reach different
     workers, and the one that admitted the call must learn where its stream went. With the
     stream's own listener, the workers share its port too."""
-    sock, port = loopback_socket()
-    sock.close()
+    port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -180,8 +177,7 @@ async def test_workers_share_the_port_and_their_metrics_and_all_drain_on_sigterm
 
 def test_a_worker_that_dies_has_the_others_drain_and_the_parent_exit_1(tmp_path: Path) -> None:
     """Not replaced: whatever runs the service restarts it whole."""
-    sock, port = loopback_socket()
-    sock.close()
+    port = free_loopback_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],
@@ -202,8 +198,7 @@ def test_a_worker_that_dies_has_the_others_drain_and_the_parent_exit_1(tmp_path:
 
 
 def test_workers_whose_parent_was_killed_drain_by_themselves(tmp_path: Path) -> None:
-    sock, port = loopback_socket()
-    sock.close()
+    port = free_loopback_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],

@@ -22,7 +22,7 @@ from app.knowledge.store import Chunk
 from app.knowledge.stores import open_store
 from app.simulators.realtime_double import RealtimeDouble
 from tests.cli_runner import run_octi
-from tests.harness import loopback_socket
+from tests.harness import free_loopback_port
 
 REPO = Path(__file__).resolve().parents[1]
 OCTI = Path(sys.executable).with_name("octi")  # the console script of the environment running the tests
@@ -66,12 +66,6 @@ async def doctor_json(settings: Settings, ngrok_config: Path) -> tuple[int, dict
 
 def statuses(report: dict[str, Any], check: str) -> list[str]:
     return [entry["status"] for entry in report["checks"] if entry["check"] == check]
-
-
-def closed_port() -> int:
-    sock, port = loopback_socket()
-    sock.close()
-    return port
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -171,7 +165,7 @@ async def test_a_session_the_service_refuses_reports_its_error_code_and_message(
 
 
 async def test_a_closed_port_is_unreachable_and_a_silent_server_times_out(tmp_path: Path) -> None:
-    [refused] = await check_realtime(complete_settings(tmp_path, f"ws://127.0.0.1:{closed_port()}/v1/realtime"))
+    [refused] = await check_realtime(complete_settings(tmp_path, f"ws://127.0.0.1:{free_loopback_port()}/v1/realtime"))
     assert refused.status == "problem" and "is unreachable" in refused.message
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -207,7 +201,7 @@ async def test_redis_answering_is_ok_and_down_or_missing_with_several_workers_is
 
     [answering] = await check_redis(settings(redis_url=redis_url))
     assert answering.status == "ok" and "answers" in answering.message
-    [down] = await check_redis(settings(redis_url=f"redis://:redis-secret@127.0.0.1:{closed_port()}/0"))
+    [down] = await check_redis(settings(redis_url=f"redis://:redis-secret@127.0.0.1:{free_loopback_port()}/0"))
     assert down.status == "warning" and "still taken" in down.message and "redis-secret" not in down.text
     [missing] = await check_redis(settings(workers=4))
     assert missing.status == "warning" and "WORKERS=4 without REDIS_URL" in missing.message
@@ -303,7 +297,7 @@ def test_a_v2_tunnel_and_a_missing_or_broken_file(tmp_path: Path) -> None:
 def test_the_cli_entry_prints_json_and_fails_on_the_placeholder(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name, value in {**SECRETS, "openai_realtime_url": f"ws://127.0.0.1:{closed_port()}/v1/realtime",
+    for name, value in {**SECRETS, "openai_realtime_url": f"ws://127.0.0.1:{free_loopback_port()}/v1/realtime",
                         "twilio_account_sid": "AC" + "0" * 32, "public_base_url": f"https://{DOMAIN}",
                         "host": "127.0.0.1", "port": "8000", "data_dir": str(tmp_path / "data"),
                         "rag_mode": "off"}.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from app.expiring import ExpiringValues
-from tests.test_doctor import closed_port
+from tests.harness import free_loopback_port
 
 
 async def test_a_value_put_by_one_instance_is_popped_once_by_another_through_redis(redis_url):
@@ -21,7 +21,7 @@ async def test_a_value_put_by_one_instance_is_popped_once_by_another_through_red
 
 
 async def test_without_redis_or_with_redis_down_values_are_kept_in_memory():
-    for redis_url in (None, f"redis://127.0.0.1:{closed_port()}/0"):
+    for redis_url in (None, f"redis://127.0.0.1:{free_loopback_port()}/0"):
         values = ExpiringValues(redis_url, prefix="octi-test", ttl_seconds=60)
         await values.put("CA1", "agent_ended")
         assert await values.pop("CA1") == "agent_ended"
@@ -50,7 +50,7 @@ async def test_only_the_first_of_two_instances_stores_a_new_value_and_both_read_
 
 
 async def test_with_redis_down_new_values_are_kept_per_instance_and_health_hears_of_it():
-    redis_url = f"redis://127.0.0.1:{closed_port()}/0"
+    redis_url = f"redis://127.0.0.1:{free_loopback_port()}/0"
     values = ExpiringValues(redis_url, prefix="octi-test", ttl_seconds=60)
     assert await values.put_new("CA1", "instance-1")
     assert not await values.put_new("CA1", "instance-2")

@@ -27,12 +27,11 @@ from app.calllog.store import CallLogStore
 from app.channels.twilio.claims import WATCH_SECONDS, StreamClaims
 from app.simulators import twilio_wire as wire
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
-from tests.harness import AUTH_TOKEN, PUBLIC_URL, loopback_socket, running_line, seeded_data_dir
+from tests.harness import AUTH_TOKEN, PUBLIC_URL, free_loopback_port, running_line, seeded_data_dir
 from tests.round_robin import RoundRobinProxy
 from tests.test_call_path import QUESTION
 from tests.test_rag import ASKED, INCUBATION
 from tests.test_calllog_store import _pg_url, create_pg_database, drop_pg_database
-from tests.test_doctor import closed_port
 
 REPO = Path(__file__).resolve().parents[1]
 INCOMING, STREAM, STREAM_ENDED = "POST /voice/incoming", "GET /voice/stream", "POST /voice/stream-ended"
@@ -94,8 +93,7 @@ async def test_a_call_whose_webhook_and_stream_land_on_two_instances_works_and_i
     database = create_pg_database()  # skipped without a server (failed in CI)
     ports = []
     for _ in range(2):
-        sock, port = loopback_socket()
-        sock.close()
+        port = free_loopback_port()
         ports.append(port)
     double.script_next_connection()  # the engine the webhook's instance pre-warms
     double.script_next_connection([ASKED], answer_seconds=1.5)  # the stream's own
@@ -176,7 +174,7 @@ async def test_a_call_whose_webhook_and_stream_land_on_two_instances_works_and_i
 
 async def test_with_redis_down_calls_are_still_taken_and_health_warns(double) -> None:
     double.script_next_connection(["Et pour les œufs de cane ?"], answer_seconds=1.5)
-    async with running_line(openai_realtime_url=double.url, redis_url=f"redis://127.0.0.1:{closed_port()}/0",
+    async with running_line(openai_realtime_url=double.url, redis_url=f"redis://127.0.0.1:{free_loopback_port()}/0",
                             calls_per_caller_per_hour=1) as line:
         answered = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN,
                                     script=CallScript(utterances=[Utterance(QUESTION)], hangup_after=30,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import grpc
@@ -17,6 +16,7 @@ from app.knowledge.store import Chunk
 from app.knowledge.weaviate_store import VECTOR_NAME, WeaviateStore, chunk_uuid, parse_weaviate_url
 from weaviate.proto.v1 import base_search_pb2
 from tests.weaviate_fake import FakeWeaviate, fake_weaviate, fake_weaviate_server  # noqa: F401 - fixtures
+from tests.harness import free_loopback_port
 
 COLLECTION = "OctiTest"
 SOURCE = "guides/incubation.md"
@@ -39,12 +39,6 @@ async def store(fake_weaviate, embedder):
 async def fill(store: WeaviateStore) -> None:
     await store.replace_document(SOURCE, "sha-1", CHUNKS[:2])
     await store.replace_document("guides/eau.md", "sha-2", CHUNKS[2:])
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- connection parameters --------------------------------------------------------------
@@ -235,7 +229,7 @@ async def test_slow_server_is_cut_by_the_budget(fake_weaviate, store):
 
 
 async def test_server_down_at_connect(embedder):
-    store = WeaviateStore(f"http://127.0.0.1:{closed_port()}", None, COLLECTION, embedder)
+    store = WeaviateStore(f"http://127.0.0.1:{free_loopback_port()}", None, COLLECTION, embedder)
     for _ in range(2):  # the second attempt fails fast from the remembered failure
         with pytest.raises(KnowledgeUnavailable) as caught:
             await store.search("éclosion")

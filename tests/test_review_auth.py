@@ -16,7 +16,6 @@ import os
 import pty
 import secrets
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from app.review.auth import CSRF_COOKIE, CSRF_SECONDS, SESSION_COOKIE, ReviewAut
 from app.review.cli import review
 from app.review.limiter import MAX_FAILURES, SignInLimiter
 from app.accounts.passwords import is_password_hash, verify_password
+from tests.harness import free_loopback_port
 from tests.test_review_pages import (
     CHEAP_ARGON2,
     PASSWORD,
@@ -58,12 +58,6 @@ def old_pbkdf2_hash(password: str, salt: str = "Zm9vYmFyYmF6", iterations: int =
 def new_client() -> str:
     """A client address of its own, so that runs sharing a Redis never count each other's failures."""
     return f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -261,7 +255,7 @@ async def test_sign_in_attempts_are_limited_across_workers_with_redis(reader, re
 
 
 async def test_an_unreachable_redis_falls_back_to_memory_and_sign_in_still_works(reader, caplog):
-    unreachable = f"redis://:hunter2-secret@127.0.0.1:{closed_port()}/0"
+    unreachable = f"redis://:hunter2-secret@127.0.0.1:{free_loopback_port()}/0"
     app = make_app(reader, signin_settings(redis_url=unreachable))
     with caplog.at_level(logging.WARNING, logger="app.review"):
         async with client(app, ip=new_client()) as http:

@@ -28,7 +28,7 @@ from app.config import Settings
 from app.simulators import twilio_wire as wire
 from app.simulators.twilio_caller import Advisor, CallResult, CallScript, Utterance, place_call
 from app.simulators.twilio_rest import Callee, TwilioRestDouble
-from tests.harness import loopback_socket, serving_on
+from tests.harness import free_loopback_port, loopback_socket, serving_on
 
 AUDIO = Path(__file__).parent / "audio"
 TOKEN = "test-auth-token-0123456789abcdef"
@@ -254,8 +254,7 @@ async def test_bad_credentials_are_refused_with_401() -> None:
 
 
 async def test_an_unreachable_api_is_a_twilio_rest_error() -> None:
-    sock, port = loopback_socket()
-    sock.close()  # nothing listens there any more
+    port = free_loopback_port()
     rest = rest_client(f"http://127.0.0.1:{port}")
     with pytest.raises(TwilioRestError) as failed:
         await rest.hang_up("CA" + "1" * 32)

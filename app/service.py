@@ -17,6 +17,7 @@ from app.accounts.tokens import AccessTokens
 from app.accounts.users import WebUsers
 from app.agent.agent import Agent
 from app.agent.tools import session_instructions, session_tools
+from app.audio.formats import AudioFormat
 from app.calllog.journals import CallJournals
 from app.calllog.reader import CallLogReader
 from app.calllog.writer import CallLogWriter
@@ -39,14 +40,15 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "octi-phone-line"
 
 
-def engine_options(settings: Settings, keywords: Sequence[str] = ()) -> RealtimeOptions:
+def engine_options(settings: Settings, keywords: Sequence[str] = (),
+                   channel_format: AudioFormat | None = None) -> RealtimeOptions:
     """The engine as the agent's RAG mode needs it: with injection we ask for each answer; in
     tool mode the model searches when it wants. While interruptions are judged
     (BARGE_IN_MIN_MS), we ask for every answer: the service would answer a noise. The call
-    tools are always there."""
+    tools are always there; answers come in the channel's format when the service has it."""
     return RealtimeOptions(client_turns=settings.rag_mode == "inject" or settings.barge_in_min_ms > 0,
                            tools=session_tools(settings), instructions=session_instructions(settings),
-                           keywords=keywords)
+                           keywords=keywords, channel_format=channel_format)
 
 
 class Service:
@@ -84,10 +86,12 @@ class Service:
         log.warning("draining: %d calls under way, no new ones", self.metrics.active_calls)
         self.twilio.draining = self.browser.draining = True
 
-    async def open_engine(self) -> Engine:
+    async def open_engine(self, channel_format: AudioFormat) -> Engine:
+        """An engine for a call whose channel plays `channel_format`."""
         if self.settings.engine == "gpt-live":
             return await GptLiveEngine.open(self.settings)
-        return await RealtimeEngine.open(self.settings, engine_options(self.settings, self.knowledge.vocabulary))
+        options = engine_options(self.settings, self.knowledge.vocabulary, channel_format)
+        return await RealtimeEngine.open(self.settings, options)
 
     async def start(self) -> None:
         catalog = await load_installed_catalog()

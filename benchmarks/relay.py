@@ -1099,7 +1099,7 @@ def print_tables(runs: list[RunResult]) -> None:
         by_codec[run.config.codec].append(run)
     for codec, items in by_codec.items():
         print()
-        print(f"codec {codec} ({'transcoding: μ-law 8 kHz <-> PCM16 24 kHz' if codec == 'pcm16' else 'μ-law passed through'})")
+        print(f"codec {codec} ({'caller audio transcoded to PCM16 24 kHz, answers in μ-law' if codec == 'pcm16' else 'μ-law passed through'})")
         print(header)
         print(header2)
         print("-" * len(header))

@@ -160,6 +160,8 @@ async def test_sixteen_khz_pages_are_resampled_both_ways(double):
             await page.speak(speech("question_incubation.wav", rate=16000, trailing_silence_ms=1200))
             connection = double.connections[0]
             await connection.wait_for_server(lambda e: e["type"] == "input_audio_buffer.speech_stopped", timeout=10)
+        # The service has no 16 kHz: it speaks PCM16 24 kHz, resampled for the page.
+        assert connection.session["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
         greeting = connection.responses[0].audio_ms
         assert greeting_bytes / 32 == pytest.approx(greeting, abs=40)  # 16 kHz: 32 bytes a ms
         # The model heard 24 kHz audio as long as what the page said.

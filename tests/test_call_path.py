@@ -46,6 +46,11 @@ async def test_greeting_first_then_a_spoken_answer(double, stream_on):
     connection = double.connections[0]
     assert len(double.connections) == 1, "the pre-warmed connection is the one the stream used"
     assert connection.errors_sent == [], "every event we sent was valid GA protocol"
+    # The caller's μ-law reaches the model as PCM16 24 kHz (AUDIO_CODEC); the model answers in
+    # the phone's own μ-law, which is played as it comes.
+    assert connection.session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert connection.session["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    assert {r.output_format["type"] for r in connection.responses} == {"audio/pcmu"}
 
     greeting, answer = connection.responses[:2]
     assert greeting.trigger == "client" and "Bonjour, ici OCTI" in greeting.instructions

@@ -14,7 +14,7 @@ from openai.types.live import ServerEvent
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.audio.formats import REALTIME_PCM16
+from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW
 from app.audio.g711 import pcm16_to_ulaw
 from app.config import Settings
 from app.doctor import check_realtime
@@ -79,7 +79,7 @@ async def test_the_session_starts_with_telephone_audio_and_client_delegation(dou
     assert start["session"]["model"] == "gpt-live-1.1"
     assert start["session"]["audio"]["format"] == {"type": "audio/pcmu", "rate": 8000}
     assert start["session"]["delegation"] == {"type": "client"}
-    assert engine.is_open and engine.audio_format.encoding == "pcmu" and engine.traits.turns == "service"
+    assert engine.is_open and engine.input_format == engine.output_format == TELEPHONE_ULAW and engine.traits.turns == "service"
     await engine.close()
     assert connection.record.errors == []
     assert connection.closed_reason == "close_requested"

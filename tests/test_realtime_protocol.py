@@ -7,6 +7,7 @@ import pytest
 from openai.types.realtime import RealtimeClientEvent
 
 from app.agent.rag import SEARCH_TOOL
+from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW, AudioFormat
 from app.engines.openai_realtime.engine import tool_object
 from app.engines.openai_realtime.engine import session_update
 from app.service import engine_options
@@ -58,6 +59,24 @@ def test_defaults_suit_a_noisy_barn_and_french_callers():
 def test_without_a_barge_in_minimum_the_service_interrupts_its_answer_itself():
     session = protocol.session_update(Settings(_env_file=None, barge_in_min_ms=0))["session"]
     assert session["audio"]["input"]["turn_detection"]["interrupt_response"] is True
+
+
+PCM_24K = {"type": "audio/pcm", "rate": 24000}
+
+
+@pytest.mark.parametrize(("codec", "channel", "heard", "answers"), [
+    ("pcm16", TELEPHONE_ULAW, PCM_24K, {"type": "audio/pcmu"}),  # the phone
+    ("pcmu", TELEPHONE_ULAW, {"type": "audio/pcmu"}, {"type": "audio/pcmu"}),
+    ("pcm16", REALTIME_PCM16, PCM_24K, PCM_24K),  # a browser page at 24 kHz
+    ("pcmu", AudioFormat("pcm16", 16000), {"type": "audio/pcmu"}, PCM_24K),  # no 16 kHz from the service
+])
+def test_the_model_hears_the_audio_codec_and_answers_in_the_channels_format_when_it_can(codec, channel, heard,
+                                                                                      answers):
+    settings = Settings(_env_file=None, audio_codec=codec)
+    event = session_update(settings, engine_options(settings, channel_format=channel))
+    assert_strictly_valid(event)
+    assert event["session"]["audio"]["input"]["format"] == heard
+    assert event["session"]["audio"]["output"]["format"] == answers
 
 
 @pytest.mark.parametrize("mode", ["inject", "tool", "off"])

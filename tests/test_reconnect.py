@@ -135,6 +135,7 @@ async def test_the_session_is_renewed_before_the_service_cap_between_turns_witho
     for connection in double.connections:  # none reached the cap: each was closed by us
         assert connection.errors_sent == [] and (await connection.wait_closed()).initiated_by == "client"
     second = double.connections[1]
+    assert second.session["audio"]["output"]["format"] == {"type": "audio/pcmu"}, "the phone's μ-law again"
     assert messages(second)[:2] == [("assistant", double.connections[0].responses[0].transcript),
                                     ("user", "Et pour les œufs de cane ?")]
     assert [role for role, _ in messages(second)] == ["assistant", "user", "assistant", "user", "assistant"]

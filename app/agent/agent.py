@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from app.agent import phrases
 from app.agent.session import CallSession
+from app.audio.formats import AudioFormat
 from app.calllog.journal import CallJournal
 from app.channels.contract import CallChannel, CallOutcome, Notice
 from app.config import Settings
@@ -25,7 +26,8 @@ UNREACHABLE_SECONDS = 30.0
 
 
 class Agent:
-    def __init__(self, settings: Settings, metrics: Metrics, open_engine: Callable[[], Awaitable[Engine]],
+    def __init__(self, settings: Settings, metrics: Metrics,
+                 open_engine: Callable[[AudioFormat], Awaitable[Engine]],
                  retriever: Callable[[], Retriever]) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -43,9 +45,9 @@ class Agent:
         self._unreachable_at = None  # time to try again
         return True
 
-    async def _open(self) -> Engine:
+    async def _open(self, channel_format: AudioFormat) -> Engine:
         try:
-            engine = await self._open_engine()
+            engine = await self._open_engine(channel_format)
         except EngineUnavailable:
             self._reached(False)
             raise
@@ -57,9 +59,10 @@ class Agent:
         follow (`reachable`)."""
         self._unreachable_at = None if reached else time.monotonic()
 
-    def expect(self, call_id: str) -> None:
-        """A call is on its way: connect to the engine now, so the caller hears OCTI sooner."""
-        self.prewarm.start(call_id)
+    def expect(self, call_id: str, channel_format: AudioFormat) -> None:
+        """A call is on its way, on a channel that plays `channel_format`: connect to the engine
+        now, so the caller hears OCTI sooner."""
+        self.prewarm.start(call_id, channel_format)
 
     def release(self, call_id: str) -> None:
         """The call's conversation is held elsewhere: close the engine readied for it."""
@@ -69,7 +72,7 @@ class Agent:
         engine = await self.prewarm.claim(channel.identity.call_id)
         if engine is None:
             try:
-                engine = await self._open()
+                engine = await self._open(channel.audio_format)
             except EngineUnavailable as exc:
                 log.error("cannot reach the engine: %s", exc)
                 self._metrics.engine_unavailable.inc()

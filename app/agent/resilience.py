@@ -112,7 +112,7 @@ class Resilience:
 
     async def send_audio(self, audio: bytes) -> None:
         """Caller audio in the engine's format: sent, or kept while a new session is opened."""
-        ms = self._engine.audio_format.duration_ms(len(audio))
+        ms = self._engine.input_format.duration_ms(len(audio))
         if self._restoring:
             self._keep(_Kept(audio, ms, None))
             return

@@ -57,14 +57,14 @@ class CallSession:
         self._engine = engine
         self._settings = settings
         self._metrics = metrics or Metrics()
-        self._to_model = make_converter(channel.audio_format, engine.audio_format)
+        self._to_model = make_converter(channel.audio_format, engine.input_format)
         self.state = CallState()
         retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                            metrics=self._metrics)
         self._journal = journal or CallJournal(channel.identity.call_id, lambda record: None,
                                                model=settings.speech_model, prices={})
         self._recorder = self._journal.recorder
-        self._speaker = Speaker(channel, engine.audio_format, self.state, self._metrics, self._recorder,
+        self._speaker = Speaker(channel, engine.output_format, self.state, self._metrics, self._recorder,
                                 self._journal_assistant)
         self._behaviours = Behaviours(channel=channel, engine=engine, speaker=self._speaker, state=self.state,
                                       journal=self._journal, settings=settings, interrupt=self._interrupt)

@@ -98,7 +98,7 @@ class AnswerStarted:
 
 @dataclass(slots=True)  # not frozen: dozens a second per call
 class AnswerAudio:
-    """Audio of the answer's spoken item `item`, in the engine's format; `received_at` is
+    """Audio of the answer's spoken item `item`, in the engine's `output_format`; `received_at` is
     perf_counter() when it arrived, for the bridge delay."""
 
     answer: str
@@ -207,7 +207,8 @@ class Conversation:
 
 class Engine(Protocol):
     traits: EngineTraits
-    audio_format: AudioFormat
+    input_format: AudioFormat  # the caller's audio, as `send_audio` takes it
+    output_format: AudioFormat  # the answers' audio (`AnswerAudio`)
 
     def events(self) -> AsyncIterator[EngineEvent]:
         """The engine's events in order, until its connection ends (a fatal error ends it too):
@@ -231,7 +232,7 @@ class Engine(Protocol):
         ...
 
     async def send_audio(self, audio: bytes) -> None:
-        """Caller audio, in `audio_format`."""
+        """Caller audio, in `input_format`."""
         ...
 
     async def greet(self, text: str) -> None:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from app.audio.formats import AudioFormat
 from app.engines.contract import Engine, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class _Pending:
 
 
 class PrewarmPool:
-    def __init__(self, opener: Callable[[], Awaitable[Engine]], ttl_seconds: float) -> None:
+    def __init__(self, opener: Callable[[AudioFormat], Awaitable[Engine]], ttl_seconds: float) -> None:
         self._opener = opener
         self._ttl = ttl_seconds
         self._pending: dict[str, _Pending] = {}
@@ -33,10 +34,10 @@ class PrewarmPool:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def start(self, call_sid: str) -> None:
+    def start(self, call_sid: str, channel_format: AudioFormat) -> None:
         if call_sid in self._pending:
             return
-        task = asyncio.create_task(self._opener(), name=f"prewarm-{call_sid}")
+        task = asyncio.create_task(self._opener(channel_format), name=f"prewarm-{call_sid}")
         task.add_done_callback(_swallow_failure)
         expiry = asyncio.get_running_loop().call_later(self._ttl, self._expire, call_sid)
         self._pending[call_sid] = _Pending(task, expiry)

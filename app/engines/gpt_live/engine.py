@@ -86,7 +86,7 @@ def spoken_result(output: str) -> str:
 
 class GptLiveEngine:
     traits = EngineTraits(turns="service", cuts_answers=False, streams_caller_words=True)
-    audio_format = TELEPHONE_ULAW
+    input_format = output_format = TELEPHONE_ULAW
 
     def __init__(self, connection: RealtimeConnection, settings: Settings, ends_at: float | None) -> None:
         self._connection = connection

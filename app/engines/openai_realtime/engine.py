@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.audio.formats import AudioFormat
 from app.config import Settings
 from app.engines.contract import (
     AnswerAudio,
@@ -55,12 +56,18 @@ RESPONSE_IDLE_TIMEOUT_SECONDS = 2.0
 class RealtimeOptions:
     """How the agent uses the session: client-driven answers (our retrieval first), the tools
     the model always has and the instructions that say when to use them (None: the settings'),
-    and the transcription keywords."""
+    the transcription keywords, and the format the caller's channel plays (None: answers come in
+    the caller audio's format)."""
 
     client_turns: bool
     tools: Sequence[ToolSpec] = ()
     keywords: Sequence[str] = ()
     instructions: str | None = None
+    channel_format: AudioFormat | None = None
+
+    @property
+    def output_format(self) -> AudioFormat | None:
+        return None if self.channel_format is None else protocol.answer_format(self.channel_format)
 
 
 def tool_object(tool: ToolSpec) -> dict[str, Any]:
@@ -70,7 +77,7 @@ def tool_object(tool: ToolSpec) -> dict[str, Any]:
 def session_update(settings: Settings, options: RealtimeOptions) -> dict[str, Any]:
     return protocol.session_update(settings, create_response=not options.client_turns,
                                    tools=[tool_object(t) for t in options.tools] or None, keywords=options.keywords,
-                                   instructions=options.instructions)
+                                   instructions=options.instructions, output_format=options.output_format)
 
 
 @dataclass(slots=True)
@@ -89,7 +96,8 @@ class RealtimeEngine:
         self._connection = connection
         self._settings = settings
         self._options = options
-        self.audio_format = protocol.model_audio_format(settings)
+        self.input_format = protocol.model_audio_format(settings)
+        self.output_format = options.output_format or self.input_format
         server_vad = settings.turn_detection == "server_vad"
         self._vad_silence_ms = settings.vad_silence_duration_ms if server_vad else 0
         # speech_started's audio_start_ms includes the audio kept from before the speech.
@@ -197,7 +205,7 @@ class RealtimeEngine:
         self._turn_ending = False
         self._last_stopped = turn
         started_ms = self._speech_start_ms.pop(turn, 0.0)
-        at_ms = max(self.audio_format.duration_ms(self._appended_bytes), started_ms)
+        at_ms = max(self.input_format.duration_ms(self._appended_bytes), started_ms)
         return SpeechStopped(turn, at_ms, max(at_ms - started_ms - self._vad_prefix_ms, 0.0))
 
     @staticmethod
@@ -227,7 +235,7 @@ class RealtimeEngine:
     def _audio_delta(self, event: dict[str, Any]) -> AnswerAudio:
         audio = base64.b64decode(event.get("delta", ""))
         item = event["item_id"]
-        self._audio_ms[item] = self._audio_ms.get(item, 0.0) + self.audio_format.duration_ms(len(audio))
+        self._audio_ms[item] = self._audio_ms.get(item, 0.0) + self.output_format.duration_ms(len(audio))
         return AnswerAudio(event.get("response_id", ""), item, audio, self._connection.last_received_at)
 
     @staticmethod
@@ -378,7 +386,7 @@ class RealtimeEngine:
         self._responses = responses
         self._audio_ms.clear()
         self._speech_start_ms.clear()
-        self._session_start_ms = self.audio_format.duration_ms(self._appended_bytes)
+        self._session_start_ms = self.input_format.duration_ms(self._appended_bytes)
         self._turn_ending, self._last_stopped = False, ""
         await old.close()
 

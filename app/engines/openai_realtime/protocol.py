@@ -16,7 +16,15 @@ from app.engines.openai_realtime import models
 
 
 def model_audio_format(settings: Settings) -> AudioFormat:
+    """The caller's audio as the model hears it (AUDIO_CODEC)."""
     return TELEPHONE_ULAW if settings.audio_codec == "pcmu" else REALTIME_PCM16
+
+
+def answer_format(channel_format: AudioFormat) -> AudioFormat:
+    """The model answers in the format the caller's channel plays when the service offers it
+    (μ-law on the phone, PCM16 24 kHz in a browser), so answers are never transcoded there;
+    otherwise in PCM16 24 kHz. The service's μ-law is what we would make of its PCM16."""
+    return channel_format if channel_format in (TELEPHONE_ULAW, REALTIME_PCM16) else REALTIME_PCM16
 
 
 def _format_object(fmt: AudioFormat) -> dict[str, Any]:
@@ -68,11 +76,12 @@ def truncation(settings: Settings) -> dict[str, Any]:
 
 def session_update(settings: Settings, *, create_response: bool = True,
                    tools: list[dict[str, Any]] | None = None, keywords: Sequence[str] = (),
-                   instructions: str | None = None) -> dict[str, Any]:
-    """The session configuration; without `create_response` the model waits for our response.create."""
-    fmt = _format_object(model_audio_format(settings))
+                   instructions: str | None = None, output_format: AudioFormat | None = None) -> dict[str, Any]:
+    """The session configuration; without `create_response` the model waits for our response.create.
+    Answers come in `output_format`, by default in the format the caller's audio goes in."""
+    input_format = model_audio_format(settings)
     audio_input: dict[str, Any] = {
-        "format": fmt,
+        "format": _format_object(input_format),
         "transcription": transcription(settings, keywords),
         "noise_reduction": None if settings.noise_reduction == "off" else {"type": settings.noise_reduction},
         "turn_detection": turn_detection(settings, create_response=create_response),
@@ -84,7 +93,8 @@ def session_update(settings: Settings, *, create_response: bool = True,
         "instructions": settings.agent_instructions if instructions is None else instructions,
         "max_output_tokens": settings.max_output_tokens,
         "truncation": truncation(settings),
-        "audio": {"input": audio_input, "output": {"format": fmt, "voice": settings.openai_voice}},
+        "audio": {"input": audio_input, "output": {"format": _format_object(output_format or input_format),
+                                                        "voice": settings.openai_voice}},
     }
     if models.reasoning_model(settings.openai_realtime_model):
         session["reasoning"] = {"effort": settings.openai_reasoning_effort}

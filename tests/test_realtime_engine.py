@@ -175,6 +175,7 @@ async def test_a_tool_result_for_a_replaced_session_is_dropped_not_sent_to_the_n
     await next_of(events, AnswerDone)
     await engine.recycle(Conversation((Exchange("caller", "Merci, au revoir."),)))
     second = await double.wait_for_connection()
+    assert (await first.wait_closed(timeout=5)).initiated_by == "client", "the replaced session is closed"
     await engine.tool_result(call.call, '{"ok": true}')
     await engine.add_caller_text("Une dernière question : quelle température pour la couveuse ?")
     await second.wait_for(lambda e: e["type"] == "conversation.item.create"

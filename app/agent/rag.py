@@ -112,7 +112,8 @@ class TurnRetrieval:
             if remaining <= 0:
                 break
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 break
         while self.latest is None and self._search is not None and not self._search.done():

@@ -59,7 +59,8 @@ async def recap_of(engine: Engine, state: CallState, settings: Settings,
     summary = None
     if engine.is_open:
         try:
-            summary = await asyncio.wait_for(engine.summarize(phrases.RECAP_INSTRUCTIONS), RECAP_TIMEOUT_SECONDS)
+            async with asyncio.timeout(RECAP_TIMEOUT_SECONDS):
+                summary = await engine.summarize(phrases.RECAP_INSTRUCTIONS)
         except TimeoutError:
             log.warning("the model wrote no recap within %.0f s: the exchanges stand for it", RECAP_TIMEOUT_SECONDS)
     if summary is not None and summary.usage:

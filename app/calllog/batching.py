@@ -83,7 +83,8 @@ class Batcher(Generic[T]):
         self._flushing += 1
         self._hurry.set()
         try:
-            await asyncio.wait_for(settle(), timeout)
+            async with asyncio.timeout(timeout):
+                await settle()
             return True
         except TimeoutError:
             return False
@@ -148,6 +149,7 @@ class Batcher(Generic[T]):
 async def _until_set(event: asyncio.Event, timeout: float | None) -> None:
     """Wait until `event` is set or `timeout` seconds (None: no limit) have passed."""
     try:
-        await asyncio.wait_for(event.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await event.wait()
     except TimeoutError:
         pass

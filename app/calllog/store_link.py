@@ -143,7 +143,8 @@ class StoreLink:
         if is_unavailable(exc):
             return True
         try:
-            await asyncio.wait_for(store.ping(), 10.0)
+            async with asyncio.timeout(10.0):
+                await store.ping()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -171,7 +172,8 @@ class StoreLink:
         store, self._store, self._store_url = self._store, None, None
         if store is not None:
             try:
-                await asyncio.wait_for(store.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await store.close()
             except Exception as exc:  # a dead connection may not close cleanly
                 log.debug("call log: closing the store: %s", exc)
 

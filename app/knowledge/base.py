@@ -82,7 +82,8 @@ class KnowledgeBase:
         if self.store is None:
             return {"mode": mode, "ok": False, "detail": self.error}
         try:
-            health = await asyncio.wait_for(self.store.health(), HEALTH_CHECK_SECONDS)
+            async with asyncio.timeout(HEALTH_CHECK_SECONDS):
+                health = await self.store.health()
         except Exception as exc:
             return {"mode": mode, "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
         return {"mode": mode, "backend": health.backend, "ok": health.ok, "vectors": health.vectors,

@@ -46,7 +46,8 @@ class Retriever:
             result = Retrieval(query, "unavailable", error="no knowledge store")
         else:
             try:
-                passages = await asyncio.wait_for(self._store.search(query, self._limit), self._budget)
+                async with asyncio.timeout(self._budget):
+                    passages = await self._store.search(query, self._limit)
                 result = Retrieval(query, "ok" if passages else "empty", passages)
             except TimeoutError:
                 result = Retrieval(query, "timeout", error=f"over the {self._budget * 1000:.0f} ms budget")

@@ -147,7 +147,8 @@ class WeaviateConnection:
     async def bounded(self, awaitable: Awaitable[T], budget: float, what: str) -> T:
         """`awaitable`, cut at `budget` seconds; whatever fails is a `KnowledgeUnavailable`."""
         try:
-            return await asyncio.wait_for(awaitable, budget)
+            async with asyncio.timeout(budget):
+                return await awaitable
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except WeaviateClosedClientError as exc:
@@ -237,7 +238,8 @@ class WeaviateConnection:
     @staticmethod
     async def _close_client(client: weaviate.WeaviateAsyncClient) -> None:
         try:
-            await asyncio.wait_for(client.close(), 2.0)
+            async with asyncio.timeout(2.0):
+                await client.close()
         except Exception as exc:  # closing is best effort
             log.debug("closing the weaviate client failed: %s", exc)
 

@@ -155,7 +155,8 @@ class BrowserLine:
             return False
 
         try:
-            return await asyncio.wait_for(wait(), self.start_timeout_seconds)
+            async with asyncio.timeout(self.start_timeout_seconds):
+                return await wait()
         except TimeoutError:
             raise Refused("start_timeout", "Aucune conversation démarrée : connexion fermée.") from None
         except SocketClosed:

@@ -86,7 +86,8 @@ class TwilioChannel:
                     raise StreamRejected("the stream stopped before 'start'")
 
         try:
-            return await asyncio.wait_for(read(), timeout)
+            async with asyncio.timeout(timeout):
+                return await read()
         except TimeoutError:
             raise StreamRejected("no 'start' message in time") from None
 

@@ -73,8 +73,8 @@ class RealtimeConnection:
         session configuration (`session.update`, or GPT-Live's `session.start`)."""
         url = url or realtime_url(settings)
         try:
-            socket = await asyncio.wait_for(
-                connect(
+            async with asyncio.timeout(settings.realtime_connect_timeout_seconds):
+                socket = await connect(
                     url,
                     additional_headers=auth_headers(settings, url),
                     max_size=MAX_SERVER_MESSAGE_BYTES,
@@ -83,9 +83,7 @@ class RealtimeConnection:
                     ping_interval=20,
                     ping_timeout=20,
                     close_timeout=CLOSE_TIMEOUT_SECONDS,
-                ),
-                timeout=settings.realtime_connect_timeout_seconds,
-            )
+                )
         except InvalidStatus as exc:
             raise RealtimeUnavailable(f"the realtime service refused the websocket: HTTP {exc.response.status_code}",
                                       http_status=exc.response.status_code) from exc

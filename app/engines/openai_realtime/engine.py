@@ -296,7 +296,8 @@ class RealtimeEngine:
     async def _wait_idle(self) -> None:
         """One response at a time per conversation: wait (a little) for the previous one."""
         try:
-            await asyncio.wait_for(self._responses.idle.wait(), RESPONSE_IDLE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(RESPONSE_IDLE_TIMEOUT_SECONDS):
+                await self._responses.idle.wait()
         except TimeoutError:
             log.warning("asking for a response while the previous one is still active")
 

@@ -49,7 +49,8 @@ class LiveCall:
     async def wait(self, seconds: float) -> bool:
         """Let `seconds` pass unless interrupted first; True when interrupted."""
         try:
-            await asyncio.wait_for(self.requested.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self.requested.wait()
         except TimeoutError:
             return False
         return True

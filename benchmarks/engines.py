@@ -2,7 +2,7 @@
 after the caller stops, and cost per call-minute.
 
 For each configuration, `octi serve` (a subprocess) talks to a double in this process: the
-Realtime double (transcoding to PCM16 24 kHz, or μ-law passed through), or the GPT-Live double
+Realtime double (the caller transcoded to PCM16 24 kHz, or μ-law passed through), or the GPT-Live double
 (`ENGINE=gpt-live`, μ-law both ways). `--calls` simulated Twilio callers at once each ask the
 first `--questions` questions of `app/knowledge/eval/questions.json`, spoken as real French
 speech, each once OCTI has answered the previous one, and hang up 2.5 s after the last answer.
@@ -50,7 +50,7 @@ class Config:
 
 
 CONFIGS = {
-    "realtime-pcm16": Config("realtime-pcm16", "Realtime gpt-realtime-2.1, PCM16 24 kHz (transcoded)", {}),
+    "realtime-pcm16": Config("realtime-pcm16", "Realtime gpt-realtime-2.1, caller in PCM16 24 kHz", {}),
     "realtime-pcmu": Config("realtime-pcmu", "Realtime gpt-realtime-2.1, μ-law passed through",
                             {"AUDIO_CODEC": "pcmu"}),
     "gpt-live": Config("gpt-live", "GPT-Live gpt-live-1.1, μ-law both ways", {"ENGINE": "gpt-live"}),

@@ -23,7 +23,7 @@ def model_audio_format(settings: Settings) -> AudioFormat:
 def answer_format(channel_format: AudioFormat) -> AudioFormat:
     """The model answers in the format the caller's channel plays when the service offers it
     (μ-law on the phone, PCM16 24 kHz in a browser), so answers are never transcoded there;
-    otherwise in PCM16 24 kHz. The service's μ-law is what we would make of its PCM16."""
+    otherwise in PCM16 24 kHz. What the voice loses to 8 kHz μ-law it loses on the phone anyway."""
     return channel_format if channel_format in (TELEPHONE_ULAW, REALTIME_PCM16) else REALTIME_PCM16
 
 

@@ -151,7 +151,7 @@ class TwilioLine:
 
     def _connect(self, identity: CallIdentity) -> str:
         """Admitted: the agent gets an engine ready while Twilio opens the stream."""
-        self._agent.expect(identity.call_id, TELEPHONE_ULAW)
+        self._agent.expect(identity.call_id, TwilioChannel.audio_format)
         self.claims.watch(identity.call_id)
         return twiml.connect_stream(
             stream_url=stream_url(self.settings),

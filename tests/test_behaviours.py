@@ -85,6 +85,21 @@ async def test_a_silent_caller_is_asked_if_they_are_there_then_told_goodbye(doub
     assert result.duration_s < 12
 
 
+async def test_the_time_limit_reached_during_another_goodbye_waits_for_it_and_the_call_ends_well(double):
+    """MAX_CALL_MINUTES (6 s) falls while the goodbye of « # » (at 5 s, 3 s long) plays: the limit
+    lets that ending finish instead of ending the call as if the service had failed."""
+    double.script_next_connection(greeting_seconds=1.0, answer_seconds=3.0)
+    async with running_line(openai_realtime_url=double.url, max_call_minutes=0.1, silence_prompt_seconds=0) as line:
+        result = await call(line, CallScript(utterances=[], dtmf=[(5.0, "#")], hangup_after=30))
+        detail = await stored(line, result.call_sid)
+    assert result.status == "completed" and result.closed_by == "server", result.summary()
+    assert result.after_stream["hangup"] and not result.after_stream["say_texts"]  # no failure voicemail
+    assert detail.summary.outcome == "agent_ended"
+    assert [e.type for e in detail.events] == ["dtmf", "caller_ended", "time_limit"]
+    goodbyes = [text for text in creates(double.connections[0]) if "au revoir" in text.lower()]
+    assert len(goodbyes) == 1  # the time limit's own goodbye was never asked for
+
+
 async def test_a_caller_who_answers_the_prompt_is_not_told_goodbye(double):
     double.script_next_connection(greeting_seconds=1.0, answer_seconds=1.0)
     async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=2,

@@ -44,7 +44,9 @@ class Behaviours:
         self._interrupt = interrupt  # the session's: mute, flush, cut and cancel what OCTI says
         self._keys = settings.dtmf_actions
         self.finished = asyncio.Event()
-        self._ending = False
+        # One way out at a time: another one waits for it (a transfer may fail and the call go
+        # on), then does nothing once the conversation has finished.
+        self._ending = asyncio.Lock()
         self._running = BackgroundTasks()
         self._caller_at = self._octi_at = perf_counter()
         self._caller_speaking = False
@@ -68,17 +70,17 @@ class Behaviours:
         """Stop what OCTI is saying (unless not `cut_short`: it is heard to the end), say
         `goodbye`, end once the caller has heard it (or GOODBYE_TIMEOUT_SECONDS later, e.g.
         when they talk over it)."""
-        if self._ending:
-            return
-        self._ending = True
-        if cut_short:
-            await self._interrupt(counted=False)
-        if not await self._say_until_heard(goodbye):
-            log.info("ending without knowing the goodbye was heard")
-        if notice is not None:
-            await self._channel.show(notice)
-        self._state.outcome = outcome
-        self.finished.set()
+        async with self._ending:
+            if self.finished.is_set():
+                return
+            if cut_short:
+                await self._interrupt(counted=False)
+            if not await self._say_until_heard(goodbye):
+                log.info("ending without knowing the goodbye was heard")
+            if notice is not None:
+                await self._channel.show(notice)
+            self._state.outcome = outcome
+            self.finished.set()
 
     async def _time_limit(self, max_seconds: float) -> None:
         lead = min(LIMIT_WARNING_SECONDS, max_seconds / 4)
@@ -109,23 +111,22 @@ class Behaviours:
         refusal = self._channel.transfer_unavailable()
         if refusal is None and not self._settings.opening_hours.open_at(datetime.now(UTC)):
             refusal = phrases.ADVISORS_CLOSED
-        if refusal is None and self._ending:
+        if refusal is None and (self._ending.locked() or self.finished.is_set()):
             refusal = phrases.TRANSFER_FAILED
         if refusal is not None:
             self._journal.event("transfer_refused", refusal)
             return refusal
-        self._ending = True
-        summary = summary or self._state.previous_question() or ""
-        self._journal.event("transfer", summary)
-        await self._say_until_heard(phrases.TRANSFERRING)
-        failure = await self._channel.transfer(summary)
-        if failure is not None:
-            self._ending = False
-            self._journal.event("transfer_failed", failure)
-            return failure
-        self._state.outcome = CallOutcome.TRANSFERRED
-        self.finished.set()
-        return None
+        async with self._ending:
+            summary = summary or self._state.previous_question() or ""
+            self._journal.event("transfer", summary)
+            await self._say_until_heard(phrases.TRANSFERRING)
+            failure = await self._channel.transfer(summary)
+            if failure is not None:
+                self._journal.event("transfer_failed", failure)
+                return failure
+            self._state.outcome = CallOutcome.TRANSFERRED
+            self.finished.set()
+            return None
 
     def recap_by_sms(self) -> str | None:
         refusal = self._channel.texts_unavailable()

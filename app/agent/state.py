@@ -47,12 +47,16 @@ class CallState:
     speech_end_ms: float | None = None  # the caller's last end of speech not yet answered
     outcome: CallOutcome | None = None  # set when the call must end, with how
     recap_by_sms: bool = False  # the caller asked for the recap by SMS
+    # The next turn's index, the call log's key for it: never reused, even when a noise's
+    # turn leaves `turns` after a later turn was made (`forget_caller_turn`).
+    next_index: int = 0
 
     def timeline_ms(self, at: float) -> float:
         return (at - self.started_at) * 1000
 
     def new_turn(self, role: Literal["caller", "assistant"], item_id: str) -> Turn:
-        turn = Turn(len(self.turns), role, item_id)
+        turn = Turn(self.next_index, role, item_id)
+        self.next_index += 1
         self.turns.append(turn)
         return turn
 

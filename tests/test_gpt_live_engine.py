@@ -12,6 +12,7 @@ import pydantic
 import pytest
 from openai.types.live import ServerEvent
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
 
 from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW
@@ -411,3 +412,28 @@ async def test_the_doctor_starts_a_live_session_as_a_call_does(double):
     assert fine.status == "ok" and "gpt-live-1.1" in fine.message
     [refused] = await check_realtime(settings(double, gpt_live_model="gpt-live-9"))
     assert refused.status == "problem" and "invalid_value" in refused.message
+
+
+async def test_an_opening_cancelled_before_session_started_closes_its_socket(tmp_path):
+    """A pre-warm let go (its call's stream landed on another instance) while the service has
+    not started the session yet: the socket goes with it instead of holding a live session."""
+    received: list[str] = []
+    closed = asyncio.Event()
+
+    async def silent_service(ws) -> None:  # takes session.start, never answers it
+        async for message in ws:
+            received.append(json.loads(message)["type"])
+        closed.set()
+
+    async with serve(silent_service, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        live = Settings(_env_file=None, openai_api_key="sk-test", engine="gpt-live", data_dir=tmp_path,
+                        gpt_live_url=f"ws://127.0.0.1:{port}/v1/live", realtime_connect_timeout_seconds=30)
+        opening = asyncio.create_task(GptLiveEngine.open(live))
+        while not received:
+            await asyncio.sleep(0.02)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        await asyncio.wait_for(closed.wait(), 3)
+    assert received == ["session.start"]

@@ -121,3 +121,41 @@ async def test_nobody_listening_is_unavailable(tmp_path: Path, unused_tcp_port: 
         await RealtimeConnection.open(settings_for(f"ws://127.0.0.1:{unused_tcp_port}/v1/realtime", tmp_path),
                                       CONFIGURE)
     assert refused.value.http_status is None and not refused.value.bad_url
+
+
+@pytest.mark.parametrize("given_up_by", ["timeout", "cancel"])
+async def test_a_handshake_given_up_on_leaves_no_socket_open(tmp_path: Path, given_up_by) -> None:
+    """The service answers the upgrade late: after the connect timeout, or after the opening
+    was cancelled (as a released pre-warm is). Whatever opens then is closed at once, not left
+    holding a model session for nobody."""
+    late_by = 1.0
+    upgrades = opened = closed = 0
+
+    async def slow(connection: ServerConnection, request) -> None:
+        nonlocal upgrades
+        upgrades += 1
+        await asyncio.sleep(late_by)  # then the upgrade is accepted
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal opened, closed
+        opened += 1
+        await ws.wait_closed()
+        closed += 1
+
+    async with peer(handler, process_request=slow) as url:
+        settings = settings_for(url, tmp_path)
+        if given_up_by == "timeout":
+            settings = settings.model_copy(update={"realtime_connect_timeout_seconds": 0.3})
+            with pytest.raises(RealtimeUnavailable):
+                await RealtimeConnection.open(settings, CONFIGURE)
+        else:
+            opening = asyncio.create_task(RealtimeConnection.open(settings, CONFIGURE))
+            await asyncio.sleep(0.3)
+            opening.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await opening
+        await asyncio.sleep(late_by + 1.5)  # past the late upgrade, and a close after it
+        # Left alone, an opened socket stays open, kept alive by its pings.
+        assert upgrades == 1 and opened == closed, (opened, closed)
+        if given_up_by == "cancel":
+            assert opened == 1  # the handshake went through, and was closed

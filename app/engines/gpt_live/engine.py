@@ -114,8 +114,8 @@ class GptLiveEngine:
         connection = await RealtimeConnection.open(settings, start, url=settings.gpt_live_url)
         try:
             started = await _started(connection, settings.realtime_connect_timeout_seconds)
-        except EngineUnavailable:
-            await connection.close()
+        except BaseException:  # refused, silent, or cancelled (a pre-warm let go): the session goes
+            connection.close_soon()
             raise
         session = started.get("session") or {}
         log.info("live session %s started", session.get("id"))

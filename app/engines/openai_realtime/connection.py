@@ -70,20 +70,30 @@ class RealtimeConnection:
     @classmethod
     async def open(cls, settings: Settings, configure: dict[str, Any], url: str | None = None) -> "RealtimeConnection":
         """Connect (to the Realtime URL unless another service's `url` is given) and send the
-        session configuration (`session.update`, or GPT-Live's `session.start`)."""
+        session configuration (`session.update`, or GPT-Live's `session.start`).
+
+        Cancelled or out of time, the opening carries on in the background and whatever it
+        opens is closed: picows does not abort a handshake under way, and a socket opened for
+        nobody would hold a model session until the service dropped it."""
         url = url or realtime_url(settings)
+        timeout = settings.realtime_connect_timeout_seconds
+        opening = asyncio.ensure_future(connect(
+            url,
+            additional_headers=auth_headers(settings, url),
+            max_size=MAX_SERVER_MESSAGE_BYTES,
+            compression=None,  # base64 audio does not compress; deflate would only burn CPU
+            open_timeout=timeout,  # the handshake's own bound: it ends even when no one waits
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=CLOSE_TIMEOUT_SECONDS,
+        ))
         try:
-            async with asyncio.timeout(settings.realtime_connect_timeout_seconds):
-                socket = await connect(
-                    url,
-                    additional_headers=auth_headers(settings, url),
-                    max_size=MAX_SERVER_MESSAGE_BYTES,
-                    compression=None,  # base64 audio does not compress; deflate would only burn CPU
-                    open_timeout=None,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    close_timeout=CLOSE_TIMEOUT_SECONDS,
-                )
+            try:
+                async with asyncio.timeout(timeout):  # the TCP and TLS set-up too
+                    socket = await asyncio.shield(opening)
+            except BaseException:
+                opening.add_done_callback(_close_opened)
+                raise
         except InvalidStatus as exc:
             raise RealtimeUnavailable(f"the realtime service refused the websocket: HTTP {exc.response.status_code}",
                                       http_status=exc.response.status_code) from exc
@@ -92,7 +102,12 @@ class RealtimeConnection:
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise RealtimeUnavailable(f"cannot open the realtime websocket: {exc!r}") from exc
         connection = cls(socket)
-        if not await connection.send(configure):
+        try:
+            sent = await connection.send(configure)
+        except BaseException:
+            connection.close_soon()
+            raise
+        if not sent:
             raise RealtimeUnavailable("the realtime websocket closed during set-up")
         return connection
 
@@ -136,3 +151,20 @@ class RealtimeConnection:
             await self._socket.close()
         except (ConnectionClosed, OSError):
             pass
+
+    def close_soon(self) -> None:
+        """Close in the background: for a caller that was cancelled and cannot wait."""
+        task = asyncio.ensure_future(self.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+# Closings nobody awaits, kept referenced until they are done.
+_closing: set[asyncio.Future[None]] = set()
+
+
+def _close_opened(opening: asyncio.Future[ClientConnection]) -> None:
+    """An opening given up on: close what it opened (its failure needs nothing, but is read)."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    RealtimeConnection(opening.result()).close_soon()

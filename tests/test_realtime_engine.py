@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+
+from websockets.asyncio.server import serve
 
 from app.agent.tools import END_CALL
 from app.config import Settings
@@ -191,3 +194,23 @@ async def test_a_tool_result_for_a_replaced_session_is_dropped_not_sent_to_the_n
     await second.wait_for(lambda e: e["type"] == "conversation.item.create"
                           and e["item"]["type"] == "function_call_output", timeout=5)
     await engine.close()
+
+
+async def test_a_malformed_recap_answer_gives_no_recap_instead_of_an_error(tmp_path):
+    """The call is over when the recap is asked for: a `response.done` whose output cannot be
+    read must not raise out of the session's ending (its end record would be lost)."""
+    async def service(ws) -> None:
+        async for message in ws:
+            event = json.loads(message)
+            if event["type"] == "response.create":
+                await ws.send(json.dumps({"type": "response.done", "event_id": "evt_1", "response": {
+                    "id": "resp_1", "metadata": {"octi": "summary"}, "output": [None]}}))
+
+    async with serve(service, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        config = Settings(_env_file=None, openai_api_key="sk-test", data_dir=tmp_path,
+                          openai_realtime_url=f"ws://127.0.0.1:{port}/v1/realtime")
+        engine = await RealtimeEngine.open(config, RealtimeOptions(client_turns=True))
+        async with asyncio.timeout(5):
+            assert await engine.summarize("Résume l'appel.") is None
+        await engine.close()

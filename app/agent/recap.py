@@ -63,6 +63,8 @@ async def recap_of(engine: Engine, state: CallState, settings: Settings,
                 summary = await engine.summarize(phrases.RECAP_INSTRUCTIONS)
         except TimeoutError:
             log.warning("the model wrote no recap within %.0f s: the exchanges stand for it", RECAP_TIMEOUT_SECONDS)
+        except Exception:  # the call is over and its end must still be logged, whatever the engine did
+            log.exception("the model's recap failed: the exchanges stand for it")
     if summary is not None and summary.usage:
         state.usage.append(summary.usage)  # the recap is part of the call's cost
     text = summary.text if summary is not None else exchanges(state, heard_text)

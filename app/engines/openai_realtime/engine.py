@@ -357,12 +357,18 @@ class RealtimeEngine:
         if not await self._connection.send(protocol.out_of_band_text(instructions, "summary")):
             return None
         async for event in self._connection.events():
-            response = event.get("response") or {}
-            if event["type"] != "response.done" or (response.get("metadata") or {}).get("octi") != "summary":
+            if event["type"] != "response.done":
                 continue
-            texts = [part.get("text") or "" for item in response.get("output") or []
-                     for part in item.get("content") or [] if part.get("type") == "output_text"]
-            text = "".join(texts).strip()
+            try:
+                response = event.get("response") or {}
+                if (response.get("metadata") or {}).get("octi") != "summary":
+                    continue
+                texts = [part.get("text") or "" for item in response.get("output") or []
+                         for part in item.get("content") or [] if part.get("type") == "output_text"]
+                text = "".join(texts).strip()
+            except MALFORMED_EVENT_ERRORS as exc:  # the call is over: the exchanges stand for it
+                log.warning("malformed response.done for the recap: %r", exc)
+                return None
             return Summary(text, response.get("usage") or None) if text else None
         return None
 

@@ -27,7 +27,7 @@ def mask_phone(number: str | None) -> str:
     return f"{prefix}{digits[:3]}{'•' * (len(digits) - 5)}{digits[-2:]}"
 
 
-def _mask_phones(text: str) -> str:
+def mask_phones(text: str) -> str:
     return _PHONE.sub(lambda m: mask_phone(m.group(0)), text) if _PHONE.search(text) else text
 
 
@@ -41,9 +41,9 @@ class CallContextFilter(logging.Filter):
             record.msg = record.getMessage()
             record.args = None
         if isinstance(record.msg, str):
-            record.msg = _mask_phones(record.msg)
+            record.msg = mask_phones(record.msg)
         if record.exc_info and not record.exc_text:  # formatters print exc_text when it is set
-            record.exc_text = _mask_phones(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = mask_phones(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -153,6 +153,20 @@ async def test_a_caller_who_accepts_the_recap_by_sms_is_texted_it_after_the_call
     assert [e.type for e in detail.events] == ["sms_recap_accepted", "sms_recap_sent"]
 
 
+async def test_an_sms_twilio_refuses_is_logged_in_the_call_without_the_number(double):
+    """Twilio refuses the text (error 21211 quotes the number it was given): the call log says
+    it failed, with the number masked as in the service's logs."""
+    double.script_next_connection([ACCEPTS_THE_SMS], greeting_seconds=1.0, answer_seconds=1.0)
+    unusable = "33612345678"  # no « + »: not E.164, as some trunks pass a caller's number
+    async with line_with_rest(double) as (line, rest):
+        result = await call(line, say(hangup_when_done_after_s=2.0), rest_api=rest, account_sid=ACCOUNT,
+                            from_number=unusable)
+        detail = await stored(line, result.call_sid)
+    assert rest.messages == []
+    [failure] = [e for e in detail.events if e.type == "sms_recap_failed"]
+    assert unusable not in failure.detail and "336••••••78" in failure.detail, failure.detail
+
+
 async def test_without_the_caller_s_yes_no_sms_is_sent_unless_configured_always(double):
     for setting, texted in (("ask", 0), ("always", 1)):
         double.script_next_connection(["Combien de jours pour couver des œufs de cane ?"],

@@ -20,6 +20,7 @@ from app.calllog.journal import CallJournal
 from app.channels.contract import CallChannel
 from app.config import Settings
 from app.engines.contract import Engine
+from app.logs import mask_phones
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ async def text_recap(channel: CallChannel, recap: str | None, state: CallState, 
         await channel.send_text(text)
     except Exception as exc:  # whatever the channel's transport raises
         log.warning("the recap could not be texted: %s", exc)
-        journal.event("sms_recap_failed", str(exc)[:200])
+        # Twilio's refusals may quote the number; the call log keeps it only where it is meant to.
+        journal.event("sms_recap_failed", mask_phones(str(exc))[:200])
         return
     journal.event("sms_recap_sent", f"{len(text)} caractères")

@@ -3,6 +3,7 @@ its JSON error body, and its checks of required parameters (with Twilio's error 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -20,8 +21,10 @@ CALL_URL_REQUIRED = 21205
 MESSAGE_BODY_REQUIRED = 21602
 MESSAGE_FROM_REQUIRED = 21603
 MESSAGE_TO_REQUIRED = 21604
+INVALID_TO_NUMBER = 21211
 TWIML_TOO_LONG = 32018
 TWIML_AND_URL = 32019  # a warning: Twilio uses the URL
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 class RestRefusal(Exception):
@@ -97,6 +100,8 @@ def check_call_update(form: dict[str, str]) -> None:
 def check_message_create(form: dict[str, str]) -> None:
     if not form.get("To"):
         raise RestRefusal(400, MESSAGE_TO_REQUIRED, "A 'To' phone number is required.")
+    if not _E164.fullmatch(form["To"]):  # Twilio's refusal quotes the number
+        raise RestRefusal(400, INVALID_TO_NUMBER, f"The 'To' number {form['To']} is not a valid phone number.")
     if not form.get("From") and not form.get("MessagingServiceSid"):
         raise RestRefusal(400, MESSAGE_FROM_REQUIRED, "A 'From' phone number is required.")
     if not form.get("Body") and not form.get("MediaUrl"):

@@ -176,3 +176,27 @@ async def test_a_connection_dropped_while_the_session_is_renewed_is_replaced_by_
     assert 0 <= heard_ms - said_ms < 3 * 20, "no « Un instant. »"
     types = [event.type for event in detail.events]
     assert "engine_lost" in types and "engine_recycled" in types and "engine_reconnect" not in types
+
+
+async def test_what_the_caller_says_during_a_failed_renewal_reaches_the_session_that_lives_on(double):
+    """A 10 s cap (REALTIME_SESSION_MAX_MINUTES): the renewal from 7.5 s on is held 4 s by the
+    service, then refused. The question asked meanwhile was kept for the new session; the old
+    one, which lives on, hears it once the renewal has failed, and answers it."""
+    double.script_next_connection(["Et pour les œufs de cane ?", "Et la température ?"], answer_seconds=1.0,
+                                  greeting_seconds=1.0)
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(QUESTION, at=8.0)], hangup_after=30,
+                        hangup_when_done_after_s=1.0)
+    async with running_line(openai_realtime_url=double.url, realtime_session_max_minutes=10 / 60) as line:
+        calling = asyncio.create_task(call(line, script))
+        first = await double.wait_for_connection()
+        double.handshake_delay = 4.0
+        double.refuse_next(1)
+        await until(lambda: double.rejected_handshakes, timeout=20)
+        double.handshake_delay = 0.0
+        result = await asyncio.wait_for(calling, 40)
+        assert line.metrics.value("octi_engine_reconnects_total", outcome="restored") == 0
+    assert result.status == "completed", result.summary()
+    assert [text for role, text in messages(first) if role == "user"] == [
+        "Et pour les œufs de cane ?", "Et la température ?"], "the old session heard the second question"
+    second_question = result.utterances[1]
+    assert played_between(result, second_question.speech_end_t, float("inf")) > 0, "and its answer was heard"

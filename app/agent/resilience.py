@@ -291,7 +291,7 @@ class Resilience:
             await self._engine.recycle(self._conversation(None))
         except EngineUnavailable as exc:
             log.warning("renewing the engine's session failed: %s", exc)
-            self._restoring = False
+            await self._send_kept(None)  # the old session lives on: it hears what the caller said meanwhile
             return False
         await self._restored(None)
         return True

@@ -9,6 +9,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 from twilio.request_validator import RequestValidator
 
 from app.agent import phrases
@@ -116,10 +117,14 @@ async def test_octi_s_goodbye_is_made_sure_of_by_a_rest_hang_up(double):
     assert detail.summary.outcome == "agent_ended"
 
 
-async def test_a_transfer_whispers_the_question_to_the_advisor_who_takes_the_call(double):
+@pytest.mark.parametrize("answer_delay", [0.0, 1.5], ids=["answered-at-once", "answered-after-the-stream-stopped"])
+async def test_a_transfer_whispers_the_question_to_the_advisor_who_takes_the_call(double, answer_delay):
+    """Also when Twilio answers the redirect only after the stream has stopped: the call is
+    still logged as transferred, not as hung up by the caller."""
     double.script_next_connection([ASKS_FOR_A_PERSON], greeting_seconds=1.0, answer_seconds=1.0)
     script = say(twiml_speed=20.0, advisor=Advisor("answers", ring_seconds=2.0, talk_seconds=30.0))
     async with line_with_rest(double, transfer_number=ADVISOR) as (line, rest):
+        rest.redirect_answer_delay = answer_delay
         result = await call(line, script, rest_api=rest, account_sid=ACCOUNT)
         detail = await stored(line, result.call_sid)
     connection = double.connections[0]

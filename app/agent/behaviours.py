@@ -9,6 +9,7 @@ in the call state).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 # OCTI says the end is this near (a quarter of the limit for limits under four minutes).
 LIMIT_WARNING_SECONDS = 60.0
 GOODBYE_TIMEOUT_SECONDS = 10.0
+TRANSFER_SETTLE_SECONDS = 15.0
 # How often a call's silence is looked at: its precision, for a wake-up per call per second.
 SILENCE_CHECK_SECONDS = 1.0
 
@@ -47,6 +49,7 @@ class Behaviours:
         # One way out at a time: another one waits for it (a transfer may fail and the call go
         # on), then does nothing once the conversation has finished.
         self._ending = asyncio.Lock()
+        self._transferring = False  # the channel's transfer request is under way
         self._running = BackgroundTasks()
         self._caller_at = self._octi_at = perf_counter()
         self._caller_speaking = False
@@ -120,13 +123,27 @@ class Behaviours:
             summary = summary or self._state.previous_question() or ""
             self._journal.event("transfer", summary)
             await self._say_until_heard(phrases.TRANSFERRING)
-            failure = await self._channel.transfer(summary)
+            self._transferring = True
+            try:
+                failure = await self._channel.transfer(summary)
+            finally:
+                self._transferring = False
             if failure is not None:
                 self._journal.event("transfer_failed", failure)
                 return failure
             self._state.outcome = CallOutcome.TRANSFERRED
             self.finished.set()
             return None
+
+    async def transfer_settled(self) -> None:
+        """The caller's stream ended. A transfer under way may be why: its redirect ends the
+        stream, and the stream's end can come before the channel's answer. Wait for that
+        answer (at most TRANSFER_SETTLE_SECONDS), so that the transfer's outcome stands."""
+        if not self._transferring:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TRANSFER_SETTLE_SECONDS), self._ending:
+                pass
 
     def recap_by_sms(self) -> str | None:
         refusal = self._channel.texts_unavailable()

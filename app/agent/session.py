@@ -127,6 +127,8 @@ class CallSession:
                 if task.exception() is not None:
                     log.error("call loop failed", exc_info=task.exception())
                     self.state.outcome = CallOutcome.ERROR
+            if self.state.outcome is None and caller in done:
+                await self._behaviours.transfer_settled()
             if self.state.outcome is not None:
                 outcome = self.state.outcome
             elif caller in done:

@@ -85,6 +85,9 @@ class TwilioRestDouble:
         self.created_calls: list[CreatedCall] = []
         self.messages: list[dict[str, Any]] = []
         self.warnings: list[dict[str, Any]] = []  # what Twilio's debugger would show (e.g. 32019)
+        # Seconds the API takes to answer a redirect it has already carried out: the call has
+        # moved on (its stream stopped) before the client hears back, as can happen on Twilio.
+        self.redirect_answer_delay = 0.0
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self._port = 0
@@ -169,6 +172,7 @@ class TwilioRestDouble:
                                           "message": "Twiml and Voice URL are both set. Using Voice URL."})
                 call.interrupt(Interruption("redirect", twiml=form.get("Twiml"), url=form.get("Url"),
                                             method=(form.get("Method") or "POST").upper()))
+                await asyncio.sleep(self.redirect_answer_delay)
             return resources.call_resource(self.account_sid, call_sid, to=call.to_number, from_=call.from_number,
                                            status=status, direction=call.direction)
 

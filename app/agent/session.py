@@ -127,12 +127,11 @@ class CallSession:
                 if task.exception() is not None:
                     log.error("call loop failed", exc_info=task.exception())
                     self.state.outcome = CallOutcome.ERROR
-            if self.state.outcome is None and caller in done:
+            if caller in done:  # the caller's stream ended (a transfer under way may be why)
                 await self._behaviours.transfer_settled()
-            if self.state.outcome is not None:
+                outcome = self.state.outcome if self.state.outcome is not None else CallOutcome.CALLER_HUNG_UP
+            elif self.state.outcome is not None:
                 outcome = self.state.outcome
-            elif caller in done:
-                outcome = CallOutcome.CALLER_HUNG_UP
             else:  # it could not be reached again (resilience.py)
                 self._journal.event("upstream_failure", self._engine.close_reason)
                 await self._channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))

@@ -20,23 +20,9 @@ from typing import Any
 from app.audio.formats import AudioFormat
 from app.config import Settings
 from app.engines.contract import (
-    AnswerAudio,
-    AnswerAudioDone,
-    AnswerDone,
-    AnswerStarted,
-    AnswerText,
-    AnswerTextPiece,
-    CallerWords,
-    Conversation,
-    EngineError,
-    EngineEvent,
-    EngineTraits,
-    SpeechStarted,
-    SpeechStopped,
-    Summary,
-    ToolCall,
-    ToolSpec,
-    announced_end,
+    AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerText, AnswerTextPiece, CallerWords,
+    Conversation, EngineError, EngineEvent, EngineTraits, SpeechStarted, SpeechStopped, Summary, ToolCall,
+    ToolSpec, announced_end,
 )
 from app.engines.openai_realtime import models, protocol
 from app.engines.openai_realtime.connection import RealtimeConnection

@@ -7,9 +7,10 @@ background task (`_run`) stores them, one transaction per batch. It is made of:
   that gathers records into larger batches;
 * `StoreLink` (store_link.py): applies a batch to the database, sets aside the records it
   refuses, notices outages and times the retries;
-* `Spool` (spool.py): `DATA_DIR/calllog-spool.jsonl`, where records wait while the database
-  is away; replayed in order when it answers again (and at `start`, if a previous run left
-  one).
+* `Spool` (spool.py): a file of this process's own in DATA_DIR, where records wait while the
+  database is away; replayed in order when it answers again. At `start`, and every
+  `sweep_every` seconds, it takes in the spool files no process holds any more (a previous
+  run's, a worker's that died), so that each is replayed once, by one process.
 
 This module holds the policy that ties them together. Order is kept: once something is in
 the spool, later records go to the spool too, behind it, until it has been replayed (a
@@ -36,7 +37,7 @@ from typing import Any
 
 from app.calllog.batching import Batcher
 from app.calllog.records import CallRecord
-from app.calllog.spool import SPOOL_NAME, Spool, SpoolEntry
+from app.calllog.spool import SPOOL_NAME, Spool, SpoolEntry, process_spool_path
 from app.calllog.store_link import Batch, StoreLink
 
 __all__ = ["SPOOL_NAME", "CallLogWriter"]
@@ -60,8 +61,11 @@ class CallLogWriter:
         migrate: bool = True,
         close_timeout: float = 10.0,
         linger: float = 0.5,
+        sweep_every: float = 60.0,
     ) -> None:
         self.close_timeout = close_timeout
+        self.sweep_every = sweep_every
+        self._next_sweep = 0.0                # loop time of the next look for others' spool files
         self._batcher: Batcher[CallRecord] = Batcher(queue_size=queue_size, batch_size=batch_size, linger=linger)
         self._spool = Spool(spool_path)
         self._link = StoreLink(url, set_aside=self._spool.set_aside, prices=prices, migrate=migrate,
@@ -74,8 +78,9 @@ class CallLogWriter:
 
     @classmethod
     def from_settings(cls, settings: Any, **options: Any) -> CallLogWriter:
-        """The writer of the service: DATABASE_URL (or SQLite under DATA_DIR), spool in DATA_DIR."""
-        return cls(settings.effective_database_url, Path(settings.data_dir) / SPOOL_NAME,
+        """The writer of the service: DATABASE_URL (or SQLite under DATA_DIR), a spool of its
+        own in DATA_DIR (the workers of `octi serve --workers N` share it)."""
+        return cls(settings.effective_database_url, process_spool_path(settings.data_dir),
                    prices=settings.model_prices, **options)
 
     @property
@@ -116,8 +121,9 @@ class CallLogWriter:
         self._closed = False
         left = await self._spool.recount()
         if left > 0:
-            log.info("call log: %d record(s) left in %s by a previous run: replaying them",
-                     left, self._spool.path)
+            log.info("call log: %d record(s) spooled by a previous run in %s: replaying them",
+                     left, self._spool.path.parent)
+        self._next_sweep = asyncio.get_running_loop().time() + self.sweep_every
         self._link.retry_now()
         self._task = asyncio.create_task(self._run(), name="calllog-writer")
 
@@ -200,8 +206,17 @@ class CallLogWriter:
                     continue
                 if self._batcher.closing:
                     return
-                await self._batcher.wait_for_work(
-                    self._link.seconds_to_retry() if self._spool.pending > 0 else None)
+                now = asyncio.get_running_loop().time()
+                if now >= self._next_sweep:
+                    # Spool files other processes left while this one runs (a worker that
+                    # died, an older run that stopped during an outage) wait for no restart.
+                    self._next_sweep = now + self.sweep_every
+                    await self._spool.recount()
+                    continue
+                wait = self._next_sweep - now
+                if self._spool.pending > 0:
+                    wait = min(wait, self._link.seconds_to_retry())
+                await self._batcher.wait_for_work(wait)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -40,7 +40,8 @@ class OrderedGroup(click.Group):
 
 
 class ParsedBy(click.ParamType):
-    """An argument read by a parsing function; its ValueError is a usage error (exit code 2)."""
+    """An argument read by a parsing function; its ValueError, or an OverflowError of date or
+    number arithmetic on a huge value, is a usage error (exit code 2)."""
 
     def __init__(self, parse: Callable[[str], Any], name: str) -> None:
         self.parse = parse
@@ -53,3 +54,5 @@ class ParsedBy(click.ParamType):
             return self.parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        except OverflowError:
+            self.fail(f"out of range: {value!r}", param, ctx)

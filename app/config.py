@@ -249,6 +249,13 @@ class Settings(BaseSettings):
     def binds_loopback_only(self) -> bool:
         return self.host in {"127.0.0.1", "localhost", "::1"}
 
+    @property
+    def exposed(self) -> bool:
+        """Reachable from elsewhere: bound beyond loopback, or given a public URL. A tunnel
+        (ngrok) forwards to 127.0.0.1, so a loopback bind alone proves nothing, and every real
+        deployment sets PUBLIC_BASE_URL for Twilio."""
+        return not self.binds_loopback_only or bool(self.public_base_url)
+
 
 DTMF_ACTIONS = ("person", "repeat", "end")
 

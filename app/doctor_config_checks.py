@@ -72,8 +72,12 @@ def _review_access(settings: Settings) -> Finding:
                        "set REVIEW_USERNAME and REVIEW_PASSWORD together")
     if signin:
         return ok("keys", f"review pages: sign-in with {' and '.join(signin)}")
-    where = ("open without sign-in on this loopback-only bind" if settings.binds_loopback_only
-             else f"disabled, HOST={settings.host} is not loopback")
+    if not settings.exposed:
+        where = "open without sign-in on this loopback-only bind"
+    elif settings.binds_loopback_only:
+        where = "closed (403): PUBLIC_BASE_URL says the service is reachable, through a tunnel or a proxy"
+    else:
+        where = f"disabled, HOST={settings.host} is not loopback"
     return warning("keys", f"no REVIEW_USERNAME/REVIEW_PASSWORD or REVIEW_TOKEN: the review pages (/calls) are {where}",
                    "set REVIEW_USERNAME and REVIEW_PASSWORD (`octi review hash-password`) or REVIEW_TOKEN")
 

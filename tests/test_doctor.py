@@ -18,6 +18,7 @@ import pytest
 from app.config import Settings, get_settings
 from app.doctor import (check_database, check_knowledge, check_ngrok, check_realtime, check_redis,
                         check_stream_listener, run_doctor)
+from app.doctor_config_checks import check_keys
 from app.knowledge.store import Chunk
 from app.knowledge.stores import open_store
 from app.simulators.realtime_double import RealtimeDouble
@@ -374,3 +375,14 @@ def test_without_the_openai_package_the_doctor_says_it_could_not_check_the_model
     assert ("warning  could not check the models against the openai package (the openai package is not "
             "installed)") in result.stdout
     assert "_MODEL=" not in result.stdout
+
+
+@pytest.mark.parametrize(("host", "public_url", "says"), [
+    ("127.0.0.1", "", "open without sign-in"),
+    ("127.0.0.1", "https://octi.example.ngrok.app", "closed (403)"),
+    ("0.0.0.0", "https://octi.example.org", "disabled, HOST=0.0.0.0"),
+])
+def test_doctor_says_what_the_review_pages_do_without_credentials(tmp_path, host, public_url, says):
+    settings = Settings(_env_file=None, host=host, public_base_url=public_url, data_dir=tmp_path)
+    [review] = [f for f in check_keys(settings) if "review pages" in f.message]
+    assert says in review.message, review.message

@@ -6,13 +6,17 @@
     octi calls purge --older-than 30d|12h
 
 The database is the configured one (DATABASE_URL, else SQLite under DATA_DIR); migrations
-run first. DATE is YYYY-MM-DD (UTC) or a number of days back ("7d"); --since/--until are
-inclusive. Search covers the transcripts of both sides, ignoring case and accents; every
-word must appear. Exit codes: 0 success, 1 call not found, 2 usage error or database
-unavailable. Each command runs its own event loop: invoke it from synchronous code only.
+run first. DATE is YYYY-MM-DD (UTC) or a number of days back ("7d"), in the years 2000 to
+2999; --since/--until are inclusive. Search covers the transcripts of both sides, ignoring
+case and accents; every word must appear. Exit codes: 0 success, 1 call not found, 2 usage
+error or database unavailable. Each command runs its own event loop: invoke it from
+synchronous code only.
 
 A cost that MODEL_PRICES could not price is unknown, never $0: "unknown" in the tables,
 null in JSON, an empty cell in CSV.
+
+The module is one unit because its commands share the filters, the argument checks, the way
+to open the call log and the output formats (tables, JSON, CSV), which are most of it.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from typing import Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calllog.migrate import upgrade_database
+from app.calllog.models import make_engine
 from app.calllog.records import to_dict
 from app.calllog.store import CallLogStore
+from app.calllog.store_queries import FIRST_DAY, LAST_DAY, MAX_CALL_ID, relative_recordings
 from app.calllog.views import CallDetail, CallQuery, CallSummary
 from app.cli_support import OrderedGroup, ParsedBy, run_coroutine
 from app.config import get_settings
@@ -47,23 +54,46 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([dh])\s*$", re.IGNORECASE)
 
 
 def parse_age(value: str) -> timedelta:
-    """ "30d" → 30 days, "12h" → 12 hours."""
+    """ "30d" → 30 days, "12h" → 12 hours; one reaching back before year 1 is refused (purge
+    subtracts it from now)."""
     match = _DURATION.match(value)
     if not match:
         raise ValueError(f"expected a number of days or hours, like 30d or 12h: {value!r}")
     amount, unit = int(match.group(1)), match.group(2).lower()
-    return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
+    try:
+        age = timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
+    except OverflowError:
+        age = timedelta.max
+    if age > datetime.now(UTC) - datetime.min.replace(tzinfo=UTC):   # purge's cutoff, now - age, is a date
+        raise ValueError(f"too long ago, before the calendar's start: {value!r}")
+    return age
 
 
 def parse_day(value: str, *, today: date | None = None) -> date:
-    """ "2025-11-20", or "7d" for seven days before today (UTC)."""
+    """ "2025-11-20", or "7d" for seven days before today (UTC); within FIRST_DAY..LAST_DAY."""
     match = _DURATION.match(value)
     if match and match.group(2).lower() == "d":
-        return (today or datetime.now(UTC).date()) - timedelta(days=int(match.group(1)))
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(f"expected a date YYYY-MM-DD or a number of days like 7d: {value!r}") from None
+        try:
+            day = (today or datetime.now(UTC).date()) - timedelta(days=int(match.group(1)))
+        except OverflowError:
+            day = date.min
+    else:
+        try:
+            day = date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a date YYYY-MM-DD or a number of days like 7d: {value!r}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:   # far dates overflow the search's date arithmetic
+        raise ValueError(f"out of range: the call log's dates are years {FIRST_DAY.year} to {LAST_DAY.year}: "
+                         f"{value!r}")
+    return day
+
+
+def parse_call_key(value: str) -> str:
+    """A call's number or CallSid, both ASCII: "²" is a digit to str.isdigit, not to int."""
+    key = value.strip()
+    if not key.isascii():
+        raise ValueError(f"expected a call number (digits 0-9) or a CallSid: {value!r}")
+    return key
 
 
 def _query(search: str | None, outcome: str | None, since: date | None, until: date | None, *,
@@ -258,7 +288,7 @@ def list_calls(limit: int, page: int, search: str | None, outcome: str | None, s
 
 
 @cli.command()
-@click.argument("call", metavar="ID")
+@click.argument("call", metavar="ID", type=ParsedBy(parse_call_key, "call"))
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 def show(call: str, as_json: bool) -> None:
     """one call: header, conversation, events
@@ -303,7 +333,11 @@ async def _list(store: CallLogStore, query: CallQuery, as_json: bool) -> int:
 
 async def _show(store: CallLogStore, call: str, as_json: bool) -> int:
     key = call.strip()
-    call_id = int(key) if key.isdigit() else await store.find_call_id(key)
+    if key.isdigit():   # ASCII (parse_call_key); past the ids' range, no call rather than a database error
+        number = int(key) if len(key) <= 12 else 0
+        call_id = number if 0 < number <= MAX_CALL_ID else None
+    else:
+        call_id = await store.find_call_id(key)
     detail = await store.get_call(call_id) if call_id is not None else None
     if detail is None:
         click.echo(f"octi calls show: no call {key}", err=True)
@@ -347,12 +381,44 @@ def _write_file(path: Path, text: str) -> None:
 
 
 async def _purge(store: CallLogStore, age: timedelta) -> int:
+    settings = get_settings()
     now = datetime.now(UTC)
-    calls, recordings = await store.purge(age, now=now)
     cutoff = now - age
+    # Recordings stored with a relative path are relative to the service's working directory,
+    # which need not be ours: they are looked for under DATA_DIR too, once their rows are gone.
+    stranded = await _relative_recordings(settings.effective_database_url, cutoff)
+    calls, recordings = await store.purge(age, now=now)
+    recordings += await asyncio.to_thread(_remove_under_data_dir, settings.data_dir, stranded)
     click.echo(f"deleted {calls} call(s) started before {_when(cutoff)} UTC "
                f"(with their turns, passages and events) and {recordings} recording file(s)")
     return 0
+
+
+async def _relative_recordings(url: str, before: datetime) -> list[str]:
+    engine = make_engine(url, pooled=False)   # the store's own sessions are its business
+    try:
+        async with AsyncSession(engine) as session:
+            return await relative_recordings(session, before)
+    finally:
+        await engine.dispose()
+
+
+def _remove_under_data_dir(data_dir: Path, stored: Sequence[str]) -> int:
+    """Delete DATA_DIR/recordings/NAME for each stored relative …/recordings/NAME (the journals
+    wrote them there); a file the purge already found is gone and not counted twice."""
+    recordings = data_dir.resolve() / "recordings"
+    removed = 0
+    for path in map(Path, stored):
+        if path.parent.name != "recordings":
+            continue
+        try:
+            (recordings / path.name).unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            click.echo(f"octi calls: could not delete the recording {recordings / path.name}: {exc}", err=True)
+    return removed
 
 
 def _run(action: Callable[[CallLogStore], Awaitable[int]]) -> NoReturn:

@@ -20,6 +20,9 @@ class CallJournals:
         self._settings = settings
         self._submit = submit
         self._salt = b""
+        # Absolute, as the call log keeps it: `octi calls purge` and the review may run from
+        # another working directory than the service (DATA_DIR defaults to a relative "data").
+        self._recordings = settings.data_dir.resolve() / "recordings"
 
     async def start(self) -> None:
         """Read (or create) the caller-hash salt, off the event loop."""
@@ -38,7 +41,7 @@ class CallJournals:
             identity.call_id, self._submit, model=settings.speech_model, prices=settings.model_prices,
             transcription_model=settings.gpt_live_model if live else settings.openai_transcribe_model,
             recorder=StereoRecorder(audio_format) if settings.record_calls and recorded else None,
-            recording_path=settings.data_dir / "recordings" / f"{identity.call_id}.wav",
+            recording_path=self._recordings / f"{identity.call_id}.wav",
         )
         journal.started(
             # A phone number is masked; a browser user's name is who they are.

@@ -4,7 +4,8 @@ and one call in full. Flags are computed at read time."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,6 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.calllog.models import ERROR_EVENT_TYPES, NO_KNOWLEDGE_OUTCOMES, CallRow, EventRow, PassageRow, TurnRow, fold
 from app.calllog.records import CallEvent, PassageUsed, TurnRecorded
 from app.calllog.views import FLAG_ERROR, FLAG_INTERRUPTED, FLAG_NO_KNOWLEDGE, CallDetail, CallQuery, CallSummary
+
+
+# The ids are the database's INTEGER: 32 bits on PostgreSQL, which fails a query past that
+# rather than finding nothing; SQLite's are wider but come from the same count.
+MAX_CALL_ID = 2**31 - 1
+# The days a filter may name (the review and `octi calls` refuse others, with a message): the
+# calls are all within these years, and far dates overflow date arithmetic (9999-12-31 has no
+# next day; the store itself copes with that one).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 
 
 def _like_pattern(word: str) -> str:
@@ -31,7 +41,7 @@ def _conditions(query: CallQuery) -> list[Any]:
         conditions.append(CallRow.outcome == query.outcome)
     if query.date_from:
         conditions.append(CallRow.started_at >= datetime.combine(query.date_from, time.min, UTC))
-    if query.date_to:
+    if query.date_to and query.date_to < date.max:   # the last day there is bounds nothing
         conditions.append(CallRow.started_at < datetime.combine(query.date_to + timedelta(days=1), time.min, UTC))
     return conditions
 
@@ -85,6 +95,8 @@ def _summary(row: CallRow, flags: tuple[str, ...]) -> CallSummary:
 
 async def call_detail(session: AsyncSession, call_id: int) -> CallDetail | None:
     """One call in full: turns in order with their passages by rank, events by time."""
+    if not 0 < call_id <= MAX_CALL_ID:
+        return None   # no such call, without asking a database that may not take the number
     row = await session.get(CallRow, call_id)
     if row is None:
         return None
@@ -122,3 +134,12 @@ async def call_detail(session: AsyncSession, call_id: int) -> CallDetail | None:
         ) for t in turns],
         events=[CallEvent(call_sid=row.call_sid, at=e.at, type=e.type, detail=e.detail) for e in events],
     )
+
+
+async def relative_recordings(session: AsyncSession, before: datetime) -> list[str]:
+    """The recording paths stored relative (before they were stored absolute: relative to the
+    service's working directory then) of the calls started before `before`: retention
+    (`octi calls purge`) looks for those files under DATA_DIR as well."""
+    stored = await session.scalars(
+        select(CallRow.recording_path).where(CallRow.started_at < before, CallRow.recording_path.is_not(None)))
+    return [path for path in stored if path and not Path(path).is_absolute()]

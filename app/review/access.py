@@ -1,6 +1,6 @@
 """What the review routes share, as FastAPI dependencies: the review context (access rules,
 pages, call log), who is asking, and the responses sent instead of a page (sign-in
-redirect, 401, 429, disabled, call log unavailable).
+redirect, 401, 429, disabled, closed, call log unavailable).
 
 A dependency that must answer the request itself raises EarlyResponse; the routes' class,
 ReviewRoute, sends that response. Access rules are those of ``auth.py``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,9 +23,18 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
+from app.calllog.store_queries import MAX_CALL_ID
 from app.calllog.views import CallDetail, CallLogReader, CallQuery, CallSummary
 from app.channels.twilio.callback import CallBacks
-from app.review.auth import CSRF_COOKIE, CSRF_SECONDS, SESSION_COOKIE, SESSION_SECONDS, ReviewAuth, Reviewer
+from app.review.auth import (
+    CSRF_COOKIE,
+    CSRF_SECONDS,
+    LOCAL_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    ReviewAuth,
+    Reviewer,
+)
 from app.review.rendering import NO_STORE, Pages
 
 log = logging.getLogger(__name__)
@@ -46,16 +56,22 @@ class EarlyResponse(Exception):
 
 
 class ReviewRoute(APIRoute):
-    """The review routes' class: an EarlyResponse raised by a dependency is the response."""
+    """The review routes' class: an EarlyResponse raised by a dependency is the response; a
+    browser's new open-pages nonce (see local_reviewer) goes out with whatever is sent."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             try:
-                return await handler(request)
+                response = await handler(request)
             except EarlyResponse as early:
-                return early.response
+                response = early.response
+            cookie = getattr(request.state, "review_local_cookie", None)
+            if cookie is not None:
+                response.set_cookie(LOCAL_COOKIE, cookie, max_age=SESSION_SECONDS, path="/", httponly=True,
+                                    samesite="lax", secure=is_https(request))
+            return response
 
         return handle
 
@@ -125,6 +141,29 @@ def disabled(request: Request, context: ReviewContext, api: bool) -> Response:
                                 open_access=False)
 
 
+def closed(request: Request, context: ReviewContext, api: bool) -> Response:
+    """No credentials, and the service is exposed (PUBLIC_BASE_URL, or a proxy or tunnel's
+    headers on the request): the pages hold the callers' numbers and voices, so they stay shut."""
+    if api:
+        return JSONResponse({"detail": "relecture fermée : ce service est joignable depuis Internet et aucun "
+                                       "identifiant n'est configuré ; définissez REVIEW_USERNAME et REVIEW_PASSWORD "
+                                       "(ou REVIEW_TOKEN) puis redémarrez le service",
+                             "code": "review_closed"}, status_code=403, headers=NO_STORE)
+    return context.pages.render("closed.html", request, status=403, problem=context.auth.problem,
+                                open_access=False)
+
+
+def refusal(request: Request, context: ReviewContext, api: bool) -> Response | None:
+    """What to send instead of any review page when no credentials are configured and the
+    request may not be answered without (disabled, closed); None otherwise."""
+    auth = context.auth
+    if auth.mode == "disabled":
+        return disabled(request, context, api)
+    if auth.mode == "closed" or (auth.mode == "open" and not auth.open_to(request.headers)):
+        return closed(request, context, api)
+    return None
+
+
 def with_session(response: Response, request: Request, context: ReviewContext, reviewer: Reviewer) -> Response:
     response.set_cookie(SESSION_COOKIE, context.auth.issue_session(reviewer), max_age=SESSION_SECONDS, path="/",
                         httponly=True, samesite="lax", secure=is_https(request))
@@ -171,12 +210,13 @@ def not_found(request: Request, context: ReviewContext, reviewer: Reviewer, api:
 # ---------------------------------------------------------------- who is asking
 
 async def _reviewer(request: Request, context: ReviewContext, *, api: bool) -> Reviewer:
-    """The reviewer, or EarlyResponse with what to send instead (disabled, sign-in, 401, 429)."""
+    """The reviewer, or EarlyResponse with what to send instead (disabled, closed, sign-in, 401, 429)."""
     auth = context.auth
-    if auth.mode == "disabled":
-        raise EarlyResponse(disabled(request, context, api))
+    refused = refusal(request, context, api)
+    if refused is not None:
+        raise EarlyResponse(refused)
     if auth.mode == "open":
-        return Reviewer("local", "local")
+        return local_reviewer(request, auth)
     reviewer = auth.read_session(request.cookies.get(SESSION_COOKIE))
     if reviewer is not None:
         return reviewer
@@ -207,6 +247,16 @@ async def _reviewer(request: Request, context: ReviewContext, *, api: bool) -> R
                                          headers=NO_STORE))
 
 
+def local_reviewer(request: Request, auth: ReviewAuth) -> Reviewer:
+    """Open pages' reviewer, with this browser's own nonce for its forms' tokens: new ones are
+    set as a cookie by ReviewRoute."""
+    nonce = auth.read_local(request.cookies.get(LOCAL_COOKIE))
+    if nonce is None:
+        nonce = secrets.token_urlsafe(16)
+        request.state.review_local_cookie = auth.issue_local(nonce)
+    return Reviewer("local", "local", nonce)
+
+
 async def page_reviewer(request: Request, context: Context) -> Reviewer:
     """For the HTML pages: without access, a redirect to the sign-in form (or the disabled page)."""
     return await _reviewer(request, context, api=False)
@@ -235,7 +285,13 @@ async def list_calls(reader: CallLogReader | None, query: CallQuery) -> tuple[li
 
 
 def valid_call_id(call_id: str) -> int | None:
-    return int(call_id) if call_id.isdigit() and len(call_id) <= 18 else None
+    """The call number a URL or a form names, or None for no call: ASCII digits only (str.isdigit
+    accepts "²", which int refuses), within the database's integer range (past it, PostgreSQL
+    would fail the query rather than find nothing)."""
+    if not (call_id.isascii() and call_id.isdigit()) or len(call_id) > 12:
+        return None
+    number = int(call_id)
+    return number if 0 < number <= MAX_CALL_ID else None
 
 
 async def get_call(reader: CallLogReader | None, call_id: str) -> tuple[CallDetail | None, Path | None] | None:

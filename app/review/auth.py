@@ -5,8 +5,14 @@ Modes, decided once from the settings:
 * ``signin``: REVIEW_USERNAME + REVIEW_PASSWORD and/or REVIEW_TOKEN are set. Pages need a
   session cookie (got from the sign-in form, or from ``?token=`` once); the JSON API, the
   CSV export and the recording also accept ``Authorization: Bearer <REVIEW_TOKEN>``.
-* ``open``: nothing is configured and the server binds loopback only (local development).
-  Everything is readable without sign-in; pages show "accès local sans authentification".
+* ``open``: nothing is configured, the server binds loopback only and PUBLIC_BASE_URL is not
+  set (local development). Everything is readable without sign-in, pages show "accès local
+  sans authentification", except for a request that came through a proxy or a tunnel
+  (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``: ngrok forwards to 127.0.0.1), which gets
+  the ``closed`` answer.
+* ``closed``: nothing is configured, the server binds loopback only, but PUBLIC_BASE_URL is
+  set: the service is exposed through a tunnel. The review routes answer 403 with a page (or
+  JSON) saying to set REVIEW_USERNAME and REVIEW_PASSWORD; a warning is logged at start.
 * ``disabled``: nothing is configured and the server is reachable from elsewhere. The review
   routes answer 404 with a page explaining how to enable them.
 
@@ -18,8 +24,10 @@ hash's salt is random, so sessions last until the process restarts.
 
 The sign-in form carries a CSRF token (signed, timestamped, bound to a random nonce held in a
 SameSite=Strict cookie) besides the SameSite session cookie; the forms of a signed-in page
-(sign-out, call-back) carry a signature of the session's own nonce (`form_token`). Failed sign-ins and failed tokens are counted per client
-address (``limiter.py``).
+(sign-out, call-back) carry a signature of the session's own nonce (`form_token`); open pages
+have no session, so each browser gets a random nonce of its own in a signed cookie
+(LOCAL_COOKIE) for that. Failed sign-ins and failed tokens are counted per client address
+(``limiter.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,18 +53,26 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "octi_review_session"
 CSRF_COOKIE = "octi_review_csrf"
+LOCAL_COOKIE = "octi_review_local"         # open pages: this browser's nonce, signed
 SESSION_SECONDS = 12 * 3600
 CSRF_SECONDS = 3600
 SIGNING = {"digest_method": hashlib.sha256, "key_derivation": "hmac"}
 
-Mode = Literal["signin", "open", "disabled"]
+Mode = Literal["signin", "open", "closed", "disabled"]
+# Headers a reverse proxy or a tunnel (ngrok, cloudflared, nginx) adds: such a request does not
+# come from this machine, whatever the socket's peer says.
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip")
+
+
+def through_proxy(headers: Mapping[str, str]) -> bool:
+    return any(name in headers for name in PROXY_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
 class Reviewer:
     name: str                                  # the username, "jeton" or "local"
     via: Literal["password", "token", "local"]
-    nonce: str = ""                            # the session's, binds the sign-out form
+    nonce: str = ""                            # the session's (open pages: the browser's), binds its forms
 
 
 class _ClockedSigner(TimestampSigner):
@@ -100,7 +116,17 @@ class ReviewAuth:
             # Slow derivation: a cookie must not help anyone guess a short password or token offline.
             key = hashlib.pbkdf2_hmac("sha256", material, b"octi-review-session-v3", 100_000)
         else:
-            self.mode = "open" if settings.binds_loopback_only else "disabled"
+            # Open only when nothing says the service is reachable from elsewhere (see `exposed`).
+            if not settings.exposed:
+                self.mode = "open"
+            elif settings.binds_loopback_only:
+                self.mode = "closed"      # loopback behind a public URL: a tunnel such as ngrok
+            else:
+                self.mode = "disabled"
+            if settings.public_base_url:
+                log.warning("review: PUBLIC_BASE_URL is set but neither REVIEW_USERNAME/REVIEW_PASSWORD nor "
+                            "REVIEW_TOKEN: the review pages (/calls) stay closed until they are set "
+                            "(`octi review hash-password`)")
             # Open pages still sign their forms: with the same key in every worker.
             open_pages = self.mode == "open"
             key = kept_secret(settings.data_dir, "review-session-key") if open_pages else secrets.token_bytes(32)
@@ -109,6 +135,7 @@ class ReviewAuth:
         self._sessions = URLSafeTimedSerializer(key, salt="octi-review-session", **timed)
         self._csrf = URLSafeTimedSerializer(key, salt="octi-review-csrf", **timed)
         self._forms = Signer(key, salt="octi-review-form", **SIGNING)
+        self._local = Signer(key, salt="octi-review-local", **SIGNING)
 
     # -- what is configured
 
@@ -175,9 +202,28 @@ class ReviewAuth:
             return False
         return isinstance(signed_nonce, str) and hmac.compare_digest(signed_nonce.encode(), nonce.encode())
 
+    def open_to(self, headers: Mapping[str, str]) -> bool:
+        """Whether open pages may answer this request: open mode, and not through a proxy."""
+        return self.mode == "open" and not through_proxy(headers)
+
+    # -- the open pages' per-browser nonce
+
+    def issue_local(self, nonce: str) -> str:
+        return self._local.sign(nonce).decode("ascii")
+
+    def read_local(self, cookie: str | None) -> str | None:
+        """The nonce of a LOCAL_COOKIE this service signed; None otherwise."""
+        if self.mode != "open" or not cookie:
+            return None
+        try:
+            return self._local.unsign(cookie).decode("ascii")
+        except (BadSignature, UnicodeError):
+            return None
+
     def form_token(self, reviewer: Reviewer) -> str:
         """The CSRF token of the forms a reviewer's pages post (sign-out, call-back)."""
         return self._forms.get_signature(reviewer.nonce).decode("ascii")
 
     def check_form_token(self, reviewer: Reviewer, token: str | None) -> bool:
-        return bool(token) and self._forms.verify_signature(reviewer.nonce, token)
+        # No nonce, no form: a constant one would make one token good for every browser forever.
+        return bool(token) and bool(reviewer.nonce) and self._forms.verify_signature(reviewer.nonce, token)

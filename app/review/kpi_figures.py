@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.calllog.kpis import CHANNEL_GROUPS, PHONE, WEB, KpiRows
+from app.calllog.kpis import ALL, CHANNEL_GROUPS, NO_ANSWERS, PHONE, WEB, KpiRows, LatencyFigures
 from app.calllog.store import CallLogStore
 from app.review.kpi_periods import Period, Window, boundaries, spanning
 
-ALL = "all"
 CHANNELS = (*CHANNEL_GROUPS, ALL)
 CHANNEL_LABELS = {PHONE: "téléphone", WEB: "navigateur", ALL: "ensemble"}
 VIEWS = ("days", "weeks", "months")
@@ -36,7 +35,8 @@ TARGET_TURNS_PER_CALL = (2.0, 3.0)
 
 def nearest_rank(values: Sequence[float], percent: float) -> float | None:
     """The `percent`th percentile by nearest rank: the smallest value with at least `percent` %
-    of the values at or below it. None without values."""
+    of the values at or below it. None without values. (The dashboard's come from the
+    database, kpis.answer_latencies, by the same rule.)"""
     if not values:
         return None
     ordered = sorted(values)
@@ -56,7 +56,7 @@ class ChannelFigures:
     priced_calls: int = 0
     known_cost_usd: float = 0.0
     users: int = 0
-    latencies_ms: tuple[float, ...] = ()
+    latency: LatencyFigures = NO_ANSWERS
 
     @property
     def interruption_rate(self) -> float | None:
@@ -81,24 +81,25 @@ class ChannelFigures:
 
     @property
     def answers(self) -> int:
-        return len(self.latencies_ms)
+        return self.latency.answers
 
     @property
     def latency_p50_ms(self) -> float | None:
-        return nearest_rank(self.latencies_ms, 50)
+        return self.latency.p50_ms
 
     @property
     def latency_p95_ms(self) -> float | None:
-        return nearest_rank(self.latencies_ms, 95)
+        return self.latency.p95_ms
 
-    def plus(self, other: ChannelFigures) -> ChannelFigures:
-        """Both channels together; their callers are never the same (a number is not a name)."""
+    def plus(self, other: ChannelFigures, latency: LatencyFigures) -> ChannelFigures:
+        """Both channels together; their callers are never the same (a number is not a name).
+        Percentiles do not add up: `latency` is both channels' own, from the database."""
         return ChannelFigures(
             calls=self.calls + other.calls, interrupted_calls=self.interrupted_calls + other.interrupted_calls,
             error_calls=self.error_calls + other.error_calls, caller_turns=self.caller_turns + other.caller_turns,
             priced_calls=self.priced_calls + other.priced_calls,
             known_cost_usd=self.known_cost_usd + other.known_cost_usd, users=self.users + other.users,
-            latencies_ms=self.latencies_ms + other.latencies_ms)
+            latency=latency)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,12 +159,12 @@ def _period_figures(periods: list[Period], rows: KpiRows) -> list[PeriodFigures]
         channels: dict[str, ChannelFigures] = {}
         for channel in CHANNEL_GROUPS:
             count = by_key.get((index, channel))
-            latencies = tuple(rows.latencies.get((index, channel), ()))
-            channels[channel] = ChannelFigures(latencies_ms=latencies) if count is None else ChannelFigures(
+            latency = rows.latencies.get((index, channel), NO_ANSWERS)
+            channels[channel] = ChannelFigures(latency=latency) if count is None else ChannelFigures(
                 calls=count.calls, interrupted_calls=count.interrupted_calls, error_calls=count.error_calls,
                 caller_turns=count.caller_turns, priced_calls=count.priced_calls, known_cost_usd=count.cost_usd,
-                users=count.users, latencies_ms=latencies)
-        channels[ALL] = channels[PHONE].plus(channels[WEB])
+                users=count.users, latency=latency)
+        channels[ALL] = channels[PHONE].plus(channels[WEB], rows.latencies.get((index, ALL), NO_ANSWERS))
         figures.append(PeriodFigures(period, channels))
     return figures
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from app.calllog.store_queries import FIRST_DAY, LAST_DAY
 from app.review.formatting import PARIS
 from app.review.queries import positive_int
 
 DEFAULT_DAYS, MAX_DAYS = 30, 366
 DEFAULT_WEEKS, MAX_WEEKS = 12, 104
 DEFAULT_MONTHS, MAX_MONTHS = 12, 36
-FIRST_YEAR, LAST_YEAR = 2000, 2999
+FIRST_YEAR, LAST_YEAR = FIRST_DAY.year, LAST_DAY.year     # those of the call filters
 MONTHS_FR = ("janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.", "oct.", "nov.", "déc.")
 
 

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from app.calllog.views import CallDetail, CallLogReader
 from app.channels.twilio.callback import CallBackRefused, e164
 from app.logs import mask_phone
-from app.review.access import ApiReviewer, Context, Reader, ReviewContext, ReviewRoute, get_call
+from app.review.access import ApiReviewer, Context, Reader, ReviewContext, ReviewRoute, get_call, valid_call_id
 from app.review.auth import SESSION_COOKIE, Reviewer
 from app.review.formatting import PLACED
 from app.review.rendering import NO_STORE
@@ -90,8 +90,8 @@ async def _place(context: ReviewContext, reader: CallLogReader | None, fields: d
 
 
 def _back_to_the_page(fields: dict[str, Any], outcome: str) -> Response:
-    call_id = str(fields.get("call_id", ""))
-    page = f"/calls/{call_id}" if call_id.isdigit() else "/calls"
+    number = valid_call_id(str(fields.get("call_id", "")))
+    page = f"/calls/{number}" if number is not None else "/calls"
     return RedirectResponse(f"{page}?rappel={outcome}", status_code=303, headers=NO_STORE)
 
 

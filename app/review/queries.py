@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
+from app.calllog.store_queries import FIRST_DAY, LAST_DAY
 from app.calllog.views import CallQuery
 from app.review.formatting import OUTCOMES
 
@@ -36,6 +37,10 @@ def parse_query(params: Any, *, per_page: int | None = None) -> tuple[CallQuery,
             dates[name] = date.fromisoformat(raw) if raw else None
         except ValueError:
             problems.append(f"date « {label} » invalide (attendu AAAA-MM-JJ)")
+            dates[name] = None
+        day = dates[name]
+        if day is not None and not FIRST_DAY <= day <= LAST_DAY:   # far dates overflow the search
+            problems.append(f"date « {label} » hors limites (années {FIRST_DAY.year} à {LAST_DAY.year})")
             dates[name] = None
     page = positive_int(params.get("page"), 1, "page", problems)
     if per_page is None:

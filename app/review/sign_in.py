@@ -14,8 +14,8 @@ from app.review.access import (
     Context,
     ReviewRoute,
     client_address,
-    disabled,
     login_page,
+    refusal,
     safe_next,
     too_many,
     with_session,
@@ -36,8 +36,9 @@ async def login_form(request: Request, context: Context,
                      next_path: Annotated[str | None, Query(alias="next")] = None) -> Response:
     auth = context.auth
     next_path = safe_next(next_path)
-    if auth.mode == "disabled":
-        return disabled(request, context, api=False)
+    refused = refusal(request, context, api=False)
+    if refused is not None:
+        return refused
     if auth.mode == "open" or auth.read_session(request.cookies.get(SESSION_COOKIE)):
         return RedirectResponse(next_path, status_code=303, headers=NO_STORE)
     return login_page(request, context, next_path=next_path, nonce=None)
@@ -48,8 +49,9 @@ async def sign_in(request: Request, context: Context, csrf: FormField = "",
                   next_path: Annotated[str, Form(alias="next")] = "", username: FormField = "",
                   password: FormField = "", token: FormField = "") -> Response:
     auth = context.auth
-    if auth.mode == "disabled":
-        return disabled(request, context, api=False)
+    refused = refusal(request, context, api=False)
+    if refused is not None:
+        return refused
     if auth.mode == "open":
         return RedirectResponse("/calls", status_code=303, headers=NO_STORE)
     csrf, username, password, token = (field[:FIELD_LIMIT] for field in (csrf, username, password, token))

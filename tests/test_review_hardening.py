@@ -142,6 +142,7 @@ async def test_a_loopback_service_with_a_public_url_keeps_the_review_closed(capl
     async with client(app, ip="127.0.0.1") as http:
         page = await http.get("/calls")
         assert page.status_code == 403 and "Relecture des appels fermée" in page.text
+        assert "octi review hash-password" in page.text  # how to open it
         assert "REVIEW_USERNAME" in page.text and "REVIEW_PASSWORD" in page.text
         assert "accès local sans authentification" not in page.text
         for path in ("/api/calls", "/api/calls/1", "/calls.csv", "/calls/1/recording.wav", "/api/tableau-de-bord"):

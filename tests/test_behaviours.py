@@ -160,6 +160,24 @@ async def test_a_full_instance_says_the_lines_are_busy(double):
     assert third.stream_sid
 
 
+async def test_a_call_whose_engine_is_still_connecting_is_held_for_a_drain(double):
+    """Between its stream's start and its conversation (its pre-warmed engine still connecting,
+    here 1.5 s), a call must count in what a drain waits for: seen nowhere, the drain would
+    stop the server under it."""
+    double.handshake_delay = 1.5
+    seen: list[tuple[int, int]] = []  # (calls held, calls in conversation), every 5 ms
+    async with running_line(openai_realtime_url=double.url) as line:
+        calling = asyncio.create_task(call(line, CallScript(utterances=[], hangup_after=4)))
+        while line.metrics.active_calls == 0 and not calling.done():
+            seen.append((line.service.calls_held, line.metrics.active_calls))
+            await asyncio.sleep(0.005)
+        result = await calling
+    assert result.status == "completed", result.summary()
+    held_from = next(i for i, (held, _) in enumerate(seen) if held)  # the webhook was answered
+    assert held_from < len(seen) - 100  # the engine took a while: this watched the gap
+    assert all(held >= 1 for held, _ in seen[held_from:]), seen[held_from:]
+
+
 async def test_a_caller_who_hangs_up_before_the_stream_frees_the_place_at_once(double):
     """Twilio's call status callback says the call is over: its place and its pre-warmed engine
     go at once, not STREAM_TOKEN_TTL_SECONDS later."""

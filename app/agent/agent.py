@@ -35,6 +35,7 @@ class Agent:
         self._retriever = retriever  # the knowledge base's, once it is open
         self._unreachable_at: float | None = None
         self.prewarm = PrewarmPool(self._open, settings.prewarm_ttl_seconds)
+        self.connecting = 0  # conversations whose engine is being readied (see `converse`)
 
     def reachable(self) -> bool:
         """Whether the engine answered lately: when it did not, callers leave a voicemail."""
@@ -69,18 +70,23 @@ class Agent:
         self.prewarm.release(call_id)
 
     async def converse(self, channel: CallChannel, journal: CallJournal) -> CallOutcome:
-        engine = await self.prewarm.claim(channel.identity.call_id)
-        if engine is None:
-            try:
+        # Counted as connecting from the first step, then as active by the session's first one,
+        # with no await between: a drain never sees the call nowhere and stops under it.
+        self.connecting += 1
+        try:
+            engine = await self.prewarm.claim(channel.identity.call_id)
+            if engine is None:
                 engine = await self._open(channel.audio_format)
-            except EngineUnavailable as exc:
-                log.error("cannot reach the engine: %s", exc)
-                self._metrics.engine_unavailable.inc()
-                journal.event("upstream_failure", str(exc))
-                await channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))
-                await channel.end(CallOutcome.ERROR)
-                await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)
-                return CallOutcome.ERROR
+        except EngineUnavailable as exc:
+            log.error("cannot reach the engine: %s", exc)
+            self._metrics.engine_unavailable.inc()
+            journal.event("upstream_failure", str(exc))
+            await channel.show(Notice(phrases.UNAVAILABLE, "unavailable"))
+            await channel.end(CallOutcome.ERROR)
+            await journal.ended(CallOutcome.ERROR.value, [], turns=0, barge_ins=0)
+            return CallOutcome.ERROR
+        finally:
+            self.connecting -= 1
         session = CallSession(channel, engine, self._settings, self._metrics, self._retriever(), journal,
                               engine_reached=self._reached)
         return await session.run()

@@ -171,8 +171,15 @@ class Conversations(Protocol):
         """Whether a conversation can be held now (the engine answered lately)."""
         ...
 
-    def expect(self, call_id: str) -> None:
-        """A call is on its way (the channel is still setting up): get ready for it."""
+    @property
+    def connecting(self) -> int:
+        """Conversations handed over whose engine is still being readied: not yet counted in
+        `Metrics.active_calls`, but under way (a drain and the capacity wait for them too)."""
+        ...
+
+    def expect(self, call_id: str, channel_format: AudioFormat) -> None:
+        """A call is on its way (the channel, which plays `channel_format`, is still setting
+        up): get ready for it."""
         ...
 
     def release(self, call_id: str) -> None:

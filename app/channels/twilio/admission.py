@@ -71,6 +71,12 @@ class CallAdmission:
         """Calls in conversation, and those admitted whose stream has not started yet."""
         return self._active_calls() + self._waiting_count()
 
+    def stream_arrived(self, call_sid: str) -> None:
+        """Its stream came to this instance (admitted here or by another): held as waiting
+        until `stream_started`, when the conversation counts it."""
+        self._waiting.pop(call_sid, None)
+        self._waiting[call_sid] = time.monotonic()  # last: the waiting stay in order of age
+
     def stream_started(self, call_sid: str) -> None:
         self._waiting.pop(call_sid, None)
 

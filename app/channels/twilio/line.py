@@ -71,7 +71,7 @@ class TwilioLine:
         # How each stream ended, for the <Connect> action that follows (maybe on another instance).
         self._outcomes = ExpiringValues(settings.redis_url, prefix="octi-stream-outcome",
                                         ttl_seconds=OUTCOME_TTL_SECONDS)
-        self.admission = CallAdmission(settings, lambda: metrics.active_calls)
+        self.admission = CallAdmission(settings, lambda: metrics.active_calls + agent.connecting)
         # Which instance took each call's stream: a stream token is good for one stream, and
         # what this instance readied for a call whose stream went elsewhere is let go.
         self.claims = StreamClaims(settings.redis_url, ttl_seconds=settings.stream_token_ttl_seconds,
@@ -251,21 +251,26 @@ class TwilioLine:
             await websocket.close(POLICY_VIOLATION)
             return
         current_call.set(start.call_sid)
-        self.admission.stream_started(start.call_sid)
-        if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
-            await self._refuse_stream(websocket, start.call_sid, "an invalid or expired stream token")
-            return
-        if not await self.claims.claim(start.call_sid):
-            await self._refuse_stream(websocket, start.call_sid, "a stream token already used")
-            return
-        channel = TwilioChannel(
-            websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
-            metrics=self.metrics, submit=self._submit, on_end=self._record_outcome,
-            max_seconds=self.settings.max_call_minutes * 60, rest=self.rest, transfers=self.transfers,
-        )
-        journal = self._journals.open(channel.identity, stream_sid=channel.stream_sid,
-                                      audio_format=channel.audio_format)
-        await self._agent.converse(channel, journal)
+        # Held here (whichever instance admitted it) until the agent counts it: a drain that
+        # saw the call nowhere meanwhile would stop under it.
+        self.admission.stream_arrived(start.call_sid)
+        try:
+            if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
+                await self._refuse_stream(websocket, start.call_sid, "an invalid or expired stream token")
+                return
+            if not await self.claims.claim(start.call_sid):
+                await self._refuse_stream(websocket, start.call_sid, "a stream token already used")
+                return
+            channel = TwilioChannel(
+                websocket, start, max_message_bytes=self.settings.max_stream_message_bytes,
+                metrics=self.metrics, submit=self._submit, on_end=self._record_outcome,
+                max_seconds=self.settings.max_call_minutes * 60, rest=self.rest, transfers=self.transfers,
+            )
+            journal = self._journals.open(channel.identity, stream_sid=channel.stream_sid,
+                                          audio_format=channel.audio_format)
+        finally:
+            self.admission.stream_started(start.call_sid)
+        await self._agent.converse(channel, journal)  # counts the call before its first await
 
     async def _refuse_stream(self, websocket: FrameSocket, call_sid: str, why: str) -> None:
         self.metrics.refusals.labels("stream_token").inc()

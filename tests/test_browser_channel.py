@@ -12,6 +12,7 @@ import httpx
 import pytest
 import websockets
 
+from app.accounts.passwords import PasswordChecks
 from app.accounts.tokens import AccessTokens, token_key
 from tests.browser_client import PASSWORD, open_page, sign_in, speech, started, stored_calls
 from tests.harness import running_line
@@ -233,6 +234,21 @@ async def test_sign_in_refuses_wrong_passwords_and_then_too_many(double):
         assert statuses == [401] * 5 + [429]
         assert good_but_late.status_code == 429 and "Retry-After" in good_but_late.headers
         assert malformed.status_code == 422
+
+
+async def test_a_flood_of_sign_ins_is_turned_away_instead_of_checking_every_password_at_once(double):
+    """Each argon2 check takes 64 MiB and a core: 30 sign-ins at once get one check at a time,
+    a few queued, and the rest a 429 at once (before the failures count could stop them)."""
+    flood = 30
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        async with httpx.AsyncClient(base_url=line.url, timeout=60) as client:
+            answers = await asyncio.gather(*(client.post("/api/web/token", json={"username": "marie", "password": "non"})
+                                             for _ in range(flood)))
+    turned_away = [a for a in answers if a.status_code == 429 and "connexions en cours" in a.json()["error"]]
+    checked = [a for a in answers if a.status_code == 401]
+    assert len(checked) <= 1 + PasswordChecks.MAX_WAITING and len(checked) + len(turned_away) == flood
+    assert all(a.headers["Retry-After"] == "5" for a in turned_away)
 
 
 async def test_workers_sharing_redis_share_each_users_conversation_count(double, redis_url):

@@ -9,11 +9,13 @@ worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 
+import anyio
 import argon2
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -83,3 +85,34 @@ def verify_password(password: str, encoded: str) -> bool:
     if not encoded.startswith(ARGON2_PREFIX):
         return False
     return _argon2.verify(password, encoded)
+
+
+BUSY_RETRY_SECONDS = 5  # what a sign-in turned away for TooManyPasswordChecks is told to wait
+
+
+class TooManyPasswordChecks(Exception):
+    """More sign-ins wait for a password check than may queue: answer « try again later »."""
+
+
+class PasswordChecks:
+    """Password checks one at a time, in a worker thread, at most MAX_WAITING queued behind.
+
+    An argon2 check takes 64 MiB and a core for a moment: a flood of sign-ins must neither
+    exhaust memory nor take the cores the calls' audio needs. One per owner (the browser's
+    users, the review), made where its event loop runs."""
+
+    MAX_WAITING = 8
+
+    def __init__(self) -> None:
+        self._one_at_a_time = asyncio.Semaphore(1)
+        self._waiting = 0
+
+    async def verify(self, password: str, encoded: str) -> bool:
+        if self._waiting >= self.MAX_WAITING:
+            raise TooManyPasswordChecks
+        self._waiting += 1
+        try:
+            async with self._one_at_a_time:
+                return await anyio.to_thread.run_sync(verify_password, password, encoded)
+        finally:
+            self._waiting -= 1

@@ -17,7 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.accounts.passwords import hash_password, verify_password
+from app.accounts.passwords import PasswordChecks, hash_password
 from app.calllog.migrate import upgrade_database
 from app.calllog.models import WebUserRow, make_engine
 
@@ -55,6 +55,7 @@ class WebUsers:
         self._url = database_url
         self._engine: AsyncEngine | None = None
         self._lock = asyncio.Lock()
+        self._checks = PasswordChecks()
 
     async def _db(self) -> AsyncEngine:
         async with self._lock:
@@ -102,10 +103,11 @@ class WebUsers:
         return (row[0], row[1]) if row else None
 
     async def authenticate(self, username: str, password: str) -> str | None:
-        """The user's name when the password is theirs and they are not disabled."""
+        """The user's name when the password is theirs and they are not disabled
+        (TooManyPasswordChecks when too many sign-ins wait already)."""
         found = await self._find(username)
         hashed = found[0] if found else await anyio.to_thread.run_sync(_dummy_hash)
-        good = await anyio.to_thread.run_sync(verify_password, password, hashed)
+        good = await self._checks.verify(password, hashed)
         if not good or found is None or found[1]:
             return None
         return normal_username(username)

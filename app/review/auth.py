@@ -41,13 +41,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio
 from itsdangerous import BadSignature, Signer, TimestampSigner, URLSafeTimedSerializer
 
 from app.config import Settings, kept_secret
 from app.review.limiter import SignInLimiter
 
-from app.accounts.passwords import stored_password_hash, verify_password
+from app.accounts.passwords import PasswordChecks, stored_password_hash
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +135,7 @@ class ReviewAuth:
         self._csrf = URLSafeTimedSerializer(key, salt="octi-review-csrf", **timed)
         self._forms = Signer(key, salt="octi-review-form", **SIGNING)
         self._local = Signer(key, salt="octi-review-local", **SIGNING)
+        self._checks = PasswordChecks()
 
     # -- what is configured
 
@@ -150,11 +150,12 @@ class ReviewAuth:
     # -- credentials
 
     async def check_password(self, username: str, password: str) -> Reviewer | None:
-        """The hash is checked in a worker thread, and even for a wrong username."""
+        """The hash is checked in a worker thread, and even for a wrong username
+        (TooManyPasswordChecks when too many sign-ins wait already)."""
         if self._password_hash is None or self.username is None:
             return None
         same_user = hmac.compare_digest(username.encode(), self.username.encode())
-        good = await anyio.to_thread.run_sync(verify_password, password, self._password_hash)
+        good = await self._checks.verify(password, self._password_hash)
         return Reviewer(self.username, "password") if same_user and good else None
 
     def check_token(self, token: str | None) -> Reviewer | None:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from app.accounts.passwords import BUSY_RETRY_SECONDS, TooManyPasswordChecks
 from app.review.access import (
     LOGIN_PATH,
     LOGOUT_PATH,
@@ -67,7 +68,10 @@ async def sign_in(request: Request, context: Context, csrf: FormField = "",
     if token:
         reviewer = auth.check_token(token)
     elif username or password:
-        reviewer = await auth.check_password(username, password)
+        try:
+            reviewer = await auth.check_password(username, password)
+        except TooManyPasswordChecks:
+            return too_many(request, context, BUSY_RETRY_SECONDS, api=False)
     if reviewer is None:
         await auth.limiter.failed(client)
         log.warning("review: failed sign-in from %s", client)

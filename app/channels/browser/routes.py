@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from app.accounts.passwords import BUSY_RETRY_SECONDS, TooManyPasswordChecks
 from app.channels.browser.line import REALTIME_PATH, TOKEN_COOKIE, VOICE_PATH, BrowserLine
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,12 @@ def build_browser_router(line: BrowserLine) -> APIRouter:
         if wait is not None:
             return JSONResponse({"error": f"Trop d'essais. Réessayez dans {wait} s."}, status_code=429,
                                 headers={**NO_STORE, "Retry-After": str(wait)})
-        user = await line.users.authenticate(credentials.username[:FIELD_LIMIT], credentials.password[:FIELD_LIMIT])
+        try:
+            user = await line.users.authenticate(credentials.username[:FIELD_LIMIT],
+                                                 credentials.password[:FIELD_LIMIT])
+        except TooManyPasswordChecks:
+            return JSONResponse({"error": f"Trop de connexions en cours. Réessayez dans {BUSY_RETRY_SECONDS} s."},
+                                status_code=429, headers={**NO_STORE, "Retry-After": str(BUSY_RETRY_SECONDS)})
         if user is None:
             await failures.hit(client)
             log.warning("browser sign-in refused from %s", client)

@@ -147,6 +147,15 @@ async def test_too_many_calls_from_one_number_in_an_hour_are_refused(double):
     assert "plusieurs fois" in results[2].say_texts[0]
 
 
+async def test_callers_who_withhold_their_number_are_not_counted_as_one(double):
+    """Twilio gives every withheld caller the same `From` (a word, or a number that spells one):
+    counting them per number would turn all of them away after two calls."""
+    async with running_line(openai_realtime_url=double.url, calls_per_caller_per_hour=2) as line:
+        results = [await call(line, CallScript(utterances=[], hangup_after=1.5), from_number=number)
+                   for number in ("+266696687", "+266696687", "+266696687", "anonymous")]
+    assert all(r.stream_sid for r in results), [r.say_texts for r in results]
+
+
 async def test_a_full_instance_says_the_lines_are_busy(double):
     async with running_line(openai_realtime_url=double.url, max_concurrent_calls=1) as line:
         first = asyncio.create_task(call(line, CallScript(utterances=[], hangup_after=4)))

@@ -158,6 +158,17 @@ async def test_a_caller_who_accepts_the_recap_by_sms_is_texted_it_after_the_call
     assert [e.type for e in detail.events] == ["sms_recap_accepted", "sms_recap_sent"]
 
 
+async def test_a_caller_who_withholds_their_number_is_not_offered_a_text(double):
+    double.script_next_connection([ACCEPTS_THE_SMS], greeting_seconds=1.0, answer_seconds=1.0)
+    async with line_with_rest(double) as (line, rest):
+        result = await call(line, say(hangup_when_done_after_s=2.0), rest_api=rest, account_sid=ACCOUNT,
+                            from_number="+266696687")  # Twilio's « ANONYMOUS »
+        detail = await stored(line, result.call_sid)
+    [output] = tool_outputs(double.connections[0])
+    assert output == {"error": phrases.NO_SMS}
+    assert rest.messages == [] and "sms_recap_accepted" not in [e.type for e in detail.events]
+
+
 async def test_an_sms_twilio_refuses_is_logged_in_the_call_without_the_number(double):
     """Twilio refuses the text (error 21211 quotes the number it was given): the call log says
     it failed, with the number masked as in the service's logs."""

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from app.channels.contract import CallOutcome
+from app.channels.twilio.numbers import withheld
 from app.config import Settings
 from app.ratelimit import MovingWindowLimit
 
@@ -52,7 +53,9 @@ class CallAdmission:
             return CallOutcome.NOT_ALLOWED
         if self._full():
             return CallOutcome.BUSY
-        if self._per_hour > 0 and not await self._calls_per_caller.hit(_digits(caller) or "unknown"):
+        # Withheld numbers all look alike: counted together, one farmer's calls would turn
+        # every other farmer who hides their number away.
+        if self._per_hour > 0 and not withheld(caller) and not await self._calls_per_caller.hit(_digits(caller)):
             return CallOutcome.RATE_LIMITED
         self._waiting[call_sid] = time.monotonic()
         return None

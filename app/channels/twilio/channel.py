@@ -23,6 +23,7 @@ from app.channels.dropped import DroppedMessages
 from app.channels.websocket_io import FrameSocket, SocketClosed, close_code
 from app.metrics import Metrics
 from app.channels.twilio import wire
+from app.channels.twilio.numbers import withheld
 from app.channels.twilio.rest import TwilioRest, TwilioRestError
 from app.channels.twilio.transfer import TwilioTransfers
 
@@ -130,7 +131,7 @@ class TwilioChannel:
         return await self._transfers.transfer(self.start.call_sid, self.identity.caller, summary)
 
     def texts_unavailable(self) -> str | None:
-        if self._rest is None or not self._rest.sends_sms or not self.identity.caller:
+        if self._rest is None or not self._rest.sends_sms or withheld(self.identity.caller):
             return phrases.NO_SMS
         return None
 

@@ -78,8 +78,11 @@ class Service:
 
     @property
     def calls_held(self) -> int:
-        """What a drain waits for: calls in conversation or admitted and connecting."""
-        return self.twilio.admission.calls_held()
+        """What a drain waits for: calls in conversation or admitted and connecting, and calls
+        still owed a webhook here (a voicemail being recorded, a transfer ringing) unless other
+        instances share the public URL to take it (DRAIN_REDIRECT)."""
+        awaited = 0 if self.settings.drain_redirect else self.twilio.awaited.count()
+        return self.twilio.admission.calls_held() + awaited
 
     def begin_drain(self) -> None:
         """No new calls from now on (`/ready` says so); the ones under way go on."""

@@ -3,6 +3,7 @@ them from what the caller said), over real sockets with the simulated Twilio cal
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from datetime import datetime
@@ -200,8 +201,19 @@ async def test_when_the_advisor_does_not_answer_the_caller_leaves_a_voicemail_fo
     script = say(twiml_speed=20.0, advisor=Advisor("no-answer"), hangup_after=60)
     script.utterances.append(message)
     async with line_with_rest(double, transfer_number=ADVISOR) as (line, rest):
-        result = await call(line, script, rest_api=rest, account_sid=ACCOUNT)
+        calling = asyncio.create_task(call(line, script, rest_api=rest, account_sid=ACCOUNT))
+        seen: list[tuple[int, int]] = []  # (calls in conversation, calls a drain waits for)
+        while not calling.done():
+            seen.append((line.metrics.active_calls, line.service.calls_held))
+            await asyncio.sleep(0.005)
+        result = await calling
         detail = await stored(line, result.call_sid)
+        held_after = line.service.calls_held
+    # Past its stream, the call is owed our webhooks (the dial's outcome, the recording): a
+    # drain waits for them, then lets go.
+    after_stream = seen[max(i for i, (active, _) in enumerate(seen) if active) + 1:]
+    assert after_stream and all(held == 1 for _, held in after_stream[:10]), after_stream[:10]
+    assert held_after == 0
     [dial] = result.dials
     assert dial.status == "no-answer"
     assert [d.source for d in result.documents] == ["webhook", "rest_twiml", "dial_action", "record_action"]

@@ -26,6 +26,7 @@ from app.channels.twilio.channel import StreamRejected, TwilioChannel
 from app.channels.twilio.claims import StreamClaims
 from app.channels.twilio.rest import TwilioRest
 from app.channels.twilio.transfer import TwilioTransfers
+from app.channels.twilio.awaited import AwaitedWebhooks
 from app.channels.twilio.voicemail import Voicemail
 from app.channels.twilio.security import STATUS_PATH, SignatureChecker, StreamTokens, public_url, websocket_url
 from app.channels.websocket_io import FrameSocket
@@ -78,8 +79,9 @@ class TwilioLine:
                                    taken_elsewhere=self._taken_elsewhere)
         self.draining = False  # shutting down: new calls go elsewhere
         self.rest = rest
-        self.voicemail = Voicemail(settings, submit)
-        self.transfers = TwilioTransfers(settings, rest, self.voicemail, submit)
+        self.awaited = AwaitedWebhooks()  # calls past their stream that still need a webhook
+        self.voicemail = Voicemail(settings, submit, self.awaited)
+        self.transfers = TwilioTransfers(settings, rest, self.voicemail, submit, self.awaited)
         self.call_backs = CallBacks(settings, rest, submit)
 
     # ------------------------------------------------------------------ HTTP webhooks
@@ -113,7 +115,7 @@ class TwilioLine:
                       self.settings.realtime_configured else "OPENAI_API_KEY is not set")
             await self._log_unconnected(identity, CallOutcome.ERROR,
                                         ("upstream_failure", "modèle injoignable : messagerie"))
-            return self.voicemail.prompt(phrases.UNREACHABLE_VOICEMAIL)
+            return self.voicemail.prompt(phrases.UNREACHABLE_VOICEMAIL, call_sid)
         refusal = await self.admission.refusal(call_sid, caller)
         if refusal is not None:
             await self._refuse_call(identity, refusal)
@@ -179,9 +181,10 @@ class TwilioLine:
 
     async def after_stream(self, form: Mapping[str, str]) -> str:
         """The <Connect> action: what the caller hears once our side closed the stream."""
-        outcome = await self._outcomes.pop(form.get("CallSid", ""))
+        call_sid = form.get("CallSid", "")
+        outcome = await self._outcomes.pop(call_sid)
         if outcome == CallOutcome.ERROR.value:
-            return self.voicemail.prompt(phrases.FAILURE_VOICEMAIL)
+            return self.voicemail.prompt(phrases.FAILURE_VOICEMAIL, call_sid)
         return twiml.hangup()
 
     def status_callback(self, form: Mapping[str, str], query: Mapping[str, str]) -> None:

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from app.agent import phrases
 from app.calllog.records import CallEvent, CallRecord
 from app.channels.twilio import twiml
+from app.channels.twilio.awaited import AwaitedWebhooks
 from app.channels.twilio.rest import TwilioRest, TwilioRestError
 from app.channels.twilio.security import public_url
 from app.channels.twilio.voicemail import Voicemail
@@ -22,15 +23,17 @@ WHISPER_PATH = "/voice/whisper"
 DIAL_ENDED_PATH = "/voice/transfer-ended"
 WHISPER_MAX_CHARS = 300  # a sentence or two: the advisor is waiting to talk
 ANSWERED = {"completed", "answered"}
+DIAL_WEBHOOK_MARGIN_SECONDS = 30.0  # the redirect, the whisper's fetch, Twilio's own delays
 
 
 class TwilioTransfers:
     def __init__(self, settings: Settings, rest: TwilioRest, voicemail: Voicemail,
-                 submit: Callable[[CallRecord], None]) -> None:
+                 submit: Callable[[CallRecord], None], awaited: AwaitedWebhooks) -> None:
         self._settings = settings
         self._rest = rest
         self._voicemail = voicemail
         self._submit = submit  # to the call log: how the dial ended
+        self._awaited = awaited
 
     def unavailable(self) -> str | None:
         """Why no transfer can be made from this line (French, for the caller), or None."""
@@ -53,9 +56,13 @@ class TwilioTransfers:
             ring_seconds=str(self._settings.transfer_ring_seconds),
             caller_id=caller or self._settings.twilio_phone_number or "",
         )
+        # The whisper, and the dial's outcome when nobody answers, come while the advisor's
+        # phone rings (an answered dial reports at the end of the conversation: not awaited).
+        self._awaited.expect(call_sid, self._settings.transfer_ring_seconds + DIAL_WEBHOOK_MARGIN_SECONDS)
         try:
             await self._rest.redirect(call_sid, document)
         except TwilioRestError as exc:
+            self._awaited.arrived(call_sid)
             log.error("the transfer of %s failed: %s", call_sid, exc)
             return phrases.TRANSFER_FAILED
         return None
@@ -67,10 +74,11 @@ class TwilioTransfers:
     def dial_ended(self, form: Mapping[str, str]) -> str:
         """After the dial: the caller talked to the advisor (hang up), or leaves a voicemail."""
         status = form.get("DialCallStatus", "")
+        self._awaited.arrived(form.get("CallSid", ""))
         self._event(form, "transfer_answered" if status in ANSWERED else "transfer_unanswered", status)
         if status in ANSWERED:
             return twiml.hangup()
-        return self._voicemail.prompt(phrases.VOICEMAIL_PROMPT)
+        return self._voicemail.prompt(phrases.VOICEMAIL_PROMPT, form.get("CallSid", ""))
 
     def _event(self, form: Mapping[str, str], kind: str, detail: str) -> None:
         if form.get("CallSid"):

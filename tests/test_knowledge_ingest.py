@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import asyncio
 import os
 import re
 import unicodedata
@@ -14,6 +15,7 @@ import pytest
 from app.knowledge import ingest
 from app.knowledge.ingest import (
     MAX_CHARS,
+    MAX_DOCUMENT_BYTES,
     OVERLAP_MAX_CHARS,
     Document,
     IngestError,
@@ -507,17 +509,34 @@ async def test_read_errors_are_reported_even_as_root(tmp_path: Path, monkeypatch
     locked = tmp_path / "secret.md"
     locked.write_text("# Secret\n\nTexte.\n", encoding="utf-8")
     (tmp_path / "open.md").write_text("# Ouvert\n\nTexte.\n", encoding="utf-8")
-    real_read_bytes = Path.read_bytes
+    real_open = Path.open
 
-    def read_bytes(self: Path) -> bytes:
+    def open_(self: Path, *args, **kwargs):
         if self.name == "secret.md":
             raise PermissionError(13, "Permission denied", str(self))
-        return real_read_bytes(self)
+        return real_open(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(Path, "open", open_)
     report = await ingest_paths(MemoryStore(), [tmp_path])
     assert report.added == [str(tmp_path / "open.md")]
     assert report.failed == [(str(locked), "cannot read: permission denied")]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs and /dev/zero")
+async def test_a_fifo_a_device_or_a_huge_file_is_refused_without_being_read(tmp_path: Path) -> None:
+    """Reading a FIFO waits for a writer forever, and a link to /dev/zero never ends: both are
+    refused before any read, as is a file past MAX_DOCUMENT_BYTES."""
+    os.mkfifo(tmp_path / "tube.md")
+    (tmp_path / "zero.md").symlink_to("/dev/zero")
+    with open(tmp_path / "gros.txt", "wb") as huge:  # sparse: nothing is written to disk
+        huge.truncate(MAX_DOCUMENT_BYTES + 1)
+    (tmp_path / "bon.md").write_text("# Bon\n\nTexte.\n", encoding="utf-8")
+    async with asyncio.timeout(10):
+        report = await ingest_paths(MemoryStore(), [tmp_path])
+    assert report.added == [str(tmp_path / "bon.md")]
+    failed = dict(report.failed)
+    assert failed[str(tmp_path / "tube.md")] == failed[str(tmp_path / "zero.md")] == "cannot read: not a regular file"
+    assert failed[str(tmp_path / "gros.txt")] == f"too large: {MAX_DOCUMENT_BYTES + 1} bytes, over {MAX_DOCUMENT_BYTES}"
 
 
 async def test_a_store_error_fails_that_file_only(tmp_path: Path) -> None:

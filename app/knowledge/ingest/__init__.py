@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ TEXT_SUFFIXES = text.SUFFIXES
 HTML_SUFFIXES = html.SUFFIXES
 PDF_SUFFIXES = pdf.SUFFIXES
 SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
+# A fiche, a guide or a scanned PDF is well under this; more is a mistake (or a trap) to refuse.
+MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
 
 
 def read_document(path: Path, data: bytes) -> Document:
@@ -159,8 +162,19 @@ def collect_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], 
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes; a FIFO, a device (a link to /dev/zero) or a file past
+    MAX_DOCUMENT_BYTES is refused before it is read, as reading it would hang or fill memory."""
     try:
-        return path.read_bytes()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise IngestError("cannot read: not a regular file")
+        if info.st_size > MAX_DOCUMENT_BYTES:
+            raise IngestError(f"too large: {info.st_size} bytes, over {MAX_DOCUMENT_BYTES}")
+        with path.open("rb") as file:
+            data = file.read(MAX_DOCUMENT_BYTES + 1)  # it may have grown since
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise IngestError(f"too large: over {MAX_DOCUMENT_BYTES} bytes")
+        return data
     except PermissionError:
         raise IngestError("cannot read: permission denied") from None
     except IsADirectoryError:

@@ -19,7 +19,7 @@ from app.agent.opening_hours import DAYS
 from app.simulators.twilio_caller import Advisor, CallScript, Utterance
 from app.simulators.twilio_rest import TwilioRestDouble
 from tests.test_behaviours import creates, stored
-from tests.test_call_path import QUESTION, call
+from tests.test_call_path import INTERRUPTION, QUESTION, call
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, free_loopback_port, running_line
 
 GOODBYE_WORDS = "Bon, merci beaucoup, au revoir !"
@@ -107,6 +107,27 @@ async def line_with_rest(double, **settings):
                                 twilio_phone_number="+33198765432", **settings) as line:
             rest.server_url = line.url
             yield line, rest
+
+
+async def test_a_goodbye_call_the_caller_talked_over_does_not_end_the_call(double):
+    """The model starts calling end_call (« au revoir »), the caller speaks again before it is
+    done: the service cancels that response, and still reports the call's arguments as done,
+    as the GA types say. A call of a cancelled response must not run: the call goes on."""
+    double.script_next_connection([GOODBYE_WORDS, "Attendez, encore une question."], greeting_seconds=1.0,
+                                  answer_seconds=1.0)
+    double.latency = 3.0  # the model's think time before the call's arguments
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(INTERRUPTION, at=6.0)], hangup_after=30,
+                        hangup_when_done_after_s=2.0)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0, barge_in_min_ms=0) as line:
+        result = await call(line, script)
+        detail = await stored(line, result.call_sid)
+    connection = double.connections[0]
+    [goodbye_call] = [r for r in connection.responses if r.kind == "function_call"]
+    assert goodbye_call.function_call["name"] == "end_call" and goodbye_call.status == "cancelled"
+    assert tool_outputs(connection) == []
+    assert result.closed_by == "caller", result.summary()
+    assert detail.summary.outcome == "caller_hung_up"
+    assert "agent_ended" not in [e.type for e in detail.events]
 
 
 async def test_octi_s_goodbye_is_made_sure_of_by_a_rest_hang_up(double):

@@ -75,6 +75,9 @@ class _Responses:
     contexts: dict[str, str] = field(default_factory=dict)
     # Tool calls of this session still waiting for their result.
     tool_calls: set[str] = field(default_factory=set)
+    # By response: the calls it made, held until it is done (a cancelled or cut-short response's
+    # calls are reported too, with whatever arguments it had, and must not run).
+    calls_made: dict[str, list[ToolCall]] = field(default_factory=dict)
 
 
 class RealtimeEngine:
@@ -104,7 +107,7 @@ class RealtimeEngine:
         self._last_stopped = ""  # the turn whose end was reported last (the service commits it too)
         self._contexts_sent = 0
         self._session_ends_at: float | None = None  # announced in each session's `session.created`
-        self._translate: dict[str, Callable[[dict[str, Any]], EngineEvent | None]] = {
+        self._translate: dict[str, Callable[[dict[str, Any]], EngineEvent | tuple[EngineEvent, ...] | None]] = {
             "session.created": self._session_created,
             "input_audio_buffer.speech_started": self._speech_started,
             "input_audio_buffer.speech_stopped": self._speech_stopped,
@@ -160,10 +163,11 @@ class RealtimeEngine:
                     # A field missing or of the wrong type: the server's mistake must not end the call.
                     log.warning("dropping a malformed %s event from the realtime server: %r", event["type"], exc)
                     continue
-                if translated is not None:
-                    yield translated
-                    if isinstance(translated, EngineError) and translated.fatal:
-                        await connection.close()
+                for engine_event in translated if isinstance(translated, tuple) else (translated,):
+                    if engine_event is not None:
+                        yield engine_event
+                if isinstance(translated, EngineError) and translated.fatal:
+                    await connection.close()
             if self._connection is connection:
                 return
 
@@ -236,12 +240,13 @@ class RealtimeEngine:
     def _answer_text(event: dict[str, Any]) -> AnswerText:
         return AnswerText(event.get("item_id", ""), event.get("transcript", ""))
 
-    def _tool_call(self, event: dict[str, Any]) -> ToolCall:
+    def _tool_call(self, event: dict[str, Any]) -> None:
         call = ToolCall(event.get("call_id", ""), event.get("name", ""), event.get("arguments") or "")
-        self._responses.tool_calls.add(call.call)
-        return call
+        self._responses.calls_made.setdefault(event.get("response_id", ""), []).append(call)
 
-    def _response_done(self, event: dict[str, Any]) -> AnswerDone:
+    def _response_done(self, event: dict[str, Any]) -> tuple[EngineEvent, ...]:
+        """The response's end, after its tool calls if it completed: a barge-in's cancel, or
+        max_output_tokens, must not hang up, transfer or search on words the model never finished."""
         response = event.get("response", {})
         if response.get("id") == self._responses.active:
             self._responses.active = None
@@ -249,10 +254,15 @@ class RealtimeEngine:
         status = response.get("status", "")
         if status == "failed":
             log.warning("model response failed: %s", response.get("status_details"))
+        calls = self._responses.calls_made.pop(response.get("id", ""), [])
+        if calls and status != "completed":
+            log.info("dropping %d tool call(s) of a %s response", len(calls), status)
+            calls = []
+        self._responses.tool_calls.update(call.call for call in calls)
         items = tuple(item.get("id", "") for item in response.get("output") or [])
         details = response.get("status_details") or {}
-        return AnswerDone(response.get("id", ""), status, items, response.get("usage") or None,
-                          str(details.get("reason") or ""))
+        return (*calls, AnswerDone(response.get("id", ""), status, items, response.get("usage") or None,
+                                   str(details.get("reason") or "")))
 
     def _error(self, event: dict[str, Any]) -> EngineError | None:
         error = event.get("error") or {}

@@ -218,6 +218,13 @@ class ResponseRuns:
         if item.data.get("content"):
             item.data["content"][0]["transcript" if run.audio else "text"] = record.transcript
         record.usage = self.accounting.usage(run)
+        if record.function_call is not None:
+            # "Also emitted when a Response is interrupted, incomplete, or cancelled" (the GA
+            # types): with the arguments streamed so far.
+            await self.connection.send({
+                "type": "response.function_call_arguments.done", "response_id": record.id, "item_id": record.item_id,
+                "output_index": 0, "call_id": record.function_call["call_id"], "name": record.function_call["name"],
+                "arguments": item.data.get("arguments") or ""})
         await self.connection.send({"type": "response.done", "response": self.response_object(run)})
         await self.send_rate_limits(record.usage)
 

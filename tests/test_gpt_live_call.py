@@ -301,3 +301,20 @@ async def test_octi_call_runs_the_whole_conversation_with_gpt_live(tmp_path):
     assert detail.summary.barge_ins == 1 and detail.summary.outcome == "caller_hung_up"
     interrupted = [turn for turn in detail.turns if turn.role == "assistant" and turn.interrupted]
     assert len(interrupted) == 1 and interrupted[0].heard_ms is not None
+
+
+async def test_the_seconds_reported_only_in_session_closed_are_billed():
+    """No `session.usage.updated` during this call (a long report interval): the service tells
+    the session's seconds only in `session.closed`, which the engine waits for as it closes."""
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=1.0, answer_seconds=1.5, usage_interval=3600) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=1.5)
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+    [connection] = double.connections
+    closed = next(event for event in connection.record.sent if event["type"] == "session.closed")
+    assert "session.usage.updated" not in [event["type"] for event in connection.record.sent]
+    seconds = closed["usage"]["seconds"]
+    assert seconds >= 3
+    price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
+    assert detail.summary.cost_usd == pytest.approx(seconds / 60 * price, abs=1e-6)  # stored to the micro-dollar

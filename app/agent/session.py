@@ -153,7 +153,8 @@ class CallSession:
             await self._behaviours.close()
             await self._channel.end(outcome)
             recap = await recap_of(self._engine, self.state, self._settings, self._speaker.heard_text)
-            await self._engine.close()
+            if final_usage := await self._engine.close():
+                self.state.usage.append(final_usage)
             await text_recap(self._channel, recap, self.state, self._settings, self._journal)
             await self._ended(outcome, recap)
 
@@ -295,8 +296,7 @@ class CallSession:
         await self._interrupt()
 
     async def _noise(self, turn: Turn, event: SpeechStopped) -> None:
-        """The sound over OCTI was a noise: OCTI carries on where it was cut, and the noise
-        leaves the conversation unanswered."""
+        """The sound over OCTI was a noise: OCTI carries on where it was cut, the noise unanswered."""
         self._judge.noise(turn.item_id)
         self.state.forget_caller_turn(turn)
         if self._knowledge is not None:

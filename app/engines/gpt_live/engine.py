@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 # How often, without a server event, the engine checks whether the model went quiet.
 TICK_SECONDS = 0.1
+FINAL_USAGE_WAIT_SECONDS = 2.0  # for `session.closed` and its final usage, once the call is over
 MALFORMED_EVENT_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 
@@ -99,6 +100,8 @@ class GptLiveEngine:
         # Appends while a fixture plays (the service refuses them), sent once it has played.
         self._held_appends: list[dict[str, Any]] = []
         self._recorder: GreetingRecorder | None = None  # the model's greeting, kept as its clip
+        self._reader: asyncio.Task[None] | None = None  # the events' reader of the connection
+        self._closed: asyncio.Future[dict[str, Any]] | None = None  # `session.closed`, once asked for
 
     @classmethod
     async def open(cls, settings: Settings) -> GptLiveEngine:
@@ -140,7 +143,7 @@ class GptLiveEngine:
         while True:
             connection, translator = self._connection, self._translator
             queue: asyncio.Queue[tuple[dict[str, Any], float] | None] = asyncio.Queue()
-            reader = asyncio.create_task(self._read(connection, queue), name="live-reader")
+            reader = self._reader = asyncio.create_task(self._read(connection, queue), name="live-reader")
             try:
                 while True:
                     try:
@@ -175,12 +178,13 @@ class GptLiveEngine:
             if self._connection is connection:
                 return
 
-    @staticmethod
-    async def _read(connection: RealtimeConnection,
+    async def _read(self, connection: RealtimeConnection,
                     queue: asyncio.Queue[tuple[dict[str, Any], float] | None]) -> None:
         try:
             async for event in connection.events():
                 queue.put_nowait((event, connection.last_received_at))
+                if event["type"] == "session.closed" and self._closed is not None and not self._closed.done():
+                    self._closed.set_result(event)
         finally:
             queue.put_nowait(None)
 
@@ -304,7 +308,30 @@ class GptLiveEngine:
         await old.close()
         await self._fixture_over()  # the new session plays no fixture: what waited goes to it
 
-    async def close(self) -> None:
+    async def close(self) -> dict[str, Any] | None:
         self._translator.closed_by_us = True
+        closed = self._closed = asyncio.get_running_loop().create_future()  # before the answer can come
         await self._connection.send(protocol.session_close())
+        final = await self._final_usage(closed)
         await self._connection.close()
+        return final
+
+    async def _final_usage(self, closed: asyncio.Future[dict[str, Any]]) -> dict[str, Any] | None:
+        """`session.closed`'s usage, what was billed since the last report (None when it does
+        not come within FINAL_USAGE_WAIT_SECONDS: the call's end is not held up for it). Read by
+        the events' reader when one still runs (a socket takes one reader), else by one of its own."""
+        own = None
+        if self._reader is None or self._reader.done():
+            own = asyncio.create_task(self._read(self._connection, asyncio.Queue()), name="live-close-reader")
+        try:
+            async with asyncio.timeout(FINAL_USAGE_WAIT_SECONDS):
+                event = await closed
+            return protocol.live_usage(event["usage"], self._translator.usage)
+        except TimeoutError:
+            log.info("no session.closed within %.0f s: its last seconds are not counted", FINAL_USAGE_WAIT_SECONDS)
+        except MALFORMED_EVENT_ERRORS as exc:
+            log.warning("malformed session.closed: %r", exc)
+        finally:
+            if own is not None:
+                own.cancel()
+        return None

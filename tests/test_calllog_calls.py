@@ -77,7 +77,9 @@ async def test_a_call_leaves_its_record_turns_passages_latencies_and_recording(d
     assert roles == ["assistant", "caller", "assistant", "caller", "assistant"]
     greeting, question, interrupted, barge_in, answer = detail.turns
     assert question.text == ASKED and question.retrieval_outcome == "ok"
-    assert question.passages[0].source == "sample_pack/incubation-temperature-humidite.md"
+    # Among the passages, not necessarily first: the search follows the words as they stream in,
+    # and on a loaded machine the one used may have had fewer of them.
+    assert "sample_pack/incubation-temperature-humidite.md" in [passage.source for passage in question.passages]
     assert question.start_ms is not None and question.end_ms > question.start_ms
     # Offsets on the call timeline: the caller's own speech, not the VAD's silence after it.
     asked = result.utterances[0]

@@ -26,6 +26,7 @@ from app.engines.contract import (
 from app.engines.gpt_live import greeting
 from app.engines.gpt_live.engine import GptLiveEngine
 from app.simulators.live_double import LiveDouble
+from app.simulators.realtime_schema import unexpected_server_keys
 from tests.test_realtime_double import read_wav, to_pcmu_8k
 
 SERVER_EVENT = pydantic.TypeAdapter(ServerEvent)
@@ -61,8 +62,11 @@ async def next_of(events, kind, timeout: float = 10.0, seen: list | None = None)
 
 
 def assert_server_events_valid(connection) -> None:
+    """Every event the double sent validates against `openai.types.live`, with no key the
+    types do not declare (audio deltas, for one, carry no event_id)."""
     for event in connection.record.sent:
-        SERVER_EVENT.validate_python(event)
+        unexpected = unexpected_server_keys(SERVER_EVENT.validate_python(event))
+        assert not unexpected, f"{event['type']} carries undeclared keys {unexpected}"
 
 
 @pytest.fixture

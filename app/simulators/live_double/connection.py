@@ -69,6 +69,8 @@ FIXTURE_MAX_MS = 30_000
 APPENDS = {"session.instructions.append": "session.instructions.appended",
            "session.thinking.append": "session.thinking.appended",
            "session.commentary.append": "session.commentary.appended"}
+# Server events that carry no event_id (openai.types.live declares none for them).
+WITHOUT_EVENT_ID = frozenset({"session.output_audio.delta"})
 
 
 class LiveConnection:
@@ -123,7 +125,8 @@ class LiveConnection:
 
     async def send(self, event: dict[str, Any]) -> None:
         self._events += 1
-        event = {"event_id": f"event_{self.index}_{self._events}", **event}
+        if event["type"] not in WITHOUT_EVENT_ID:
+            event = {"event_id": f"event_{self.index}_{self._events}", **event}
         self.record.sent.append(event)
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(json.dumps(event, ensure_ascii=False))

@@ -36,13 +36,11 @@ from typing import Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calllog.migrate import upgrade_database
-from app.calllog.models import make_engine
 from app.calllog.records import to_dict
 from app.calllog.store import CallLogStore
-from app.calllog.store_queries import FIRST_DAY, LAST_DAY, MAX_CALL_ID, relative_recordings
+from app.calllog.store_queries import FIRST_DAY, LAST_DAY, call_number
 from app.calllog.views import CallDetail, CallQuery, CallSummary
 from app.cli_support import OrderedGroup, ParsedBy, run_coroutine
 from app.config import get_settings
@@ -333,11 +331,7 @@ async def _list(store: CallLogStore, query: CallQuery, as_json: bool) -> int:
 
 async def _show(store: CallLogStore, call: str, as_json: bool) -> int:
     key = call.strip()
-    if key.isdigit():   # ASCII (parse_call_key); past the ids' range, no call rather than a database error
-        number = int(key) if len(key) <= 12 else 0
-        call_id = number if 0 < number <= MAX_CALL_ID else None
-    else:
-        call_id = await store.find_call_id(key)
+    call_id = call_number(key) if key.isdigit() else await store.find_call_id(key)
     detail = await store.get_call(call_id) if call_id is not None else None
     if detail is None:
         click.echo(f"octi calls show: no call {key}", err=True)
@@ -381,44 +375,12 @@ def _write_file(path: Path, text: str) -> None:
 
 
 async def _purge(store: CallLogStore, age: timedelta) -> int:
-    settings = get_settings()
     now = datetime.now(UTC)
+    calls, recordings = await store.purge(age, now=now, recordings_dir=get_settings().data_dir / "recordings")
     cutoff = now - age
-    # Recordings stored with a relative path are relative to the service's working directory,
-    # which need not be ours: they are looked for under DATA_DIR too, once their rows are gone.
-    stranded = await _relative_recordings(settings.effective_database_url, cutoff)
-    calls, recordings = await store.purge(age, now=now)
-    recordings += await asyncio.to_thread(_remove_under_data_dir, settings.data_dir, stranded)
     click.echo(f"deleted {calls} call(s) started before {_when(cutoff)} UTC "
                f"(with their turns, passages and events) and {recordings} recording file(s)")
     return 0
-
-
-async def _relative_recordings(url: str, before: datetime) -> list[str]:
-    engine = make_engine(url, pooled=False)   # the store's own sessions are its business
-    try:
-        async with AsyncSession(engine) as session:
-            return await relative_recordings(session, before)
-    finally:
-        await engine.dispose()
-
-
-def _remove_under_data_dir(data_dir: Path, stored: Sequence[str]) -> int:
-    """Delete DATA_DIR/recordings/NAME for each stored relative …/recordings/NAME (the journals
-    wrote them there); a file the purge already found is gone and not counted twice."""
-    recordings = data_dir.resolve() / "recordings"
-    removed = 0
-    for path in map(Path, stored):
-        if path.parent.name != "recordings":
-            continue
-        try:
-            (recordings / path.name).unlink()
-            removed += 1
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            click.echo(f"octi calls: could not delete the recording {recordings / path.name}: {exc}", err=True)
-    return removed
 
 
 def _run(action: Callable[[CallLogStore], Awaitable[int]]) -> NoReturn:

@@ -110,9 +110,14 @@ class CallLogStore:
 
     # ------------------------------------------------------------------ retention
 
-    async def purge(self, older_than: timedelta, *, now: datetime | None = None) -> tuple[int, int]:
+    async def purge(self, older_than: timedelta, *, now: datetime | None = None,
+                    recordings_dir: Path | None = None) -> tuple[int, int]:
         """Delete the calls started more than `older_than` ago, with their turns, passages,
-        events and recording files. Returns (calls deleted, recording files deleted)."""
+        events and recording files. Returns (calls deleted, recording files deleted).
+
+        Older versions stored a recording's path relative to the service's working directory,
+        which need not be the caller's: one not found as stored is looked for by its name in
+        `recordings_dir` (DATA_DIR/recordings, where the journals wrote it)."""
         cutoff = (now or datetime.now(UTC)) - older_than
         async with self._sessions() as session, session.begin():
             doomed = (await session.execute(
@@ -126,13 +131,15 @@ class CallLogStore:
                 await session.execute(delete(CallRow).where(CallRow.id.in_(chunk)))
         # Files go once the rows are gone: a failure here leaves a file, never a dangling row.
         recordings = [Path(path) for _, path in doomed if path]
-        removed = await asyncio.to_thread(_remove_files, recordings)
+        removed = await asyncio.to_thread(_remove_files, recordings, recordings_dir)
         return len(ids), removed
 
 
-def _remove_files(paths: Sequence[Path]) -> int:
+def _remove_files(paths: Sequence[Path], recordings_dir: Path | None) -> int:
     removed = 0
     for path in paths:
+        if not path.is_absolute() and recordings_dir is not None and not path.exists():
+            path = recordings_dir / path.name
         try:
             path.unlink()
             removed += 1

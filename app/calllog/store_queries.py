@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,6 +22,15 @@ MAX_CALL_ID = 2**31 - 1
 # calls are all within these years, and far dates overflow date arithmetic (9999-12-31 has no
 # next day; the store itself copes with that one).
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+
+
+def call_number(text: str) -> int | None:
+    """The call number `text` names (a URL, a form, `octi calls show`), or None for no call:
+    ASCII digits only (str.isdigit accepts "²", which int refuses), within MAX_CALL_ID."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_CALL_ID else None
 
 
 def _like_pattern(word: str) -> str:
@@ -135,11 +143,3 @@ async def call_detail(session: AsyncSession, call_id: int) -> CallDetail | None:
         events=[CallEvent(call_sid=row.call_sid, at=e.at, type=e.type, detail=e.detail) for e in events],
     )
 
-
-async def relative_recordings(session: AsyncSession, before: datetime) -> list[str]:
-    """The recording paths stored relative (before they were stored absolute: relative to the
-    service's working directory then) of the calls started before `before`: retention
-    (`octi calls purge`) looks for those files under DATA_DIR as well."""
-    stored = await session.scalars(
-        select(CallRow.recording_path).where(CallRow.started_at < before, CallRow.recording_path.is_not(None)))
-    return [path for path in stored if path and not Path(path).is_absolute()]

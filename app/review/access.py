@@ -23,7 +23,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
-from app.calllog.store_queries import MAX_CALL_ID
+from app.calllog.store_queries import call_number
 from app.calllog.views import CallDetail, CallLogReader, CallQuery, CallSummary
 from app.channels.twilio.callback import CallBacks
 from app.review.auth import (
@@ -284,19 +284,9 @@ async def list_calls(reader: CallLogReader | None, query: CallQuery) -> tuple[li
         return None
 
 
-def valid_call_id(call_id: str) -> int | None:
-    """The call number a URL or a form names, or None for no call: ASCII digits only (str.isdigit
-    accepts "²", which int refuses), within the database's integer range (past it, PostgreSQL
-    would fail the query rather than find nothing)."""
-    if not (call_id.isascii() and call_id.isdigit()) or len(call_id) > 12:
-        return None
-    number = int(call_id)
-    return number if 0 < number <= MAX_CALL_ID else None
-
-
 async def get_call(reader: CallLogReader | None, call_id: str) -> tuple[CallDetail | None, Path | None] | None:
     """(detail, recording) — (None, None) for an unknown id — or None when the log is unavailable."""
-    number = valid_call_id(call_id)
+    number = call_number(call_id)
     if number is None:
         return None, None
     if reader is None:

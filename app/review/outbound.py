@@ -18,10 +18,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from app.calllog.store_queries import call_number
 from app.calllog.views import CallDetail, CallLogReader
 from app.channels.twilio.callback import CallBackRefused, e164
 from app.logs import mask_phone
-from app.review.access import ApiReviewer, Context, Reader, ReviewContext, ReviewRoute, get_call, valid_call_id
+from app.review.access import ApiReviewer, Context, Reader, ReviewContext, ReviewRoute, get_call
 from app.review.auth import SESSION_COOKIE, Reviewer
 from app.review.formatting import PLACED
 from app.review.rendering import NO_STORE
@@ -90,7 +91,7 @@ async def _place(context: ReviewContext, reader: CallLogReader | None, fields: d
 
 
 def _back_to_the_page(fields: dict[str, Any], outcome: str) -> Response:
-    number = valid_call_id(str(fields.get("call_id", "")))
+    number = call_number(str(fields.get("call_id", "")))
     page = f"/calls/{number}" if number is not None else "/calls"
     return RedirectResponse(f"{page}?rappel={outcome}", status_code=303, headers=NO_STORE)
 

@@ -9,7 +9,8 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from app.review.access import ApiReviewer, Context, Reader, ReviewRoute, unavailable, valid_call_id
+from app.calllog.store_queries import call_number
+from app.review.access import ApiReviewer, Context, Reader, ReviewRoute, unavailable
 from app.review.rendering import NO_STORE
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ router = APIRouter(route_class=ReviewRoute)
 async def recording(request: Request, call_id: str, context: Context, reviewer: ApiReviewer,
                     reader: Reader) -> Response:
     missing = JSONResponse({"detail": "enregistrement introuvable"}, status_code=404, headers=NO_STORE)
-    number = valid_call_id(call_id)
+    number = call_number(call_id)
     if number is None:
         return missing
     if reader is None:

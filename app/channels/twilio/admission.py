@@ -16,23 +16,19 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from app.channels.contract import CallOutcome
-from app.channels.twilio.numbers import withheld
+from app.channels.twilio.numbers import digits, withheld
 from app.config import Settings
 from app.ratelimit import MovingWindowLimit
-
-
-def _digits(number: str) -> str:
-    return "".join(ch for ch in number if ch.isdigit())
 
 
 class AllowedCallers:
     """ALLOWED_CALLERS: the numbers the line talks with; empty, everyone."""
 
     def __init__(self, settings: Settings) -> None:
-        self._numbers = {_digits(n) for n in settings.allowed_callers.split(",") if _digits(n)}
+        self._numbers = {digits(n) for n in settings.allowed_callers.split(",") if digits(n)}
 
     def allows(self, number: str) -> bool:
-        return not self._numbers or _digits(number) in self._numbers
+        return not self._numbers or digits(number) in self._numbers
 
 
 class CallAdmission:
@@ -55,7 +51,7 @@ class CallAdmission:
             return CallOutcome.BUSY
         # Withheld numbers all look alike: counted together, one farmer's calls would turn
         # every other farmer who hides their number away.
-        if self._per_hour > 0 and not withheld(caller) and not await self._calls_per_caller.hit(_digits(caller)):
+        if self._per_hour > 0 and not withheld(caller) and not await self._calls_per_caller.hit(digits(caller)):
             return CallOutcome.RATE_LIMITED
         self._waiting[call_sid] = time.monotonic()
         return None

@@ -1,7 +1,9 @@
-"""What Twilio puts in `From` when a caller withholds their number.
+"""Phone numbers as Twilio sends them in `From` and `To`: their digits, and what stands for a
+withheld number.
 
-Either a word, or a number that spells one on a phone keypad (ANONYMOUS, RESTRICTED, BLOCKED,
-UNKNOWN, UNAVAILABLE). Such a caller cannot be told apart from another, nor texted back.
+A withheld caller ID is either a word, or a number that spells one on a phone keypad
+(ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN, UNAVAILABLE). Such a caller cannot be told apart
+from another, nor texted back.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ WITHHELD_WORDS = frozenset({"anonymous", "restricted", "blocked", "unknown", "un
 WITHHELD_NUMBERS = frozenset({"266696687", "7378742833", "2562533", "8656696", "86282452253"})
 
 
+def digits(number: str) -> str:
+    """The number's digits, whatever the punctuation (« +33 6 12… », « 0612… »)."""
+    return "".join(ch for ch in number if ch.isdigit())
+
+
 def withheld(number: str) -> bool:
     """Whether `number` (a `From` as Twilio sends it) stands for a withheld caller ID."""
-    text = number.strip().lower()
-    digits = "".join(ch for ch in text if ch.isdigit())
-    return not digits or text in WITHHELD_WORDS or digits in WITHHELD_NUMBERS
+    text, only_digits = number.strip().lower(), digits(number)
+    return not only_digits or text in WITHHELD_WORDS or only_digits in WITHHELD_NUMBERS

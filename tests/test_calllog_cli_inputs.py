@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,28 +15,23 @@ from app.audio.formats import TELEPHONE_ULAW
 from app.calllog.journals import CallJournals
 from app.calllog.records import CallEnded, CallRecord, CallStarted
 from app.channels.contract import CallIdentity
-from app.config import Settings, get_settings
+from app.config import Settings
 from tests.cli_runner import run_octi
-from tests.test_calllog_cli import seed
+from tests.test_calllog_cli import calls_env, seed  # noqa: F401  (calls_env: a fixture)
 from tests.test_calllog_store import ended, started
 
 OLD = datetime.now(UTC).replace(microsecond=0) - timedelta(days=40)
 
 
 @pytest.fixture
-def service_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The service's working directory, whose DATA_DIR is the default relative "data"; the
-    commands run from another directory with DATA_DIR set to that one, absolute."""
-    service = tmp_path / "service"
-    (service / "data").mkdir(parents=True)
-    elsewhere = tmp_path / "elsewhere"
+def service_dir(calls_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The service's working directory (calls_env's), whose DATA_DIR is the default relative
+    "data"; the commands run from another directory, with DATA_DIR set to that one, absolute."""
+    (calls_env / "data").mkdir()
+    elsewhere = calls_env / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    monkeypatch.setenv("DATA_DIR", str(service / "data"))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    yield service
-    get_settings.cache_clear()
+    return calls_env
 
 
 # ---------------------------------------------------------------- usage errors, not tracebacks
@@ -85,7 +79,7 @@ def test_a_recording_is_stored_absolute_and_purged_from_anywhere(service_dir: Pa
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(service_dir)                  # the service runs here, DATA_DIR relative
     records = asyncio.run(journaled_call(Path("data")))
-    monkeypatch.chdir(service_dir.parent / "elsewhere")
+    monkeypatch.chdir(service_dir / "elsewhere")
     stored = next(r.recording_path for r in records if isinstance(r, CallEnded))
     wav = service_dir / "data" / "recordings" / "CAREC.wav"
     assert stored == str(wav) and wav.is_file()

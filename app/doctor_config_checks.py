@@ -57,6 +57,7 @@ def check_keys(settings: Settings) -> list[Finding]:
 
 def _review_access(settings: Settings) -> Finding:
     from app.accounts.passwords import ARGON2_PREFIX, PBKDF2_PREFIX, is_password_hash
+    from app.review.auth import mode_without_credentials
 
     username = (settings.review_username or "").strip()
     password = settings.review_password.get_secret_value() if settings.review_password else ""
@@ -72,12 +73,9 @@ def _review_access(settings: Settings) -> Finding:
                        "set REVIEW_USERNAME and REVIEW_PASSWORD together")
     if signin:
         return ok("keys", f"review pages: sign-in with {' and '.join(signin)}")
-    if not settings.exposed:
-        where = "open without sign-in on this loopback-only bind"
-    elif settings.binds_loopback_only:
-        where = "closed (403): PUBLIC_BASE_URL says the service is reachable, through a tunnel or a proxy"
-    else:
-        where = f"disabled, HOST={settings.host} is not loopback"
+    where = {"open": "open without sign-in on this loopback-only bind",
+             "closed": "closed (403): PUBLIC_BASE_URL says the service is reachable, through a tunnel or a proxy",
+             "disabled": f"disabled, HOST={settings.host} is not loopback"}[mode_without_credentials(settings)]
     return warning("keys", f"no REVIEW_USERNAME/REVIEW_PASSWORD or REVIEW_TOKEN: the review pages (/calls) are {where}",
                    "set REVIEW_USERNAME and REVIEW_PASSWORD (`octi review hash-password`) or REVIEW_TOKEN")
 

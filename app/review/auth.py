@@ -67,6 +67,15 @@ def through_proxy(headers: Mapping[str, str]) -> bool:
     return any(name in headers for name in PROXY_HEADERS)
 
 
+def mode_without_credentials(settings: Settings) -> Mode:
+    """Open only when nothing says the service is reachable from elsewhere (`Settings.exposed`);
+    closed (403) on a loopback bind behind a public URL, i.e. a tunnel such as ngrok; else
+    disabled (404)."""
+    if not settings.exposed:
+        return "open"
+    return "closed" if settings.binds_loopback_only else "disabled"
+
+
 @dataclass(frozen=True, slots=True)
 class Reviewer:
     name: str                                  # the username, "jeton" or "local"
@@ -115,13 +124,7 @@ class ReviewAuth:
             # Slow derivation: a cookie must not help anyone guess a short password or token offline.
             key = hashlib.pbkdf2_hmac("sha256", material, b"octi-review-session-v3", 100_000)
         else:
-            # Open only when nothing says the service is reachable from elsewhere (see `exposed`).
-            if not settings.exposed:
-                self.mode = "open"
-            elif settings.binds_loopback_only:
-                self.mode = "closed"      # loopback behind a public URL: a tunnel such as ngrok
-            else:
-                self.mode = "disabled"
+            self.mode = mode_without_credentials(settings)
             if settings.public_base_url:
                 log.warning("review: PUBLIC_BASE_URL is set but neither REVIEW_USERNAME/REVIEW_PASSWORD nor "
                             "REVIEW_TOKEN: the review pages (/calls) stay closed until they are set "

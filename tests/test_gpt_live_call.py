@@ -318,3 +318,31 @@ async def test_the_seconds_reported_only_in_session_closed_are_billed():
     assert seconds >= 3
     price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
     assert detail.summary.cost_usd == pytest.approx(seconds / 60 * price, abs=1e-6)  # stored to the micro-dollar
+
+
+async def test_a_renewed_session_s_final_seconds_are_billed():
+    """The first session's seconds, reported only in its `session.closed` (no usage report in
+    between), are billed as well as the second's: renewing a session does not drop them."""
+    follow_up = "Et pour l'humidité ?"
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav", at=12.0)],
+                        hangup_after=40, hangup_when_done_after_s=2.0)
+    async with LiveDouble(transcripts=[ASKED, follow_up], greeting_seconds=1.0, answer_seconds=1.5,
+                          session_seconds=14, usage_interval=3600) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            calling = asyncio.create_task(
+                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
+            first = await double.wait_for_connection(timeout=10)
+            async with asyncio.timeout(10):
+                while first.session is None:
+                    await asyncio.sleep(0.02)
+            double.session_seconds = 3600
+            result = await calling
+            detail = await stored_call(line, result.call_sid)
+            assert line.metrics.value("octi_engine_recycles_total") == 1
+
+    assert result.status == "completed", result.summary()
+    seconds = [next(event for event in connection.record.sent if event["type"] == "session.closed")["usage"]["seconds"]
+               for connection in double.connections]
+    assert len(seconds) == 2 and seconds[0] >= 5
+    price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
+    assert detail.summary.cost_usd == pytest.approx(sum(seconds) / 60 * price, abs=1e-6)

@@ -100,8 +100,10 @@ class GptLiveEngine:
         # Appends while a fixture plays (the service refuses them), sent once it has played.
         self._held_appends: list[dict[str, Any]] = []
         self._recorder: GreetingRecorder | None = None  # the model's greeting, kept as its clip
-        self._reader: asyncio.Task[None] | None = None  # the events' reader of the connection
-        self._closed: asyncio.Future[dict[str, Any]] | None = None  # `session.closed`, once asked for
+        # The events' reader, and the connection it reads (the old one, a moment after a recycle).
+        self._reading: tuple[RealtimeConnection, asyncio.Task[None]] | None = None
+        # `session.closed` awaited, per connection whose session we asked to end.
+        self._closing: dict[RealtimeConnection, asyncio.Future[dict[str, Any]]] = {}
 
     @classmethod
     async def open(cls, settings: Settings) -> GptLiveEngine:
@@ -143,7 +145,8 @@ class GptLiveEngine:
         while True:
             connection, translator = self._connection, self._translator
             queue: asyncio.Queue[tuple[dict[str, Any], float] | None] = asyncio.Queue()
-            reader = self._reader = asyncio.create_task(self._read(connection, queue), name="live-reader")
+            reader = asyncio.create_task(self._read(connection, queue), name="live-reader")
+            self._reading = connection, reader
             try:
                 while True:
                     try:
@@ -183,8 +186,9 @@ class GptLiveEngine:
         try:
             async for event in connection.events():
                 queue.put_nowait((event, connection.last_received_at))
-                if event["type"] == "session.closed" and self._closed is not None and not self._closed.done():
-                    self._closed.set_result(event)
+                closing = self._closing.get(connection)
+                if event["type"] == "session.closed" and closing is not None and not closing.done():
+                    closing.set_result(event)
         finally:
             queue.put_nowait(None)
 
@@ -299,39 +303,45 @@ class GptLiveEngine:
 
     async def recycle(self, conversation: Conversation) -> None:
         fresh, ends_at = await self._start(self._settings, conversation)
-        old = self._connection
-        self._translator.closed_by_us = True
-        await old.send(protocol.session_close())
+        old, old_translator = self._connection, self._translator
         self._sessions += 1
         self._connection, self._session_ends_at = fresh, ends_at
         self._translator = LiveTranslator(prefix=f"live{self._sessions}")
-        await old.close()
         await self._fixture_over()  # the new session plays no fixture: what waited goes to it
+        # The old session's last seconds come in its `session.closed`: the events' reader, still
+        # on the old connection until it closes, turns them into usage (old_translator's).
+        await self._end_session(old, old_translator)
 
     async def close(self) -> dict[str, Any] | None:
-        self._translator.closed_by_us = True
-        closed = self._closed = asyncio.get_running_loop().create_future()  # before the answer can come
-        await self._connection.send(protocol.session_close())
-        final = await self._final_usage(closed)
-        await self._connection.close()
-        return final
-
-    async def _final_usage(self, closed: asyncio.Future[dict[str, Any]]) -> dict[str, Any] | None:
-        """`session.closed`'s usage, what was billed since the last report (None when it does
-        not come within FINAL_USAGE_WAIT_SECONDS: the call's end is not held up for it). Read by
-        the events' reader when one still runs (a socket takes one reader), else by one of its own."""
-        own = None
-        if self._reader is None or self._reader.done():
-            own = asyncio.create_task(self._read(self._connection, asyncio.Queue()), name="live-close-reader")
+        """Ends the session; returns what `session.closed` billed since the last report (None
+        when it does not come within FINAL_USAGE_WAIT_SECONDS: the call's end is not held up)."""
+        closed = await self._end_session(self._connection, self._translator)
+        if closed is None:
+            return None
         try:
-            async with asyncio.timeout(FINAL_USAGE_WAIT_SECONDS):
-                event = await closed
-            return protocol.live_usage(event["usage"], self._translator.usage)
-        except TimeoutError:
-            log.info("no session.closed within %.0f s: its last seconds are not counted", FINAL_USAGE_WAIT_SECONDS)
+            return protocol.live_usage(closed["usage"], self._translator.usage)
         except MALFORMED_EVENT_ERRORS as exc:
             log.warning("malformed session.closed: %r", exc)
+            return None
+
+    async def _end_session(self, connection: RealtimeConnection, translator: LiveTranslator) -> dict[str, Any] | None:
+        """Ask the service to end the session on `connection`, wait a little for its
+        `session.closed` (returned), then close the socket. The event is read by the events'
+        reader when one reads this connection (a socket takes one reader), else by one of its own."""
+        translator.closed_by_us = True
+        closing = self._closing[connection] = asyncio.get_running_loop().create_future()  # before the answer can come
+        own = None
+        if self._reading is None or self._reading[0] is not connection or self._reading[1].done():
+            own = asyncio.create_task(self._read(connection, asyncio.Queue()), name="live-close-reader")
+        try:
+            await connection.send(protocol.session_close())
+            async with asyncio.timeout(FINAL_USAGE_WAIT_SECONDS):
+                return await closing
+        except TimeoutError:
+            log.info("no session.closed within %.0f s: its last seconds are not counted", FINAL_USAGE_WAIT_SECONDS)
+            return None
         finally:
+            del self._closing[connection]
             if own is not None:
                 own.cancel()
-        return None
+            await connection.close()

@@ -14,6 +14,7 @@ import websockets
 
 from app.accounts.passwords import PasswordChecks
 from app.accounts.tokens import AccessTokens, token_key
+from app.channels.browser.sign_in import MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_CLIENT
 from tests.browser_client import PASSWORD, open_page, sign_in, speech, started, stored_calls
 from tests.harness import running_line
 
@@ -236,6 +237,27 @@ async def test_sign_in_refuses_wrong_passwords_and_then_too_many(double):
         assert malformed.status_code == 422
 
 
+async def test_signing_in_to_ones_own_account_does_not_reset_the_guesses_at_anothers(double):
+    """Four wrong passwords for marie, then paul signs in from the same address: the fifth and
+    sixth guesses at marie's still count, and the sixth is refused. Trying other usernames does
+    not give each its own allowance either: past MAX_FAILURES_PER_CLIENT the address waits."""
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        await line.service.browser.users.add("paul", PASSWORD)
+        async with httpx.AsyncClient(base_url=line.url) as client:
+            async def sign_in_as(username: str, password: str = "non") -> int:
+                answer = await client.post("/api/web/token", json={"username": username, "password": password})
+                return answer.status_code
+
+            guesses = [await sign_in_as("marie") for _ in range(4)]
+            own = await sign_in_as("paul", PASSWORD)
+            more = [await sign_in_as("marie") for _ in range(2)]
+            assert (guesses, own, more) == ([401] * 4, 200, [401, 429])
+            others = [await sign_in_as(f"eleveur{n}") for n in range(MAX_FAILURES_PER_CLIENT - 5)]
+            assert others == [401] * (MAX_FAILURES_PER_CLIENT - 5)
+            assert await sign_in_as("quelquun") == 429
+            assert await sign_in_as("paul", PASSWORD) == 429, "the address waits, whatever the account"
+
 async def test_a_flood_of_sign_ins_is_turned_away_instead_of_checking_every_password_at_once(double):
     """Each argon2 check takes 64 MiB and a core: 30 sign-ins at once get one check at a time,
     a few queued, and the rest a 429 at once (before the failures count could stop them)."""
@@ -246,10 +268,27 @@ async def test_a_flood_of_sign_ins_is_turned_away_instead_of_checking_every_pass
             answers = await asyncio.gather(*(client.post("/api/web/token", json={"username": "marie", "password": "non"})
                                              for _ in range(flood)))
     turned_away = [a for a in answers if a.status_code == 429 and "connexions en cours" in a.json()["error"]]
-    checked = [a for a in answers if a.status_code == 401]
+    # Checked: wrong, or past the failures' limit once checked (counted after the check).
+    checked = [a for a in answers if a.status_code == 401 or "Trop d'essais" in a.json()["error"]]
     assert len(checked) <= 1 + PasswordChecks.MAX_WAITING and len(checked) + len(turned_away) == flood
     assert all(a.headers["Retry-After"] == "5" for a in turned_away)
 
+
+async def test_wrong_passwords_sent_at_once_are_counted_before_any_is_answered(double, redis_url):
+    """Wrong passwords for one account sent all at once (as many as the password checks take in):
+    only MAX_FAILURES_PER_ACCOUNT are answered as wrong, the rest refused, and the right password
+    afterwards too."""
+    username = f"u{secrets.token_hex(6)}"
+    async with running_line(openai_realtime_url=double.url, redis_url=redis_url) as line:
+        await line.service.browser.users.add(username, PASSWORD)
+        async with httpx.AsyncClient(base_url=line.url, timeout=60) as client:
+            burst = 1 + PasswordChecks.MAX_WAITING
+            answers = await asyncio.gather(*(client.post("/api/web/token", json={"username": username, "password": "non"})
+                                             for _ in range(burst)))
+            right = await client.post("/api/web/token", json={"username": username, "password": PASSWORD})
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(401) == MAX_FAILURES_PER_ACCOUNT and statuses.count(429) == burst - MAX_FAILURES_PER_ACCOUNT
+    assert right.status_code == 429
 
 async def test_workers_sharing_redis_share_each_users_conversation_count(double, redis_url):
     """Two service processes (here two servers) behind one Redis: a user's conversations are

@@ -33,6 +33,7 @@ from tests.harness import free_loopback_port
 from tests.test_review_pages import (
     CHEAP_ARGON2,
     PASSWORD,
+    TOKEN,
     USER,
     FakeReader,
     client,
@@ -215,29 +216,30 @@ async def limiters():
 async def test_the_limit_blocks_after_max_failures_and_forgets_them(limiter_url, limiters):
     limiter = limiters(limiter_url, max_failures=3, window_seconds=2)
     attacker, colleague = new_client(), new_client()
+    for _ in range(2):
+        assert await limiter.failed(attacker) is None
+    assert await limiter.succeeded(attacker) is None         # a success forgets the failures
     for _ in range(3):
         assert await limiter.retry_after(attacker) is None
-        await limiter.failed(attacker)
+        assert await limiter.failed(attacker) is None
     assert 1 <= await limiter.retry_after(attacker) <= 2
+    assert 1 <= await limiter.failed(attacker) <= 2          # one more is refused, not counted
+    assert await limiter.succeeded(attacker) is not None     # so is the right answer, past the limit
     assert await limiter.retry_after(colleague) is None
-    await limiter.succeeded(attacker)                        # a success forgets the failures
-    assert await limiter.retry_after(attacker) is None
-    for _ in range(3):
-        await limiter.failed(attacker)
-    assert await limiter.retry_after(attacker) is not None
     await asyncio.sleep(2.2)                                 # the window moves past them
     assert await limiter.retry_after(attacker) is None
 
 
 async def test_redis_shares_the_count_between_workers(redis_url, limiters):
-    first, second = (limiters(redis_url, max_failures=2, window_seconds=5) for _ in range(2))
+    first, second = (limiters(redis_url, max_failures=3, window_seconds=5) for _ in range(2))
     attacker = new_client()
     await first.failed(attacker)
     await second.failed(attacker)
+    assert await second.succeeded(attacker) is None
+    await first.failed(attacker)
+    await second.failed(attacker)
+    await first.failed(attacker)
     assert await first.retry_after(attacker) is not None and await second.retry_after(attacker) is not None
-    await second.succeeded(attacker)
-    assert await first.retry_after(attacker) is None
-
 
 async def test_sign_in_attempts_are_limited_across_workers_with_redis(reader, redis_url):
     settings = signin_settings(redis_url=redis_url)
@@ -253,6 +255,19 @@ async def test_sign_in_attempts_are_limited_across_workers_with_redis(reader, re
         async with client(other_worker, ip=colleague) as http:
             assert (await sign_in(http)).status_code == 303
 
+
+async def test_guesses_sent_all_at_once_are_counted_before_any_is_answered(reader, redis_url):
+    """Thirty wrong tokens at once from one address: no more than MAX_FAILURES are answered as
+    wrong (each is counted before its answer, not checked against a count taken earlier), the
+    rest are refused, and so is the right token afterwards."""
+    app = make_app(reader, signin_settings(redis_url=redis_url))
+    async with app.router.lifespan_context(app), client(app, ip=new_client()) as http:
+        answers = await asyncio.gather(*(http.get("/api/calls", headers={"Authorization": f"Bearer guess-{n}"})
+                                         for n in range(30)))
+        right = await http.get("/api/calls", headers={"Authorization": f"Bearer {TOKEN}"})
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(401) == MAX_FAILURES and statuses.count(429) == 30 - MAX_FAILURES
+    assert right.status_code == 429
 
 async def test_an_unreachable_redis_falls_back_to_memory_and_sign_in_still_works(reader, caplog):
     unreachable = f"redis://:hunter2-secret@127.0.0.1:{free_loopback_port()}/0"

@@ -227,12 +227,13 @@ async def _reviewer(request: Request, context: ReviewContext, *, api: bool) -> R
     target = request.url.path + (f"?{urlencode(rest)}" if rest else "")  # the token never travels on
     if bearer is not None or in_query is not None:
         client = client_address(request)
-        wait = await auth.limiter.retry_after(client)
+        reviewer = auth.check_token(bearer if bearer is not None else in_query)
+        # A right token is not counted (API clients send it with every request), only refused
+        # when the address is at its limit: then it answers like a wrong one.
+        wait = await (auth.limiter.failed(client) if reviewer is None else auth.limiter.retry_after(client))
         if wait is not None:
             raise EarlyResponse(too_many(request, context, wait, api))
-        reviewer = auth.check_token(bearer if bearer is not None else in_query)
         if reviewer is None:
-            await auth.limiter.failed(client)
             log.warning("review: wrong token from %s", client)
         elif in_query is not None and bearer is None and request.method in ("GET", "HEAD"):
             # Trade the token in the address for a session cookie, and drop it from the address.

@@ -72,12 +72,13 @@ async def sign_in(request: Request, context: Context, csrf: FormField = "",
             reviewer = await auth.check_password(username, password)
         except TooManyPasswordChecks:
             return too_many(request, context, BUSY_RETRY_SECONDS, api=False)
+    wait = await (auth.limiter.failed(client) if reviewer is None else auth.limiter.succeeded(client))
+    if wait is not None:
+        return too_many(request, context, wait, api=False)
     if reviewer is None:
-        await auth.limiter.failed(client)
         log.warning("review: failed sign-in from %s", client)
         return login_page(request, context, status=401, next_path=next_path, nonce=None, username=username,
                           error="Identifiant, mot de passe ou jeton incorrect.")
-    await auth.limiter.succeeded(client)
     log.info("review: %s signed in from %s", reviewer.name, client)
     response = with_session(RedirectResponse(next_path, status_code=303, headers=NO_STORE), request, context,
                             reviewer)

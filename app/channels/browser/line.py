@@ -31,6 +31,7 @@ from app.calllog.journals import CallJournals
 from app.calllog.records import CallRecord
 from app.channels.browser import wire
 from app.channels.browser.channel import BrowserChannel
+from app.channels.browser.sign_in import SignInFailures
 from app.channels.contract import CallIdentity, Conversations
 from app.channels.websocket_io import FrameSocket, SocketClosed, StarletteSocket
 from app.config import Settings
@@ -72,8 +73,7 @@ class BrowserLine:
         self.conversations_per_user = MovingWindowLimit(
             settings.redis_url, limit=settings.web_sessions_per_hour, window_seconds=3600,
             key="octi-web-conversations", counted="browser conversations")
-        self.sign_in_failures = MovingWindowLimit(settings.redis_url, limit=5, window_seconds=15 * 60,
-                                                  key="octi-web-sign-in", counted="browser sign-in failures")
+        self.sign_in_failures = SignInFailures(settings.redis_url)
         self.start_timeout_seconds = START_TIMEOUT_SECONDS
         self.draining = False  # shutting down: no new conversations
         self._origins = {origin_of(o.strip()) for o in settings.web_allowed_origins.split(",") if o.strip()}

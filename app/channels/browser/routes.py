@@ -45,21 +45,21 @@ def build_browser_router(line: BrowserLine) -> APIRouter:
         """A token for a user's username and password; it is also set as an HttpOnly cookie,
         which same-site pages' websockets then carry by themselves."""
         client = request.client.host if request.client else "unknown"
-        wait = await failures.retry_after(client)
+        username = credentials.username[:FIELD_LIMIT]
+        wait = await failures.retry_after(client, username)
         if wait is not None:
-            return JSONResponse({"error": f"Trop d'essais. Réessayez dans {wait} s."}, status_code=429,
-                                headers={**NO_STORE, "Retry-After": str(wait)})
+            return too_many_attempts(wait)
         try:
-            user = await line.users.authenticate(credentials.username[:FIELD_LIMIT],
-                                                 credentials.password[:FIELD_LIMIT])
+            user = await line.users.authenticate(username, credentials.password[:FIELD_LIMIT])
         except TooManyPasswordChecks:
             return JSONResponse({"error": f"Trop de connexions en cours. Réessayez dans {BUSY_RETRY_SECONDS} s."},
                                 status_code=429, headers={**NO_STORE, "Retry-After": str(BUSY_RETRY_SECONDS)})
+        wait = await (failures.failed(client, username) if user is None else failures.succeeded(client, username))
+        if wait is not None:
+            return too_many_attempts(wait)
         if user is None:
-            await failures.hit(client)
             log.warning("browser sign-in refused from %s", client)
             return JSONResponse({"error": "Identifiant ou mot de passe incorrect."}, status_code=401, headers=NO_STORE)
-        await failures.clear(client)
         token = line.tokens.issue(user)
         lifetime = int(line.tokens.lifetime_seconds)
         response = JSONResponse({"token": token, "token_type": "jwt", "expires_in": lifetime, "user": user},
@@ -71,6 +71,11 @@ def build_browser_router(line: BrowserLine) -> APIRouter:
         return response
 
     return router
+
+
+def too_many_attempts(wait: int) -> JSONResponse:
+    return JSONResponse({"error": f"Trop d'essais. Réessayez dans {wait} s."}, status_code=429,
+                        headers={**NO_STORE, "Retry-After": str(wait)})
 
 
 def softphone_files() -> StaticFiles:

@@ -187,14 +187,28 @@ async def test_a_call_whose_engine_is_still_connecting_is_held_for_a_drain(doubl
     assert all(held >= 1 for held, _ in seen[held_from:]), seen[held_from:]
 
 
+async def signed_post(line, path: str, form: dict[str, str]) -> httpx.Response:
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + path, form)
+    async with httpx.AsyncClient() as http:
+        return await http.post(line.url + path, data=form, headers={"X-Twilio-Signature": signature})
+
+
+async def test_calls_arriving_together_do_not_get_past_the_capacity(double, redis_url):
+    """Four calls ring at once on an instance with room for two; the count per caller, in Redis,
+    makes each webhook wait a moment after it saw the room left. Two calls are taken and two
+    hear that the lines are busy."""
+    async with running_line(openai_realtime_url=double.url, max_concurrent_calls=2, redis_url=redis_url) as line:
+        forms = [{"CallSid": "CA" + str(n) * 32, "AccountSid": "AC" + "9" * 32, "To": "+33100000000",
+                  "From": "+3369" + str(secrets.randbelow(10**7)).zfill(7)} for n in range(1, 5)]
+        answers = await asyncio.gather(*(signed_post(line, INCOMING_PATH, form) for form in forms))
+        held = line.service.calls_held
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert sum("<Stream" in answer.text for answer in answers) == 2 and held == 2
+    assert sum("occupées" in answer.text for answer in answers) == 2
+
 async def test_a_caller_who_hangs_up_before_the_stream_frees_the_place_at_once(double):
     """Twilio's call status callback says the call is over: its place and its pre-warmed engine
     go at once, not STREAM_TOKEN_TTL_SECONDS later."""
-    async def signed_post(line, path: str, form: dict[str, str]) -> httpx.Response:
-        signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + path, form)
-        async with httpx.AsyncClient() as http:
-            return await http.post(line.url + path, data=form, headers={"X-Twilio-Signature": signature})
-
     async with running_line(openai_realtime_url=double.url, max_concurrent_calls=1) as line:
         gone = {"CallSid": "CA" + "9" * 32, "AccountSid": "AC" + "9" * 32, "From": "+33633333333", "To": "+33100000000"}
         answered = await signed_post(line, INCOMING_PATH, gone)

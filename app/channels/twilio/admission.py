@@ -49,11 +49,18 @@ class CallAdmission:
             return CallOutcome.NOT_ALLOWED
         if self._full():
             return CallOutcome.BUSY
-        # Withheld numbers all look alike: counted together, one farmer's calls would turn
-        # every other farmer who hides their number away.
-        if self._per_hour > 0 and not withheld(caller) and not await self._calls_per_caller.hit(digits(caller)):
-            return CallOutcome.RATE_LIMITED
+        # Held before the count per caller, which may wait on Redis: the webhooks answered
+        # meanwhile must see this place taken.
         self._waiting[call_sid] = time.monotonic()
+        try:
+            # Withheld numbers all look alike: counted together, one farmer's calls would turn
+            # every other farmer who hides their number away.
+            if self._per_hour > 0 and not withheld(caller) and not await self._calls_per_caller.hit(digits(caller)):
+                self._waiting.pop(call_sid, None)
+                return CallOutcome.RATE_LIMITED
+        except BaseException:  # the webhook's request went away meanwhile
+            self._waiting.pop(call_sid, None)
+            raise
         return None
 
     def call_back_refusal(self, call_sid: str) -> CallOutcome | None:

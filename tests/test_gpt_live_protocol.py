@@ -62,6 +62,20 @@ def test_history_is_capped_at_the_services_limit_and_marks_a_cut_answer():
     assert items[-1]["content"][0]["text"] == "phrase 199 …"
 
 
+def test_a_long_calls_history_fits_the_services_token_limit_and_keeps_the_passages():
+    """A long call's exchanges (two hundred of 600 characters: far over 8,192 tokens) and the
+    passages of the question being answered: the passages and the latest exchanges go, within
+    the limit, oldest first."""
+    history = [Exchange("assistant" if i % 2 else "caller", f"{i} " + "é" * 600) for i in range(200)]
+    items = protocol.session_start("gpt-live-1", "marin", history=history, context="Fiche : 32 °C.")["session"]["input"]
+    texts = [item["content"][0]["text"] for item in items]
+    assert texts[-1] == "Fiche : 32 °C." and texts[-2].startswith("199 ")
+    numbers = [int(text.split()[0]) for text in texts[:-1]]
+    assert numbers == list(range(numbers[0], 200)) and len(numbers) > 20
+    estimated = sum(protocol.MESSAGE_FRAMING_TOKENS + len(text) / 3 + 1 for text in texts)
+    assert estimated <= protocol.INITIAL_ITEMS_TOKENS
+    strictly_valid(protocol.session_start("gpt-live-1", "marin", history=history, context="Fiche : 32 °C."))
+
 def test_long_results_fit_one_append():
     event = protocol.commentary("mot " * 1000, "del_1")
     assert len(event["content"]) <= protocol.APPEND_MAX_CHARS

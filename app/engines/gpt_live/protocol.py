@@ -87,8 +87,12 @@ YIELD_QUIET_MS = 400.0
 YIELD_WINDOW_MS = 500.0
 # Appends carry at most 500 tokens: French runs about three characters a token.
 APPEND_MAX_CHARS = 1200
-# `session.start` takes at most 128 initial messages.
+# `session.start` takes at most 128 initial messages, rendered within 8,192 tokens (the default
+# limit, `SessionConfig.input`). Their tokens are estimated generously: three characters a
+# token, as for appends, and a few more per message for its framing.
 MAX_INITIAL_ITEMS = 128
+INITIAL_ITEMS_TOKENS = 8192
+MESSAGE_FRAMING_TOKENS = 8
 FATAL_ERRORS = {"session_expired", "invalid_api_key"}
 
 INSTRUCTIONS = (
@@ -117,10 +121,21 @@ def conversation_instructions(offers_sms: bool) -> str:
 def session_start(model: str, voice: str, instructions: str = INSTRUCTIONS,
                   history: Sequence[Exchange] = (), context: str | None = None) -> dict[str, Any]:
     """The first event of a session; `history` and `context` (the passages of a question not yet
-    answered) carry a call on in a new session, as the latest `MAX_INITIAL_ITEMS` messages."""
-    items: list[dict[str, Any]] = [_initial_item(exchange) for exchange in history if exchange.text]
-    if context is not None:
-        items.append({"type": "message", "role": "developer", "content": [{"type": "input_text", "text": context}]})
+    answered) carry a call on in a new session: the context, and as many of the latest exchanges
+    as the service's limits take (`MAX_INITIAL_ITEMS`, `INITIAL_ITEMS_TOKENS`)."""
+    passages = [] if context is None else [
+        {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": context}]}]
+    budget = INITIAL_ITEMS_TOKENS - sum(map(_estimated_tokens, passages))
+    latest: list[dict[str, Any]] = []
+    for exchange in reversed(history):
+        if not exchange.text:
+            continue
+        item = _initial_item(exchange)
+        budget -= _estimated_tokens(item)
+        if budget < 0 or len(latest) + len(passages) == MAX_INITIAL_ITEMS:
+            break
+        latest.append(item)
+    items = latest[::-1] + passages
     session: dict[str, Any] = {
         "model": model,
         "instructions": instructions,
@@ -128,8 +143,12 @@ def session_start(model: str, voice: str, instructions: str = INSTRUCTIONS,
         "delegation": {"type": "client"},
     }
     if items:
-        session["input"] = items[-MAX_INITIAL_ITEMS:]
+        session["input"] = items
     return {"type": "session.start", "event_id": "octi_session_start", "session": session}
+
+
+def _estimated_tokens(item: dict[str, Any]) -> int:
+    return MESSAGE_FRAMING_TOKENS + len(item["content"][0]["text"]) // 3 + 1
 
 
 def _initial_item(exchange: Exchange) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 from app.agent import phrases
 from app.calllog.store import CallLogStore
 from app.config import Settings
-from app.simulators.twilio_caller import CallScript, Utterance
+from app.simulators.twilio_caller import CallScript, NoiseBurst, Utterance
 from tests.test_call_path import QUESTION, call
 from app.channels.twilio.line import INCOMING_PATH
 from app.channels.twilio.security import STATUS_PATH
@@ -84,6 +84,23 @@ async def test_a_silent_caller_is_asked_if_they_are_there_then_told_goodbye(doub
     # greeting (1 s) + 2 s + prompt + 2 s + goodbye: well under the caller's 30 s
     assert result.duration_s < 12
 
+
+async def test_barn_noise_on_a_line_nobody_speaks_on_does_not_keep_the_call_going(double):
+    """The phone left in the barn: a clang every second and a half, never a word. The noises are
+    not the caller answering: the prompt and the goodbye come as on a silent line."""
+    double.script_next_connection(greeting_seconds=1.0, answer_seconds=1.0)
+    noises = [NoiseBurst(at=2.0 + 1.5 * n) for n in range(12)]
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=2,
+                            silence_goodbye_seconds=2) as line:
+        result = await call(line, CallScript(utterances=noises, hangup_after=25))
+        detail = await stored(line, result.call_sid)
+    assert result.closed_by == "server", result.summary()
+    assert detail.summary.outcome == "timeout"
+    kinds = [e.type for e in detail.events]
+    assert [kind for kind in kinds if kind.startswith("silence")] == ["silence_prompt", "silence_goodbye"]
+    assert "noise_unanswered" in kinds and result.duration_s < 15
+    instructions = creates(double.connections[0])  # the greeting, the prompt, the goodbye: no « Pardon ? »
+    assert len(instructions) == 3 and phrases.STILL_THERE in instructions[1]
 
 async def test_the_time_limit_reached_during_another_goodbye_waits_for_it_and_the_call_ends_well(double):
     """MAX_CALL_MINUTES (6 s) falls while the goodbye of « # » (at 5 s, 3 s long) plays: the limit

@@ -180,10 +180,14 @@ class Behaviours:
 
     # ------------------------------------------------------------------ silence
 
-    def caller_active(self, *, speaking: bool = False) -> None:
-        """The caller started speaking (`speaking`), stopped, typed or pressed a key."""
-        self._caller_speaking = speaking
+    def caller_active(self) -> None:
+        """The caller said words, typed or pressed a key. A sound alone is not the caller: the
+        barn's noises would keep a phone left off the hook talking."""
         self._caller_at = perf_counter()
+
+    def caller_sound(self, speaking: bool) -> None:
+        """A sound on the line started (`speaking`) or ended: no prompt while it lasts."""
+        self._caller_speaking = speaking
 
     async def _silence(self) -> None:
         """SILENCE_PROMPT_SECONDS after OCTI finished with no word from the caller: « Vous êtes

@@ -94,6 +94,17 @@ class TurnRetrieval:
         """The newest finished search is for every word of the turn."""
         return self.final and self.latest is not None and self.latest.query == self.query
 
+    async def wordless(self, timeout_s: float) -> bool:
+        """The complete transcript came, within `timeout_s`, without a word."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self.final:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            return False
+        return not self.words.strip()
+
     async def settle(self, budget_s: float) -> Retrieval | None:
         """The caller stopped: search the last words now, and wait at most `budget_s` for the
         transcript to complete and its search to finish. Returns that search if it did in

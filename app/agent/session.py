@@ -72,7 +72,8 @@ class CallSession:
         # (RAG_MODE=inject), or as they are. Service-driven ones answer what their model heard
         # (delegating the search): a typed question, unheard, the session searches for them.
         client_turns = engine.traits.turns == "client"
-        self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller)
+        self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller,
+                                          self._unanswered_noise)
                            if client_turns and settings.rag_mode == "inject" else None)
         self._plain_answers = BackgroundTasks() if client_turns and self._knowledge is None else None
         self._typed_answers = None if client_turns else BackgroundTasks()
@@ -273,7 +274,7 @@ class CallSession:
     async def _on_speech_started(self, event: SpeechStarted) -> None:
         """The caller's sound over OCTI silences the caller's playback at once. Then either it
         is a barge-in now, or (BARGE_IN_MIN_MS) OCTI only pauses until we know (barge_in.py)."""
-        self._behaviours.caller_active(speaking=True)
+        self._behaviours.caller_sound(True)
         turn = self.state.caller_turn(event.turn)
         turn.start_ms = event.at_ms
         previous_question = self.state.previous_question(turn)
@@ -307,6 +308,13 @@ class CallSession:
         self._metrics.false_barge_ins.inc()
         self._journal.event("false_barge_in", f"{event.spoken_ms:.0f} ms sans paroles", turn.start_ms)
 
+    async def _unanswered_noise(self, turn: Turn) -> None:
+        """A short sound without words while OCTI was silent: the barn, left unanswered and out
+        of the conversation."""
+        await self._engine.discard(turn.item_id)
+        log.info("a short sound without words was a noise: not answered")
+        self._journal.event("noise_unanswered", "son bref sans paroles", turn.start_ms)
+
     async def _interrupt(self, *, counted: bool = True) -> None:
         """The caller takes the floor: mute the answer under way, flush what they still hold,
         tell the engine what was heard, and cancel the answer. Only the caller's interruptions
@@ -333,7 +341,7 @@ class CallSession:
             self._speaker.yielded(event.item)
 
     async def _on_speech_stopped(self, event: SpeechStopped) -> None:
-        self._behaviours.caller_active()
+        self._behaviours.caller_sound(False)
         turn = self.state.caller_turn(event.turn)
         if self._judge.judging(event.turn):
             if not self._judge.is_speech(event.spoken_ms, turn.text):
@@ -344,7 +352,7 @@ class CallSession:
         self._metrics.turns.labels("caller").inc()
         self._journal_caller(turn)
         if self._knowledge is not None:
-            self._knowledge.speech_stopped(turn)
+            self._knowledge.speech_stopped(turn, event.spoken_ms)
         elif self._plain_answers is not None:
             self._plain_answers.spawn(self._engine.answer(), "answer")
 
@@ -355,6 +363,8 @@ class CallSession:
             self._heard_after_noise(event)
             return
         turn = self.state.caller_turn(event.turn)
+        if event.text.strip():
+            self._behaviours.caller_active()
         if event.final:
             turn.text = event.text
             if event.usage:

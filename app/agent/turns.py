@@ -6,6 +6,9 @@ words if it finished by then, else the newest one that did (none yet: the one un
 RAG_TIMEOUT_MS bounds). With no words at all (a transcription that only comes after the turn),
 the answer goes at once with the search tool: the model heard the question and searches itself. A barge-in before the answer went out
 cancels that turn's work; a sound that may be noise leaves it alone until it proves to be speech.
+A sound shorter than BARGE_IN_MIN_MS whose transcript comes complete without a word (within
+NOISE_VERDICT_SECONDS) is the barn, not the caller: it is not answered (`on_noise`), as a noise
+over OCTI is not (barge_in.py). Otherwise every clang in a silence would get « Pardon ? ».
 
 A typed question waits for its search (`answer_typed`): the session answers typed questions so
 for engines that take their own turns too, whose model delegates only what it heard.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 
 from app.agent.rag import (
@@ -32,15 +35,19 @@ from app.config import Settings
 from app.engines.contract import Engine
 from app.metrics import Metrics
 
+# How long a short sound's release waits for its complete transcript to tell a noise from a word.
+NOISE_VERDICT_SECONDS = 0.5
+
 
 class KnowledgeTurns:
     def __init__(self, engine: Engine, retriever: Retriever, settings: Settings, metrics: Metrics,
-                 record: Callable[[Turn], None]) -> None:
+                 record: Callable[[Turn], None], on_noise: Callable[[Turn], Awaitable[None]]) -> None:
         self._engine = engine
         self._retriever = retriever
         self._settings = settings
         self._metrics = metrics
         self._record = record  # the caller turn changed: log it
+        self._on_noise = on_noise  # the turn was a noise: left unanswered
         self._state = KnowledgeTurnState()
 
     @property
@@ -74,7 +81,7 @@ class KnowledgeTurns:
         if following is not None:
             following.heard(turn.text, final=final)
 
-    def speech_stopped(self, turn: Turn) -> None:
+    def speech_stopped(self, turn: Turn, spoken_ms: float) -> None:
         stopped_at = perf_counter()
         state = self._state
         following = state.following if state.following_turn == turn.item_id else None
@@ -82,7 +89,7 @@ class KnowledgeTurns:
         self.cancel()
         if following is not None:  # words still coming in go to the turn being released
             state.releasing[turn.item_id] = following
-        state.release = asyncio.create_task(self._release(turn, following, stopped_at), name="rag-answer")
+        state.release = asyncio.create_task(self._release(turn, following, spoken_ms, stopped_at), name="rag-answer")
 
     def typed(self, turn: Turn, previous_question: str | None) -> None:
         """A typed question: no hold to keep short, so the answer waits for its search."""
@@ -114,11 +121,15 @@ class KnowledgeTurns:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(release, return_exceptions=True)
 
-    async def _release(self, turn: Turn, following: TurnRetrieval | None, stopped_at: float) -> None:
+    async def _release(self, turn: Turn, following: TurnRetrieval | None, spoken_ms: float, stopped_at: float) -> None:
         retrieval: Retrieval | None = None
         if following is not None:
             try:
                 retrieval = await following.settle(self._settings.rag_hold_ms / 1000)
+                if (retrieval is None and spoken_ms < self._settings.barge_in_min_ms
+                        and await following.wordless(NOISE_VERDICT_SECONDS)):
+                    await self._on_noise(turn)
+                    return
             finally:
                 following.close()
                 self._state.releasing.pop(turn.item_id, None)

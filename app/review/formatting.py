@@ -64,6 +64,7 @@ EVENTS = {
     "sms_recap_sent": "récapitulatif envoyé par SMS",
     "sms_recap_failed": "récapitulatif par SMS non envoyé",
     "false_barge_in": "bruit sans paroles : OCTI a repris",
+    "noise_unanswered": "bruit sans paroles : pas de réponse",
     "call_back": "rappel lancé",
     "call_back_unanswered": "rappel sans réponse",
     "outbound": "appel sortant : OCTI rappelle",

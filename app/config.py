@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.agent.opening_hours import OpeningHours
+from app.channels.twilio.numbers import international
 
 DEFAULT_INSTRUCTIONS = (
     "Tu es OCTI, un expert en aviculture qui répond au téléphone à des éleveurs de volailles. "
@@ -108,14 +109,14 @@ class Settings(BaseSettings):
     weaviate_api_key: SecretStr | None = None
     weaviate_collection: str = "OctiKnowledge"
     rag_mode: Literal["inject", "tool", "off"] = "inject"
-    rag_timeout_ms: int = 300
+    rag_timeout_ms: int = Field(default=300, ge=1)
     # How long a turn may wait, after the caller stopped, for its passages. Without the
     # caller's words by then, the answer gets the search tool (RAG_FALLBACK=tool) or none.
-    rag_hold_ms: int = 80
+    rag_hold_ms: int = Field(default=80, ge=0)
     rag_fallback: Literal["tool", "none"] = "tool"
-    rag_top_k: int = 4
+    rag_top_k: int = Field(default=4, ge=1, le=20)  # passages per answer: more only fill the model's context
     # Weight of the vector leg in the hybrid fusion (1 - alpha for keywords), as Weaviate's alpha.
-    rag_alpha: float = 0.5
+    rag_alpha: float = Field(default=0.5, ge=0.0, le=1.0)
 
     # Call logs and review
     database_url: str | None = None          # default: SQLite under DATA_DIR
@@ -176,7 +177,7 @@ class Settings(BaseSettings):
     call_recap: bool = True  # after each call, the model summarises its advice (stored, shown in the review)
     # The recap by SMS to the caller: "ask" when they accept it by voice, "always", or "off".
     sms_recap: Literal["off", "ask", "always"] = "ask"
-    allowed_callers: str = ""  # comma-separated numbers; empty: every caller
+    allowed_callers: str = ""  # comma-separated E.164 numbers; empty: every caller
     calls_per_caller_per_hour: int = 10  # 0: no limit
     max_concurrent_calls: int = 200  # per instance (benchmarks/README.md: ~200 pcm16 calls a process); 0: no limit
     prewarm_ttl_seconds: float = 20.0
@@ -207,6 +208,22 @@ class Settings(BaseSettings):
     @classmethod
     def _check_dtmf_keys(cls, value: str) -> str:
         dtmf_actions(value)
+        return value
+
+    @field_validator("allowed_callers")
+    @classmethod
+    def _check_allowed_callers(cls, value: str) -> str:
+        for number in filter(None, (n.strip() for n in value.split(","))):
+            if international(number) is None:
+                raise ValueError(f"« {number} » is not an international number: Twilio gives callers' numbers in "
+                                 "E.164 (+33612345678), and only such a number can match them")
+        return value
+
+    @field_validator("transfer_number")
+    @classmethod
+    def _check_transfer_number(cls, value: str | None) -> str | None:
+        if value and international(value) is None:
+            raise ValueError(f"« {value} » is not an international number (E.164, e.g. +33612345678)")
         return value
 
     @model_validator(mode="after")

@@ -130,6 +130,17 @@ async def test_a_caller_who_answers_the_prompt_is_not_told_goodbye(double):
     assert [e.type for e in detail.events] == ["silence_prompt"]
 
 
+def test_numbers_twilio_could_never_match_and_meaningless_search_settings_are_refused_at_start_up():
+    """Twilio gives callers' numbers in E.164: « 06 12 34 56 78 » in ALLOWED_CALLERS would turn
+    every member away. No passage per answer, a search with no time, or a fusion weight out
+    of 0..1 would make every search fail or mislead."""
+    for bad in ({"allowed_callers": "+33612345678, 06 12 34 56 78"}, {"transfer_number": "0612345678"},
+                {"rag_top_k": 0}, {"rag_timeout_ms": 0}, {"rag_alpha": 7}, {"rag_hold_ms": -1}):
+        with pytest.raises(ValueError):
+            Settings(_env_file=None, **bad)
+    members = Settings(_env_file=None, allowed_callers="+33 6 12 34 56 78,+33 (1) 00 00 00 00").allowed_callers
+    assert "+33 6 12" in members
+
 def test_a_malformed_key_map_is_refused_at_start_up():
     for bad in ("9=dance", "00=end", "#", "a=end"):
         with pytest.raises(ValueError):

@@ -11,12 +11,12 @@ stream as an incoming call, where OCTI greets the farmer as a call-back.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from urllib.parse import urlencode
 
 from app.calllog.records import CallEvent, CallRecord
 from app.channels.twilio.admission import AllowedCallers
+from app.channels.twilio.numbers import international
 from app.channels.twilio.rest import TwilioRest, TwilioRestError
 from app.channels.twilio.security import STATUS_PATH, public_url
 from app.config import Settings
@@ -33,8 +33,6 @@ CALLED_BACK_ABOUT = "about"  # the status callback's query: the logged call a ca
 # Why a call-back was never answered (Twilio's final CallStatus), for the reviewers.
 UNANSWERED = {"no-answer": "pas de réponse", "busy": "ligne occupée", "failed": "appel impossible",
               "canceled": "appel annulé"}
-E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-SEPARATORS = str.maketrans("", "", " .-()\u00a0")
 
 
 # Why a call-back was not placed: the HTTP status the API answers with, and French for the reviewer.
@@ -66,8 +64,8 @@ class CallBackRefused(Exception):
 
 def e164(number: str) -> str:
     """`number` in E.164 (spaces, dots, dashes and brackets dropped), or CallBackRefused."""
-    compact = number.translate(SEPARATORS)
-    if not E164.fullmatch(compact):
+    compact = international(number)
+    if compact is None:
         raise CallBackRefused("invalid_number")
     return compact
 

@@ -12,9 +12,13 @@ import json
 
 from app.engines.contract import ToolSpec
 from app.knowledge.french import query_terms
+from app.knowledge.ingest.chunking import MAX_CHARS as CHUNK_MAX_CHARS
 from app.knowledge.retrieval import Retrieval, Retriever
 
-PASSAGE_CHARS = 700  # per passage in the instructions: enough for an answer, short enough for the context
+# A whole chunk, however ingestion grew it: the words it was found for may be at its end.
+PASSAGE_CHARS = CHUNK_MAX_CHARS
+# A title from a document (a heading, an HTML <title>, a PDF's) is not bounded at its source.
+TITLE_CHARS = 160
 
 SEARCH_TOOL = ToolSpec(
     name="search_knowledge",
@@ -167,7 +171,7 @@ def knowledge_context(retrieval: Retrieval) -> str:
             "sur ce point, et propose l'avis du vétérinaire ou du technicien si l'enjeu est sanitaire."
         )
     extracts = "\n\n".join(
-        f"[{index}] {passage.title} (source : {passage.source})\n{_shorten(passage.text)}"
+        f"[{index}] {shorten(passage.title, TITLE_CHARS)} (source : {passage.source})\n{shorten(passage.text)}"
         for index, passage in enumerate(retrieval.passages, start=1)
     )
     return (
@@ -192,14 +196,15 @@ def instructions_with_search_tool(base: str) -> str:
 def tool_output(retrieval: Retrieval) -> str:
     """The `function_call_output` for search_knowledge: passages, or an error the model can act on."""
     if retrieval.outcome in {"ok", "empty"}:
-        return json.dumps({"passages": [{"title": p.title, "source": p.source, "text": _shorten(p.text)}
+        return json.dumps({"passages": [{"title": shorten(p.title, TITLE_CHARS), "source": p.source, "text": shorten(p.text)}
                                         for p in retrieval.passages]}, ensure_ascii=False)
     return json.dumps({"error": f"base de connaissances indisponible ({retrieval.outcome})"}, ensure_ascii=False)
 
 
-def _shorten(text: str) -> str:
+def shorten(text: str, limit: int = PASSAGE_CHARS) -> str:
+    """`text` on one line, cut at a word before `limit` characters (then « … »)."""
     text = " ".join(text.split())
-    if len(text) <= PASSAGE_CHARS:
+    if len(text) <= limit:
         return text
-    cut = text.rfind(" ", 0, PASSAGE_CHARS)
-    return text[: cut if cut > 0 else PASSAGE_CHARS] + " …"
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > 0 else limit] + " …"

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from app.agent import phrases
+from app.agent.rag import shorten
 from app.agent.state import CallState, Turn
 from app.calllog.journal import CallJournal
 from app.channels.contract import CallChannel
@@ -44,12 +45,9 @@ def exchanges(state: CallState, heard_text: Callable[[Turn], str]) -> str | None
             said_after.append((turn.text.strip() if turn.retrieval is not None else "", []))
         elif said_after and (text := heard_text(turn)):
             said_after[-1][1].append(text)
-    lines = [f"- « {question} » : {_shortened(' '.join(said))}" for question, said in said_after if question and said]
+    lines = [f"- « {question} » : {shorten(' '.join(said), ANSWER_MAX_CHARS)}" for question, said in said_after
+             if question and said]
     return "\n".join([phrases.EXCHANGES_RECAP_HEADER, *lines]) if lines else None
-
-
-def _shortened(text: str) -> str:
-    return text if len(text) <= ANSWER_MAX_CHARS else text[:ANSWER_MAX_CHARS].rsplit(" ", 1)[0] + " …"
 
 
 async def recap_of(engine: Engine, state: CallState, settings: Settings,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from time import perf_counter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -103,6 +104,26 @@ class Metrics:
         combined = CollectorRegistry()
         MultiProcessCollector(combined, path=directory)
         return generate_latest(combined)
+
+
+def forget_dead_processes(directory: str | os.PathLike[str]) -> None:
+    """Drop the metric files of processes that are gone (prometheus-client names them by pid):
+    a killed process's calls would otherwise be counted as under way forever. Live processes
+    sharing the directory (other instances a supervisor runs) keep theirs."""
+    for path in Path(directory).glob("*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 async def watch_loop_lag(metrics: Metrics, interval: float = 0.1) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,9 +27,10 @@ from app.config import Settings, get_settings
 from app.knowledge.seed import ensure_seeded
 from app.knowledge.stores import open_store
 from app.logs import configure_logging
+from app.metrics import forget_dead_processes
 from app.service import Service
 from app.web import WEBSOCKET_IMPLEMENTATIONS, create_app, server_config
-from app.workers import serve_workers
+from app.workers import METRICS_DIR_VARIABLE, serve_workers
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,8 @@ def cli(host: str | None, port: int | None, ws: str, workers: int | None) -> Non
     settings = get_settings()
     host, port, workers = host or settings.host, port or settings.port, workers or settings.workers
     if workers == 1:
+        if metrics_directory := os.environ.get(METRICS_DIR_VARIABLE):
+            forget_dead_processes(metrics_directory)
         run_server(host=host, port=port, ws=ws)
         return
     configure_logging(settings.log_level, settings.log_format, workers=True)

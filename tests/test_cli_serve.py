@@ -240,6 +240,43 @@ def _gone(pid: int) -> bool:
         return True
 
 
+async def test_one_server_forgets_the_metrics_of_a_killed_process_but_not_of_a_live_one(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR shared by instances a supervisor runs, one server each: one was
+    killed (SIGKILL) with two calls under way, another lives with one. A server starting there
+    counts the live one's call, not the dead one's."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PYTHONPATH": str(REPO)}
+    program = ("import os, sys, time\nfrom app.metrics import Metrics\nmetrics = Metrics()\n"
+               "for _ in range(int(sys.argv[1])): metrics.call_started()\nprint('ready', flush=True)\n"
+               "time.sleep(60) if sys.argv[2] == 'live' else os.kill(os.getpid(), 9)")
+    dead = await asyncio.create_subprocess_exec(sys.executable, "-c", program, "2", "dead", env=env,
+                                                stdout=asyncio.subprocess.PIPE)
+    await dead.communicate()
+    live = await asyncio.create_subprocess_exec(sys.executable, "-c", program, "1", "live", env=env,
+                                                stdout=asyncio.subprocess.PIPE)
+    port = free_loopback_port()
+    server = None
+    try:
+        assert await live.stdout.readline() == b"ready\n"
+        assert dead.returncode == -signal.SIGKILL and len(_worker_pids(metrics_dir)) == 2
+        server = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=tmp_path,
+            env={**env, "DATA_DIR": str(tmp_path), "RAG_MODE": "off", "LOG_LEVEL": "WARNING"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        async with asyncio.timeout(60):
+            while not await _ready(f"http://127.0.0.1:{port}"):
+                await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(timeout=5) as http:
+            exposition = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    finally:
+        for process in (live, server):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert _sample(exposition, "octi_active_calls") == 1.0
+    assert dead.pid not in _worker_pids(metrics_dir) and live.pid in _worker_pids(metrics_dir)
+
 def _worker_pids(metrics_dir: Path) -> set[int]:
     """The processes writing metrics there (prometheus-client names its files by pid)."""
     return {int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("*.db")}

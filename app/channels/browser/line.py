@@ -32,7 +32,7 @@ from app.calllog.records import CallRecord
 from app.channels.browser import wire
 from app.channels.browser.channel import BrowserChannel
 from app.channels.contract import CallIdentity, Conversations
-from app.channels.websocket_io import FrameSocket, SocketClosed, StarletteSocket
+from app.channels.websocket_io import POLICY_VIOLATION, FrameSocket, SocketClosed, StarletteSocket
 from app.config import Settings
 from app.logs import current_call
 from app.metrics import Metrics
@@ -44,7 +44,6 @@ REALTIME_PATH = "/ws/realtime"
 VOICE_PATH = "/ws/voice"  # the seed plan's name for the same channel
 TOKEN_COOKIE = "octi_web_token"
 START_TIMEOUT_SECONDS = 30.0
-POLICY_VIOLATION = 1008
 
 
 class Refused(Exception):

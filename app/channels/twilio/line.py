@@ -29,7 +29,7 @@ from app.channels.twilio.transfer import TwilioTransfers
 from app.channels.twilio.awaited import AwaitedWebhooks
 from app.channels.twilio.voicemail import Voicemail
 from app.channels.twilio.security import STATUS_PATH, SignatureChecker, StreamTokens, public_url, websocket_url
-from app.channels.websocket_io import FrameSocket
+from app.channels.websocket_io import POLICY_VIOLATION, FrameSocket
 from app.config import Settings
 from app.expiring import ExpiringValues
 from app.logs import current_call, mask_phone
@@ -45,7 +45,6 @@ STREAM_ENDED_PATH = "/voice/stream-ended"
 CALL_OVER_STATUSES = frozenset({"completed", *UNANSWERED})
 START_TIMEOUT_SECONDS = 10.0
 OUTCOME_TTL_SECONDS = 600
-POLICY_VIOLATION = 1008
 
 
 def stream_url(settings: Settings) -> str:

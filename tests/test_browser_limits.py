@@ -67,3 +67,29 @@ async def test_a_page_catching_up_after_a_network_hiccup_loses_nothing(double):
                 while connection.input_audio.total_units < 1.5 * UNITS_PER_SECOND:
                     await asyncio.sleep(0.02)
         assert [m["code"] for m in page.texts if m["type"] == "error"] == ["unknown_type"]
+
+
+async def test_typed_questions_and_resets_past_a_small_burst_are_refused(double):
+    """Each typed question stops OCTI, joins the model's conversation and starts a search; a
+    reset opens a new model session: a few at once, then one a second. Past that they are
+    refused with an error the page shows, and never reach the model."""
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            began = time.monotonic()
+            for n in range(10):
+                await page.send_json({"type": "user_text", "text": f"Question {n} : " + "poussin " * 240})
+            await page.send_json({"type": "reset_session"})
+            await page.send_json({"type": "raccrocher"})  # its error comes once the others are handled
+            await page.until(lambda m: m.get("code") == "unknown_type", timeout=20)
+            lasted_s = time.monotonic() - began
+        refused = [m for m in page.texts if m.get("code") == "too_many_messages"]
+        [call] = await stored_calls(line)
+    typed = [turn for turn in call.turns if turn.role == "caller"]
+    resets = [event for event in call.events if event.type == "conversation_reset"]
+    assert len(typed) + len(resets) + len(refused) == 11
+    assert len(typed) + len(resets) <= pacing.MESSAGE_BURST + lasted_s * pacing.MESSAGES_PER_SECOND
+    assert all("attendez" in m["message"] for m in refused)
+    user_items = [item for c in double.connections for item in c.conversation if item.get("role") == "user"]
+    assert len(user_items) == len(typed)

@@ -1,4 +1,5 @@
-"""How fast a page may send what costs: its microphone audio.
+"""How fast a page may send what costs: its microphone audio, and the messages that set the
+model to work.
 
 A microphone runs in real time. Unbounded, a signed-in client could send audio many times
 faster for a whole conversation: all of it forwarded to the model (billed), and with
@@ -10,6 +11,11 @@ no microphone: its socket is closed (1008, `audio_flood`).
 The allowances come back a little faster than real time (CATCH_UP): a page that sends without
 a pause, as the softphone does, would otherwise never regain what a hiccup took, and would
 lose a frame to every later jitter.
+
+A typed question stops OCTI, joins the model's conversation (billed with every later answer)
+and starts a search; a reset opens a new model session; the end of a push-to-talk turn asks
+for an answer. A person sends a few of them at once at most: MESSAGE_BURST, then
+MESSAGES_PER_SECOND; past that each is refused with an `error` (`too_many_messages`).
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ from app.channels.browser import wire
 AUDIO_BURST_SECONDS = 2.0
 AUDIO_CLOSE_SECONDS = 10.0
 CATCH_UP = 1.1  # seconds of allowance back per second
+MESSAGE_BURST = 3
+MESSAGES_PER_SECOND = 1.0
+COSTLY_MESSAGES = (wire.UserText, wire.ResetSession, wire.UserAudioEnd)
 
 
 class TokenBucket:
     """Up to `capacity` at once, given back at `per_second` (never beyond `capacity`).
 
-    Not the `limits` library of app/ratelimit.py: it has no token bucket, and its moving window
-    keeps one entry per unit counted, here per second of audio, 50 frames a second per call."""
+    Not the `limits` library of app/ratelimit.py: it has no token bucket, so it cannot say "a
+    few at once, then one a second", and its moving window keeps one entry per unit counted (a
+    millisecond of audio here, 50 frames a second per call)."""
 
     def __init__(self, capacity: float, per_second: float) -> None:
         self._capacity = capacity
@@ -60,9 +70,15 @@ class Pacing:
         burst = max(AUDIO_BURST_SECONDS, audio_format.duration_ms(wire.MAX_AUDIO_BYTES) / 1000)
         self._forwarded = TokenBucket(burst, CATCH_UP)
         self._received = TokenBucket(max(AUDIO_CLOSE_SECONDS, burst), CATCH_UP)
+        self._costly = TokenBucket(MESSAGE_BURST, MESSAGES_PER_SECOND)
 
     def check(self, message: wire.ClientMessage) -> None:
         """Raises WireError when `message` must be dropped, Flooding when the socket must close."""
+        if isinstance(message, COSTLY_MESSAGES):
+            if not self._costly.take(1):
+                raise wire.WireError("too_many_messages",
+                                     "Trop de messages à la suite : attendez une seconde avant de réessayer.")
+            return
         if not isinstance(message, bytes):
             return
         seconds = self._format.duration_ms(len(message)) / 1000

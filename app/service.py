@@ -21,6 +21,7 @@ from app.audio.formats import AudioFormat
 from app.calllog.journals import CallJournals
 from app.calllog.reader import CallLogReader
 from app.calllog.writer import CallLogWriter
+from app.channels.admission import Admission
 from app.channels.browser.line import BrowserLine
 from app.channels.twilio.line import TwilioLine, stream_url
 from app.channels.twilio.rest import TwilioRest
@@ -61,11 +62,12 @@ class Service:
         self.knowledge = KnowledgeBase(settings, self.metrics,
                                        vocabulary_size=settings.transcribe_keywords if takes_keywords else 0)
         self.agent = Agent(settings, self.metrics, self.open_engine, lambda: self.knowledge.retriever)
+        self.admission = Admission(settings, self.metrics, self.agent)
         self.twilio_rest = TwilioRest(settings)
         self.twilio = TwilioLine(settings, self.metrics, agent=self.agent, journals=self.journals,
-                                 submit=self.calllog.submit, rest=self.twilio_rest)
+                                 submit=self.calllog.submit, rest=self.twilio_rest, admission=self.admission)
         self.browser = BrowserLine(settings, self.metrics, agent=self.agent, journals=self.journals,
-                                   submit=self.calllog.submit,
+                                   submit=self.calllog.submit, admission=self.admission,
                                    users=WebUsers(settings.effective_database_url),
                                    tokens=AccessTokens.from_settings(settings))
         self.call_log_reader = CallLogReader(settings)
@@ -82,7 +84,7 @@ class Service:
         still owed a webhook here (a voicemail being recorded, a transfer ringing) unless other
         instances share the public URL to take it (DRAIN_REDIRECT)."""
         awaited = 0 if self.settings.drain_redirect else self.twilio.awaited.count()
-        return self.twilio.admission.calls_held() + awaited
+        return self.admission.calls_held() + awaited
 
     def begin_drain(self) -> None:
         """No new calls from now on (`/ready` says so); the ones under way go on."""

@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 
 from app.channels.browser.routes import SOFTPHONE_PATH, build_browser_router, softphone_files
 from app.channels.twilio.callback import OUTBOUND_PATH
-from app.channels.twilio.line import INCOMING_PATH, POLICY_VIOLATION, STREAM_ENDED_PATH, STREAM_PATH
+from app.channels.twilio.line import INCOMING_PATH, STREAM_ENDED_PATH, STREAM_PATH
 from app.channels.twilio.security import STATUS_PATH
 from app.channels.twilio.transfer import DIAL_ENDED_PATH, WHISPER_PATH
 from app.channels.twilio.voicemail import VOICEMAIL_PATH
-from app.channels.websocket_io import WEBSOCKET_FRAME_LIMIT, StarletteSocket
+from app.channels.websocket_io import POLICY_VIOLATION, WEBSOCKET_FRAME_LIMIT, StarletteSocket
 from app.config import Settings, get_settings
 from app.metrics import CONTENT_TYPE
 from app.review import build_review_router

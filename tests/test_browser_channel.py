@@ -14,6 +14,7 @@ import websockets
 
 from app.accounts.passwords import PasswordChecks
 from app.accounts.tokens import AccessTokens, token_key
+from app.agent import phrases
 from app.channels.browser.sign_in import MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_CLIENT
 from tests.browser_client import PASSWORD, open_page, sign_in, speech, started, stored_calls
 from tests.harness import running_line
@@ -349,3 +350,27 @@ async def test_a_user_database_that_is_down_refuses_cleanly(double, tmp_path):
             code, _ = await page.wait_closed()
         assert page.texts[0]["code"] == "unavailable" and code == 1008
         assert double.connections == []
+
+
+async def test_a_reset_whose_new_session_cannot_be_opened_leaves_the_conversation_going(double):
+    """The model refuses the new session a reset asks for: the page is told, the call log has it
+    as a model failure, and the conversation goes on in the session it had."""
+    double.script_next_connection(answer_seconds=1.0, greeting_seconds=0.5)
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")
+            double.refuse_next(1)
+            await page.send_json({"type": "reset_session"})
+            notice = await page.until(lambda m: m.get("code") == "unavailable")
+            await page.send_json({"type": "user_text", "text": "À quelle température régler la couveuse ?"})
+            await page.until(lambda m: sum(t["type"] == "bot_audio_end" for t in page.texts) == 2, timeout=15)
+            readies = [m for m in page.texts if m["type"] == "ready"]
+            answers = [r.kind for r in double.connections[0].responses]
+        [call] = await stored_calls(line)
+    assert notice["message"] == phrases.UNAVAILABLE and len(readies) == 1
+    assert len(double.rejected_handshakes) == 1 and len(double.connections) == 1
+    assert answers == ["greeting", "answer"]
+    assert [event.type for event in call.events] == ["upstream_failure"]
+    assert call.summary.outcome == "caller_hung_up"

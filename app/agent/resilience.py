@@ -13,6 +13,10 @@ connection dropped: it is answered as if nothing happened.
 Before the service ends the session (at the `expires_at` it announced, or at
 REALTIME_SESSION_MAX_MINUTES if that comes first) the session is renewed the same way at a
 quiet moment between turns, without a word to the caller.
+
+A fresh conversation the caller asks for (a reset) is a new session with nothing of the old
+one. When it cannot be opened, the call goes on in the session it had (a model failure in the
+call log); were that one gone too, the reconnection above takes over.
 """
 
 from __future__ import annotations
@@ -250,6 +254,25 @@ class Resilience:
             self._knowledge.typed(question, self._state.previous_question(question))  # its search first
         else:
             await self._engine.answer()
+
+    # ------------------------------------------------------------------ a reset
+
+    async def reset(self) -> bool:
+        """A new session without the conversation, and OCTI's answers so far forgotten; False
+        (nothing changed) when it could not be opened."""
+        async with self._switching:
+            try:
+                await self._engine.recycle(Conversation())
+            except EngineUnavailable as exc:
+                log.warning("a fresh conversation could not be opened: %s", exc)
+                self._journal.event("upstream_failure", f"reset: {exc}", self._state.timeline_ms(perf_counter()))
+                self._reached(False)
+                return False
+        self._session_since = perf_counter()
+        self._speaker.forget_answers()
+        self._state.speech_end_ms = None
+        self._journal.event("conversation_reset", "", self._state.timeline_ms(perf_counter()))
+        return True
 
     # ------------------------------------------------------------------ the session cap
 

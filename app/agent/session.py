@@ -34,8 +34,8 @@ from app.channels.contract import (
 )
 from app.config import Settings
 from app.engines.contract import (
-    AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerText, AnswerTextPiece, CallerWords, Conversation,
-    Engine, EngineError, SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
+    AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerText, AnswerTextPiece, CallerWords, Engine,
+    EngineError, SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
 from app.metrics import Metrics
 
@@ -228,11 +228,8 @@ class CallSession:
         if self._typed_answers is not None:
             await self._typed_answers.cancel_all()
         await self._interrupt(counted=False)
-        await self._engine.recycle(Conversation())
-        self._speaker.forget_answers()
-        self.state.speech_end_ms = None
-        self._journal.event("conversation_reset", "", self.state.timeline_ms(perf_counter()))
-        await self._channel.show(SessionReady())
+        fresh = await self._resilience.reset()  # else the call goes on in the session it had
+        await self._channel.show(SessionReady() if fresh else Notice(phrases.UNAVAILABLE, "unavailable"))
 
     # ------------------------------------------------------------------ engine side
 

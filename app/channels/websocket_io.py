@@ -20,6 +20,9 @@ from app.channels.contract import CallOutcome
 # but that frame.
 WEBSOCKET_FRAME_LIMIT = 16 * 1024 * 1024
 
+# The close of a socket whose peer broke the rules (RFC 6455): it should not try again.
+POLICY_VIOLATION = 1008
+
 # Errors a send or receive on starlette's websocket can meet once the peer is gone.
 _CLOSED_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
 

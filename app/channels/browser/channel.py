@@ -5,6 +5,9 @@ position, and its mark is acknowledged once the page reports (`playback`) that i
 given out that many samples. A page that never reports (the seed's own client) acknowledges
 nothing, so nothing it was sent counts as heard beyond what the session's tracker estimates
 for the chunk playing.
+
+What the page sends faster than it may (`pacing.py`) is dropped with an error, or ends the
+conversation with a close (1008).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from time import perf_counter
 
 from app.agent import phrases
 from app.audio.formats import AudioFormat
-from app.channels.browser import wire
+from app.channels.browser import pacing, wire
 from app.channels.contract import (
     AnswerEnded,
     AnswerWords,
@@ -34,7 +37,7 @@ from app.channels.contract import (
 )
 from app.calllog.records import CallRecord
 from app.channels.dropped import DroppedMessages
-from app.channels.websocket_io import FrameSocket, SocketClosed, close_code
+from app.channels.websocket_io import POLICY_VIOLATION, FrameSocket, SocketClosed, close_code
 from app.metrics import Metrics
 
 
@@ -46,6 +49,7 @@ class BrowserChannel:
         self.audio_format = audio_format
         self.max_seconds = max_seconds
         self._dropped = DroppedMessages(metrics, call_id=identity.call_id, submit=submit)
+        self._pacing = pacing.Pacing(audio_format)
         self._sent_samples = 0
         self._pending: deque[tuple[int, str]] = deque()  # (sample position where a chunk ends, its mark)
         self._closed = False
@@ -54,6 +58,11 @@ class BrowserChannel:
         while (frame := await self._ws.receive()) is not None:
             try:
                 message = wire.parse_client(frame)
+                self._pacing.check(message)
+            except pacing.Flooding as exc:
+                await self.refuse_frame(exc)
+                await self._close(POLICY_VIOLATION)
+                return
             except wire.WireError as exc:
                 await self.refuse_frame(exc)
                 continue
@@ -130,6 +139,9 @@ class BrowserChannel:
         raise RuntimeError(phrases.SMS_BY_PHONE_ONLY)
 
     async def end(self, outcome: CallOutcome) -> None:
+        await self._close(close_code(outcome))
+
+    async def _close(self, code: int) -> None:
         if not self._closed:
             self._closed = True
-            await self._ws.close(close_code(outcome))
+            await self._ws.close(code)

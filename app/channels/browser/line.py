@@ -10,7 +10,9 @@ shows the message, where a refused handshake would only give it "connection fail
    enabled;
 3. the socket's `sample_rate`;
 4. `start_conversation`, within START_TIMEOUT_SECONDS (audio before it gets an error);
-5. the user's conversations in the last hour (WEB_SESSIONS_PER_HOUR).
+5. the model reachable and room on this instance (MAX_CONCURRENT_CALLS), as for phone calls
+   (`app/channels/admission.py`): `unavailable` or `busy`, before the user is charged;
+6. one of their conversations in the last hour (WEB_SESSIONS_PER_HOUR).
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from starlette.websockets import WebSocket
 
 from app.accounts.tokens import AccessTokens, TokenRefused
 from app.accounts.users import WebUsers
+from app.agent import phrases
 from app.audio.formats import AudioFormat
 from app.calllog.journals import CallJournals
 from app.calllog.records import CallRecord
+from app.channels.admission import Admission
 from app.channels.browser import wire
 from app.channels.browser.channel import BrowserChannel
 from app.channels.browser.sign_in import SignInFailures
 from app.channels.contract import CallIdentity, Conversations
-from app.channels.websocket_io import FrameSocket, SocketClosed, StarletteSocket
+from app.channels.websocket_io import POLICY_VIOLATION, FrameSocket, SocketClosed, StarletteSocket
 from app.config import Settings
 from app.logs import current_call
 from app.metrics import Metrics
@@ -45,7 +49,6 @@ REALTIME_PATH = "/ws/realtime"
 VOICE_PATH = "/ws/voice"  # the seed plan's name for the same channel
 TOKEN_COOKIE = "octi_web_token"
 START_TIMEOUT_SECONDS = 30.0
-POLICY_VIOLATION = 1008
 
 
 class Refused(Exception):
@@ -61,11 +64,13 @@ def origin_of(url: str) -> str:
 
 
 class BrowserLine:
-    def __init__(self, settings: Settings, metrics: Metrics, *, agent: Conversations, journals: CallJournals,
-                 submit: Callable[[CallRecord], None], users: WebUsers, tokens: AccessTokens) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, *, agent: Conversations, admission: Admission,
+                 journals: CallJournals, submit: Callable[[CallRecord], None], users: WebUsers,
+                 tokens: AccessTokens) -> None:
         self.settings = settings
         self.metrics = metrics
         self._agent = agent
+        self._admission = admission  # what every line checks, the phone's too
         self._journals = journals
         self._submit = submit  # to the call log: the messages a conversation's channel drops
         self.users = users
@@ -91,11 +96,19 @@ class BrowserLine:
     async def serve(self, websocket: WebSocket) -> None:
         socket = StarletteSocket(websocket)
         await socket.accept()
+        call_id = f"WEB{secrets.token_hex(16)}"
         try:
             user, rate = await self._admit(websocket)
             if not await self._wait_for_start(socket):
                 return
-            await self._count_conversation(user)
+            self._check_room()
+            # Its place is held while the user's count is checked (in Redis maybe): pages
+            # starting together cannot all take the last one.
+            self._admission.hold(call_id)
+            try:
+                await self._count_conversation(user)
+            finally:
+                self._admission.started(call_id)  # no await from here to the agent's first step, which counts it
         except Refused as refusal:
             self.metrics.refusals.labels(f"web_{refusal.code}").inc()
             log.warning("refused a browser conversation (%s): %s", refusal.code, refusal.log_detail)
@@ -105,7 +118,6 @@ class BrowserLine:
                 pass
             await socket.close(POLICY_VIOLATION)
             return
-        call_id = f"WEB{secrets.token_hex(16)}"
         current_call.set(call_id)
         log.info("browser conversation for %s at %d Hz", user, rate)
         channel = BrowserChannel(socket, CallIdentity(call_id, caller=user, channel="web"),
@@ -161,6 +173,13 @@ class BrowserLine:
             raise Refused("start_timeout", "Aucune conversation démarrée : connexion fermée.") from None
         except SocketClosed:
             return False
+
+    def _check_room(self) -> None:
+        if (unreachable := self._admission.unreachable()) is not None:
+            raise Refused("unavailable", phrases.UNAVAILABLE, unreachable)
+        if self._admission.full():
+            raise Refused("busy", "Toutes les lignes d'OCTI sont occupées. Réessayez dans quelques minutes.",
+                          "MAX_CONCURRENT_CALLS reached")
 
     async def _count_conversation(self, user: str) -> None:
         if not await self.conversations_per_user.hit(user):

@@ -17,6 +17,7 @@ from app.agent import phrases
 from app.calllog.journals import CallJournals
 from app.calllog.records import CallEvent, CallRecord
 from app.audio.formats import TELEPHONE_ULAW
+from app.channels.admission import Admission
 from app.channels.contract import CallIdentity, CallOutcome, Conversations
 from app.channels.twilio import twiml
 from app.channels.twilio.admission import CallAdmission
@@ -29,7 +30,7 @@ from app.channels.twilio.transfer import TwilioTransfers
 from app.channels.twilio.awaited import AwaitedWebhooks
 from app.channels.twilio.voicemail import Voicemail
 from app.channels.twilio.security import STATUS_PATH, SignatureChecker, StreamTokens, public_url, websocket_url
-from app.channels.websocket_io import FrameSocket
+from app.channels.websocket_io import POLICY_VIOLATION, FrameSocket
 from app.config import Settings
 from app.expiring import ExpiringValues
 from app.logs import current_call, mask_phone
@@ -45,7 +46,6 @@ STREAM_ENDED_PATH = "/voice/stream-ended"
 CALL_OVER_STATUSES = frozenset({"completed", *UNANSWERED})
 START_TIMEOUT_SECONDS = 10.0
 OUTCOME_TTL_SECONDS = 600
-POLICY_VIOLATION = 1008
 
 
 def stream_url(settings: Settings) -> str:
@@ -61,7 +61,7 @@ class TwilioLine:
     """A phone number's calls: Twilio's webhooks and media streams, each call handed to the agent."""
 
     def __init__(self, settings: Settings, metrics: Metrics, *, agent: Conversations, journals: CallJournals,
-                 submit: Callable[[CallRecord], None], rest: TwilioRest) -> None:
+                 submit: Callable[[CallRecord], None], rest: TwilioRest, admission: Admission) -> None:
         self.settings = settings
         self.metrics = metrics
         self._agent = agent
@@ -72,7 +72,8 @@ class TwilioLine:
         # How each stream ended, for the <Connect> action that follows (maybe on another instance).
         self._outcomes = ExpiringValues(settings.redis_url, prefix="octi-stream-outcome",
                                         ttl_seconds=OUTCOME_TTL_SECONDS)
-        self.admission = CallAdmission(settings, lambda: metrics.active_calls + agent.connecting)
+        self.admission = admission  # what every line checks, the browser's too
+        self.callers = CallAdmission(settings, admission)
         # Which instance took each call's stream: a stream token is good for one stream, and
         # what this instance readied for a call whose stream went elsewhere is let go.
         self.claims = StreamClaims(settings.redis_url, ttl_seconds=settings.stream_token_ttl_seconds,
@@ -110,13 +111,12 @@ class TwilioLine:
         identity = CallIdentity(call_sid, caller=caller, called=called)
         if self.draining:
             return self._elsewhere(identity)
-        if not self.settings.realtime_configured or not self._agent.reachable():
-            log.error("answering with voicemail: %s", "the model cannot be reached" if
-                      self.settings.realtime_configured else "OPENAI_API_KEY is not set")
+        if (unreachable := self.admission.unreachable()) is not None:
+            log.error("answering with voicemail: %s", unreachable)
             await self._log_unconnected(identity, CallOutcome.ERROR,
                                         ("upstream_failure", "modèle injoignable : messagerie"))
             return self.voicemail.prompt(phrases.UNREACHABLE_VOICEMAIL, call_sid)
-        refusal = await self.admission.refusal(call_sid, caller)
+        refusal = await self.callers.refusal(call_sid, caller)
         if refusal is not None:
             await self._refuse_call(identity, refusal)
             return twiml.refused(refusal.value)
@@ -137,7 +137,7 @@ class TwilioLine:
             await self._log_unconnected(identity, CallOutcome.MACHINE_ANSWERED,
                                         (CallOutcome.MACHINE_ANSWERED.value, answered_by))
             return twiml.say_goodbye(phrases.CALL_BACK_MACHINE_MESSAGE)
-        refusal = self.admission.call_back_refusal(call_sid)
+        refusal = self.callers.call_back_refusal(call_sid)
         if refusal is not None:
             await self._refuse_call(identity, refusal)
             return twiml.refused(refusal.value)
@@ -205,7 +205,7 @@ class TwilioLine:
     def _call_over(self, call_sid: str, status: str, *, about: str | None) -> None:
         if about and status in UNANSWERED:  # a call-back nobody answered: its call says so
             self._submit(CallEvent.now(about, "call_back_unanswered", f"{call_sid} : {UNANSWERED[status]}"))
-        if self.admission.call_over(call_sid):
+        if self.admission.over(call_sid):
             # The caller hung up before the stream opened: its place and pre-warmed engine go
             # now rather than after STREAM_TOKEN_TTL_SECONDS and PREWARM_TTL_SECONDS.
             log.info("call %s ended before its stream started", call_sid)
@@ -218,7 +218,7 @@ class TwilioLine:
     def _taken_elsewhere(self, call_sid: str) -> None:
         """The stream of a call this instance admitted went to another instance."""
         log.info("the stream of %s went to another instance", call_sid)
-        self.admission.stream_started(call_sid)
+        self.admission.started(call_sid)
         self._agent.release(call_sid)
 
     async def redis_problem(self) -> str | None:
@@ -226,7 +226,7 @@ class TwilioLine:
         return await self.claims.redis_problem()
 
     async def close(self) -> None:
-        self.admission.close()
+        self.callers.close()
         self._outcomes.close()
         await self.claims.close()
 
@@ -256,7 +256,7 @@ class TwilioLine:
         current_call.set(start.call_sid)
         # Held here (whichever instance admitted it) until the agent counts it: a drain that
         # saw the call nowhere meanwhile would stop under it.
-        self.admission.stream_arrived(start.call_sid)
+        self.admission.hold(start.call_sid)
         try:
             if not self.tokens.check(start.call_sid, start.custom_parameters.get("token")):
                 await self._refuse_stream(websocket, start.call_sid, "an invalid or expired stream token")
@@ -272,7 +272,7 @@ class TwilioLine:
             journal = self._journals.open(channel.identity, stream_sid=channel.stream_sid,
                                           audio_format=channel.audio_format)
         finally:
-            self.admission.stream_started(start.call_sid)
+            self.admission.started(start.call_sid)
         await self._agent.converse(channel, journal)  # counts the call before its first await
 
     async def _refuse_stream(self, websocket: FrameSocket, call_sid: str, why: str) -> None:

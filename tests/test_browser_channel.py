@@ -223,6 +223,22 @@ async def test_the_session_cap_is_announced_then_the_conversation_ends(double):
         assert call.summary.outcome == "timeout"
 
 
+async def test_octi_s_goodbye_says_ended_then_closes_normally(double):
+    """OCTI ending the conversation itself (here the model's end_call after « au revoir »)
+    tells the page so, that it does not reconnect, before the normal close."""
+    double.script_next_connection(greeting_seconds=0.5, answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")
+            await page.send_json({"type": "user_text", "text": "Bon, merci beaucoup, au revoir !"})
+            code, _ = await page.wait_closed(timeout=20)
+        [call] = await stored_calls(line)
+    assert page.texts[-1] == {"type": "ended", "reason": "agent_ended"} and code == 1000
+    assert call.summary.outcome == "agent_ended"
+
+
 async def test_sign_in_refuses_wrong_passwords_and_then_too_many(double):
     async with running_line(openai_realtime_url=double.url) as line:
         await line.service.browser.users.add("marie", PASSWORD)

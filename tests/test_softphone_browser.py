@@ -6,6 +6,7 @@ Needs Debian's Chromium at /usr/bin/chromium (see tests/test_review_browser.py).
 
 from __future__ import annotations
 
+import asyncio
 import wave
 from pathlib import Path
 
@@ -158,6 +159,30 @@ async def test_idle_hang_up_and_reconnect_after_a_drop(double, chromium_with_mic
         await page.wait_for_function("document.querySelector('#status').textContent.includes('nouvelle tentative')")
         await page.wait_for_function("window.octiSoftphone.states.filter(s => s === 'listening').length >= 3",
                                      timeout=15_000)
+
+
+async def test_octi_s_goodbye_ends_the_conversation_without_starting_another(double, chromium_with_microphone):
+    """Nobody answers OCTI: it asks, says goodbye and ends the conversation. The page says it is
+    over and waits for the button, instead of reconnecting into a new greeting (and model session)."""
+    double.script_next_connection(greeting_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=2,
+                            silence_goodbye_seconds=2) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        page = await open_softphone(chromium_with_microphone, line, microphone=False, query="idle_ms=60000")
+        await sign_in_by_api(page)
+        await page.click("#talk")
+        await page.wait_for_function("document.querySelector('#status').textContent.includes('terminée')",
+                                     timeout=25_000)
+        await asyncio.sleep(2.5)  # past the first reconnection's delay (1 s)
+        assert await page.get_attribute("#talk", "data-state") == "idle"
+        history = await page.evaluate("window.octiSoftphone.states")
+        assert history.count("connecting") == 1 and len(double.connections) == 1
+        # The button starts a new conversation by hand.
+        await page.click("#talk")
+        await page.wait_for_function("(seen) => window.octiSoftphone.states.slice(seen).includes('listening')",
+                                     arg=len(history))
+        assert len(double.connections) == 2
+        await page.click("#hang-up")
 
 
 async def test_the_seed_readme_client_example_receives_ready_and_answer_audio(double, chromium_with_microphone):

@@ -130,6 +130,10 @@ class BrowserChannel:
         raise RuntimeError(phrases.SMS_BY_PHONE_ONLY)
 
     async def end(self, outcome: CallOutcome) -> None:
+        if outcome != CallOutcome.ERROR:
+            # Over, not failed: a page that reconnects after a drop must not start another
+            # conversation (and another greeting) by itself.
+            await self._send(wire.ended(outcome.value))
         if not self._closed:
             self._closed = True
             await self._ws.close(close_code(outcome))

@@ -1,6 +1,6 @@
 // The softphone: one big button, the microphone through an AudioWorklet, OCTI's voice through
 // a playback worklet, the seed protocol over /ws/realtime (with its extensions: playback
-// reports, clear_audio, interrupt, user_text). No framework and no build step.
+// reports, clear_audio, interrupt, user_text, ended). No framework and no build step.
 //
 // Query parameters, for tests and kiosks: `idle_ms` (the inactivity hang-up, default 30 s),
 // `record=1` (keep what was played in window.octiSoftphone.played), `rate` (16000 or 24000).
@@ -149,6 +149,10 @@ function serverMessage(data) {
       break;
     case 'error':
       serverError(message);
+      break;
+    case 'ended':  // OCTI said goodbye (or the caller went quiet): the close that follows is no drop
+      if (wanted) say('Conversation terminée. Appuyez sur « Parler à OCTI » pour en commencer une nouvelle.');
+      wanted = false;  // after the time limit's error, its own message stays
       break;
     default:
       break;  // a newer server's message: ignored

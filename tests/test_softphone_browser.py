@@ -48,10 +48,12 @@ async def chromium_with_microphone(chromium_path, tmp_path):
         yield browser
 
 
-async def open_softphone(browser, line, *, microphone: bool, query: str = "record=1"):
+async def open_softphone(browser, line, *, microphone: bool, query: str = "record=1", init_script: str = ""):
     context = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
                                         permissions=["microphone"] if microphone else [])
     page = await context.new_page()
+    if init_script:
+        await page.add_init_script(init_script)
     page.set_default_timeout(20_000)
     await page.goto(f"{line.url}/softphone/?{query}")
     return page
@@ -120,6 +122,43 @@ async def test_a_refused_microphone_shows_the_text_fallback_and_answers_aloud(do
         await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10, new_only=False)
     typed = [item for item in connection.conversation if item.get("role") == "user"]
     assert typed and typed[0]["content"][0]["text"] == "Quelle température pour la couveuse ?"
+
+
+# Firefox's AudioContext refuses a microphone whose rate is not its own, with this error; the
+# streams the page was given are kept for the test to look at.
+FIREFOX_REFUSING_THE_MICROPHONE_RATE = """
+    window.grantedStreams = [];
+    const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    navigator.mediaDevices.getUserMedia = async (constraints) => {
+      const stream = await getUserMedia(constraints);
+      window.grantedStreams.push(stream);
+      return stream;
+    };
+    AudioContext.prototype.createMediaStreamSource = () => {
+      throw new DOMException('AudioContext.createMediaStreamSource: Connecting AudioNodes from AudioContexts '
+                             + 'with different sample-rate is currently not supported.', 'NotSupportedError');
+    };
+"""
+
+
+async def test_a_microphone_the_audio_context_refuses_is_let_go_and_typing_is_offered(double,
+                                                                                      chromium_with_microphone):
+    double.script_next_connection(greeting_seconds=0.5)
+    async with running_line(openai_realtime_url=double.url) as line:
+        await line.service.browser.users.add("marie", PASSWORD)
+        page = await open_softphone(chromium_with_microphone, line, microphone=True,
+                                    init_script=FIREFOX_REFUSING_THE_MICROPHONE_RATE)
+        await sign_in_by_api(page)
+        await page.click("#talk")
+        await page.wait_for_function("window.octiSoftphone.states.includes('listening')")
+        assert "microphone: NotSupportedError" in await page.evaluate("window.octiSoftphone.errors")
+        # The microphone was let go (the browser's indicator goes off), and the page does not
+        # claim to listen: it offers typing.
+        assert await page.evaluate("window.grantedStreams.length === 1 && "
+                                   "window.grantedStreams[0].getTracks().every(t => t.readyState === 'ended')")
+        assert await page.inner_text("#status") == "Écrivez votre question."
+        assert await page.is_visible("#text-fallback") and await page.is_disabled("#done")
+        await page.click("#hang-up")
 
 
 async def test_signing_in_on_the_page_then_talking(double, chromium_with_microphone):

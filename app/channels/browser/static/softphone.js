@@ -60,18 +60,24 @@ async function openAudio() {
   player.connect(context.destination);
   player.port.onmessage = (event) => playerMessage(event.data);
   audio = { context, player, capture: null, micStream: null };
+  let micStream = null;
   try {
-    audio.micStream = await navigator.mediaDevices.getUserMedia({
+    micStream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 } });
-    const source = context.createMediaStreamSource(audio.micStream);
-    audio.capture = new AudioWorkletNode(context, 'octi-capture', {
+    const source = context.createMediaStreamSource(micStream);
+    const capture = new AudioWorkletNode(context, 'octi-capture', {
       processorOptions: { frameSamples: RATE / 50 } });
-    audio.capture.port.onmessage = (event) => captured(event.data);
+    capture.port.onmessage = (event) => captured(event.data);
     const mute = context.createGain();  // the worklet must be pulled to run; nothing is heard
     mute.gain.value = 0;
-    source.connect(audio.capture).connect(mute).connect(context.destination);
+    source.connect(capture).connect(mute).connect(context.destination);
+    // Only now, its audio on its way to the socket, does the page say that OCTI listens.
+    Object.assign(audio, { capture, micStream });
     $('text-fallback').hidden = true;
   } catch (error) {
+    // A microphone granted but not wired (Firefox refuses one whose rate is not the context's)
+    // is let go, so that the browser's microphone indicator does not stay on for nothing.
+    if (micStream) micStream.getTracks().forEach((track) => track.stop());
     debug.errors.push(`microphone: ${error.name}`);
     $('text-fallback').hidden = false;
     say("Micro indisponible : vous pouvez écrire votre question, OCTI vous répondra à voix haute.");

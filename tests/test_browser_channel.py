@@ -16,6 +16,7 @@ from app.accounts.passwords import PasswordChecks
 from app.accounts.tokens import AccessTokens, token_key
 from app.agent import phrases
 from app.channels.browser.sign_in import MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_CLIENT
+from app.agent.behaviours import GOODBYE_TIMEOUT_SECONDS
 from tests.browser_client import PASSWORD, open_page, sign_in, speech, started, stored_calls
 from tests.harness import running_line
 
@@ -185,14 +186,58 @@ async def test_a_barge_in_clears_the_page_and_cuts_the_answer_where_the_page_was
     assert truncate["audio_end_ms"] < len(page.audio) / 48 - 100  # less than was sent: what was heard
 
 
-async def test_a_page_that_never_reports_playback_is_never_assumed_to_have_heard(double):
+async def test_a_page_that_never_reports_playback_is_cut_where_it_could_have_got_to(double):
     async with hearing_a_long_greeting(double, heard_ms=1500, report_playback=False) as (_, page):
         await page.speak(speech("question_followup.wav", trailing_silence_ms=800))
+        await page.until_type("clear_audio")
         connection = double.connections[0]
-        cut = await connection.wait_for(lambda e: e["type"] in ("conversation.item.truncate",
-                                                                "conversation.item.delete"), timeout=10)
-    # The server sent seconds of audio; only the chunk at the head can count as heard.
-    assert cut["type"] == "conversation.item.delete" or cut["audio_end_ms"] <= 100
+        truncate = await connection.wait_for(lambda e: e["type"] == "conversation.item.truncate", timeout=10)
+        heard_ms = page.played_at_clear / 48
+    # Without reports, what had time to play counts as heard: as far as this page, which
+    # plays in real time, had got; not what was sent ahead of it.
+    assert abs(truncate["audio_end_ms"] - heard_ms) < 150
+    assert truncate["audio_end_ms"] < len(page.audio) / 48 - 100
+
+
+async def test_a_page_that_never_reports_playback_has_heard_what_had_time_to_play(double):
+    """The seed's own client plays what it gets and says nothing: once an answer has had time
+    to play out, it was heard, and the caller's next question cuts nothing."""
+    double.script_next_connection(greeting_seconds=1.0, answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token, report_playback=False) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")
+            await page.played_out()
+            await asyncio.sleep(0.5)
+            await page.speak(speech("question_incubation.wav", trailing_silence_ms=1200))
+            await page.until(lambda m: sum(t["type"] == "bot_audio_end" for t in page.texts) == 2, timeout=15)
+            await page.played_out()
+            await asyncio.sleep(0.3)
+        connection = double.connections[0]
+        [call] = await stored_calls(line)
+    assert "clear_audio" not in str(page.texts)
+    assert not [e for e in connection.client_events if e["type"] == "conversation.item.truncate"]
+    assert call.summary.barge_ins == 0
+    greeting = call.turns[0]
+    assert not greeting.interrupted and greeting.text == connection.responses[0].transcript
+
+
+async def test_a_page_that_never_reports_playback_is_let_go_once_the_goodbye_had_time_to_play(double):
+    double.script_next_connection(greeting_seconds=0.5)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token, report_playback=False) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")
+            await page.send_json({"type": "user_text", "text": "Bon, merci beaucoup, au revoir !"})
+            await page.until(lambda m: sum(t["type"] == "bot_audio_end" for t in page.texts) == 2)
+            goodbye_sent_at = time.perf_counter()
+            goodbye_ms = len(page.audio) / 48 - double.connections[0].responses[0].audio_ms
+            await page.wait_closed(timeout=20)
+            closed_after = time.perf_counter() - goodbye_sent_at
+    # Once the goodbye had time to play, not after GOODBYE_TIMEOUT_SECONDS.
+    assert closed_after < goodbye_ms / 1000 + 1.0 < GOODBYE_TIMEOUT_SECONDS
 
 
 async def test_reset_starts_afresh_on_the_same_socket(double):
@@ -223,6 +268,22 @@ async def test_the_session_cap_is_announced_then_the_conversation_ends(double):
         assert "Il nous reste 1 seconde" in warning["response"]["instructions"]
         [call] = await stored_calls(line)
         assert call.summary.outcome == "timeout"
+
+
+async def test_octi_s_goodbye_says_ended_then_closes_normally(double):
+    """OCTI ending the conversation itself (here the model's end_call after « au revoir »)
+    tells the page so, that it does not reconnect, before the normal close."""
+    double.script_next_connection(greeting_seconds=0.5, answer_seconds=1.0)
+    async with running_line(openai_realtime_url=double.url, silence_prompt_seconds=0) as line:
+        token = await sign_in(line)
+        async with open_page(line.url, token=token) as page:
+            await started(page)
+            await page.until_type("bot_audio_end")
+            await page.send_json({"type": "user_text", "text": "Bon, merci beaucoup, au revoir !"})
+            code, _ = await page.wait_closed(timeout=20)
+        [call] = await stored_calls(line)
+    assert page.texts[-1] == {"type": "ended", "reason": "agent_ended"} and code == 1000
+    assert call.summary.outcome == "agent_ended"
 
 
 async def test_sign_in_refuses_wrong_passwords_and_then_too_many(double):

@@ -70,6 +70,7 @@ def test_server_messages_are_the_seeds():
     assert json.loads(wire.error("Jeton manquant.", "unauthorized")) == {
         "type": "error", "message": "Jeton manquant.", "code": "unauthorized"}
     assert json.loads(wire.CLEAR_AUDIO) == {"type": "clear_audio"}
+    assert json.loads(wire.ended("timeout")) == {"type": "ended", "reason": "timeout"}
 
 
 # ------------------------------------------------------------------ tokens

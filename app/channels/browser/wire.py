@@ -1,6 +1,6 @@
 """The browser's websocket protocol, as pure functions: frames in, messages out.
 
-The seed backend's protocol (../shared/seeds/004), kept exactly, plus two message types a
+The seed backend's protocol (../shared/seeds/004), kept exactly, plus extensions (marked so) a
 client may ignore:
 
 From the page:
@@ -21,6 +21,9 @@ From the server:
   {"type":"transcript_delta","text":…}   a piece of what OCTI says
   {"type":"error","message":…,"code":…}  in French; `code` (extension) for programs
   {"type":"clear_audio"}          extension: the caller talked over OCTI, drop the queued audio
+  {"type":"ended","reason":…}     extension: OCTI ended the conversation (its goodbye, the caller's
+                                  silence, the time limit; `reason` is the call log's outcome):
+                                  the close that follows is no drop to reconnect after
 """
 
 from __future__ import annotations
@@ -152,6 +155,10 @@ CLEAR_AUDIO = _text({"type": "clear_audio"})
 
 def transcript_delta(text: str) -> str:
     return _text({"type": "transcript_delta", "text": text})
+
+
+def ended(reason: str) -> str:
+    return _text({"type": "ended", "reason": reason})
 
 
 def error(message: str, code: str) -> str:

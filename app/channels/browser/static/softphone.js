@@ -1,6 +1,6 @@
 // The softphone: one big button, the microphone through an AudioWorklet, OCTI's voice through
 // a playback worklet, the seed protocol over /ws/realtime (with its extensions: playback
-// reports, clear_audio, interrupt, user_text). No framework and no build step.
+// reports, clear_audio, interrupt, user_text, ended). No framework and no build step.
 //
 // Query parameters, for tests and kiosks: `idle_ms` (the inactivity hang-up, default 30 s),
 // `record=1` (keep what was played in window.octiSoftphone.played), `rate` (16000 or 24000).
@@ -20,10 +20,11 @@ const VIBRATIONS = { listening: [30], speaking: [15], interrupted: [40, 30, 40],
 const $ = (id) => document.getElementById(id);
 const talk = $('talk');
 
-// What tests read: the states the button went through, what was played and the socket's traffic.
-const debug = window.octiSoftphone = { states: ['idle'], played: [], errors: [], sent: 0 };
+// What tests read: the states the button went through, what was played, the socket's traffic
+// and the microphone context's rate.
+const debug = window.octiSoftphone = { states: ['idle'], played: [], errors: [], sent: 0, captureRate: null };
 
-let audio = null;          // { context, player, capture, micStream }
+let audio = null;          // { context, player, captureContext, capture, micStream }
 let socket = null;
 let ready = false;         // the model session is ready (after `ready`)
 let wanted = false;        // the user wants a conversation (so a drop is reconnected)
@@ -54,24 +55,35 @@ async function openAudio() {
   if (audio) return audio;
   const context = new AudioContext({ sampleRate: RATE, latencyHint: 'interactive' });
   await context.audioWorklet.addModule('playback-worklet.js');
-  await context.audioWorklet.addModule('capture-worklet.js');
   const player = new AudioWorkletNode(context, 'octi-playback', {
     numberOfInputs: 0, outputChannelCount: [1], processorOptions: { record: RECORD } });
   player.connect(context.destination);
   player.port.onmessage = (event) => playerMessage(event.data);
-  audio = { context, player, capture: null, micStream: null };
+  audio = { context, player, captureContext: null, capture: null, micStream: null };
+  let micStream = null;
+  let captureContext = null;
   try {
-    audio.micStream = await navigator.mediaDevices.getUserMedia({
+    micStream = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 } });
-    const source = context.createMediaStreamSource(audio.micStream);
-    audio.capture = new AudioWorkletNode(context, 'octi-capture', {
-      processorOptions: { frameSamples: RATE / 50 } });
-    audio.capture.port.onmessage = (event) => captured(event.data);
-    const mute = context.createGain();  // the worklet must be pulled to run; nothing is heard
+    // The microphone's own context, at the device's rate: Firefox connects a microphone to no
+    // context of another rate. Its worklet resamples to the socket's.
+    captureContext = new AudioContext({ latencyHint: 'interactive' });
+    await captureContext.audioWorklet.addModule('capture-worklet.js');
+    const source = captureContext.createMediaStreamSource(micStream);
+    const capture = new AudioWorkletNode(captureContext, 'octi-capture', { processorOptions: { rate: RATE } });
+    capture.port.onmessage = (event) => captured(event.data);
+    const mute = captureContext.createGain();  // the worklet must be pulled to run; nothing is heard
     mute.gain.value = 0;
-    source.connect(audio.capture).connect(mute).connect(context.destination);
+    source.connect(capture).connect(mute).connect(captureContext.destination);
+    // Only now, its audio on its way to the socket, does the page say that OCTI listens.
+    Object.assign(audio, { captureContext, capture, micStream });
+    debug.captureRate = captureContext.sampleRate;
     $('text-fallback').hidden = true;
   } catch (error) {
+    // A microphone granted but not wired is let go, so that the browser's microphone
+    // indicator does not stay on for nothing.
+    if (micStream) micStream.getTracks().forEach((track) => track.stop());
+    if (captureContext) captureContext.close();
     debug.errors.push(`microphone: ${error.name}`);
     $('text-fallback').hidden = false;
     say("Micro indisponible : vous pouvez écrire votre question, OCTI vous répondra à voix haute.");
@@ -150,6 +162,10 @@ function serverMessage(data) {
     case 'error':
       serverError(message);
       break;
+    case 'ended':  // OCTI said goodbye (or the caller went quiet): the close that follows is no drop
+      if (wanted) say('Conversation terminée. Appuyez sur « Parler à OCTI » pour en commencer une nouvelle.');
+      wanted = false;  // after the time limit's error, its own message stays
+      break;
     default:
       break;  // a newer server's message: ignored
   }
@@ -198,6 +214,7 @@ async function start() {
   say('Connexion…');
   await openAudio();
   await audio.context.resume();
+  if (audio.captureContext) await audio.captureContext.resume();
   connect();
 }
 

@@ -16,6 +16,7 @@ from app.engines.contract import (
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
 from app.engines.gpt_live import greeting, protocol
+from app.engines.gpt_live.delegation import route
 from app.engines.gpt_live.protocol import LiveTranslator
 from app.simulators.realtime_schema import ClientEventError, StrictEventParser
 
@@ -204,6 +205,34 @@ def test_delegations_route_to_the_call_tools(words, tool):
     live = LiveTranslator()
     live.translate(heard(words, 0, 900), 1.0)
     assert live.translate(delegated("del"), 1.1)[-1].name == tool
+
+
+@pytest.mark.parametrize("words, tool", [
+    ("J'ai fini de vacciner, je fais quoi maintenant ?", "search_knowledge"),
+    ("C'est tout ce qu'il faut faire pour la ventilation ?", "search_knowledge"),
+    ("C'est tout ?", "search_knowledge"),
+    ("Le vétérinaire m'a dit de baisser la température, c'est bon ?", "search_knowledge"),
+    ("Mon technicien dit 32 degrés pour les poussins, c'est juste ?", "search_knowledge"),
+    ("Quelqu'un m'a dit que les poules pondent moins l'hiver, c'est vrai ?", "search_knowledge"),
+    ("Je peux avoir le numéro du vétérinaire ?", "search_knowledge"),
+    ("J'ai reçu un SMS de la coopérative sur la grippe aviaire, je fais quoi ?", "search_knowledge"),
+    ("Non, c'est tout, merci. Bonne journée !", "end_call"),
+    ("Passez-moi quelqu'un, s'il vous plaît.", "transfer_to_human"),
+    ("Est-ce que je peux parler au vétérinaire de la coopérative ?", "transfer_to_human"),
+    ("Un conseiller, s'il vous plaît.", "transfer_to_human"),
+    ("Je voudrais le récapitulatif par écrit.", "send_recap_by_sms"),
+])
+def test_only_a_whole_goodbye_or_a_request_for_a_person_ends_or_transfers_the_call(words, tool):
+    """A word found anywhere decides nothing: the words as a whole take leave, or open on
+    asking for a person; anything else, a question above all, goes to the knowledge base."""
+    assert route(words)[0] == tool
+
+
+def test_a_yes_is_the_sms_tool_only_when_it_is_the_whole_reply_to_the_offer():
+    offer = "Voulez-vous le récapitulatif par SMS ?"
+    assert route("D'accord, merci.", offer)[0] == "send_recap_by_sms"
+    assert route("Oui, et l'humidité ?", offer)[0] == "search_knowledge"
+    assert route("Oui, mais combien de temps pour la couvaison ?", offer)[0] == "search_knowledge"
 
 
 def delegated(delegation_id: str) -> dict:

@@ -346,3 +346,25 @@ async def test_a_renewed_session_s_final_seconds_are_billed():
     assert len(seconds) == 2 and seconds[0] >= 5
     price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
     assert detail.summary.cost_usd == pytest.approx(sum(seconds) / 60 * price, abs=1e-6)
+
+
+async def test_octi_s_turns_in_the_call_log_are_word_for_word_what_the_model_said():
+    """The service sends an audio chunk's words before it (the double does so): the first words
+    of the greeting and of the answer are theirs, in the call log as in the recap."""
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=2.0)
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=1.5, answer_seconds=2.0) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed", result.summary()
+    sent = double.connections[0].record.sent
+    asked_at = next(index for index, event in enumerate(sent) if event["type"] == "session.input_transcript.delta")
+    words = [(index, event["delta"]) for index, event in enumerate(sent)
+             if event["type"] == "session.output_transcript.delta"]
+    greeting = "".join(text for index, text in words if index < asked_at).strip()
+    answer = "".join(text for index, text in words if index > asked_at).strip()
+    octi = [turn.text.strip() for turn in detail.turns if turn.role == "assistant"]
+    assert octi[0] == greeting != ""
+    assert " ".join(octi[1:]) == answer != ""
+    assert detail.recap.split("\n")[1] == f"- « {ASKED} » : {answer}"

@@ -116,6 +116,32 @@ def test_the_models_voice_opens_an_answer_and_quiet_ends_it():
     assert ended == [AnswerAudioDone(answer, item), AnswerDone(answer, "completed", (item,))]
 
 
+def said(text: str, start_ms: int, end_ms: int) -> dict:
+    return server({"type": "session.output_transcript.delta", "event_id": f"ev_said_{start_ms}", "delta": text,
+                   "start_ms": start_ms, "end_ms": end_ms})
+
+
+def test_the_models_words_that_come_before_its_voice_are_the_next_answers():
+    """An audio chunk's words may come before it: they are the answer it opens, not lost (the
+    first answer) nor the previous answer's, and the caller's yes replies to all of them."""
+    live = LiveTranslator()
+    assert live.translate(said(" Bonjour,", 0, 100), 0.0) == []
+    greeting = live.translate(audio(LOUD), 0.05)
+    greeted = greeting[1].item
+    assert greeting[2:] == [AnswerTextPiece(greeted, " Bonjour,")]
+    assert live.translate(said(" ici OCTI.", 100, 200), 0.1) == [AnswerTextPiece(greeted, " ici OCTI.")]
+    assert kinds(live.tick(1.0)) == [AnswerAudioDone, AnswerDone]
+    assert live.translate(said(" Je vous envoie le récapitulatif par SMS ?", 2000, 2100), 2.0) == []
+    offer = live.translate(audio(LOUD), 2.05)
+    offered = offer[1].item
+    assert offered != greeted
+    assert offer[2:] == [AnswerTextPiece(offered, " Je vous envoie le récapitulatif par SMS ?")]
+    assert live.translate(said(" Dites-moi.", 2100, 2200), 2.1) == [AnswerTextPiece(offered, " Dites-moi.")]
+    live.tick(3.0)
+    live.translate(heard("Oui, je veux bien.", 3100, 3800), 3.9)
+    assert live.translate(delegated("del_1"), 4.0)[-1].name == "send_recap_by_sms"
+
+
 def test_the_caller_turn_opens_with_words_and_closes_when_the_model_answers():
     live = LiveTranslator()
     opened = live.translate(heard(" Mes poussins", 2000, 2600), 3.0)

@@ -52,7 +52,10 @@ How the server's events map onto the contract
   * Errors: `error` → `EngineError` (fatal for `FATAL_ERRORS`); `session.closed` for any
     reason but our own close → a fatal `EngineError` (`session_expired` for `expired`), so the
     call carries on in a new session.
-  Transcript pieces of the model (`session.output_transcript.delta`) → `AnswerTextPiece`.
+  * The model's words (`session.output_transcript.delta`) → `AnswerTextPiece` of the answer
+    open. The words of an audio chunk may come before it, and the primary WebSocket's audio
+    carries no timeline to place them by: words that come while no answer is open are held,
+    and given to the next answer (its first words, said before its voice starts).
   * A fixture: its audio comes as `session.output_audio.delta` like the model's, an answer as
     above, and it has no transcript: the answer it opens gets the clip's text (`fixture_text`)
     as its `AnswerTextPiece`. Between `session.output_audio.fixture.playing` and `.played` the
@@ -230,8 +233,8 @@ class LiveTranslator:
     turns: int = 0
     answer: _Answer | None = None
     caller: _CallerTurn | None = None
-    last_item: str | None = None
     model_said: str = ""  # the words of the model's latest answer: what the caller replies to
+    words_ahead: str = ""  # the model's words come before its voice: the next answer's
     usage: dict[str, float] = field(default_factory=dict)
     closed_by_us: bool = False
     caller_heard_at: float = float("-inf")  # the caller's last sound or word
@@ -245,11 +248,7 @@ class LiveTranslator:
         if kind == "session.output_audio.delta":
             return self._audio(base64.b64decode(event["delta"], validate=True), now)
         if kind == "session.output_transcript.delta":
-            item = self.answer.item if self.answer is not None else self.last_item
-            if item is None:
-                return []
-            self.model_said += str(event["delta"])
-            return [AnswerTextPiece(item, str(event["delta"]))]
+            return self._model_words(str(event["delta"]))
         if kind == "session.input_transcript.delta":
             return self._caller_words(str(event["delta"]), float(event["start_ms"]), float(event["end_ms"]), now)
         if kind == "session.delegation.created":
@@ -284,15 +283,14 @@ class LiveTranslator:
                 return []  # silence between answers
             events = self._close_caller_turn()
             self.answers += 1
-            self.model_said = ""
             answer = self.answer = _Answer(f"{self.prefix}_answer_{self.answers}",
                                            f"{self.prefix}_item_{self.answers}", now)
-            self.last_item = answer.item
             events += [AnswerStarted(answer.id), AnswerAudio(answer.id, answer.item, audio, now)]
             if self.fixture_text is not None:
                 events.append(AnswerTextPiece(answer.item, self.fixture_text))
                 self.fixture_text = None
-            return events
+            self.model_said, ahead, self.words_ahead = "", self.words_ahead, ""
+            return events + self._model_words(ahead) if ahead else events
         if loud:  # a pause held back was only a pause: the caller hears it, then the rest
             answer.last_sound_at = now
             events: list[EngineEvent] = [AnswerAudio(answer.id, answer.item, held, now) for held in answer.held]
@@ -303,6 +301,13 @@ class LiveTranslator:
             return self._end_if_quiet(now)
         ended = self._end_if_quiet(now)
         return ended or [AnswerAudio(answer.id, answer.item, audio, now)]  # a pause within the answer
+
+    def _model_words(self, text: str) -> list[EngineEvent]:
+        if self.answer is None:
+            self.words_ahead += text
+            return []
+        self.model_said += text
+        return [AnswerTextPiece(self.answer.item, text)]
 
     def _caller_talking(self, now: float) -> bool:
         answer = self.answer

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from app.agent import phrases
+from app.agent.tools import NOTHING_TO_SEARCH
 from app.calllog.store import CallLogStore
 from app.engines.gpt_live import protocol
 from app.simulators.live_double import LiveDouble
@@ -368,3 +369,46 @@ async def test_octi_s_turns_in_the_call_log_are_word_for_word_what_the_model_sai
     assert octi[0] == greeting != ""
     assert " ".join(octi[1:]) == answer != ""
     assert detail.recap.split("\n")[1] == f"- « {ASKED} » : {answer}"
+
+
+async def test_a_delegation_after_the_model_spoke_or_on_words_that_never_came_searches_the_question_asked():
+    """The model says it is looking before it delegates (which closes the caller's turn), then
+    delegates again on the caller's next sounds, whose words never came: both delegations search
+    the question the caller asked, and the call log keeps its passages."""
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav")],
+                        hangup_after=45, hangup_when_done_after_s=2.5)
+    async with LiveDouble(transcripts=[ASKED, ""], greeting_seconds=1.0, answer_seconds=1.5,
+                          speaks_before_delegating=True) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed", result.summary()
+    live = double.connections[0]
+    assert live.record.errors == []
+    assert live.record.spoken[:2] == ["greeting", "acknowledgement"]
+    first, second = live.delegations.values()
+    assert first.result == second.result == "commentary"
+    assert first.content.startswith("Réponds à l'éleveur à partir de ces fiches")
+    assert second.content == first.content
+    (question,) = [turn for turn in detail.turns if turn.role == "caller"]
+    assert question.text == ASKED and question.retrieval_outcome == "ok"
+    assert any(passage.source.startswith("sample_pack/incubation") for passage in question.passages)
+
+
+async def test_a_delegation_on_sounds_whose_words_never_came_searches_nothing():
+    """No words of the caller in the session: there is no question to search, and the model is
+    told so (a search for nothing would have it say the fiches have nothing)."""
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=2.0)
+    async with LiveDouble(transcripts=[""], greeting_seconds=1.0, answer_seconds=1.5) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+            searches = sum(line.metrics.value("octi_retrievals_total", outcome=outcome)
+                           for outcome in ("ok", "empty", "timeout", "error", "unavailable"))
+
+    assert result.status == "completed", result.summary()
+    (delegation,) = double.connections[0].delegations.values()
+    assert delegation.result == "commentary" and NOTHING_TO_SEARCH in delegation.content
+    assert searches == 0
+    assert [turn for turn in detail.turns if turn.role == "caller"] == []

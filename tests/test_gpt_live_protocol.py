@@ -266,6 +266,33 @@ def delegated(delegation_id: str) -> dict:
                    "delegation": {"id": delegation_id, "target": "client", "type": "delegation"}})
 
 
+def test_a_delegation_after_the_model_spoke_or_again_is_about_the_callers_latest_words():
+    """The model may speak before it delegates (which closes the caller's turn) or delegate twice
+    for the same words: the delegation is about the caller's latest words all the same, never
+    about nothing, until newer ones come."""
+    live = LiveTranslator()
+    live.translate(heard(" Quelle température pour la couveuse ?", 0, 1500), 1.6)
+    assert kinds(live.translate(audio(LOUD), 1.7))[:2] == [SpeechStopped, CallerWords]  # « Je regarde. »
+    first = live.translate(delegated("del_1"), 1.8)[-1]
+    second = live.translate(delegated("del_2"), 1.9)[-1]
+    assert first.name == second.name == "search_knowledge"
+    assert json.loads(first.arguments) == json.loads(second.arguments) == {"query": "Quelle température pour la couveuse ?"}
+    live.tick(3.0)
+    live.translate(heard(" Et l'humidité ?", 3000, 3800), 3.9)
+    assert json.loads(live.translate(delegated("del_3"), 4.0)[-1].arguments) == {"query": "Et l'humidité ?"}
+
+
+def test_a_yes_to_the_sms_offer_is_the_sms_tool_when_the_model_speaks_before_delegating():
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    live.translate(said(" Je vous envoie le récapitulatif par SMS ?", 0, 300), 0.05)
+    live.tick(1.0)
+    live.translate(heard(" Oui, je veux bien.", 1100, 1800), 1.9)
+    live.translate(audio(LOUD), 2.0)
+    live.translate(said(" Très bien.", 2000, 2300), 2.05)  # what the yes replied to was before this
+    assert live.translate(delegated("del_1"), 2.2)[-1].name == "send_recap_by_sms"
+
+
 def test_a_yes_to_the_models_offer_of_an_sms_is_the_sms_tool_and_only_right_after_it():
     live = LiveTranslator()
     live.translate(audio(LOUD), 0.0)

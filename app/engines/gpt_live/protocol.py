@@ -45,7 +45,9 @@ How the server's events map onto the contract
     whole text as final `CallerWords`).
   * Delegation: `session.delegation.created` with target `client` → `ToolCall` named after the
     tool the caller's words (in reply to the model's latest) call for (`delegation.route`), its
-    call id the delegation id.
+    call id the delegation id. The event does not say what about: the caller's latest words, in
+    their turn open or else kept from the last one, since the model may speak before it
+    delegates (which closes the turn) or delegate again for the same words.
   * Usage: `session.usage.updated` (cumulative) and the final usage of `session.closed` →
     `UsageReport` with what was billed since the last report (`live_usage`), so that reports
     add up: active seconds, and paused (standby) seconds where the server reports the split.
@@ -234,6 +236,8 @@ class LiveTranslator:
     answer: _Answer | None = None
     caller: _CallerTurn | None = None
     model_said: str = ""  # the words of the model's latest answer: what the caller replies to
+    asked: str = ""  # the caller's latest words, what a delegation is about until newer ones come
+    asked_after: str = ""  # the model's words they replied to
     words_ahead: str = ""  # the model's words come before its voice: the next answer's
     usage: dict[str, float] = field(default_factory=dict)
     closed_by_us: bool = False
@@ -367,24 +371,20 @@ class LiveTranslator:
         caller, self.caller = self.caller, None
         if caller is None:
             return []
+        words = " ".join(caller.text.split())
+        if words:
+            self.asked, self.asked_after = words, self.model_said
         events: list[EngineEvent] = [] if caller.announced else [SpeechStarted(caller.id, caller.start_ms)]
         spoken = max(caller.end_ms - caller.start_ms, 0.0)
-        return events + [SpeechStopped(caller.id, caller.end_ms, spoken),
-                         CallerWords(caller.id, " ".join(caller.text.split()), final=True)]
-
-    @property
-    def question(self) -> str:
-        """The caller's words since their turn opened (what a delegation is about)."""
-        return " ".join(self.caller.text.split()) if self.caller is not None else ""
+        return events + [SpeechStopped(caller.id, caller.end_ms, spoken), CallerWords(caller.id, words, final=True)]
 
     # -- delegation, end
 
     def _delegation(self, delegation: dict[str, Any]) -> list[EngineEvent]:
         if delegation["target"] != "client":
             return []
-        question = self.question
         events = self._close_caller_turn()
-        name, arguments = route(question, self.model_said)
+        name, arguments = route(self.asked, self.asked_after)
         return events + [ToolCall(str(delegation["id"]), name, arguments)]
 
     def _closed(self, event: dict[str, Any]) -> list[EngineEvent]:

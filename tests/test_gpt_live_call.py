@@ -412,3 +412,23 @@ async def test_a_delegation_on_sounds_whose_words_never_came_searches_nothing():
     assert delegation.result == "commentary" and NOTHING_TO_SEARCH in delegation.content
     assert searches == 0
     assert [turn for turn in detail.turns if turn.role == "caller"] == []
+
+
+async def test_words_the_model_lets_pass_end_the_callers_turn_and_their_silence_is_prompted():
+    """« Attendez… » and the model says nothing: the caller's turn ends all the same once they
+    are quiet, so their silence afterwards is asked about, then ends the call."""
+    wait = "Attendez, je regarde le thermomètre."
+    script = CallScript(utterances=[Utterance(INTERRUPTION)], hangup_after=40)
+    async with LiveDouble(transcripts=[wait], unanswered=[wait], greeting_seconds=1.5) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url,
+                                silence_prompt_seconds=3, silence_goodbye_seconds=3) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed" and result.closed_by == "server", result.summary()
+    live = double.connections[0]
+    assert live.record.errors == [] and live.delegations == {}
+    (waited,) = [turn for turn in detail.turns if turn.role == "caller"]
+    assert waited.text == wait and waited.end_ms is not None
+    assert [event.type for event in detail.events] == ["silence_prompt", "silence_goodbye"]
+    assert detail.summary.outcome == "timeout"

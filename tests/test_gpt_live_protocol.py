@@ -153,6 +153,34 @@ def test_the_caller_turn_opens_with_words_and_closes_when_the_model_answers():
     assert kinds(answered[2:]) == [AnswerStarted, AnswerAudio]
 
 
+def test_a_caller_turn_the_model_lets_pass_closes_once_they_are_quiet():
+    """« Attendez… », a word to someone beside them: the model says nothing, the turn closes all
+    the same once neither their sound nor their words came for CALLER_QUIET_MS."""
+    live = LiveTranslator()
+    live.translate(heard(" Attendez,", 1000, 1400), 1.5)
+    live.caller_sound(2.0)  # still sound on their line, no word yet
+    live.translate(heard(" je regarde.", 1400, 2100), 2.2)
+    quiet = 2.2 + protocol.CALLER_QUIET_MS / 1000
+    assert live.tick(quiet - 0.05) == []
+    assert live.tick(quiet + 0.01) == [SpeechStopped("live_turn_1", 2100.0, 1100.0),
+                                       CallerWords("live_turn_1", "Attendez, je regarde.", final=True)]
+    assert live.tick(quiet + 5.0) == []
+    assert kinds(live.translate(heard(" Bon.", 9000, 9300), 9.4)) == [SpeechStarted, CallerWords]  # a new turn
+
+
+def test_a_caller_turn_over_the_model_stays_open_while_it_talks():
+    """The model decides whether words over it were an interruption: their turn closes for
+    quiet only once the model is silent."""
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    live.translate(heard(" oui", 300, 500), 0.6)
+    for at in (1.0, 1.5, 2.0, 2.5):
+        assert kinds(live.translate(audio(LOUD), at)) == [AnswerAudio]
+        assert live.tick(at + 0.05) == []
+    assert kinds(live.tick(2.5 + protocol.QUIET_MS / 1000 + 0.01)) == [AnswerAudioDone, AnswerDone, SpeechStarted]
+    assert kinds(live.tick(3.2)) == [SpeechStopped, CallerWords]
+
+
 def test_the_model_going_quiet_while_the_caller_talks_is_yielding():
     live = LiveTranslator()
     answer = live.translate(audio(LOUD), 0.0)[0].answer

@@ -42,12 +42,12 @@ How the server's events map onto the contract
     `start_ms`, held back while the model is still talking over them: the model, not the first
     word, decides that it was an interruption) and adds `CallerWords` pieces; the turn closes
     when the model answers or delegates (`SpeechStopped` at the last word's `end_ms`, then the
-    whole text as final `CallerWords`).
+    whole text as final `CallerWords`), or once they and the model were quiet `CALLER_QUIET_MS`
+    (words the model lets pass, « attendez… », end a turn too).
   * Delegation: `session.delegation.created` with target `client` → `ToolCall` named after the
     tool the caller's words (in reply to the model's latest) call for (`delegation.route`), its
-    call id the delegation id. The event does not say what about: the caller's latest words, in
-    their turn open or else kept from the last one, since the model may speak before it
-    delegates (which closes the turn) or delegate again for the same words.
+    call id the delegation id. The event says not what about: the caller's latest words, kept
+    once their turn closed (the model may speak before it delegates, or delegate twice).
   * Usage: `session.usage.updated` (cumulative) and the final usage of `session.closed` →
     `UsageReport` with what was billed since the last report (`live_usage`), so that reports
     add up: active seconds, and paused (standby) seconds where the server reports the split.
@@ -55,9 +55,8 @@ How the server's events map onto the contract
     reason but our own close → a fatal `EngineError` (`session_expired` for `expired`), so the
     call carries on in a new session.
   * The model's words (`session.output_transcript.delta`) → `AnswerTextPiece` of the answer
-    open. The words of an audio chunk may come before it, and the primary WebSocket's audio
-    carries no timeline to place them by: words that come while no answer is open are held,
-    and given to the next answer (its first words, said before its voice starts).
+    open; an audio chunk's words may come before it (the primary WebSocket's audio has no
+    timeline to place them by): those that come while no answer is open are the next answer's.
   * A fixture: its audio comes as `session.output_audio.delta` like the model's, an answer as
     above, and it has no transcript: the answer it opens gets the clip's text (`fixture_text`)
     as its `AnswerTextPiece`. Between `session.output_audio.fixture.playing` and `.played` the
@@ -90,6 +89,8 @@ QUIET_MS = 600.0
 YIELD_QUIET_MS = 400.0
 # The model going quiet this soon after the caller's last sound or word is yielding to them.
 YIELD_WINDOW_MS = 500.0
+# Without the caller's sound or words this long (more than a pause), the model silent, their turn is over.
+CALLER_QUIET_MS = 1500.0
 # Appends carry at most 500 tokens: French runs about three characters a token.
 APPEND_MAX_CHARS = 1200
 # `session.start` takes at most 128 initial messages.
@@ -274,8 +275,10 @@ class LiveTranslator:
         return []
 
     def tick(self, now: float) -> list[EngineEvent]:
-        """Time passed without a server event: the model may have stopped speaking."""
-        return self._end_if_quiet(now) if self.answer is not None else []
+        """Time passed without a server event: the model may have stopped speaking, or the caller."""
+        if self.answer is not None:
+            return self._end_if_quiet(now)
+        return self._close_caller_turn() if (now - self.caller_heard_at) * 1000 >= CALLER_QUIET_MS else []
 
     # -- the model's voice
 

@@ -19,7 +19,8 @@ its transcript pieces (`session.output_transcript.delta` on the session timeline
   `app.simulators.transcriber`), the model delegates (`session.delegation.created`, target
   client) and says a short acknowledgement meanwhile (or first, then delegates:
   `speaks_before_delegating`); the answer is spoken once the application appends commentary
-  for that delegation (thinking: it knows, and says nothing);
+  for that delegation (thinking: it knows, and says nothing). Words in `unanswered` it lets
+  pass: no delegation, not a word;
 * full duplex: when the caller talks over the model it keeps talking `overlap_ms`, then yields
   (drops what it was saying) if they are still talking; a shorter sound (a clang) it talks over;
 * fixtures: `session.output_audio.fixture.play`, validated whole first, interrupts the model
@@ -289,7 +290,8 @@ class LiveConnection:
         if utterance.completion_due():
             utterance.completed = True
             self._utterance = None
-            self._spawn(self._delegate(utterance.transcript))
+            if utterance.transcript not in self.double.unanswered:
+                self._spawn(self._delegate(utterance.transcript))
 
     async def _delegate(self, question: str) -> None:
         await asyncio.sleep(self.double.delegation_delay)

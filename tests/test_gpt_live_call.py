@@ -11,6 +11,7 @@ import json
 import pytest
 
 from app.agent import phrases
+from app.agent.tools import NOTHING_TO_SEARCH
 from app.calllog.store import CallLogStore
 from app.engines.gpt_live import protocol
 from app.simulators.live_double import LiveDouble
@@ -346,3 +347,88 @@ async def test_a_renewed_session_s_final_seconds_are_billed():
     assert len(seconds) == 2 and seconds[0] >= 5
     price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
     assert detail.summary.cost_usd == pytest.approx(sum(seconds) / 60 * price, abs=1e-6)
+
+
+async def test_octi_s_turns_in_the_call_log_are_word_for_word_what_the_model_said():
+    """The service sends an audio chunk's words before it (the double does so): the first words
+    of the greeting and of the answer are theirs, in the call log as in the recap."""
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=2.0)
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=1.5, answer_seconds=2.0) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed", result.summary()
+    sent = double.connections[0].record.sent
+    asked_at = next(index for index, event in enumerate(sent) if event["type"] == "session.input_transcript.delta")
+    words = [(index, event["delta"]) for index, event in enumerate(sent)
+             if event["type"] == "session.output_transcript.delta"]
+    greeting = "".join(text for index, text in words if index < asked_at).strip()
+    answer = "".join(text for index, text in words if index > asked_at).strip()
+    octi = [turn.text.strip() for turn in detail.turns if turn.role == "assistant"]
+    assert octi[0] == greeting != ""
+    assert " ".join(octi[1:]) == answer != ""
+    assert detail.recap.split("\n")[1] == f"- « {ASKED} » : {answer}"
+
+
+async def test_a_delegation_after_the_model_spoke_or_on_words_that_never_came_searches_the_question_asked():
+    """The model says it is looking before it delegates (which closes the caller's turn), then
+    delegates again on the caller's next sounds, whose words never came: both delegations search
+    the question the caller asked, and the call log keeps its passages."""
+    script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav")],
+                        hangup_after=45, hangup_when_done_after_s=2.5)
+    async with LiveDouble(transcripts=[ASKED, ""], greeting_seconds=1.0, answer_seconds=1.5,
+                          speaks_before_delegating=True) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed", result.summary()
+    live = double.connections[0]
+    assert live.record.errors == []
+    assert live.record.spoken[:2] == ["greeting", "acknowledgement"]
+    first, second = live.delegations.values()
+    assert first.result == second.result == "commentary"
+    assert first.content.startswith("Réponds à l'éleveur à partir de ces fiches")
+    assert second.content == first.content
+    (question,) = [turn for turn in detail.turns if turn.role == "caller"]
+    assert question.text == ASKED and question.retrieval_outcome == "ok"
+    assert any(passage.source.startswith("sample_pack/incubation") for passage in question.passages)
+
+
+async def test_a_delegation_on_sounds_whose_words_never_came_searches_nothing():
+    """No words of the caller in the session: there is no question to search, and the model is
+    told so (a search for nothing would have it say the fiches have nothing)."""
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=30, hangup_when_done_after_s=2.0)
+    async with LiveDouble(transcripts=[""], greeting_seconds=1.0, answer_seconds=1.5) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+            searches = sum(line.metrics.value("octi_retrievals_total", outcome=outcome)
+                           for outcome in ("ok", "empty", "timeout", "error", "unavailable"))
+
+    assert result.status == "completed", result.summary()
+    (delegation,) = double.connections[0].delegations.values()
+    assert delegation.result == "commentary" and NOTHING_TO_SEARCH in delegation.content
+    assert searches == 0
+    assert [turn for turn in detail.turns if turn.role == "caller"] == []
+
+
+async def test_words_the_model_lets_pass_end_the_callers_turn_and_their_silence_is_prompted():
+    """« Attendez… » and the model says nothing: the caller's turn ends all the same once they
+    are quiet, so their silence afterwards is asked about, then ends the call."""
+    wait = "Attendez, je regarde le thermomètre."
+    script = CallScript(utterances=[Utterance(INTERRUPTION)], hangup_after=40)
+    async with LiveDouble(transcripts=[wait], unanswered=[wait], greeting_seconds=1.5) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url,
+                                silence_prompt_seconds=3, silence_goodbye_seconds=3) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+
+    assert result.status == "completed" and result.closed_by == "server", result.summary()
+    live = double.connections[0]
+    assert live.record.errors == [] and live.delegations == {}
+    (waited,) = [turn for turn in detail.turns if turn.role == "caller"]
+    assert waited.text == wait and waited.end_ms is not None
+    assert [event.type for event in detail.events] == ["silence_prompt", "silence_goodbye"]
+    assert detail.summary.outcome == "timeout"

@@ -16,6 +16,7 @@ from app.engines.contract import (
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
 from app.engines.gpt_live import greeting, protocol
+from app.engines.gpt_live.delegation import route
 from app.engines.gpt_live.protocol import LiveTranslator
 from app.simulators.realtime_schema import ClientEventError, StrictEventParser
 
@@ -129,6 +130,32 @@ def test_the_models_voice_opens_an_answer_and_quiet_ends_it():
     assert ended == [AnswerAudioDone(answer, item), AnswerDone(answer, "completed", (item,))]
 
 
+def said(text: str, start_ms: int, end_ms: int) -> dict:
+    return server({"type": "session.output_transcript.delta", "event_id": f"ev_said_{start_ms}", "delta": text,
+                   "start_ms": start_ms, "end_ms": end_ms})
+
+
+def test_the_models_words_that_come_before_its_voice_are_the_next_answers():
+    """An audio chunk's words may come before it: they are the answer it opens, not lost (the
+    first answer) nor the previous answer's, and the caller's yes replies to all of them."""
+    live = LiveTranslator()
+    assert live.translate(said(" Bonjour,", 0, 100), 0.0) == []
+    greeting = live.translate(audio(LOUD), 0.05)
+    greeted = greeting[1].item
+    assert greeting[2:] == [AnswerTextPiece(greeted, " Bonjour,")]
+    assert live.translate(said(" ici OCTI.", 100, 200), 0.1) == [AnswerTextPiece(greeted, " ici OCTI.")]
+    assert kinds(live.tick(1.0)) == [AnswerAudioDone, AnswerDone]
+    assert live.translate(said(" Je vous envoie le récapitulatif par SMS ?", 2000, 2100), 2.0) == []
+    offer = live.translate(audio(LOUD), 2.05)
+    offered = offer[1].item
+    assert offered != greeted
+    assert offer[2:] == [AnswerTextPiece(offered, " Je vous envoie le récapitulatif par SMS ?")]
+    assert live.translate(said(" Dites-moi.", 2100, 2200), 2.1) == [AnswerTextPiece(offered, " Dites-moi.")]
+    live.tick(3.0)
+    live.translate(heard("Oui, je veux bien.", 3100, 3800), 3.9)
+    assert live.translate(delegated("del_1"), 4.0)[-1].name == "send_recap_by_sms"
+
+
 def test_the_caller_turn_opens_with_words_and_closes_when_the_model_answers():
     live = LiveTranslator()
     opened = live.translate(heard(" Mes poussins", 2000, 2600), 3.0)
@@ -138,6 +165,34 @@ def test_the_caller_turn_opens_with_words_and_closes_when_the_model_answers():
     assert answered[:2] == [SpeechStopped("live_turn_1", 3200.0, 1200.0),
                             CallerWords("live_turn_1", "Mes poussins ont froid.", final=True)]
     assert kinds(answered[2:]) == [AnswerStarted, AnswerAudio]
+
+
+def test_a_caller_turn_the_model_lets_pass_closes_once_they_are_quiet():
+    """« Attendez… », a word to someone beside them: the model says nothing, the turn closes all
+    the same once neither their sound nor their words came for CALLER_QUIET_MS."""
+    live = LiveTranslator()
+    live.translate(heard(" Attendez,", 1000, 1400), 1.5)
+    live.caller_sound(2.0)  # still sound on their line, no word yet
+    live.translate(heard(" je regarde.", 1400, 2100), 2.2)
+    quiet = 2.2 + protocol.CALLER_QUIET_MS / 1000
+    assert live.tick(quiet - 0.05) == []
+    assert live.tick(quiet + 0.01) == [SpeechStopped("live_turn_1", 2100.0, 1100.0),
+                                       CallerWords("live_turn_1", "Attendez, je regarde.", final=True)]
+    assert live.tick(quiet + 5.0) == []
+    assert kinds(live.translate(heard(" Bon.", 9000, 9300), 9.4)) == [SpeechStarted, CallerWords]  # a new turn
+
+
+def test_a_caller_turn_over_the_model_stays_open_while_it_talks():
+    """The model decides whether words over it were an interruption: their turn closes for
+    quiet only once the model is silent."""
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    live.translate(heard(" oui", 300, 500), 0.6)
+    for at in (1.0, 1.5, 2.0, 2.5):
+        assert kinds(live.translate(audio(LOUD), at)) == [AnswerAudio]
+        assert live.tick(at + 0.05) == []
+    assert kinds(live.tick(2.5 + protocol.QUIET_MS / 1000 + 0.01)) == [AnswerAudioDone, AnswerDone, SpeechStarted]
+    assert kinds(live.tick(3.2)) == [SpeechStopped, CallerWords]
 
 
 def test_the_model_going_quiet_while_the_caller_talks_is_yielding():
@@ -220,9 +275,64 @@ def test_delegations_route_to_the_call_tools(words, tool):
     assert live.translate(delegated("del"), 1.1)[-1].name == tool
 
 
+@pytest.mark.parametrize("words, tool", [
+    ("J'ai fini de vacciner, je fais quoi maintenant ?", "search_knowledge"),
+    ("C'est tout ce qu'il faut faire pour la ventilation ?", "search_knowledge"),
+    ("C'est tout ?", "search_knowledge"),
+    ("Le vétérinaire m'a dit de baisser la température, c'est bon ?", "search_knowledge"),
+    ("Mon technicien dit 32 degrés pour les poussins, c'est juste ?", "search_knowledge"),
+    ("Quelqu'un m'a dit que les poules pondent moins l'hiver, c'est vrai ?", "search_knowledge"),
+    ("Je peux avoir le numéro du vétérinaire ?", "search_knowledge"),
+    ("J'ai reçu un SMS de la coopérative sur la grippe aviaire, je fais quoi ?", "search_knowledge"),
+    ("Non, c'est tout, merci. Bonne journée !", "end_call"),
+    ("Passez-moi quelqu'un, s'il vous plaît.", "transfer_to_human"),
+    ("Est-ce que je peux parler au vétérinaire de la coopérative ?", "transfer_to_human"),
+    ("Un conseiller, s'il vous plaît.", "transfer_to_human"),
+    ("Je voudrais le récapitulatif par écrit.", "send_recap_by_sms"),
+])
+def test_only_a_whole_goodbye_or_a_request_for_a_person_ends_or_transfers_the_call(words, tool):
+    """A word found anywhere decides nothing: the words as a whole take leave, or open on
+    asking for a person; anything else, a question above all, goes to the knowledge base."""
+    assert route(words)[0] == tool
+
+
+def test_a_yes_is_the_sms_tool_only_when_it_is_the_whole_reply_to_the_offer():
+    offer = "Voulez-vous le récapitulatif par SMS ?"
+    assert route("D'accord, merci.", offer)[0] == "send_recap_by_sms"
+    assert route("Oui, et l'humidité ?", offer)[0] == "search_knowledge"
+    assert route("Oui, mais combien de temps pour la couvaison ?", offer)[0] == "search_knowledge"
+
+
 def delegated(delegation_id: str) -> dict:
     return server({"type": "session.delegation.created", "event_id": f"ev_{delegation_id}", "offset_ms": 950,
                    "delegation": {"id": delegation_id, "target": "client", "type": "delegation"}})
+
+
+def test_a_delegation_after_the_model_spoke_or_again_is_about_the_callers_latest_words():
+    """The model may speak before it delegates (which closes the caller's turn) or delegate twice
+    for the same words: the delegation is about the caller's latest words all the same, never
+    about nothing, until newer ones come."""
+    live = LiveTranslator()
+    live.translate(heard(" Quelle température pour la couveuse ?", 0, 1500), 1.6)
+    assert kinds(live.translate(audio(LOUD), 1.7))[:2] == [SpeechStopped, CallerWords]  # « Je regarde. »
+    first = live.translate(delegated("del_1"), 1.8)[-1]
+    second = live.translate(delegated("del_2"), 1.9)[-1]
+    assert first.name == second.name == "search_knowledge"
+    assert json.loads(first.arguments) == json.loads(second.arguments) == {"query": "Quelle température pour la couveuse ?"}
+    live.tick(3.0)
+    live.translate(heard(" Et l'humidité ?", 3000, 3800), 3.9)
+    assert json.loads(live.translate(delegated("del_3"), 4.0)[-1].arguments) == {"query": "Et l'humidité ?"}
+
+
+def test_a_yes_to_the_sms_offer_is_the_sms_tool_when_the_model_speaks_before_delegating():
+    live = LiveTranslator()
+    live.translate(audio(LOUD), 0.0)
+    live.translate(said(" Je vous envoie le récapitulatif par SMS ?", 0, 300), 0.05)
+    live.tick(1.0)
+    live.translate(heard(" Oui, je veux bien.", 1100, 1800), 1.9)
+    live.translate(audio(LOUD), 2.0)
+    live.translate(said(" Très bien.", 2000, 2300), 2.05)  # what the yes replied to was before this
+    assert live.translate(delegated("del_1"), 2.2)[-1].name == "send_recap_by_sms"
 
 
 def test_a_yes_to_the_models_offer_of_an_sms_is_the_sms_tool_and_only_right_after_it():

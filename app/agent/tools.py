@@ -49,6 +49,8 @@ RECAP_BY_SMS = ToolSpec(
     ),
     parameters={"type": "object", "properties": {}, "required": []},
 )
+# A search's result, for the model, when no words of the caller came to search for.
+NOTHING_TO_SEARCH = "aucune question entendue : demande à l'éleveur de la répéter"
 CALL_TOOLS_INSTRUCTIONS = (
     "# Conseiller et fin d'appel\n"
     f"Si l'éleveur veut parler à une personne, appelle {TRANSFER_TO_HUMAN.name} avec sa question résumée. "
@@ -135,6 +137,11 @@ class ToolRunner:
 
     async def _dispatch(self, call: ToolCall, arguments: dict[str, Any]) -> None:
         if call.name == SEARCH_TOOL.name and isinstance(arguments.get("query"), str):
+            if not arguments["query"].strip():
+                # Nothing heard to search for: « nothing found » would have the model say the
+                # fiches have no answer, and the call log record it for the caller's last question.
+                await self._engine.tool_result(call.call, _error(NOTHING_TO_SEARCH))
+                return
             retrieval = await self._retriever.retrieve(arguments["query"])
             self._searched(retrieval)
             await self._engine.tool_result(call.call, tool_output(retrieval))

@@ -42,17 +42,21 @@ How the server's events map onto the contract
     `start_ms`, held back while the model is still talking over them: the model, not the first
     word, decides that it was an interruption) and adds `CallerWords` pieces; the turn closes
     when the model answers or delegates (`SpeechStopped` at the last word's `end_ms`, then the
-    whole text as final `CallerWords`).
+    whole text as final `CallerWords`), or once they and the model were quiet `CALLER_QUIET_MS`
+    (words the model lets pass, « attendez… », end a turn too).
   * Delegation: `session.delegation.created` with target `client` → `ToolCall` named after the
     tool the caller's words (in reply to the model's latest) call for (`delegation.route`), its
-    call id the delegation id.
+    call id the delegation id. The event says not what about: the caller's latest words, kept
+    once their turn closed (the model may speak before it delegates, or delegate twice).
   * Usage: `session.usage.updated` (cumulative) and the final usage of `session.closed` →
     `UsageReport` with what was billed since the last report (`live_usage`), so that reports
     add up: active seconds, and paused (standby) seconds where the server reports the split.
   * Errors: `error` → `EngineError` (fatal for `FATAL_ERRORS`); `session.closed` for any
     reason but our own close → a fatal `EngineError` (`session_expired` for `expired`), so the
     call carries on in a new session.
-  Transcript pieces of the model (`session.output_transcript.delta`) → `AnswerTextPiece`.
+  * The model's words (`session.output_transcript.delta`) → `AnswerTextPiece` of the answer
+    open; an audio chunk's words may come before it (the primary WebSocket's audio has no
+    timeline to place them by): those that come while no answer is open are the next answer's.
   * A fixture: its audio comes as `session.output_audio.delta` like the model's, an answer as
     above, and it has no transcript: the answer it opens gets the clip's text (`fixture_text`)
     as its `AnswerTextPiece`. Between `session.output_audio.fixture.playing` and `.played` the
@@ -85,6 +89,8 @@ QUIET_MS = 600.0
 YIELD_QUIET_MS = 400.0
 # The model going quiet this soon after the caller's last sound or word is yielding to them.
 YIELD_WINDOW_MS = 500.0
+# Without the caller's sound or words this long (more than a pause), the model silent, their turn is over.
+CALLER_QUIET_MS = 1500.0
 # Appends carry at most 500 tokens: French runs about three characters a token.
 APPEND_MAX_CHARS = 1200
 # `session.start` takes at most 128 initial messages, rendered within 8,192 tokens (the default
@@ -249,8 +255,10 @@ class LiveTranslator:
     turns: int = 0
     answer: _Answer | None = None
     caller: _CallerTurn | None = None
-    last_item: str | None = None
     model_said: str = ""  # the words of the model's latest answer: what the caller replies to
+    asked: str = ""  # the caller's latest words, what a delegation is about until newer ones come
+    asked_after: str = ""  # the model's words they replied to
+    words_ahead: str = ""  # the model's words come before its voice: the next answer's
     usage: dict[str, float] = field(default_factory=dict)
     closed_by_us: bool = False
     caller_heard_at: float = float("-inf")  # the caller's last sound or word
@@ -264,11 +272,7 @@ class LiveTranslator:
         if kind == "session.output_audio.delta":
             return self._audio(base64.b64decode(event["delta"], validate=True), now)
         if kind == "session.output_transcript.delta":
-            item = self.answer.item if self.answer is not None else self.last_item
-            if item is None:
-                return []
-            self.model_said += str(event["delta"])
-            return [AnswerTextPiece(item, str(event["delta"]))]
+            return self._model_words(str(event["delta"]))
         if kind == "session.input_transcript.delta":
             return self._caller_words(str(event["delta"]), float(event["start_ms"]), float(event["end_ms"]), now)
         if kind == "session.delegation.created":
@@ -290,8 +294,10 @@ class LiveTranslator:
         return []
 
     def tick(self, now: float) -> list[EngineEvent]:
-        """Time passed without a server event: the model may have stopped speaking."""
-        return self._end_if_quiet(now) if self.answer is not None else []
+        """Time passed without a server event: the model may have stopped speaking, or the caller."""
+        if self.answer is not None:
+            return self._end_if_quiet(now)
+        return self._close_caller_turn() if (now - self.caller_heard_at) * 1000 >= CALLER_QUIET_MS else []
 
     # -- the model's voice
 
@@ -303,15 +309,14 @@ class LiveTranslator:
                 return []  # silence between answers
             events = self._close_caller_turn()
             self.answers += 1
-            self.model_said = ""
             answer = self.answer = _Answer(f"{self.prefix}_answer_{self.answers}",
                                            f"{self.prefix}_item_{self.answers}", now)
-            self.last_item = answer.item
             events += [AnswerStarted(answer.id), AnswerAudio(answer.id, answer.item, audio, now)]
             if self.fixture_text is not None:
                 events.append(AnswerTextPiece(answer.item, self.fixture_text))
                 self.fixture_text = None
-            return events
+            self.model_said, ahead, self.words_ahead = "", self.words_ahead, ""
+            return events + self._model_words(ahead) if ahead else events
         if loud:  # a pause held back was only a pause: the caller hears it, then the rest
             answer.last_sound_at = now
             events: list[EngineEvent] = [AnswerAudio(answer.id, answer.item, held, now) for held in answer.held]
@@ -322,6 +327,13 @@ class LiveTranslator:
             return self._end_if_quiet(now)
         ended = self._end_if_quiet(now)
         return ended or [AnswerAudio(answer.id, answer.item, audio, now)]  # a pause within the answer
+
+    def _model_words(self, text: str) -> list[EngineEvent]:
+        if self.answer is None:
+            self.words_ahead += text
+            return []
+        self.model_said += text
+        return [AnswerTextPiece(self.answer.item, text)]
 
     def _caller_talking(self, now: float) -> bool:
         answer = self.answer
@@ -381,24 +393,20 @@ class LiveTranslator:
         caller, self.caller = self.caller, None
         if caller is None:
             return []
+        words = " ".join(caller.text.split())
+        if words:
+            self.asked, self.asked_after = words, self.model_said
         events: list[EngineEvent] = [] if caller.announced else [SpeechStarted(caller.id, caller.start_ms)]
         spoken = max(caller.end_ms - caller.start_ms, 0.0)
-        return events + [SpeechStopped(caller.id, caller.end_ms, spoken),
-                         CallerWords(caller.id, " ".join(caller.text.split()), final=True)]
-
-    @property
-    def question(self) -> str:
-        """The caller's words since their turn opened (what a delegation is about)."""
-        return " ".join(self.caller.text.split()) if self.caller is not None else ""
+        return events + [SpeechStopped(caller.id, caller.end_ms, spoken), CallerWords(caller.id, words, final=True)]
 
     # -- delegation, end
 
     def _delegation(self, delegation: dict[str, Any]) -> list[EngineEvent]:
         if delegation["target"] != "client":
             return []
-        question = self.question
         events = self._close_caller_turn()
-        name, arguments = route(question, self.model_said)
+        name, arguments = route(self.asked, self.asked_after)
         return events + [ToolCall(str(delegation["id"]), name, arguments)]
 
     def _closed(self, event: dict[str, Any]) -> list[EngineEvent]:

@@ -17,8 +17,10 @@ its transcript pieces (`session.output_transcript.delta` on the session timeline
 * a delegation: once the caller's turn ended (energy VAD on the audio timeline) with words in it
   (the script's next transcript, streamed as `session.input_transcript.delta` while they speak,
   `app.simulators.transcriber`), the model delegates (`session.delegation.created`, target
-  client) and says a short acknowledgement meanwhile; the answer is spoken once the application
-  appends commentary for that delegation (thinking: it knows, and says nothing);
+  client) and says a short acknowledgement meanwhile (or first, then delegates:
+  `speaks_before_delegating`); the answer is spoken once the application appends commentary
+  for that delegation (thinking: it knows, and says nothing). Words in `unanswered` it lets
+  pass: no delegation, not a word;
 * full duplex: when the caller talks over the model it keeps talking `overlap_ms`, then yields
   (drops what it was saying) if they are still talking; a shorter sound (a clang) it talks over;
 * fixtures: `session.output_audio.fixture.play`, validated whole first, interrupts the model
@@ -288,15 +290,22 @@ class LiveConnection:
         if utterance.completion_due():
             utterance.completed = True
             self._utterance = None
-            self._spawn(self._delegate(utterance.transcript))
+            if utterance.transcript not in self.double.unanswered:
+                self._spawn(self._delegate(utterance.transcript))
 
     async def _delegate(self, question: str) -> None:
         await asyncio.sleep(self.double.delegation_delay)
+        acknowledgement = Speech("acknowledgement", int(self.double.acknowledgement_seconds * 1000))
+        if self.double.speaks_before_delegating:
+            self._queue.append(acknowledgement)
+            while self._speaking is acknowledgement or any(speech is acknowledgement for speech in self._queue):
+                await asyncio.sleep(DELTA_MS / 1000)  # until it is said, or dropped (a yield, a fixture)
         delegation = Delegation(f"deleg_{self.index}_{len(self.delegations) + 1}", question)
         self.delegations[delegation.id] = delegation
         await self.send({"type": "session.delegation.created", "offset_ms": self.session_ms,
                          "delegation": {"id": delegation.id, "target": "client", "type": "delegation"}})
-        self._queue.append(Speech("acknowledgement", int(self.double.acknowledgement_seconds * 1000)))
+        if not self.double.speaks_before_delegating:
+            self._queue.append(acknowledgement)
 
     # -- the model
 

@@ -28,11 +28,16 @@ class LiveDouble:
 
     - transcripts: what the caller says in each utterance with voice, in order, across the
       double's sessions (a caller carries on where they were when a session is replaced);
+    - unanswered: what the caller says that the model lets pass, saying nothing and delegating
+      nothing (« attendez… », a word to someone beside them);
     - greeting_seconds, answer_seconds, acknowledgement_seconds: how long the model speaks for a
       greeting (or notice), a delegation's answer, and while it waits for a delegation;
     - overlap_ms: how long the model talks over a caller who cuts in before it yields;
     - lead_ms: how far ahead of real time speech is sent (the client's buffer);
     - delegation_delay: seconds from the end of the caller's words to the delegation;
+    - speaks_before_delegating: the model says its acknowledgement first, then delegates (the
+      types let it speak before the delegation: « the model may still speak before this delay »),
+      instead of delegating then saying it;
     - stream_lag_seconds: how far the caller's transcript trails their audio;
     - silence_ms: the silence that ends a caller's turn (energy VAD);
     - usage_interval: seconds between usage reports;
@@ -41,18 +46,21 @@ class LiveDouble:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
-                 transcripts: Iterable[str] = (), greeting_seconds: float = 2.5, answer_seconds: float = 4.0,
-                 acknowledgement_seconds: float = 0.8, overlap_ms: int = 600, lead_ms: int = 300,
-                 delegation_delay: float = 0.2, stream_lag_seconds: float = 0.3, silence_ms: int = 500,
-                 usage_interval: float = 1.0, session_seconds: float = SESSION_SECONDS) -> None:
+                 transcripts: Iterable[str] = (), unanswered: Iterable[str] = (), greeting_seconds: float = 2.5,
+                 answer_seconds: float = 4.0, acknowledgement_seconds: float = 0.8, overlap_ms: int = 600,
+                 lead_ms: int = 300, delegation_delay: float = 0.2, speaks_before_delegating: bool = False,
+                 stream_lag_seconds: float = 0.3, silence_ms: int = 500, usage_interval: float = 1.0,
+                 session_seconds: float = SESSION_SECONDS) -> None:
         self.host, self._requested_port = host, port
         self.api_key = api_key
         self.transcripts = list(transcripts)
+        self.unanswered = frozenset(unanswered)
         self._utterances = 0
         self.greeting_seconds, self.answer_seconds = greeting_seconds, answer_seconds
         self.acknowledgement_seconds = acknowledgement_seconds
         self.overlap_ms, self.lead_ms = overlap_ms, lead_ms
         self.delegation_delay, self.stream_lag_seconds = delegation_delay, stream_lag_seconds
+        self.speaks_before_delegating = speaks_before_delegating
         self.silence_ms = silence_ms
         self.usage_interval = usage_interval
         self.session_seconds = session_seconds

@@ -18,6 +18,7 @@ from app.knowledge.embedding import DIM, Embedder
 from tests.knowledge_fakes import no_cpu_support
 from app.knowledge.errors import KnowledgeUnavailable
 from app.knowledge.retrieval import Retriever
+from app.knowledge import weaviate_store
 from app.knowledge.store import Chunk
 from app.knowledge.weaviate_store import VECTOR_NAME, WeaviateStore, chunk_uuid, parse_weaviate_url
 from app.simulators.hung_server import hung_server
@@ -361,6 +362,16 @@ async def test_write_errors_are_mapped(fake_weaviate, store):
     fake_weaviate.fail["Aggregate"] = grpc.StatusCode.INTERNAL
     with pytest.raises(KnowledgeUnavailable):
         await store.count()
+
+
+async def test_sources_page_with_the_cursor_past_the_offset_limit(fake_weaviate, store, monkeypatch):
+    """Offsets stop at the server's QUERY_MAXIMUM_RESULTS (10,000 by default); the cursor does not."""
+    await fill(store)
+    monkeypatch.setattr(weaviate_store, "CHUNK_PAGE", 2)
+    assert await store.sources() == ["guides/eau.md", SOURCE]
+    pages = [r.request for r in fake_weaviate.calls("Search")]
+    assert len(pages) == 2 and all(page.offset == 0 for page in pages)
+    assert pages[0].after == "" and pages[1].after != ""
 
 
 async def test_health_never_raises(fake_weaviate, store):

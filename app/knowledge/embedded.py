@@ -269,10 +269,9 @@ class EmbeddedStore(HybridSearch):
             lambda: [tuple(row) for row in self._db().execute("SELECT title, text FROM chunks ORDER BY pk")]
         )
 
-    async def documents(self) -> list[tuple[str, str]]:
-        """(source, checksum) of every stored document, sorted by source."""
+    async def sources(self) -> list[str]:
         return await self._run(
-            lambda: [tuple(row) for row in self._db().execute("SELECT source, checksum FROM documents ORDER BY source")]
+            lambda: [source for (source,) in self._db().execute("SELECT source FROM documents ORDER BY source")]
         )
 
     async def health(self) -> StoreHealth:

@@ -115,6 +115,39 @@ def test_ingest_exits_1_when_a_file_fails(kb_env: Path, keywords_only: None) -> 
     assert "#" not in err                # --quiet: no bar
 
 
+def test_a_directory_ingested_under_two_spellings_is_stored_once(kb_env: Path, keywords_only: None) -> None:
+    docs = _docs(kb_env)
+    assert "2 added" in run_octi("kb", "ingest", "--quiet", "docs").stdout
+    result = run_octi("kb", "ingest", "--quiet", str(docs.resolve()))
+    assert "0 added, 0 replaced, 2 unchanged, 0 failed" in result.stdout
+    assert "documents: 2" in run_octi("kb", "stats").stdout
+    passages = json.loads(run_octi("kb", "search", "poussins entassés sous la lampe", "--json").stdout)
+    assert [p["source"] for p in passages] == [(docs.resolve() / "poussins.md").as_posix()]
+
+
+def test_delete_and_prune(kb_env: Path, keywords_only: None) -> None:
+    docs = _docs(kb_env)
+    (docs / "eau.md").write_text("# Eau\n\nVérifiez les pipettes chaque matin.\n", encoding="utf-8")
+    run_octi("kb", "ingest", "--quiet", "docs")
+    root = docs.resolve().as_posix()
+
+    result = run_octi("kb", "delete", "docs/eau.md", f"{root}/absent.md")
+    assert result.exit_code == 1
+    assert f"removed: {root}/eau.md" in result.stdout and "1 removed, 1 not stored" in result.stdout
+    assert f"not stored: {root}/absent.md" in result.stderr
+    assert run_octi("kb", "delete", f"{root}/litiere.md").exit_code == 0
+
+    (docs / "poussins.md").unlink()
+    result = run_octi("kb", "ingest", "--quiet", "docs")
+    assert "2 added, 0 replaced, 0 unchanged, 0 failed" in result.stdout and "removed" not in result.stdout
+    assert "documents: 3" in run_octi("kb", "stats").stdout   # the document of the file gone stays
+    result = run_octi("kb", "ingest", "--quiet", "--prune", "docs")
+    assert result.exit_code == 0
+    assert f"removed: {root}/poussins.md" in result.stdout
+    assert "0 added, 0 replaced, 2 unchanged, 0 failed; 0 chunks written; 1 removed" in result.stdout
+    assert "documents: 2" in run_octi("kb", "stats").stdout
+
+
 def test_stats_seeds_an_empty_store_and_says_why_vectors_are_off(
         kb_env: Path, keywords_only: None) -> None:
     result = run_octi("kb", "stats")

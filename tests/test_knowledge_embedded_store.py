@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
+from app.knowledge import embedded_schema
 from app.knowledge.embedded import EmbeddedStore
 from app.knowledge.embedding import Embedder
 from tests.knowledge_fakes import BagOfWords, no_cpu_support
 from app.knowledge.errors import KnowledgeUnavailable
 from app.knowledge.store import Chunk
 from app.knowledge.stores import open_store
+from app.knowledge.vector_index import VectorIndex
 from app.knowledge.weaviate_store import WeaviateStore
 
 DOCS = {
@@ -123,6 +125,85 @@ async def test_a_running_store_sees_what_another_process_ingested_by_meaning_too
     passages = await serving.search_vector("œufs clairs mirage", query, limit=2, alpha=1.0)  # vectors only
     assert passages and passages[0].id == "incubation.md#2"
     assert all(p.source == "incubation.md" for p in passages)
+    await assert_vectors_in_sync(serving)
+    await serving.close()
+
+
+async def test_another_process_s_commit_costs_the_next_search_only_the_chunks_it_changed(
+        tmp_path, embedder, monkeypatch):
+    """Not every vector read again: at 40k chunks that took a turn's whole budget (the
+    figures are in benchmarks/knowledge_sync.py)."""
+    path = tmp_path / "kb.sqlite3"
+    serving = EmbeddedStore(path, embedder, alpha=0.5)
+    await fill(serving)
+    assert await serving.search("pipettes")
+    read: list[int] = []
+    add = VectorIndex.add
+    monkeypatch.setattr(VectorIndex, "add", lambda index, pks, vectors: (read.append(len(pks)), add(index, pks, vectors)))
+    ingesting = EmbeddedStore(path, embedder, alpha=0.5)
+    # The newest document goes and another comes: SQLite gives its chunks the freed row ids.
+    await ingesting.delete_document("vaccins.md")
+    await ingesting.replace_document("poussins.md", "sha-poussins", [
+        Chunk("poussins.md#0", "poussins.md", "Démarrage", "Les poussins se serrent sous la lampe : ils ont froid.", 0)])
+    await ingesting.close()
+    read.clear()
+    query = await embedder.embed_query("les poussins ont froid sous la lampe")
+    passages = await serving.search_vector("poussins froid lampe", query, limit=3, alpha=1.0)
+    assert passages[0].id == "poussins.md#0"
+    assert "vaccins.md" not in {p.source for p in passages}
+    assert sum(read) == 1  # the new chunk's vector, not all six
+    await assert_vectors_in_sync(serving)
+    await serving.close()
+
+
+async def test_a_store_behind_what_the_change_log_keeps_reads_every_vector(tmp_path, embedder, monkeypatch):
+    monkeypatch.setattr(embedded_schema, "KEPT_CHANGES", 2)
+    path = tmp_path / "kb.sqlite3"
+    serving = EmbeddedStore(path, embedder, alpha=0.5)
+    await serving.replace_document("eau.md", "sha-eau.md", chunks("eau.md"))
+    assert await serving.search("pipettes")
+    ingesting = EmbeddedStore(path, embedder, alpha=0.5)
+    await ingesting.replace_document("incubation.md", "sha-incubation.md", chunks("incubation.md"))
+    await ingesting.delete_document("eau.md")
+    await ingesting.close()
+    query = await embedder.embed_query("les œufs clairs au mirage")
+    passages = await serving.search_vector("œufs clairs mirage", query, limit=2, alpha=1.0)
+    assert [p.source for p in passages] == ["incubation.md", "incubation.md"]
+    await assert_vectors_in_sync(serving)
+    await serving.close()
+
+
+async def test_writing_after_another_process_wrote_keeps_its_changes_too(tmp_path, embedder):
+    path = tmp_path / "kb.sqlite3"
+    first = EmbeddedStore(path, embedder, alpha=0.5)
+    await first.replace_document("eau.md", "sha-eau.md", chunks("eau.md"))
+    second = EmbeddedStore(path, embedder, alpha=0.5)
+    await second.replace_document("incubation.md", "sha-incubation.md", chunks("incubation.md"))
+    await first.replace_document("vaccins.md", "sha-vaccins.md", chunks("vaccins.md"))  # no search between
+    await assert_vectors_in_sync(first)  # its own document, and the one written before it
+    await second.delete_document("eau.md")
+    await assert_vectors_in_sync(second)
+    for store in (first, second):
+        await store.search("éclosion")
+        await assert_vectors_in_sync(store)
+        await store.close()
+
+
+async def test_a_file_of_an_earlier_version_gets_its_change_log(tmp_path, embedder):
+    path = tmp_path / "kb.sqlite3"
+    first = EmbeddedStore(path, embedder, alpha=0.5)
+    await fill(first)
+    await first.close()
+    with sqlite3.connect(path) as db:  # as written before the change log existed
+        for trigger in ("chunk_added", "chunk_removed", "chunk_vector_changed"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("DROP TABLE chunk_changes")
+    serving = EmbeddedStore(path, embedder, alpha=0.5)
+    assert (await serving.search("éclosion"))[0].id == "incubation.md#1"
+    ingesting = EmbeddedStore(path, embedder, alpha=0.5)
+    await ingesting.delete_document("incubation.md")
+    await ingesting.close()
+    await serving.search("éclosion")
     await assert_vectors_in_sync(serving)
     await serving.close()
 

@@ -18,7 +18,8 @@ from app.knowledge.evaluate import (
     load_questions,
     parse_questions,
 )
-from app.knowledge.seed import SAMPLE_PACK_DIR, ensure_seeded, sample_pack_files, sample_pack_source
+from app.knowledge.ingest.sources import file_source
+from app.knowledge.seed import SAMPLE_PACK_DIR, ensure_seeded, sample_pack_files
 from app.knowledge.store import Chunk, Passage
 from tests.test_knowledge_ingest import MemoryStore
 
@@ -169,7 +170,7 @@ async def test_seeding_resumes_an_interrupted_first_run() -> None:
     store = MemoryStore()
     await ensure_seeded(store)
     files = sample_pack_files()
-    missing = [sample_pack_source(files[-1]), sample_pack_source(files[len(files) // 2])]
+    missing = [file_source(files[-1]), file_source(files[len(files) // 2])]
     for source in missing:
         await store.delete_document(source)
     writes = len(store.writes)

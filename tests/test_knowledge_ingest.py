@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.knowledge import ingest
+from app.knowledge.embedded import EmbeddedStore
+from app.knowledge.ingest import sources
 from app.knowledge.ingest import (
     MAX_CHARS,
     MAX_DOCUMENT_BYTES,
@@ -21,6 +23,7 @@ from app.knowledge.ingest import (
     IngestError,
     Section,
     chunk_document,
+    delete_documents,
     ingest_paths,
     read_document,
     split_sentences,
@@ -76,6 +79,9 @@ class MemoryStore:
     async def delete_document(self, source: str) -> None:
         self.documents.pop(source, None)
         self._index.pop(source, None)
+
+    async def sources(self) -> list[str]:
+        return sorted(self.documents)
 
     async def count(self) -> int:
         return sum(len(chunks) for _, chunks in self.documents.values())
@@ -448,16 +454,111 @@ async def test_a_chunker_version_change_reingests(tmp_path: Path, monkeypatch: p
     assert report.replaced == [str(tmp_path / "a.md")]
 
 
-async def test_relative_paths_stay_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_every_spelling_of_a_file_names_one_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write_corpus(tmp_path / "docs")
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "liens").symlink_to(tmp_path / "docs")
+    monkeypatch.chdir(tmp_path / "docs" / "sub")
+    store = EmbeddedStore(tmp_path / "kb.sqlite3", None)
+    first = await ingest_paths(store, ["..", "../eau.md"])
+    assert len(first.added) == 4   # the file named twice is ingested once
+    expected = sorted(((tmp_path / "docs").resolve() / name).as_posix()
+                      for name in ("eau.md", "guide.pdf", "sub/litiere.txt", "sub/poux.html"))
+    assert await store.sources() == expected
+    for spelling in [str(tmp_path / "docs"), str(tmp_path / "liens"), "../../docs/./sub/../eau.md"]:
+        again = await ingest_paths(store, [spelling])
+        assert again.added == again.replaced == again.removed == [] and again.unchanged
+    assert await store.sources() == expected
+    assert [p.source for p in await store.search("compteur pipettes")] == [expected[0]]  # found once
+    await store.close()
+
+
+async def test_a_file_under_the_project_is_named_from_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "PROJECT_DIR", tmp_path)
+    _write_corpus(tmp_path / "docs")
+    monkeypatch.chdir(tmp_path / "docs")
     store = MemoryStore()
-    report = await ingest_paths(store, ["docs", "./docs/eau.md"])
-    assert sorted(store.documents) == ["docs/eau.md", "docs/guide.pdf", "docs/sub/litiere.txt", "docs/sub/poux.html"]
-    assert len(report.added) == 4   # the file named twice is ingested once
+    await ingest_paths(store, ["sub", tmp_path / "docs" / "eau.md"])
+    assert sorted(store.documents) == ["docs/eau.md", "docs/sub/litiere.txt", "docs/sub/poux.html"]
     chunk = store.documents["docs/sub/poux.html"][1][0]
     assert (chunk.source, chunk.title, chunk.text, chunk.position) == ("docs/sub/poux.html", "Poux",
                                                                        "Ils piquent la nuit.", 0)
+
+
+async def test_a_document_stored_under_the_path_as_given_is_renamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Earlier versions stored the path as given: met again under that spelling, the file is
+    stored under its source and the old document dropped."""
+    _write_corpus(tmp_path / "docs")
+    monkeypatch.chdir(tmp_path)
+    store = MemoryStore()
+    await store.replace_document("docs/eau.md", "sha256:old", [Chunk("old#0", "docs/eau.md", "Eau", "Texte.", 0)])
+    report = await ingest_paths(store, ["docs/eau.md"])
+    source = ((tmp_path / "docs").resolve() / "eau.md").as_posix()
+    assert report.added == [source] and report.removed == ["docs/eau.md"]
+    assert report.summary().endswith("; 1 removed")
+    assert sorted(store.documents) == [source]
+
+
+async def test_the_path_as_given_of_another_file_is_not_taken_for_an_older_spelling(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "PROJECT_DIR", tmp_path / "project")
+    _write_corpus(tmp_path / "project" / "docs")
+    _write_corpus(tmp_path / "ailleurs" / "docs")
+    store = MemoryStore()
+    await ingest_paths(store, [tmp_path / "project" / "docs" / "eau.md"])
+    monkeypatch.chdir(tmp_path / "ailleurs")
+    report = await ingest_paths(store, ["docs/eau.md"])  # "docs/eau.md" is the project's file's source
+    assert report.removed == []
+    assert sorted(store.documents) == sorted(["docs/eau.md", (tmp_path / "ailleurs" / "docs" / "eau.md").as_posix()])
+
+
+async def test_prune_drops_the_documents_whose_file_is_gone(tmp_path: Path) -> None:
+    _write_corpus(tmp_path / "docs")
+    (tmp_path / "ailleurs.md").write_text("# Ailleurs\n\nHors du dossier.\n", encoding="utf-8")
+    store = MemoryStore()
+    await ingest_paths(store, [tmp_path / "docs", tmp_path / "ailleurs.md"])
+    docs = (tmp_path / "docs").resolve()
+    # A duplicate an earlier version stored, the same file spelt another way.
+    await store.replace_document(f"{docs}/sub/../eau.md", "sha256:old", [])
+    (tmp_path / "docs" / "sub" / "poux.html").unlink()
+    (tmp_path / "ailleurs.md").unlink()   # not under the directory walked: kept
+
+    kept = await ingest_paths(store, [tmp_path / "docs"])
+    assert kept.removed == [] and len(store.documents) == 6
+    report = await ingest_paths(store, [tmp_path / "docs"], prune=True)
+    assert sorted(report.removed) == [f"{docs}/sub/../eau.md", f"{docs}/sub/poux.html"]
+    assert sorted(store.documents) == sorted([f"{docs}/eau.md", f"{docs}/guide.pdf", f"{docs}/sub/litiere.txt",
+                                              (tmp_path / "ailleurs.md").resolve().as_posix()])
+    assert (await ingest_paths(store, [tmp_path / "docs"], prune=True)).removed == []
+
+
+async def test_prune_keeps_a_file_it_cannot_look_at(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_corpus(tmp_path / "docs")
+    store = MemoryStore()
+    await ingest_paths(store, [tmp_path / "docs"])
+    real_stat = Path.stat
+
+    def stat(self: Path, *args, **kwargs):
+        if self.name == "poux.html":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    report = await ingest_paths(store, [tmp_path / "docs"], prune=True)
+    assert report.removed == [] and len(store.documents) == 4
+
+
+async def test_delete_documents_by_source_or_by_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_corpus(tmp_path / "docs")
+    monkeypatch.chdir(tmp_path)
+    store = MemoryStore()
+    await ingest_paths(store, ["docs"])
+    await store.replace_document("fiches/ancienne.md", "sha256:old", [])  # a source of an earlier version
+    docs = (tmp_path / "docs").resolve().as_posix()
+    deleted, unknown = await delete_documents(store, [f"{docs}/eau.md", "docs/sub/poux.html", "fiches/ancienne.md",
+                                                      "docs/absent.md"])
+    assert deleted == [f"{docs}/eau.md", f"{docs}/sub/poux.html", "fiches/ancienne.md"]
+    assert unknown == ["docs/absent.md"]
+    assert sorted(store.documents) == [f"{docs}/guide.pdf", f"{docs}/sub/litiere.txt"]
 
 
 async def test_unreadable_files_are_reported_and_the_others_continue(tmp_path: Path) -> None:

@@ -180,6 +180,14 @@ async def test_delete_document(loaded):
     assert await loaded.count() == CHUNK_COUNT - 2
 
 
+async def test_sources_list_every_document(store):
+    assert await store.sources() == []
+    await load_corpus(store)
+    assert await store.sources() == sorted(CORPUS)
+    await store.delete_document("guides/picage.md")
+    assert await store.sources() == sorted(set(CORPUS) - {"guides/picage.md"})
+
+
 @pytest.mark.parametrize("question, source", QUESTIONS)
 async def test_search_ranks_the_right_document_first(loaded, question, source):
     passages = await loaded.search(question, limit=3)

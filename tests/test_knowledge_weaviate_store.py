@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import socket
 import time
+import warnings
+from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
@@ -12,8 +17,11 @@ import pytest
 from app.knowledge.embedding import DIM, Embedder
 from tests.knowledge_fakes import no_cpu_support
 from app.knowledge.errors import KnowledgeUnavailable
+from app.knowledge.retrieval import Retriever
+from app.knowledge import weaviate_store
 from app.knowledge.store import Chunk
 from app.knowledge.weaviate_store import VECTOR_NAME, WeaviateStore, chunk_uuid, parse_weaviate_url
+from app.simulators.hung_server import hung_server
 from weaviate.proto.v1 import base_search_pb2
 from tests.weaviate_fake import FakeWeaviate, fake_weaviate, fake_weaviate_server  # noqa: F401 - fixtures
 from tests.harness import free_loopback_port
@@ -252,6 +260,74 @@ async def test_hanging_rest_is_cut_by_the_connect_budget(fake_weaviate, embedder
     await store.close()
 
 
+@contextlib.asynccontextmanager
+async def silent_server(kind: str) -> AsyncIterator[int]:
+    """A port where a server hangs: it listens but never accepts ("listening"), or accepts
+    and never answers ("accepting")."""
+    if kind == "accepting":
+        async with hung_server() as port:
+            yield port
+        return
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listening:
+        yield listening.getsockname()[1]
+
+
+def unclosed_weaviate_clients(caught: list[warnings.WarningMessage]) -> list[str]:
+    gc.collect()  # the client warns (Con004) when it is collected unclosed
+    return [str(w.message) for w in caught if "Con004" in str(w.message)]
+
+
+@pytest.mark.parametrize("kind", ["listening", "accepting"])
+async def test_a_hung_server_costs_one_connect_budget_not_every_retrieval(kind, embedder):
+    """A retrieval's budget (300 ms) is shorter than the connect budget: the connect goes on
+    past the retrieval that started it, is recorded as failed at its own budget, and its client
+    is closed; the next retrievals fail fast."""
+    async with silent_server(kind) as port:
+        store = WeaviateStore(f"http://127.0.0.1:{port}?grpc_port={free_loopback_port()}", None, COLLECTION,
+                              embedder, connect_budget_s=0.6, reconnect_backoff_s=60)
+        retriever = Retriever(store, budget_ms=300, limit=3)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = await retriever.retrieve("température de la couveuse")
+            assert first.outcome == "timeout"
+            await asyncio.sleep(1.0)  # the connect budget (0.6 s) is spent meanwhile
+            for _ in range(3):
+                later = await retriever.retrieve("température de la couveuse")
+                assert later.outcome == "error" and "connect" in later.error
+                assert later.elapsed_ms < 100
+            await store.close()
+            assert unclosed_weaviate_clients(caught) == []
+
+
+async def test_closing_while_connecting_ends_the_connect(embedder):
+    async with silent_server("accepting") as port:
+        store = WeaviateStore(f"http://127.0.0.1:{port}?grpc_port={free_loopback_port()}", None, COLLECTION,
+                              embedder, query_budget_s=5, connect_budget_s=5)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            retrieving = asyncio.create_task(Retriever(store, budget_ms=10_000, limit=3).retrieve("couveuse"))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await store.close()
+            retrieved = await retrieving
+            assert time.monotonic() - started < 1.0  # not the 5 s connect budget
+            # The retrieval waiting on that connect is told the store is gone, not cancelled.
+            assert retrieved.outcome == "error" and "closed" in retrieved.error
+            assert unclosed_weaviate_clients(caught) == []
+
+
+async def test_a_server_slower_to_connect_than_a_retrieval_serves_the_next_one(fake_weaviate, store, embedder):
+    await fill(store)
+    fake_weaviate.rest_delay = 0.3  # connect and the schema check: 0.6 s, twice a retrieval's budget
+    slow = WeaviateStore(fake_weaviate.url, None, COLLECTION, embedder)
+    retriever = Retriever(slow, budget_ms=300, limit=3)
+    assert (await retriever.retrieve("éclosion")).outcome == "timeout"
+    await asyncio.sleep(1.0)
+    found = await retriever.retrieve("éclosion")
+    assert found.outcome == "ok" and found.passages[0].id == f"{SOURCE}#1"
+    await slow.close()
+
+
 async def test_rest_refusal_is_a_permission_error(fake_weaviate, embedder):
     fake_weaviate.rest_status = 403
     store = WeaviateStore(fake_weaviate.url, "wrong-key", COLLECTION, embedder)
@@ -286,6 +362,16 @@ async def test_write_errors_are_mapped(fake_weaviate, store):
     fake_weaviate.fail["Aggregate"] = grpc.StatusCode.INTERNAL
     with pytest.raises(KnowledgeUnavailable):
         await store.count()
+
+
+async def test_sources_page_with_the_cursor_past_the_offset_limit(fake_weaviate, store, monkeypatch):
+    """Offsets stop at the server's QUERY_MAXIMUM_RESULTS (10,000 by default); the cursor does not."""
+    await fill(store)
+    monkeypatch.setattr(weaviate_store, "CHUNK_PAGE", 2)
+    assert await store.sources() == ["guides/eau.md", SOURCE]
+    pages = [r.request for r in fake_weaviate.calls("Search")]
+    assert len(pages) == 2 and all(page.offset == 0 for page in pages)
+    assert pages[0].after == "" and pages[1].after != ""
 
 
 async def test_health_never_raises(fake_weaviate, store):

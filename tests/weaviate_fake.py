@@ -419,7 +419,8 @@ class FakeWeaviate:
                 ranked = self._hybrid(request, objects, context)
                 with_score = True
             else:
-                ranked = [(key, 0.0) for key in sorted(objects)]
+                # Listed by UUID, as Weaviate's cursor (`after`) pages them.
+                ranked = [(key, 0.0) for key in sorted(objects) if key > request.after]
                 with_score = False
             limit = request.limit or 10
             ranked = ranked[request.offset: request.offset + limit]

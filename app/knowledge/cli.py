@@ -1,15 +1,17 @@
 """`octi kb …`: fill, query and measure the knowledge base from a terminal.
 
-    octi kb ingest PATH…                      ingest files/directories (.md .markdown .txt .html .htm .pdf)
+    octi kb ingest PATH… [--prune]            ingest files/directories (.md .markdown .txt .html .htm .pdf)
+    octi kb delete SOURCE…                    remove documents
     octi kb search "question" [--limit N] [--json]
     octi kb stats [--json]
     octi kb eval [--limit 5] [--json] [--questions FILE] [--min-recall R]
 
 The store is the configured one (`open_store(get_settings())`). Before search, stats and
-eval, an empty store is seeded with the sample pack. Sources are the paths as given, except
-for the sample pack's own files, stored as "sample_pack/<name>" like the seeded copies
-(`octi kb ingest app/knowledge/sample_pack` refreshes them rather than duplicating them). Exit codes: 0 success; 1 some file
-failed to ingest (or eval below --min-recall); 2 usage error or store unavailable.
+eval, an empty store is seeded with the sample pack. A document's source is its file's
+resolved path, relative to the project directory when under it, "sample_pack/<name>" for the
+sample pack (see ingest/sources.py), so any spelling of a path names the same document.
+Exit codes: 0 success; 1 some file failed to ingest, a SOURCE to delete is not stored (or
+eval below --min-recall); 2 usage error or store unavailable.
 Each command runs its own event loop: invoke it from synchronous code only.
 """
 
@@ -29,8 +31,8 @@ from app.cli_support import OrderedGroup, run_coroutine
 from app.config import get_settings
 from app.knowledge.errors import KnowledgeUnavailable
 from app.knowledge.evaluate import evaluate, load_questions
-from app.knowledge.ingest import SUPPORTED_SUFFIXES, ingest_paths
-from app.knowledge.seed import ensure_seeded, source_for
+from app.knowledge.ingest import SUPPORTED_SUFFIXES, delete_documents, ingest_paths
+from app.knowledge.seed import ensure_seeded
 from app.knowledge.store import KnowledgeStore
 
 
@@ -69,8 +71,18 @@ def cli() -> None:
                   "Unchanged files are skipped, changed ones replaced.")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def ingest(paths: tuple[str, ...], quiet: bool) -> None:
-    _run(lambda store: _ingest(store, paths, quiet))
+@click.option("--prune", is_flag=True,
+              help="also remove the stored documents under the directories given whose file is gone")
+def ingest(paths: tuple[str, ...], quiet: bool, prune: bool) -> None:
+    _run(lambda store: _ingest(store, paths, quiet, prune))
+
+
+@cli.command(short_help="remove documents",
+             help="Remove documents from the knowledge base, each named by its source (as `octi kb search` "
+                  "shows it) or by its file's path.")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+def delete(sources: tuple[str, ...]) -> None:
+    _run(lambda store: _delete(store, sources))
 
 
 @cli.command()
@@ -109,13 +121,25 @@ async def _seed(store: KnowledgeStore) -> None:
         click.echo(f"sample pack ingested ({written} chunks)", err=True)
 
 
-async def _ingest(store: KnowledgeStore, paths: tuple[str, ...], quiet: bool) -> int:
+async def _ingest(store: KnowledgeStore, paths: tuple[str, ...], quiet: bool, prune: bool) -> int:
     progress = None if quiet else ProgressBar(sys.stderr)
-    report = await ingest_paths(store, paths, progress=progress, source_for=source_for)
+    report = await ingest_paths(store, paths, progress=progress, prune=prune)
     for source, message in report.failed:
         click.echo(f"failed: {source}: {message}", err=True)
+    for source in report.removed:
+        click.echo(f"removed: {source}")
     click.echo(report.summary())
     return 1 if report.failed else 0
+
+
+async def _delete(store: KnowledgeStore, names: tuple[str, ...]) -> int:
+    deleted, unknown = await delete_documents(store, names)
+    for source in deleted:
+        click.echo(f"removed: {source}")
+    for name in unknown:
+        click.echo(f"not stored: {name}", err=True)
+    click.echo(f"{len(deleted)} removed, {len(unknown)} not stored")
+    return 1 if unknown else 0
 
 
 async def _search(store: KnowledgeStore, question: str, limit: int | None, as_json: bool) -> int:

@@ -3,7 +3,8 @@
 Works offline with the stdlib and NumPy only, and ranks like Weaviate's hybrid search
 (relativeScoreFusion over a BM25 leg and a cosine leg, see fusion.py), so switching
 `knowledge_backend` does not change which passages a caller hears about. The file's layout
-is in embedded_schema.py, the vector matrix in vector_index.py.
+is in embedded_schema.py, the vector matrix in vector_index.py, and how the matrix follows the
+file (other processes' commits included) in embedded_vectors.py.
 
 Every SQLite call runs on one dedicated thread (connections are thread-bound), and the
 vector matrix is only touched there too, so no lock is needed and the event loop never
@@ -22,13 +23,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .embedded_schema import open_database, set_meta
+from .embedded_schema import last_change, open_database, prune_changes, set_meta
+from .embedded_vectors import SyncedVectors
 from .embedding import DIM, Embedder, passage_input
 from .errors import KnowledgeUnavailable
 from .french import fold, fts_match_expression, query_terms
 from .fusion import leg_weights, relative_score_fusion
 from .store import Chunk, HybridSearch, Passage, StoreHealth
-from .vector_index import VectorIndex
 
 __all__ = ["EmbeddedStore", "KEYWORD_POOL", "VECTOR_POOL"]
 
@@ -47,11 +48,6 @@ _KEYWORD_SQL = (
 )
 
 
-def _data_version(conn: sqlite3.Connection) -> int:
-    """Changes when another connection commits to the file (never for this one's own commits)."""
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -67,9 +63,8 @@ class EmbeddedStore(HybridSearch):
         self._embedder = embedder
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-sqlite")
         self._conn: sqlite3.Connection | None = None  # only used on the executor thread
-        self._index = VectorIndex(DIM)
+        self._vectors = SyncedVectors()
         self._vector_issue = ""  # why stored vectors were discarded, for health()
-        self._data_version = 0  # SQLite's count of other connections' commits, when the vectors were loaded
         self._closed = False
 
     # -- thread plumbing ---------------------------------------------------------------
@@ -89,24 +84,11 @@ class EmbeddedStore(HybridSearch):
         if vector_issue:  # kept across a retried open: the vectors it discarded stay discarded
             self._vector_issue = vector_issue
         try:
-            self._load_vectors(conn)
+            self._vectors.load(conn)
         except BaseException:
             conn.close()
             raise
         return conn
-
-    def _load_vectors(self, conn: sqlite3.Connection) -> None:
-        self._data_version = _data_version(conn)
-        self._index.clear()
-        pks: list[int] = []
-        blobs: list[bytes] = []
-        for pk, blob in conn.execute("SELECT pk, vector FROM chunks WHERE vector IS NOT NULL"):
-            if len(blob) == DIM * 4:
-                pks.append(pk)
-                blobs.append(blob)
-        if pks:
-            matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(pks), DIM)
-            self._index.add(pks, matrix)
 
     # -- search ------------------------------------------------------------------------
 
@@ -136,9 +118,7 @@ class EmbeddedStore(HybridSearch):
         self, terms: list[str], vector: np.ndarray | None, limit: int, alpha: float
     ) -> list[Passage]:
         conn = self._db()
-        if _data_version(conn) != self._data_version:
-            # Another process (`octi kb ingest`, another worker) changed the file: its vectors too.
-            self._load_vectors(conn)
+        self._vectors.sync(conn)  # another process (`octi kb ingest`, another worker) may have written
         if vector is None:
             alpha = 0.0  # no dense leg: keywords carry the whole weight, as Weaviate with alpha 0
         keyword_weight, vector_weight = leg_weights(alpha)
@@ -152,7 +132,7 @@ class EmbeddedStore(HybridSearch):
         dense: list[tuple[int, float]] = []
         if vector_weight > 0 and vector is not None:
             query = np.ascontiguousarray(vector, dtype=np.float32).reshape(DIM)
-            dense = self._index.top(query, max(VECTOR_POOL, limit))
+            dense = self._vectors.index.top(query, max(VECTOR_POOL, limit))
 
         fused = relative_score_fusion(keyword, dense, alpha, limit)
         if not fused:
@@ -197,23 +177,40 @@ class EmbeddedStore(HybridSearch):
                 raise ValueError(f"expected {len(chunks)} vectors of {DIM} dims, got {vectors.shape}")
         await self._run(self._replace_sync, source, checksum, chunks, vectors)
 
-    def _delete_rows(self, conn: sqlite3.Connection, source: str) -> list[int]:
+    def _delete_rows(self, conn: sqlite3.Connection, source: str) -> list[tuple[int, str, str]]:
+        """Delete a document's chunks; (pk, title, text) of each, for `_finish_write`."""
         old = conn.execute("SELECT pk, title, text FROM chunks WHERE source = ?", (source,)).fetchall()
+        conn.execute("DELETE FROM chunks WHERE source = ?", (source,))
+        return old
+
+    @staticmethod
+    def _finish_write(conn: sqlite3.Connection, removed: list[tuple[int, str, str]],
+                      added: list[tuple[int, str, str]]) -> int:
+        """End a write transaction: prune the change log, then update the keyword index, last:
+        a statement firing the log's triggers opens a savepoint, on which FTS5 writes out its
+        pending terms (interleaved with the chunks, ingestion took 1.5 times the CPU). Returns the
+        log's newest entry, the transaction's own last change."""
+        prune_changes(conn)
+        logged = last_change(conn)
         conn.executemany(
             "INSERT INTO chunks_fts(chunks_fts, rowid, title, text) VALUES ('delete', ?, ?, ?)",
-            ((pk, fold(title), fold(text)) for pk, title, text in old),
+            ((pk, fold(title), fold(text)) for pk, title, text in removed),
         )
-        conn.execute("DELETE FROM chunks WHERE source = ?", (source,))
-        return [pk for pk, _, _ in old]
+        conn.executemany(
+            "INSERT INTO chunks_fts(rowid, title, text) VALUES (?, ?, ?)",
+            ((pk, fold(title), fold(text)) for pk, title, text in added),
+        )
+        return logged
 
     def _replace_sync(
         self, source: str, checksum: str, chunks: list[Chunk], vectors: np.ndarray | None
     ) -> None:
         conn = self._db()
-        new_pks: list[int] = []
+        added: list[tuple[int, str, str]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            old_pks = self._delete_rows(conn, source)
+            self._vectors.catch_up(conn)
+            removed = self._delete_rows(conn, source)
             conn.execute(
                 "INSERT INTO documents(source, checksum, title, chunks, updated) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(source) DO UPDATE SET checksum = excluded.checksum, title = excluded.title, "
@@ -226,23 +223,17 @@ class EmbeddedStore(HybridSearch):
                     "INSERT INTO chunks(id, source, title, text, position, vector) VALUES (?, ?, ?, ?, ?, ?)",
                     (chunk.id, source, chunk.title, chunk.text, int(chunk.position), blob),
                 )
-                pk = cursor.lastrowid
-                assert pk is not None
-                new_pks.append(pk)
-                conn.execute(
-                    "INSERT INTO chunks_fts(rowid, title, text) VALUES (?, ?, ?)",
-                    (pk, fold(chunk.title), fold(chunk.text)),
-                )
+                assert cursor.lastrowid is not None
+                added.append((cursor.lastrowid, chunk.title, chunk.text))
             if vectors is not None and len(chunks) and self._embedder is not None:
                 set_meta(conn, "embedding_model", self._embedder.model_id)
+            logged = self._finish_write(conn, removed, added)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         # Only after the commit: the matrix mirrors what is durably stored.
-        self._index.remove(old_pks)
-        if vectors is not None and new_pks:
-            self._index.add(new_pks, vectors)
+        self._vectors.committed(logged, [pk for pk, _, _ in removed], [pk for pk, _, _ in added], vectors)
 
     async def delete_document(self, source: str) -> None:
         await self._run(self._delete_sync, source)
@@ -251,13 +242,15 @@ class EmbeddedStore(HybridSearch):
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            old_pks = self._delete_rows(conn, source)
+            self._vectors.catch_up(conn)
+            removed = self._delete_rows(conn, source)
             conn.execute("DELETE FROM documents WHERE source = ?", (source,))
+            logged = self._finish_write(conn, removed, [])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self._index.remove(old_pks)
+        self._vectors.committed(logged, [pk for pk, _, _ in removed], [], None)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -276,10 +269,9 @@ class EmbeddedStore(HybridSearch):
             lambda: [tuple(row) for row in self._db().execute("SELECT title, text FROM chunks ORDER BY pk")]
         )
 
-    async def documents(self) -> list[tuple[str, str]]:
-        """(source, checksum) of every stored document, sorted by source."""
+    async def sources(self) -> list[str]:
         return await self._run(
-            lambda: [tuple(row) for row in self._db().execute("SELECT source, checksum FROM documents ORDER BY source")]
+            lambda: [source for (source,) in self._db().execute("SELECT source FROM documents ORDER BY source")]
         )
 
     async def health(self) -> StoreHealth:
@@ -305,7 +297,7 @@ class EmbeddedStore(HybridSearch):
             "chunks": chunks,
             "documents": documents,
             "chunks_without_vectors": without,
-            "vectors_in_memory": len(self._index),
+            "vectors_in_memory": len(self._vectors.index),
         }
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -323,12 +315,12 @@ class EmbeddedStore(HybridSearch):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        self._index.clear()
+        self._vectors.index.clear()
 
     # Test and benchmark hooks: what the in-memory matrix holds vs. the table.
     async def _vector_consistency(self) -> tuple[set[int], set[int]]:
         def check() -> tuple[set[int], set[int]]:
             stored = {pk for (pk,) in self._db().execute("SELECT pk FROM chunks WHERE vector IS NOT NULL")}
-            return stored, self._index.pks()
+            return stored, self._vectors.index.pks()
 
         return await self._run(check)

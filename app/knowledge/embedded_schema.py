@@ -9,7 +9,11 @@ Layout of the database (one file, `data/knowledge.sqlite3` by default):
 - `chunks_fts(title, text)`: contentless FTS5 index, `unicode61 remove_diacritics 2`, over the
   *folded* title and text (french.fold), rowid = chunks.pk. Contentless because the text
   already lives in `chunks`; deleting from it needs the indexed values, which are recomputed
-  with `fold` (hence the fold version check on open).
+  with `fold` (hence the fold version check on open);
+- `chunk_changes(seq, pk)`: the chunks inserted, deleted or given another vector, in commit
+  order, written by triggers (so by every writer of the file). A running store applies what
+  other processes changed to its vector matrix from it, chunk by chunk, instead of reading
+  every vector again; the oldest entries are pruned past KEPT_CHANGES.
 """
 
 from __future__ import annotations
@@ -49,7 +53,24 @@ CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks(source, position);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     title, text, content='', tokenize="unicode61 remove_diacritics 2"
 );
+CREATE TABLE IF NOT EXISTS chunk_changes (
+    seq INTEGER PRIMARY KEY,
+    pk  INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS chunk_added AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunk_changes(pk) VALUES (new.pk);
+END;
+CREATE TRIGGER IF NOT EXISTS chunk_removed AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunk_changes(pk) VALUES (old.pk);
+END;
+CREATE TRIGGER IF NOT EXISTS chunk_vector_changed AFTER UPDATE OF vector ON chunks BEGIN
+    INSERT INTO chunk_changes(pk) VALUES (new.pk);
+END;
 """
+
+# A store more changes behind than this (idle through a whole large ingestion) reads every
+# vector again; 100k entries are about 2 MB.
+KEPT_CHANGES = 100_000
 
 
 def open_database(path: Path, embedding_model: str | None) -> tuple[sqlite3.Connection, str]:
@@ -92,6 +113,30 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+def last_change(conn: sqlite3.Connection) -> int:
+    """The newest entry of the change log (0 when it is empty)."""
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM chunk_changes").fetchone()[0])
+
+
+def changed_since(conn: sqlite3.Connection, seen: int) -> tuple[list[int], int] | None:
+    """The chunks changed after entry `seen` of the log and its newest entry, or None when
+    entries after `seen` were pruned (the caller must read everything again)."""
+    # Two subqueries: SQLite reads one end of the index for a lone min() or max(), not for both.
+    oldest, newest = conn.execute(
+        "SELECT (SELECT min(seq) FROM chunk_changes), (SELECT max(seq) FROM chunk_changes)").fetchone()
+    if newest is None or newest <= seen:
+        return [], seen
+    if oldest > seen + 1:
+        return None
+    rows = conn.execute("SELECT DISTINCT pk FROM chunk_changes WHERE seq > ? AND seq <= ?", (seen, newest))
+    return [pk for (pk,) in rows], newest
+
+
+def prune_changes(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM chunk_changes WHERE seq <= (SELECT max(seq) FROM chunk_changes) - ?",
+                 (KEPT_CHANGES,))
 
 
 def _rebuild_fts(conn: sqlite3.Connection, path: Path) -> None:

@@ -1,7 +1,9 @@
 """The sample knowledge pack, ingested on first run so OCTI is useful out of the box.
 
 The pack's documents are stored under the sources "sample_pack/<file name>" (not their
-absolute path), so they keep the same identity wherever the application is installed.
+absolute path), so they keep the same identity wherever the application is installed, and
+ingesting the pack directory by hand refreshes the seeded copies instead of duplicating them
+(see ingest/sources.py).
 """
 
 from __future__ import annotations
@@ -11,32 +13,15 @@ import logging
 from pathlib import Path
 
 from app.knowledge.ingest import IngestReport, ingest_paths
+from app.knowledge.ingest.sources import SAMPLE_PACK_DIR, file_source
 from app.knowledge.store import KnowledgeStore
 
 log = logging.getLogger(__name__)
 
-SAMPLE_PACK_DIR = Path(__file__).with_name("sample_pack")
-SAMPLE_PACK_PREFIX = "sample_pack/"
-
-
-def sample_pack_source(path: Path) -> str:
-    """The source of a pack document: "sample_pack/<file name>"."""
-    return SAMPLE_PACK_PREFIX + path.resolve().relative_to(SAMPLE_PACK_DIR.resolve()).as_posix()
-
-
-def source_for(path: Path) -> str:
-    """The source ingestion gives a file: the pack's name for a sample-pack document (so that
-    ingesting the pack directory by hand refreshes the seeded copies instead of duplicating
-    them), the path as given otherwise."""
-    try:
-        return sample_pack_source(path)
-    except (ValueError, OSError):
-        return str(path)
-
 
 async def ingest_sample_pack(store: KnowledgeStore) -> IngestReport:
     """(Re-)ingest the sample pack; unchanged documents are skipped by checksum."""
-    report = await ingest_paths(store, [SAMPLE_PACK_DIR], source_for=sample_pack_source)
+    report = await ingest_paths(store, [SAMPLE_PACK_DIR])
     for source, message in report.failed:
         log.warning("sample pack: %s not ingested: %s", source, message)
     return report
@@ -49,7 +34,7 @@ def sample_pack_files() -> list[Path]:
 
 def _first_and_last_sources() -> tuple[str, str] | None:
     files = sample_pack_files()
-    return (sample_pack_source(files[0]), sample_pack_source(files[-1])) if files else None
+    return (file_source(files[0]), file_source(files[-1])) if files else None
 
 
 async def ensure_seeded(store: KnowledgeStore, *, refresh: bool = False) -> int:

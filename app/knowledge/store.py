@@ -20,7 +20,7 @@ class Chunk:
     """A piece of a document, as ingestion cut it."""
 
     id: str          # stable: derived from source and position
-    source: str      # the document's path, as given to `octi kb ingest`
+    source: str      # the document's file, as ingest/sources.py names it
     title: str       # the document's title (plus the section heading when there is one)
     text: str
     position: int    # order of the chunk in its document
@@ -62,6 +62,10 @@ class KnowledgeStore(Protocol):
         ...
 
     async def delete_document(self, source: str) -> None: ...
+
+    async def sources(self) -> list[str]:
+        """The source of every stored document, sorted."""
+        ...
 
     async def count(self) -> int:
         """Number of chunks stored."""

@@ -14,9 +14,16 @@ Collection layout (created on first use when missing):
   version (`ascii_fold` needs 1.37+) and exactly the embedded store's normalisation;
 - inverted index: BM25 k1 1.2 / b 0.75, stopwords preset `none` plus our French list (folded).
 
-Every network call is bounded by `asyncio.wait_for`: the client retries gRPC UNAVAILABLE for
+Every network call is bounded by `asyncio.timeout`: the client retries gRPC UNAVAILABLE for
 about a minute on its own, which a caller on the phone cannot wait for. Whatever goes wrong
 surfaces as `KnowledgeUnavailable`.
+
+Connecting runs in a task of its own, bounded by the connect budget (3 s by default), which
+callers wait on shielded: a retrieval's budget (RAG_TIMEOUT_MS, 300 ms) or the health check's
+ends its caller's wait, never the connect. So a server slower to connect than one retrieval's
+budget is connected for the next one, and a hung one is recorded as failed once the connect
+budget is spent (and its client closed), after which calls fail fast until the back-off has
+passed, instead of each retrieval starting a connect and abandoning it.
 """
 
 from __future__ import annotations
@@ -129,7 +136,7 @@ class WeaviateConnection:
         self._client_timeout = client_timeout
         self._client: weaviate.WeaviateAsyncClient | None = None
         self._collection: Any = None
-        self._connect_lock = asyncio.Lock()
+        self._connecting: asyncio.Task[Any] | None = None  # the latest connect, finished or not
         self._last_failure: tuple[float, KnowledgeUnavailable] | None = None
         self._closed = False
 
@@ -166,26 +173,42 @@ class WeaviateConnection:
             raise KnowledgeUnavailable("weaviate store is closed", reason="error")
         if self._collection is not None:
             return self._collection
-        async with self._connect_lock:
-            if self._collection is not None:
-                return self._collection
+        if self._connecting is None or self._connecting.done():
             if self._last_failure is not None:
                 failed_at, error = self._last_failure
                 if time.monotonic() - failed_at < self.reconnect_backoff_s:
                     # Fail fast: every question of a call must not pay a fresh connect timeout.
                     raise KnowledgeUnavailable(str(error), reason=error.reason)
-            client = self._make_client()
-            try:
-                await self.bounded(client.connect(), self.connect_budget_s, "connect")
-                await self.bounded(self._ensure_collection(client), self.admin_budget_s, "schema")
-            except KnowledgeUnavailable as error:
-                self._last_failure = (time.monotonic(), error)
-                await self._close_client(client)
-                raise
-            self._last_failure = None
-            self._client = client
-            self._collection = client.collections.use(self.collection_name)
-            return self._collection
+            self._connecting = asyncio.create_task(self._connect(), name="weaviate-connect")
+            # Its failure is recorded for the fail-fast; the callers it would reach may all be gone.
+            self._connecting.add_done_callback(lambda task: task.cancelled() or task.exception())
+        connecting = self._connecting
+        try:
+            # Shielded: the caller's own budget ends its wait, not the connect (module docstring).
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if connecting.cancelled() and current is not None and not current.cancelling():
+                # close() stopped the connect; the caller itself was not cancelled.
+                raise KnowledgeUnavailable("weaviate store is closed", reason="error") from None
+            raise
+
+    async def _connect(self) -> Any:
+        client = self._make_client()
+        try:
+            await self.bounded(client.connect(), self.connect_budget_s, "connect")
+            await self.bounded(self._ensure_collection(client), self.admin_budget_s, "schema")
+        except KnowledgeUnavailable as error:
+            self._last_failure = (time.monotonic(), error)
+            await self._close_client(client)
+            raise
+        except BaseException:  # cancelled by close(): the half-open client must not leak
+            await self._close_client(client)
+            raise
+        self._last_failure = None
+        self._client = client
+        self._collection = client.collections.use(self.collection_name)
+        return self._collection
 
     async def client(self) -> weaviate.WeaviateAsyncClient:
         """The connected client, connecting first when needed."""
@@ -252,6 +275,9 @@ class WeaviateConnection:
 
     async def close(self) -> None:
         self._closed = True
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
         client, self._client, self._collection = self._client, None, None
         if client is not None:
             await self._close_client(client)

@@ -243,6 +243,22 @@ class WeaviateStore(HybridSearch):
             if len(response.objects) < CHUNK_PAGE:
                 return texts
 
+    async def sources(self) -> list[str]:
+        """Paged with the cursor (`after`), which, unlike offsets, reaches past the server's
+        QUERY_MAXIMUM_RESULTS."""
+        collection = await self._connection.collection()
+        found: set[str] = set()
+        after = None
+        while True:
+            response = await self._connection.bounded(
+                collection.query.fetch_objects(limit=CHUNK_PAGE, after=after, return_properties=["source"]),
+                self.admin_budget_s, "sources",
+            )
+            found.update(str(o.properties.get("source") or "") for o in response.objects)
+            if len(response.objects) < CHUNK_PAGE:
+                return sorted(found - {""})
+            after = response.objects[-1].uuid
+
     async def count(self) -> int:
         collection = await self._connection.collection()
         result = await self._connection.bounded(

@@ -5,11 +5,13 @@ heading path and its text blocks): `markdown` (.md, .markdown, markdown-it-py), 
 (.html, .htm, selectolax), `pdf` (.pdf, pypdf) and `text` (.txt). A reader that cannot make
 sense of a file raises `IngestError` with a message meant for the person running the
 ingestion. `chunking` cuts any `Document` into chunks; this module walks paths, skips
-unchanged files and writes the chunks to a store.
+unchanged files, writes the chunks to a store and, asked to, drops the documents whose files
+are gone.
 
 Identity
-    * `source` is the file path as given or as walked, through `pathlib` (so "./docs/a.md"
-      becomes "docs/a.md"; relative paths stay relative, absolute ones absolute).
+    * `source` is the file's path, its directory resolved, relative to the project directory
+      when the file is under it, "sample_pack/<name>" for the sample pack (see `sources`):
+      "docs/a.md", "./docs/a.md" and "/srv/octi/docs/a.md" name one document.
     * Chunk ids derive from source, position and text (see `chunking`).
     * A document's checksum is sha256 over `CHUNKER_VERSION` and the file bytes: a file whose
       bytes did not change is skipped, unless the readers or the chunker changed (bump
@@ -46,6 +48,7 @@ from app.knowledge.ingest.document import Document, IngestError, Section, decode
 from app.knowledge.ingest.html import read_html
 from app.knowledge.ingest.markdown import read_markdown
 from app.knowledge.ingest.pdf import read_pdf
+from app.knowledge.ingest.sources import file_source, located, source_file
 from app.knowledge.ingest.text import read_text
 from app.knowledge.store import Chunk, KnowledgeStore
 
@@ -54,7 +57,7 @@ __all__ = [
     "MIN_CHARS", "OVERLAP_CHARS", "OVERLAP_MAX_CHARS", "PDF_SUFFIXES", "SUPPORTED_SUFFIXES",
     "TAIL_CHARS", "TARGET_CHARS", "TEXT_SUFFIXES", "TITLE_SEPARATOR", "Document", "IngestError",
     "IngestReport", "Progress", "Section", "chunk_document", "chunk_id", "collect_files",
-    "decode_text", "document_checksum", "ingest_file", "ingest_paths", "read_document",
+    "decode_text", "delete_documents", "document_checksum", "ingest_file", "ingest_paths", "read_document",
     "read_html", "read_markdown", "read_pdf", "read_text", "section_title", "split_sentences",
 ]
 
@@ -101,6 +104,7 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     chunks_written: int = 0
+    removed: list[str] = field(default_factory=list)  # documents dropped: files gone, or older spellings
 
     @property
     def ok(self) -> bool:
@@ -111,9 +115,10 @@ class IngestReport:
         return len(self.added) + len(self.replaced) + len(self.unchanged) + len(self.failed)
 
     def summary(self) -> str:
+        removed = f"; {len(self.removed)} removed" if self.removed else ""
         return (f"{len(self.added)} added, {len(self.replaced)} replaced, "
                 f"{len(self.unchanged)} unchanged, {len(self.failed)} failed; "
-                f"{self.chunks_written} chunks written")
+                f"{self.chunks_written} chunks written{removed}")
 
 
 # progress(done, total, source, outcome) after each file; outcome is one of
@@ -206,9 +211,9 @@ async def ingest_file(store: KnowledgeStore, path: str | os.PathLike[str], *,
     """Ingest one file; returns (outcome, chunks written), outcome "added", "replaced" or
     "unchanged". Raises IngestError for a file that cannot be read; store errors propagate.
 
-    `source` defaults to the path as given (through pathlib)."""
+    `source` defaults to the file's (see `sources`)."""
     path = Path(path)
-    source = source or str(path)
+    source = source or await asyncio.to_thread(file_source, path)
     data = await asyncio.to_thread(_read_bytes, path)
     checksum = document_checksum(data)
     previous = await store.document_checksum(source)
@@ -220,21 +225,28 @@ async def ingest_file(store: KnowledgeStore, path: str | os.PathLike[str], *,
 
 
 async def ingest_paths(store: KnowledgeStore, paths: Iterable[str | os.PathLike[str]], *,
-                       progress: Progress | None = None,
-                       source_for: Callable[[Path], str] | None = None) -> IngestReport:
+                       progress: Progress | None = None, prune: bool = False) -> IngestReport:
     """Ingest files and directories (walked recursively, supported extensions only).
 
     Idempotent: an unchanged file (same bytes, same chunker version) is skipped; a changed
     one replaces what the store held for its source. A file that cannot be read, parsed or
-    stored becomes a `failed` entry with a message; the others go on. `source_for` maps a
-    file path to its source (default: the path as given or walked)."""
+    stored becomes a `failed` entry with a message; the others go on. A document an earlier
+    version stored under the path as given (not its source) is dropped once its file is
+    stored under its source. With `prune`, so are the stored documents under the directories
+    walked whose file is gone, or stored under its source as well (spelt another way before)."""
     report = IngestReport()
+    given = [Path(path) for path in paths]
 
-    def plan() -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-        files, refused = collect_files(list(paths))
-        return [(path, source_for(path) if source_for else str(path)) for path in files], refused
+    def plan() -> tuple[list[tuple[Path, str, str | None]], list[tuple[str, str]], list[Path]]:
+        files, refused = collect_files(given)
+        planned: dict[str, Path] = {}
+        for path in files:
+            planned.setdefault(file_source(path), path)  # a file named twice is ingested once
+        directories = [path.resolve() for path in given if path.is_dir()]
+        return [(path, source, _older_spelling(path, source)) for source, path in planned.items()], \
+            refused, directories
 
-    files, refused = await asyncio.to_thread(plan)   # walking and resolving touch the disk
+    files, refused, directories = await asyncio.to_thread(plan)   # walking and resolving touch the disk
     total = len(files) + len(refused)
     done = 0
     for source, message in refused:
@@ -242,9 +254,12 @@ async def ingest_paths(store: KnowledgeStore, paths: Iterable[str | os.PathLike[
         done += 1
         if progress:
             progress(done, total, source, "failed")
-    for path, source in files:
+    for path, source, older in files:
         try:
             outcome, written = await ingest_file(store, path, source=source)
+            if older is not None and await store.document_checksum(older) is not None:
+                await store.delete_document(older)
+                report.removed.append(older)
         except IngestError as exc:
             outcome, written = "failed", 0
             report.failed.append((source, str(exc)))
@@ -258,4 +273,68 @@ async def ingest_paths(store: KnowledgeStore, paths: Iterable[str | os.PathLike[
         done += 1
         if progress:
             progress(done, total, source, outcome)
+    if prune and directories:
+        report.removed += await _prune(store, directories)
     return report
+
+
+def _older_spelling(path: Path, source: str) -> str | None:
+    """The source earlier versions gave the file, the path as given, when it is not its source
+    and cannot be another file's: read as a source now, it names this file or none."""
+    as_given = str(path)
+    if as_given == source:
+        return None
+    named = source_file(as_given)
+    return as_given if located(named) == located(path) or _gone(named) else None
+
+
+async def _prune(store: KnowledgeStore, directories: list[Path]) -> list[str]:
+    """Drop the stored documents under `directories` whose file is gone, or whose file is
+    stored under its source as well; the sources dropped."""
+    stored = await store.sources()
+
+    def stale() -> list[str]:  # resolving and looking at files touch the disk
+        known = set(stored)
+        found = []
+        for source in stored:
+            path = source_file(source)
+            if not any(located(path).is_relative_to(directory) for directory in directories):
+                continue
+            if _gone(path):
+                found.append(source)
+            elif (current := file_source(path)) != source and current in known:
+                found.append(source)
+        return found
+
+    removed = await asyncio.to_thread(stale)
+    for source in removed:
+        await store.delete_document(source)
+    return removed
+
+
+def _gone(path: Path) -> bool:
+    """Whether the file is certainly not there (a file that cannot be looked at is kept)."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:  # there, but not to be looked at (permission denied...)
+        pass
+    return False
+
+
+async def delete_documents(store: KnowledgeStore, names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Delete documents named by their source as stored, or else by their file's path;
+    returns (sources deleted, names that matched no stored document)."""
+    deleted: list[str] = []
+    unknown: list[str] = []
+    for name in names:
+        source = name
+        if await store.document_checksum(source) is None:
+            source = await asyncio.to_thread(file_source, Path(name))
+            if await store.document_checksum(source) is None:
+                unknown.append(name)
+                continue
+        await store.delete_document(source)
+        deleted.append(source)
+    return deleted, unknown

@@ -20,10 +20,11 @@ from app.knowledge.errors import KnowledgeUnavailable
 from app.knowledge.retrieval import Retriever
 from app.knowledge import weaviate_store
 from app.knowledge.store import Chunk
-from app.knowledge.weaviate_store import VECTOR_NAME, WeaviateStore, chunk_uuid, parse_weaviate_url
+from app.knowledge.weaviate_store import VECTOR_NAME, WeaviateStore, parse_weaviate_url
+from app.knowledge.weaviate_versions import chunk_uuid
 from app.simulators.hung_server import hung_server
 from weaviate.proto.v1 import base_search_pb2
-from tests.weaviate_fake import FakeWeaviate, fake_weaviate, fake_weaviate_server  # noqa: F401 - fixtures
+from tests.weaviate_fake import FakeWeaviate, StoredObject, fake_weaviate, fake_weaviate_server  # noqa: F401 - fixtures
 from tests.harness import free_loopback_port
 
 COLLECTION = "OctiTest"
@@ -47,6 +48,12 @@ async def store(fake_weaviate, embedder):
 async def fill(store: WeaviateStore) -> None:
     await store.replace_document(SOURCE, "sha-1", CHUNKS[:2])
     await store.replace_document("guides/eau.md", "sha-2", CHUNKS[2:])
+
+
+def stored_chunk(fake: FakeWeaviate, chunk_id: str) -> tuple[str, StoredObject]:
+    """The UUID and the object of the one stored copy of a chunk."""
+    [(key, stored)] = [(k, o) for k, o in fake.objects[COLLECTION].items() if o.properties["chunk_id"] == chunk_id]
+    return key, stored
 
 
 # -- connection parameters --------------------------------------------------------------
@@ -90,9 +97,13 @@ async def test_creates_the_collection_once_with_our_schema(fake_weaviate, store,
     assert [r for r in fake_weaviate.rest_requests if r == ("POST", "/v1/schema")] == [("POST", "/v1/schema")]
 
 
-async def test_objects_carry_folded_text_vectors_and_stable_uuids(fake_weaviate, store):
+async def test_objects_carry_folded_text_vectors_and_their_version(fake_weaviate, store):
     await fill(store)
-    stored = fake_weaviate.objects[COLLECTION][str(chunk_uuid(f"{SOURCE}#1"))]
+    key, stored = stored_chunk(fake_weaviate, f"{SOURCE}#1")
+    ingest_id = stored.properties["ingest_id"]
+    stamp, chunks, _ = ingest_id.split("-")
+    assert abs(int(stamp) / 1e6 - time.time()) < 60 and chunks == "2"  # two chunks in this version
+    assert key == str(chunk_uuid(f"{SOURCE}#1", ingest_id))
     assert stored.properties["text"] == "L'éclosion a lieu au bout de 21 jours."
     assert stored.properties["text_folded"] == "l'eclosion a lieu au bout de 21 jours."
     assert stored.properties["checksum"] == "sha-1"
@@ -101,7 +112,7 @@ async def test_objects_carry_folded_text_vectors_and_stable_uuids(fake_weaviate,
     assert vector.shape == (DIM,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
 
 
-async def test_replace_upserts_then_deletes_older_versions(fake_weaviate, store):
+async def test_replace_writes_then_deletes_older_versions(fake_weaviate, store):
     await fill(store)
     await store.replace_document(SOURCE, "sha-3", [CHUNKS[1]])
     assert await store.count() == 2
@@ -120,7 +131,7 @@ async def test_hybrid_request_shape(fake_weaviate, store, embedder):
     request = fake_weaviate.calls("Search")[-1].request
     hybrid = request.hybrid_search
     assert request.collection == COLLECTION
-    assert request.limit == 2
+    assert request.limit == 4  # twice: a passage stored twice while a replace swaps versions counts once
     assert hybrid.alpha == pytest.approx(0.5)  # not the client default (0.7): sent explicitly
     assert hybrid.fusion_type == base_search_pb2.Hybrid.FusionType.FUSION_TYPE_RELATIVE_SCORE
     assert hybrid.query == "jours eclosion"
@@ -167,7 +178,7 @@ async def test_embedder_down_means_keyword_only_hybrid(fake_weaviate):
     embedder = Embedder(no_cpu_support)
     store = WeaviateStore(fake_weaviate.url, None, COLLECTION, embedder, alpha=0.5)
     await fill(store)
-    assert not fake_weaviate.objects[COLLECTION][str(chunk_uuid(f"{SOURCE}#0"))].vectors
+    assert not stored_chunk(fake_weaviate, f"{SOURCE}#0")[1].vectors
     passages = await store.search("eclosion")
     hybrid = fake_weaviate.calls("Search")[-1].request.hybrid_search
     assert hybrid.alpha == 0.0

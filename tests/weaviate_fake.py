@@ -2,15 +2,18 @@
 
 Built like weaviate-python-client's own mock_tests: pytest-httpserver answers the REST side
 (ready, meta, nodes, schema) and a real `grpc.server` answers the gRPC side (health plus a
-`WeaviateServicer` with Search, BatchObjects, BatchDelete, Aggregate). Unlike canned mocks,
-it keeps the objects it is sent and actually ranks them for hybrid searches: BM25F over the
-requested properties (k1 1.2, b 0.75, boosts, the collection's stopwords) and cosine on the
-requested named vector, fused with relativeScoreFusion (or ranked fusion) and the request's
-alpha. That is enough for contract tests to expect meaningful rankings.
+`WeaviateServicer` with Search, BatchObjects, BatchDelete, Aggregate: object counts, grouped by
+a property or not). Unlike canned mocks, it keeps the objects it is sent and actually ranks them
+for hybrid searches: BM25F over the requested properties (k1 1.2, b 0.75, boosts, the
+collection's stopwords) and cosine on the requested named vector, fused with relativeScoreFusion
+(or ranked fusion) and the request's alpha. That is enough for contract tests to expect
+meaningful rankings.
 
 Every gRPC request is recorded with its metadata; switches make a method answer an error code
-(INTERNAL, UNAVAILABLE, PERMISSION_DENIED, ...), sleep past deadlines, fail some batch objects,
-or make REST answer an error status.
+(INTERNAL, UNAVAILABLE, PERMISSION_DENIED, ...), sleep past deadlines (every call, or the calls
+a function of the request picks), fail some batch objects, or make REST answer an error status.
+A call the client gave up on is still carried out once its sleep ends, as a server that never
+saw the cancellation would: a batch lands late.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class _Servicer(weaviate_pb2_grpc.WeaviateServicer):
             fake.requests.append(Recorded(method, copy, metadata))
             delay = fake.delay.get(method, fake.delay.get("*", 0.0))
             code = fake.fail.get(method, fake.fail.get("*"))
+        if callable(delay):
+            delay = delay(copy)
         if delay:
             fake.wake.wait(delay)  # stop() wakes sleepers so the server shuts down promptly
         if code is not None:
@@ -120,7 +125,8 @@ class FakeWeaviate:
         self.objects: dict[str, dict[str, StoredObject]] = {}
         # Switches
         self.fail: dict[str, grpc.StatusCode] = {}      # gRPC method (or "*") -> error code
-        self.delay: dict[str, float] = {}                # gRPC method (or "*") -> seconds
+        # gRPC method (or "*") -> seconds, or a function of the request giving them
+        self.delay: dict[str, float | Callable[[Any], float]] = {}
         self.rest_status: int | None = None              # every REST call answers this status
         self.rest_delay: float = 0.0                     # every REST call sleeps first
         self.replies: list[search_get_pb2.SearchReply] = []  # what Search answered
@@ -274,12 +280,30 @@ class FakeWeaviate:
         )
 
     def aggregate(self, request: aggregate_pb2.AggregateRequest) -> aggregate_pb2.AggregateReply:
+        """Object counts (no metrics): of the whole match, or per value of the group-by property
+        (objects without it in no group; at most `limit` groups)."""
         with self.lock:
-            objects = self.objects.get(request.collection, {})
-            count = sum(1 for obj in objects.values()
-                        if not request.HasField("filters") or self._matches(obj, request.filters))
+            matched = [obj for obj in self.objects.get(request.collection, {}).values()
+                       if not request.HasField("filters") or self._matches(obj, request.filters)]
+        if not request.HasField("group_by"):
+            return aggregate_pb2.AggregateReply(
+                took=0.001, single_result=aggregate_pb2.AggregateReply.Single(objects_count=len(matched)))
+        prop = request.group_by.property
+        counts = Counter(obj.properties[prop] for obj in matched if prop in obj.properties)
+        groups = []
+        for value, count in counts.most_common(request.limit if request.HasField("limit") else None):
+            grouped_by = aggregate_pb2.AggregateReply.Group.GroupedBy(path=[prop])
+            if isinstance(value, bool):
+                grouped_by.boolean = value
+            elif isinstance(value, int):
+                grouped_by.int = value
+            elif isinstance(value, float):
+                grouped_by.number = value
+            else:
+                grouped_by.text = str(value)
+            groups.append(aggregate_pb2.AggregateReply.Group(objects_count=count, grouped_by=grouped_by))
         return aggregate_pb2.AggregateReply(
-            took=0.001, single_result=aggregate_pb2.AggregateReply.Single(objects_count=count))
+            took=0.001, grouped_results=aggregate_pb2.AggregateReply.Grouped(groups=groups))
 
     # -- filters -----------------------------------------------------------------------
 

@@ -7,11 +7,12 @@ Collection layout (created on first use when missing):
   uses, so the server never calls a vectoriser and both backends rank alike. Named rather than
   the legacy default vector so the model is explicit in the schema and another one can be
   added next to it later;
-- properties: `chunk_id`, `source`, `checksum`, `ingest_id` (field tokenization, filterable
-  only), `title`, `text` (returned, not indexed), `position` (int), and `title_folded`,
-  `text_folded`: the title and text passed through `french.fold`, word tokenization, which is
-  what BM25 searches. Folding ourselves gives accent-insensitive keywords on every server
-  version (`ascii_fold` needs 1.37+) and exactly the embedded store's normalisation;
+- properties: `chunk_id`, `source`, `checksum` and `ingest_id` (the version of its document an
+  object belongs to, weaviate_versions.py), field tokenization, filterable only; `title`,
+  `text` (returned, not indexed), `position` (int), and `title_folded`, `text_folded`: the
+  title and text passed through `french.fold`, word tokenization, which is what BM25 searches.
+  Folding ourselves gives accent-insensitive keywords on every server version (`ascii_fold`
+  needs 1.37+) and exactly the embedded store's normalisation;
 - inverted index: BM25 k1 1.2 / b 0.75, stopwords preset `none` plus our French list (folded).
 
 Every network call is bounded by `asyncio.timeout`: the client retries gRPC UNAVAILABLE for

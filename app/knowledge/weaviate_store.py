@@ -5,17 +5,18 @@ weaviate_connection.py; this module searches and writes.
 
 Searches are hybrid with an explicit alpha and relativeScoreFusion, over `title_folded^2` and
 `text_folded`, with the query embedding as `vector=` (alpha 0, keywords only, when the embedder
-is down). Object UUIDs are derived from chunk ids, so re-ingesting overwrites in place.
+is down). A replace writes the document as a new version, then deletes the older ones
+(weaviate_versions.py).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from weaviate.classes.aggregate import GroupByAggregate
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import Timeout
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
@@ -25,8 +26,9 @@ from .errors import KnowledgeUnavailable
 from .french import fold, query_terms
 from .store import Chunk, HybridSearch, Passage, StoreHealth
 from .weaviate_connection import DEFAULT_GRPC_PORT, VECTOR_NAME, WeaviateConnection, parse_weaviate_url
+from .weaviate_versions import Version, chunk_uuid, new_ingest_id, of_versions
 
-__all__ = ["DEFAULT_GRPC_PORT", "VECTOR_NAME", "WeaviateStore", "parse_weaviate_url"]
+__all__ = ["DEFAULT_GRPC_PORT", "UNSETTLED", "VECTOR_NAME", "WeaviateStore", "parse_weaviate_url"]
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,9 @@ QUERY_PROPERTIES = ["title_folded^2", "text_folded"]  # same title boost as the 
 RETURN_PROPERTIES = ["chunk_id", "source", "title", "text", "position"]
 INSERT_BATCH = 200
 CHUNK_PAGE = 500
-# Chunk ids become object UUIDs (Weaviate ids must be UUIDs); fixed so they are stable.
-_UUID_NAMESPACE = uuid.UUID("6f1b0c1e-2a57-4c39-9d1e-0c7a1d0b5e42")
-
-
-def chunk_uuid(chunk_id: str) -> uuid.UUID:
-    return uuid.uuid5(_UUID_NAMESPACE, chunk_id)
+VERSION_GROUPS = 1000  # versions of a document listed at once; any beyond go at a later replace
+# document_checksum of a document stored as several versions, or part of one: no file has it.
+UNSETTLED = "unsettled"
 
 
 class WeaviateStore(HybridSearch):
@@ -90,7 +89,10 @@ class WeaviateStore(HybridSearch):
     async def search_vector(
         self, query: str, vector: np.ndarray | None, limit: int = 5, alpha: float | None = None
     ) -> list[Passage]:
-        """Hybrid search with a precomputed query vector (None: keywords only)."""
+        """Hybrid search with a precomputed query vector (None: keywords only).
+
+        Asks for twice `limit`: while a replace swaps versions, an unchanged passage is stored
+        twice for a moment, and the second copy is dropped."""
         terms = query_terms(query)
         if not terms or limit <= 0:
             return []
@@ -109,7 +111,7 @@ class WeaviateStore(HybridSearch):
                 alpha=alpha,
                 fusion_type=HybridFusion.RELATIVE_SCORE,
                 query_properties=QUERY_PROPERTIES,
-                limit=limit,
+                limit=2 * limit,
                 return_metadata=MetadataQuery(score=True),
                 return_properties=RETURN_PROPERTIES,
                 **kwargs,
@@ -117,10 +119,10 @@ class WeaviateStore(HybridSearch):
             self.query_budget_s,
             "search",
         )
-        passages = []
+        found = []
         for obj in response.objects:
             props = obj.properties
-            passages.append(
+            found.append(
                 Passage(
                     id=str(props.get("chunk_id") or obj.uuid),
                     source=str(props.get("source") or ""),
@@ -130,27 +132,36 @@ class WeaviateStore(HybridSearch):
                     position=int(props.get("position") or 0),
                 )
             )
-        passages.sort(key=lambda p: p.score, reverse=True)  # the server already does; cheap insurance
-        return passages
+        found.sort(key=lambda p: p.score, reverse=True)  # the server already does; cheap insurance
+        passages: dict[str, Passage] = {}
+        for passage in found:
+            passages.setdefault(passage.id, passage)
+        return list(passages.values())[:limit]
 
     # -- writes ------------------------------------------------------------------------
 
     async def replace_document(self, source: str, checksum: str, chunks: Sequence[Chunk]) -> None:
-        """Upsert the new chunks, then delete what is left of older versions.
+        """Write the chunks as a new version of the document, then delete the older versions.
 
-        Not atomic (Weaviate has no transactions), but searches never see the document
-        missing, and a failed insert is rolled back so the old checksum stays and the next
-        ingestion retries.
+        Not atomic (Weaviate has no transactions), but a search always finds one version whole,
+        if for a moment passages of another too (`search_vector` drops the copies of a passage):
+        - a failed insert is rolled back by deleting the new version alone: the previous one
+          stays whole, with its checksum, so the next ingestion retries;
+        - the older versions are deleted once the new one is whole;
+        - of replaces of one document at once (two processes seeding), the newest one written
+          whole stays: each deletes only the versions older than its own, and one that finds a
+          newer version already whole deletes its own instead (its writes may have landed after
+          that newer one deleted what it saw).
         """
         chunks = list(chunks)
         for chunk in chunks:
             if chunk.source != source:
                 raise ValueError(f"chunk {chunk.id!r} belongs to {chunk.source!r}, not {source!r}")
+        ingest_id = new_ingest_id(len(chunks))  # before embedding: the order the files were read in
         vectors = None
         if self._embedder is not None and chunks:
             vectors = await self._embedder.embed_passages([passage_input(c.title, c.text) for c in chunks])
         collection = await self._connection.collection()
-        ingest_id = uuid.uuid4().hex
         objects = []
         for i, chunk in enumerate(chunks):
             properties = {
@@ -165,7 +176,7 @@ class WeaviateStore(HybridSearch):
                 "position": int(chunk.position),
             }
             vector = None if vectors is None else {VECTOR_NAME: [float(x) for x in vectors[i]]}
-            objects.append(DataObject(properties=properties, uuid=chunk_uuid(chunk.id), vector=vector))
+            objects.append(DataObject(properties=properties, uuid=chunk_uuid(chunk.id, ingest_id), vector=vector))
 
         try:
             for start in range(0, len(objects), INSERT_BATCH):
@@ -184,17 +195,37 @@ class WeaviateStore(HybridSearch):
         except KnowledgeUnavailable:
             await self._rollback(collection, source, ingest_id)
             raise
-        stale = Filter.by_property("source").equal(source) & Filter.by_property("ingest_id").not_equal(ingest_id)
-        await self._delete_where(collection, stale, f"delete old chunks of {source}")
+        await self._settle(collection, source, ingest_id)
+
+    async def _settle(self, collection: Any, source: str, ingest_id: str) -> None:
+        """Keep the newest whole version: delete the older ones, or ours when a newer is whole."""
+        mine = Version.parse(ingest_id).order
+        versions = await self._versions(collection, source)
+        if any(v.order > mine and v.whole for v in versions):
+            log.info("a newer version of %s was stored meanwhile: deleting ours", source)
+            await self._delete_where(collection, of_versions(source, [ingest_id]), f"delete superseded {source}")
+            return
+        older = [v.ingest_id for v in versions if v.order < mine]
+        if older:
+            await self._delete_where(collection, of_versions(source, older), f"delete old versions of {source}")
+
+    async def _versions(self, collection: Any, source: str) -> list[Version]:
+        result = await self._connection.bounded(
+            collection.aggregate.over_all(
+                filters=Filter.by_property("source").equal(source),
+                group_by=GroupByAggregate(prop="ingest_id", limit=VERSION_GROUPS),
+                total_count=True,
+            ),
+            self.admin_budget_s,
+            "versions",
+        )
+        return [Version.parse(str(group.grouped_by.value), int(group.total_count or 0)) for group in result.groups]
 
     async def _rollback(self, collection: Any, source: str, ingest_id: str) -> None:
         try:
-            await self._delete_where(
-                collection,
-                Filter.by_property("source").equal(source) & Filter.by_property("ingest_id").equal(ingest_id),
-                "rollback",
-            )
+            await self._delete_where(collection, of_versions(source, [ingest_id]), "rollback")
         except KnowledgeUnavailable as exc:
+            # What was written stays, a version that is not whole: document_checksum says so.
             log.warning("could not roll back the partial write of %s: %s", source, exc)
 
     async def _delete_where(self, collection: Any, where: Any, what: str) -> None:
@@ -214,10 +245,19 @@ class WeaviateStore(HybridSearch):
     # -- reads -------------------------------------------------------------------------
 
     async def document_checksum(self, source: str) -> str | None:
+        """The checksum of the document's version when the store holds one, whole; `UNSETTLED`
+        when it holds several or part of one (a replace under way, or cut short: a write that
+        timed out may even land after its roll-back), so that the next ingestion replaces the
+        document and leaves one version; None when it holds none."""
         collection = await self._connection.collection()
+        versions = await self._versions(collection, source)
+        if not versions:
+            return None
+        if len(versions) > 1 or not versions[0].whole:
+            return UNSETTLED
         response = await self._connection.bounded(
             collection.query.fetch_objects(
-                filters=Filter.by_property("source").equal(source),
+                filters=of_versions(source, [versions[0].ingest_id]),
                 limit=1,
                 return_properties=["checksum"],
             ),

@@ -301,6 +301,32 @@ async def test_a_new_session_carries_the_conversation_as_initial_items(double):
     await engine.close()
 
 
+async def test_a_result_for_a_replaced_sessions_delegation_goes_outside_any_delegation(double):
+    """The session that delegated was replaced before the result came: the new session knows
+    nothing of that delegation (the service would refuse its id), so the result goes to it as
+    commentary outside any delegation, and the model says it."""
+    engine = await GptLiveEngine.open(settings(double))
+    replaced = await double.wait_for_connection()
+    events = engine.events()
+    await stream(engine, caller_audio("question_incubation.wav"))
+    call = await next_of(events, ToolCall)
+    await engine.recycle(Conversation((Exchange("caller", QUESTION),)))
+    fresh = await double.wait_for_connection(2)
+    passages = json.dumps({"passages": [{"title": "Incubation", "source": "fiche-12",
+                                         "text": "Réglez la couveuse à 37,7 °C."}]}, ensure_ascii=False)
+    await engine.tool_result(call.call, passages)
+    await engine.tool_result(call.call, json.dumps({"ok": True}), then_answer=False)
+    async with asyncio.timeout(5):
+        while not (fresh.record.spoken or fresh.record.errors):
+            await asyncio.sleep(0.02)
+    await engine.close()
+    assert fresh.record.errors == []
+    assert fresh.record.spoken == ["notice"] and replaced.delegations[call.call].result is None
+    appended = [(event["type"], event["delegation_id"]) for event in fresh.record.received
+                if event["type"] in ("session.commentary.append", "session.thinking.append")]
+    assert appended == [("session.commentary.append", None), ("session.thinking.append", None)]
+
+
 async def test_a_refused_session_is_unavailable(double):
     with pytest.raises(EngineUnavailable, match="invalid_value"):
         await GptLiveEngine.open(settings(double, gpt_live_model="gpt-realtime-2.1"))

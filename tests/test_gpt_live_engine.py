@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import random
+from time import perf_counter
 
 import pydantic
 import pytest
@@ -24,7 +25,7 @@ from app.engines.contract import (
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
 from app.engines.gpt_live import greeting
-from app.engines.gpt_live.engine import GptLiveEngine
+from app.engines.gpt_live.engine import FINAL_USAGE_WAIT_SECONDS, GptLiveEngine
 from app.simulators.live_double import LiveDouble
 from app.simulators.realtime_schema import unexpected_server_keys
 from tests.test_realtime_double import read_wav, to_pcmu_8k
@@ -325,6 +326,24 @@ async def test_a_result_for_a_replaced_sessions_delegation_goes_outside_any_dele
     appended = [(event["type"], event["delegation_id"]) for event in fresh.record.received
                 if event["type"] in ("session.commentary.append", "session.thinking.append")]
     assert appended == [("session.commentary.append", None), ("session.thinking.append", None)]
+
+
+async def test_a_lost_session_is_replaced_without_waiting_for_its_end(double):
+    """The service dropped the session: no `session.closed` will come for it, so the new
+    session takes over at once (the caller is waiting after « Un instant. »)."""
+    engine = await GptLiveEngine.open(settings(double))
+    lost = await double.wait_for_connection()
+    events = engine.events()
+    await lost.drop()
+    async with asyncio.timeout(5):
+        async for _ in events:
+            pass
+    started = perf_counter()
+    await engine.recycle(Conversation((Exchange("caller", QUESTION),)))
+    took = perf_counter() - started
+    await engine.close()
+    assert took < FINAL_USAGE_WAIT_SECONDS / 2
+    assert double.connections[1].closed_reason == "close_requested"
 
 
 async def test_a_refused_session_is_unavailable(double):

@@ -336,7 +336,10 @@ class GptLiveEngine:
     async def _end_session(self, connection: RealtimeConnection, translator: LiveTranslator) -> dict[str, Any] | None:
         """Ask the service to end the session on `connection`, wait a little for its
         `session.closed` (returned), then close the socket. The event is read by the events'
-        reader when one reads this connection (a socket takes one reader), else by one of its own."""
+        reader when one reads this connection (a socket takes one reader), else by one of its own.
+        A lost connection has nothing to wait for: its last seconds are not counted."""
+        if not connection.is_open:
+            return None
         translator.closed_by_us = True
         closing = self._closing[connection] = asyncio.get_running_loop().create_future()  # before the answer can come
         own = None

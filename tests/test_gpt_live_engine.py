@@ -249,7 +249,7 @@ async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known
     fixture_played = next(i for i, event in enumerate(connection.record.sent)
                           if event["type"] == "session.output_audio.fixture.played")
     assert any(event["type"] == "session.thinking.appended" for event in connection.record.sent[fixture_played:])
-    assert "« Quelle température ? »" in written and "37,7 °C" in answer and "écrite" in answer
+    assert "« Quelle température ? »" in written and "37,7 °C" in answer and "dernière question" in answer
 
 
 async def test_the_model_talks_over_the_caller_a_while_then_yields(double):

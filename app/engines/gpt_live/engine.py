@@ -9,7 +9,8 @@ delegation, as commentary to say, or as silent thinking when nothing is to be sa
 whose session was replaced meanwhile goes to the new session outside any delegation: the
 service knows a delegation's id only in the session that made it. A typed question is not
 heard, so not delegated: the session searches it, and its passages come as commentary outside
-any delegation (`answer` with a context).
+any delegation (`answer` with a context); so do those of a question a lost session did not
+answer in full.
 
 The session is started (`session.start`) and ready (`session.started`) before `open` returns,
 so a pre-warmed engine takes audio at once. A new session (`recycle`) starts with the
@@ -278,10 +279,11 @@ class GptLiveEngine:
     async def answer(self, *, context: str | None = None, tools: Sequence[ToolSpec] = (),
                      instructions: str | None = None) -> None:
         """No client event creates a response: the model answers what it heard by itself. A
-        typed question, which it did not hear, comes with its passages (`context`): commentary
-        outside any delegation, which the model says. Tools and instructions have no place here."""
+        question it will not delegate (typed, so not heard, or asked in a session since lost)
+        comes with its passages (`context`): commentary outside any delegation, which the model
+        says. Tools and instructions have no place here."""
         if context is not None:
-            await self._append(protocol.written_answer(context))
+            await self._append(protocol.answer_with(context))
 
     async def cancel(self) -> None:
         """No client event stops the model: it stops by itself when the caller takes the floor.

@@ -189,6 +189,7 @@ class LiveConnection:
         if (config.get("delegation") or {"type": "client"}).get("type") != "client":
             raise ClientEventError("unsupported_value", "The live double answers client delegation only.",
                                    "session.delegation")
+        await asyncio.sleep(self.double.start_seconds)
         self._started_at = time.perf_counter()
         voice = ((config.get("audio") or {}).get("output") or {}).get("voice") or "marin"
         self.session = {"id": f"sess_double_{self.index}", "expires_at": int(time.time() + self.double.session_seconds),

@@ -39,6 +39,8 @@ class LiveDouble:
     - usage_interval: seconds between usage reports;
     - session_seconds: the session's duration limit, announced in `session.started`'s
       `expires_at`; then the session closes with reason `expired`;
+    - start_seconds: how long the service takes to start a session (from `session.start` to
+      `session.started`);
     - drop_when: a test's choice of the moment the service goes away: a predicate on the events
       of a session, those it sends and the client events it takes; the session drops right
       after the first event it holds true for (once: then it is None again).
@@ -48,7 +50,7 @@ class LiveDouble:
                  transcripts: Iterable[str] = (), greeting_seconds: float = 2.5, answer_seconds: float = 4.0,
                  acknowledgement_seconds: float = 0.8, overlap_ms: int = 600, lead_ms: int = 300,
                  delegation_delay: float = 0.2, stream_lag_seconds: float = 0.3, silence_ms: int = 500,
-                 usage_interval: float = 1.0, session_seconds: float = SESSION_SECONDS,
+                 usage_interval: float = 1.0, session_seconds: float = SESSION_SECONDS, start_seconds: float = 0.0,
                  drop_when: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.host, self._requested_port = host, port
         self.api_key = api_key
@@ -60,7 +62,7 @@ class LiveDouble:
         self.delegation_delay, self.stream_lag_seconds = delegation_delay, stream_lag_seconds
         self.silence_ms = silence_ms
         self.usage_interval = usage_interval
-        self.session_seconds = session_seconds
+        self.session_seconds, self.start_seconds = session_seconds, start_seconds
         self.drop_when = drop_when
         self.asset: VoiceAsset | None = None
         self.connections: list[LiveConnection] = []

@@ -183,22 +183,23 @@ def answered_by_the_new_session(result, detail, double, notice_seconds: float) -
     return said
 
 
-@pytest.mark.parametrize("search_seconds", [0.0, 2.0], ids=["fast-search", "slow-search"])
-async def test_a_question_delegated_as_the_live_session_is_lost_is_answered_in_the_next(monkeypatch, search_seconds):
+@pytest.mark.parametrize("search_seconds, start_seconds", [(0.3, 1.0), (2.0, 0.0)],
+                         ids=["search-over-while-reconnecting", "search-still-running"])
+async def test_a_question_delegated_as_the_live_session_is_lost_is_answered_in_the_next(
+        monkeypatch, search_seconds, start_seconds):
     """The service goes away right after delegating the caller's question, before any result.
-    A search over by the time the new session is up: its result waited for it, or its passages
-    are given to it; a search still running: its result goes to the new session when it comes."""
+    The search's result comes while no session can take it (the next one is starting), or once
+    the next one is up: either way it goes to the new session, which says it."""
     slow_search(monkeypatch, search_seconds)
     script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=40, hangup_when_done_after_s=3.0)
-    async with LiveDouble(transcripts=[ASKED], greeting_seconds=2.0, answer_seconds=6.0,
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=2.0, answer_seconds=6.0, start_seconds=start_seconds,
                           drop_when=lambda event: event["type"] == "session.delegation.created") as double:
         async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
             result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
             detail = await stored_call(line, result.call_sid)
     assert double.connections[0].record.spoken == ["greeting"]
     said = answered_by_the_new_session(result, detail, double, notice_seconds=2.0)
-    if search_seconds:
-        assert said[0].startswith("Réponds à l'éleveur à partir de ces fiches"), "the tool's own result"
+    assert said[0].startswith("Réponds à l'éleveur à partir de ces fiches"), "the search's own result"
 
 
 async def test_an_answer_cut_by_a_lost_live_session_is_said_again_by_the_next():

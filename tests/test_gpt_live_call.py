@@ -14,11 +14,14 @@ from app.agent import phrases
 from app.agent.tools import NOTHING_TO_SEARCH
 from app.calllog.store import CallLogStore
 from app.engines.gpt_live import protocol
+from app.knowledge.retrieval import Retriever
 from app.simulators.live_double import LiveDouble
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
 from tests.cli_runner import run_octi
 from tests.harness import AUDIO, AUTH_TOKEN, PUBLIC_URL, running_line
+from tests.test_call_path import played_between
 from tests.test_call_tools import ACCOUNT, CALLER, line_with_rest
+from tests.test_reconnect import FILLER_MS
 
 QUESTION = AUDIO / "question_incubation.wav"
 INTERRUPTION = AUDIO / "interruption.wav"
@@ -148,6 +151,97 @@ async def test_a_lost_live_session_carries_the_call_on_with_its_conversation():
     assert "engine_lost" in kinds and "engine_reconnect" in kinds
     asked = [turn.text for turn in detail.turns if turn.role == "caller"]
     assert asked == [ASKED, follow_up]
+
+
+def slow_search(monkeypatch, seconds: float) -> None:
+    """Every search takes `seconds` more (before the knowledge base's own budget)."""
+    retrieve = Retriever.retrieve
+
+    async def slow(retriever, query):
+        await asyncio.sleep(seconds)
+        return await retrieve(retriever, query)
+
+    monkeypatch.setattr(Retriever, "retrieve", slow)
+
+
+def answered_by_the_new_session(result, detail, double, notice_seconds: float) -> list[str]:
+    """The caller's question, unanswered when the first session was lost, was answered by the
+    second: its passages said there outside any delegation (the old session's are unknown to
+    it), heard after « Un instant. »; no command refused."""
+    assert result.status == "completed", result.summary()
+    first, second = double.connections
+    assert first.record.errors == [] and second.record.errors == [], "no result for an unknown delegation"
+    question = next(turn for turn in detail.turns if turn.role == "caller" and turn.text == ASKED)
+    assert question.passages
+    said = [event["content"] for event in second.record.received
+            if event["type"] == "session.commentary.append" and event["delegation_id"] is None]
+    assert len(said) == 1 and question.passages[0].title in said[0]
+    assert second.record.spoken == ["notice"]  # the double says commentary without delegation this long
+    dropped_t = first.dropped_at - result.started_at
+    assert played_between(result, dropped_t, float("inf")) >= FILLER_MS + notice_seconds * 1000 - 60
+    assert [event.type for event in detail.events] == ["engine_lost", "engine_reconnect"]
+    assert detail.turns[-1].role == "assistant" and not detail.turns[-1].interrupted
+    return said
+
+
+@pytest.mark.parametrize("search_seconds, start_seconds", [(0.3, 1.0), (2.0, 0.0)],
+                         ids=["search-over-while-reconnecting", "search-still-running"])
+async def test_a_question_delegated_as_the_live_session_is_lost_is_answered_in_the_next(
+        monkeypatch, search_seconds, start_seconds):
+    """The service goes away right after delegating the caller's question, before any result.
+    The search's result comes while no session can take it (the next one is starting), or once
+    the next one is up: either way it goes to the new session, which says it."""
+    slow_search(monkeypatch, search_seconds)
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=40, hangup_when_done_after_s=3.0)
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=2.0, answer_seconds=6.0, start_seconds=start_seconds,
+                          drop_when=lambda event: event["type"] == "session.delegation.created") as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+    assert double.connections[0].record.spoken == ["greeting"]
+    said = answered_by_the_new_session(result, detail, double, notice_seconds=2.0)
+    assert said[0].startswith("Réponds à l'éleveur à partir de ces fiches"), "the search's own result"
+
+
+async def test_an_answer_cut_by_a_lost_live_session_is_said_again_by_the_next():
+    """The service goes away while the model says the answer: the new session is given the
+    question's passages to say."""
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=40, hangup_when_done_after_s=3.0)
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=2.0, answer_seconds=6.0) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            calling = asyncio.create_task(
+                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
+            first = await double.wait_for_connection(timeout=10)
+            async with asyncio.timeout(30):
+                while "answer" not in first.record.spoken:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # a quarter of the answer said
+            await first.drop()
+            result = await calling
+            detail = await stored_call(line, result.call_sid)
+    cut = [turn for turn in detail.turns if turn.role == "assistant" and turn.interrupted]
+    assert len(cut) == 1 and cut[0].heard_ms > 0
+    answered_by_the_new_session(result, detail, double, notice_seconds=2.0)
+
+
+async def test_a_question_acknowledged_in_full_before_the_live_session_is_lost_is_answered_in_the_next(
+        monkeypatch):
+    """A slow search: the model's acknowledgement, said while it ran, was heard to its end; the
+    result went to the first session, which was lost before saying the answer. The
+    acknowledgement was no answer: the new session says it."""
+    slow_search(monkeypatch, 2.0)
+    script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=40, hangup_when_done_after_s=3.0)
+    async with LiveDouble(transcripts=[ASKED], greeting_seconds=2.0, answer_seconds=6.0,
+                          drop_when=lambda event: event["type"] == "session.commentary.append"
+                          and event["delegation_id"] is not None) as double:
+        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
+            result = await place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script)
+            detail = await stored_call(line, result.call_sid)
+    assert double.connections[0].record.spoken == ["greeting", "acknowledgement"]
+    _, asked, acknowledgement = detail.turns[:3]
+    assert (asked.text, acknowledgement.role) == (ASKED, "assistant")
+    assert not acknowledgement.interrupted, "heard to its end"
+    answered_by_the_new_session(result, detail, double, notice_seconds=2.0)
 
 
 async def test_the_live_session_is_renewed_before_the_end_it_announced():

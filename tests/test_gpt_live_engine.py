@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import random
+from time import perf_counter
 
 import pydantic
 import pytest
@@ -24,7 +25,7 @@ from app.engines.contract import (
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
 from app.engines.gpt_live import greeting
-from app.engines.gpt_live.engine import GptLiveEngine
+from app.engines.gpt_live.engine import FINAL_USAGE_WAIT_SECONDS, GptLiveEngine
 from app.simulators.live_double import LiveDouble
 from app.simulators.realtime_schema import unexpected_server_keys
 from tests.test_realtime_double import read_wav, to_pcmu_8k
@@ -248,7 +249,7 @@ async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known
     fixture_played = next(i for i, event in enumerate(connection.record.sent)
                           if event["type"] == "session.output_audio.fixture.played")
     assert any(event["type"] == "session.thinking.appended" for event in connection.record.sent[fixture_played:])
-    assert "« Quelle température ? »" in written and "37,7 °C" in answer and "écrite" in answer
+    assert "« Quelle température ? »" in written and "37,7 °C" in answer and "dernière question" in answer
 
 
 async def test_the_model_talks_over_the_caller_a_while_then_yields(double):
@@ -299,6 +300,50 @@ async def test_a_new_session_carries_the_conversation_as_initial_items(double):
     assert double.connections[0].closed_reason == "close_requested"
     assert engine.is_open
     await engine.close()
+
+
+async def test_a_result_for_a_replaced_sessions_delegation_goes_outside_any_delegation(double):
+    """The session that delegated was replaced before the result came: the new session knows
+    nothing of that delegation (the service would refuse its id), so the result goes to it as
+    commentary outside any delegation, and the model says it."""
+    engine = await GptLiveEngine.open(settings(double))
+    replaced = await double.wait_for_connection()
+    events = engine.events()
+    await stream(engine, caller_audio("question_incubation.wav"))
+    call = await next_of(events, ToolCall)
+    await engine.recycle(Conversation((Exchange("caller", QUESTION),)))
+    fresh = await double.wait_for_connection(2)
+    passages = json.dumps({"passages": [{"title": "Incubation", "source": "fiche-12",
+                                         "text": "Réglez la couveuse à 37,7 °C."}]}, ensure_ascii=False)
+    await engine.tool_result(call.call, passages)
+    await engine.tool_result(call.call, json.dumps({"ok": True}), then_answer=False)
+    async with asyncio.timeout(5):
+        while not (fresh.record.spoken or fresh.record.errors):
+            await asyncio.sleep(0.02)
+    await engine.close()
+    assert fresh.record.errors == []
+    assert fresh.record.spoken == ["notice"] and replaced.delegations[call.call].result is None
+    appended = [(event["type"], event["delegation_id"]) for event in fresh.record.received
+                if event["type"] in ("session.commentary.append", "session.thinking.append")]
+    assert appended == [("session.commentary.append", None), ("session.thinking.append", None)]
+
+
+async def test_a_lost_session_is_replaced_without_waiting_for_its_end(double):
+    """The service dropped the session: no `session.closed` will come for it, so the new
+    session takes over at once (the caller is waiting after « Un instant. »)."""
+    engine = await GptLiveEngine.open(settings(double))
+    lost = await double.wait_for_connection()
+    events = engine.events()
+    await lost.drop()
+    async with asyncio.timeout(5):
+        async for _ in events:
+            pass
+    started = perf_counter()
+    await engine.recycle(Conversation((Exchange("caller", QUESTION),)))
+    took = perf_counter() - started
+    await engine.close()
+    assert took < FINAL_USAGE_WAIT_SECONDS / 2
+    assert double.connections[1].closed_reason == "close_requested"
 
 
 async def test_a_refused_session_is_unavailable(double):

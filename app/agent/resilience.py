@@ -8,7 +8,14 @@ RECONNECT_ATTEMPTS tries, backing off) and gives it the conversation: the turns 
 answer under way cut to what was heard, and the passages of a question not yet answered,
 which the model is asked again. The caller's audio meanwhile is kept (KEPT_AUDIO_SECONDS)
 and sent once the session is back, with the start of a question they were asking when the
-connection dropped: it is answered as if nothing happened.
+connection dropped: it is answered as if nothing happened. Tool results wait for the new
+session too: the old one is gone, and a model that takes its own turns answers from them.
+
+A question is unanswered until OCTI's answer to it was heard whole; when a tool works on it,
+only what OCTI says once the result came answers it (not what it said meanwhile, such as
+GPT-Live's acknowledgement while we search). A model that takes its own turns is not asked
+again: a tool result that waited brings it the answer, else the question's passages do
+(searched again if it had none), with the request to say it.
 
 Before the service ends the session (at the `expires_at` it announced, or at
 REALTIME_SESSION_MAX_MINUTES if that comes first) the session is renewed the same way at a
@@ -38,12 +45,14 @@ from app.agent.rag import knowledge_context
 from app.agent.speaker import Speaker
 from app.agent.state import CallState, Turn
 from app.agent.tools import ToolRunner
-from app.agent.turns import KnowledgeTurns
+from app.agent.turn_log import log_caller_turn
+from app.agent.turns import KnowledgeTurns, answer_typed
 from app.audio.convert import make_converter
 from app.audio.formats import REALTIME_PCM16, AudioFormat
 from app.calllog.journal import CallJournal
 from app.config import Settings
 from app.engines.contract import Conversation, Engine, EngineUnavailable, Exchange
+from app.knowledge.retrieval import Retriever
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -91,7 +100,8 @@ class _Kept:
 class Resilience:
     def __init__(self, *, engine: Engine, speaker: Speaker, state: CallState, judge: BargeInJudge,
                  knowledge: KnowledgeTurns | None, tools: ToolRunner, journal: CallJournal, metrics: Metrics,
-                 settings: Settings, caller_format: AudioFormat, reached: Callable[[bool], None]) -> None:
+                 settings: Settings, caller_format: AudioFormat, reached: Callable[[bool], None],
+                 retriever: Retriever) -> None:
         self._engine = engine
         self._speaker = speaker
         self._state = state
@@ -103,6 +113,7 @@ class Resilience:
         self._settings = settings
         self._caller_format = caller_format
         self._reached = reached  # the agent's: whether the engine could be reached
+        self._retriever = retriever
         self._kept: deque[_Kept] = deque()
         self._kept_ms = 0.0
         self._sent_ms = 0.0  # the engine's audio timeline: caller audio sent in this call
@@ -164,18 +175,19 @@ class Resilience:
         log.warning("the engine's connection ended mid-call (%s): reconnecting", reason)
         self._journal.event("engine_lost", reason, self._state.timeline_ms(dropped_at))
         self._restoring = True
+        self._tools.hold()
         failure = reason
         try:
             question_start = await self._fall_silent()
             await self._speaker.play_recorded(filler(self._caller_format))
-            unanswered = _unanswered_question(self._state)
+            unanswered = _unanswered_question(self._state, self._tools.busy, self._tools.answer_asked_at)
             try:
                 tries = await self._reopen(unanswered)
             except EngineUnavailable as exc:
                 failure = str(exc)
             else:
-                await self._restored(question_start)
-                await self._answer_again(unanswered)
+                by_tools = await self._restored(question_start)
+                await self._answer_again(unanswered, by_tools)
                 self._metrics.engine_reconnects.labels("restored").inc()
                 took_ms = (perf_counter() - dropped_at) * 1000
                 self._journal.event("engine_reconnect", f"{tries} essai(s), {took_ms:.0f} ms")
@@ -242,18 +254,30 @@ class Resilience:
         retrieval = unanswered.retrieval if unanswered is not None else None
         return Conversation(tuple(exchanges), knowledge_context(retrieval) if retrieval is not None else None)
 
-    async def _restored(self, question_start: float | None) -> None:
+    async def _restored(self, question_start: float | None) -> bool:
+        """The new session gets what waited for it: the caller's audio, then the tool results.
+        True when a tool's result brings the model an answer to give (`ToolRunner.release`)."""
         self._session_since = perf_counter()
         await self._send_kept(question_start)
+        return await self._tools.release()
 
-    async def _answer_again(self, question: Turn | None) -> None:
+    async def _answer_again(self, question: Turn | None, by_tools: bool) -> None:
         """The question the caller asked before the drop and did not hear answered."""
-        if question is None or self._engine.traits.turns != "client":
+        if question is None:
             return
-        if self._knowledge is not None and question.retrieval is None:
-            self._knowledge.typed(question, self._state.previous_question(question))  # its search first
-        else:
-            await self._engine.answer()
+        previous_question = self._state.previous_question(question)
+        if self._engine.traits.turns == "client":
+            if self._knowledge is not None and question.retrieval is None:
+                self._knowledge.typed(question, previous_question)  # its search first
+            else:
+                await self._engine.answer()
+        elif by_tools:
+            return  # the result that went to the new session brings the answer
+        elif question.retrieval is not None:
+            await self._engine.answer(context=knowledge_context(question.retrieval))
+        else:  # the model answered it without a search: one now, as for a typed question
+            await answer_typed(self._engine, self._retriever, question, previous_question,
+                               lambda turn: log_caller_turn(self._journal, turn))
 
     # ------------------------------------------------------------------ a reset
 
@@ -336,10 +360,13 @@ def _turns_since_question(state: CallState) -> list[Turn]:
     return since
 
 
-def _unanswered_question(state: CallState) -> Turn | None:
-    """The caller's last finished turn when OCTI has not said all of its answer (or nothing)."""
+def _unanswered_question(state: CallState, tool_at_work: bool, answer_asked_at: float | None) -> Turn | None:
+    """The caller's last finished turn when OCTI has not said all of its answer (or nothing): a
+    tool is still at work on it, or no turn of OCTI's since was heard whole, counting only those
+    the model said after a tool's result asked it for the answer (`answer_asked_at`)."""
     for turn in reversed(state.turns):
-        if turn.role == "assistant" and not turn.interrupted:
+        said_after = answer_asked_at is None or (turn.last_model_audio_at or 0.0) > answer_asked_at
+        if turn.role == "assistant" and not turn.interrupted and said_after and not tool_at_work:
             return None
         if turn.role == "caller" and turn.end_ms is not None:
             return turn

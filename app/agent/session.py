@@ -85,7 +85,7 @@ class CallSession:
         self._resilience = Resilience(engine=engine, speaker=self._speaker, state=self.state, judge=self._judge,
                                       knowledge=self._knowledge, tools=self._tools, journal=self._journal,
                                       metrics=self._metrics, settings=settings, caller_format=channel.audio_format,
-                                      reached=engine_reached)
+                                      reached=engine_reached, retriever=retriever)
         self._engine_handlers: dict[type, Callable[[Any], Any]] = {
             AnswerStarted: self._on_answer_started,
             AnswerAudio: self._speaker.audio,

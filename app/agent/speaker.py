@@ -59,6 +59,7 @@ class Speaker:
             return  # late audio of an interrupted answer
         state = self._state
         turn = state.assistant_turn(event.item)
+        turn.last_model_audio_at = event.received_at
         if turn.model_audio_at is None:
             turn.model_audio_at = event.received_at
             if state.speech_end_ms is not None:  # the first answer audio since the caller spoke

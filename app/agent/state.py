@@ -27,6 +27,7 @@ class Turn:
     # Assistant turns: when the model's first audio arrived (perf_counter), and the latencies
     # from the caller's end of speech to it, and from it to the first frame sent to the caller.
     model_audio_at: float | None = None
+    last_model_audio_at: float | None = None  # and its latest: said after a tool's result or not
     speech_end_to_model_audio_ms: float | None = None
     model_audio_to_caller_ms: float | None = None
     logged: bool = False  # handed to the call log at least once

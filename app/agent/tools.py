@@ -1,12 +1,14 @@
 """The functions the model may call, in every RAG mode, and what it is told about them; each
 call is run for it. A failure goes back to the model as an error result; the call never dies
-of it."""
+of it. While the engine has no session to take them (it is being replaced, or was lost),
+results wait for the next one."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Protocol
 
 from app.agent import phrases
@@ -109,14 +111,34 @@ class ToolRunner:
         self._searched = searched  # a search ran for the caller's current question
         self._control = control
         self._running = BackgroundTasks()
+        # When a result last went to the model for it to answer from (perf_counter): what it
+        # said before, while the tool ran, answered nothing.
+        self.answer_asked_at: float | None = None
+        self._holding = False
+        self._waiting: list[tuple[str, str, bool]] = []  # (call, output, then_answer) for the next session
 
     @property
     def busy(self) -> bool:
-        """A tool call is being run: its result is owed to the model's current session."""
-        return self._running.busy
+        """A tool call is being run, or its result waits for the engine's next session: the model
+        owes the caller what comes of it."""
+        return self._running.busy or bool(self._waiting)
 
     def start(self, call: ToolCall) -> None:
         self._running.spawn(self._run(call), f"tool-{call.name}")
+
+    def hold(self) -> None:
+        """The engine's session is being replaced: results wait for the new one (`release`)."""
+        self._holding = True
+
+    async def release(self) -> bool:
+        """The engine's new session is up: the results that waited go to it. True when the model
+        owes the caller an answer from a tool: one of them asks for it, or a tool call still runs
+        (its result goes to the new session when it comes)."""
+        self._holding = False
+        waiting, self._waiting = self._waiting, []
+        for call, output, then_answer in waiting:
+            await self._result(call, output, then_answer=then_answer)
+        return self._running.busy or any(then_answer for _, _, then_answer in waiting)
 
     async def close(self) -> None:
         await self._running.cancel_all()
@@ -133,7 +155,7 @@ class ToolRunner:
             await self._dispatch(call, arguments)
         except Exception:
             log.exception("the tool %r failed", call.name)
-            await self._engine.tool_result(call.call, _error(f"l'outil {call.name} a échoué"))
+            await self._result(call.call, _error(f"l'outil {call.name} a échoué"))
 
     async def _dispatch(self, call: ToolCall, arguments: dict[str, Any]) -> None:
         if call.name == SEARCH_TOOL.name and isinstance(arguments.get("query"), str):
@@ -144,27 +166,36 @@ class ToolRunner:
                 return
             retrieval = await self._retriever.retrieve(arguments["query"])
             self._searched(retrieval)
-            await self._engine.tool_result(call.call, tool_output(retrieval))
+            await self._result(call.call, tool_output(retrieval))
         elif call.name == END_CALL.name:
             # The output keeps the conversation whole; OCTI's goodbye is said without the model.
-            await self._engine.tool_result(call.call, json.dumps({"ok": True}), then_answer=False)
+            await self._result(call.call, json.dumps({"ok": True}), then_answer=False)
             await self._control.end_call()
         elif call.name == RECAP_BY_SMS.name:
             refused = self._control.recap_by_sms()
-            await self._engine.tool_result(call.call, _error(refused) if refused else json.dumps(
+            await self._result(call.call, _error(refused) if refused else json.dumps(
                 {"ok": True, "note": phrases.SMS_RECAP_PROMISED}, ensure_ascii=False))
         elif call.name == TRANSFER_TO_HUMAN.name and isinstance(arguments.get("summary", ""), str):
             refused = await self._control.transfer(arguments.get("summary", "").strip())
             if refused is None:
-                await self._engine.tool_result(call.call, json.dumps({"ok": True}), then_answer=False)
+                await self._result(call.call, json.dumps({"ok": True}), then_answer=False)
             else:
-                await self._engine.tool_result(call.call, _error(refused))
+                await self._result(call.call, _error(refused))
         else:
             await self._refuse(call)
 
     async def _refuse(self, call: ToolCall) -> None:
         log.warning("the model called %r with unusable arguments", call.name)
-        await self._engine.tool_result(call.call, _error(f"appel de fonction invalide : {call.name}"))
+        await self._result(call.call, _error(f"appel de fonction invalide : {call.name}"))
+
+    async def _result(self, call: str, output: str, *, then_answer: bool = True) -> None:
+        """To the engine's session; while it has none (being replaced, or lost), for the next."""
+        if self._holding or not self._engine.is_open:
+            self._waiting.append((call, output, then_answer))
+            return
+        await self._engine.tool_result(call, output, then_answer=then_answer)
+        if then_answer:
+            self.answer_asked_at = perf_counter()
 
 
 def _error(message: str) -> str:

@@ -5,9 +5,12 @@ answer, cancels or cuts one; the session hears what the model did (`AnswerStarte
 `Yielded`, see `protocol` for the mapping). Audio is μ-law 8 kHz both ways, the telephone's
 own: nothing is transcoded. Every question the model delegates comes to us as a tool call (the caller's words
 routed to search_knowledge, transfer_to_human or end_call); its result goes back on the
-delegation, as commentary to say, or as silent thinking when nothing is to be said. A typed
-question is not heard, so not delegated: the session searches it, and its passages come as
-commentary outside any delegation (`answer` with a context).
+delegation, as commentary to say, or as silent thinking when nothing is to be said. A result
+whose session was replaced meanwhile goes to the new session outside any delegation: the
+service knows a delegation's id only in the session that made it. A typed question is not
+heard, so not delegated: the session searches it, and its passages come as commentary outside
+any delegation (`answer` with a context); so do those of a question a lost session did not
+answer in full.
 
 The session is started (`session.start`) and ready (`session.started`) before `open` returns,
 so a pre-warmed engine takes audio at once. A new session (`recycle`) starts with the
@@ -35,7 +38,8 @@ from app.audio.formats import TELEPHONE_ULAW
 from app.audio.g711 import ulaw_level
 from app.config import Settings
 from app.engines.contract import (
-    Conversation, EngineError, EngineEvent, EngineTraits, EngineUnavailable, Summary, ToolSpec, announced_end,
+    Conversation, EngineError, EngineEvent, EngineTraits, EngineUnavailable, Summary, ToolCall, ToolSpec,
+    announced_end,
 )
 from app.engines.gpt_live import greeting, protocol
 from app.engines.gpt_live.greeting import GreetingRecorder
@@ -95,6 +99,7 @@ class GptLiveEngine:
         self._settings = settings
         self._sessions = 1
         self._translator = LiveTranslator(prefix="live1")
+        self._delegations: set[str] = set()  # the ids of the current session's delegations
         self._greeted = False
         self._fixture_greeting: str | None = None  # its text, until the service took the fixture
         # Appends while a fixture plays (the service refuses them), sent once it has played.
@@ -143,7 +148,7 @@ class GptLiveEngine:
     async def events(self) -> AsyncIterator[EngineEvent]:
         """Until the connection ends, across recycles; a fatal error closes the session here."""
         while True:
-            connection, translator = self._connection, self._translator
+            connection, translator, delegations = self._connection, self._translator, self._delegations
             queue: asyncio.Queue[tuple[dict[str, Any], float] | None] = asyncio.Queue()
             reader = asyncio.create_task(self._read(connection, queue), name="live-reader")
             self._reading = connection, reader
@@ -173,6 +178,8 @@ class GptLiveEngine:
                     for engine_event in translated:
                         if self._recorder is not None:
                             await self._record_greeting(engine_event)
+                        if isinstance(engine_event, ToolCall):
+                            delegations.add(engine_event.call)
                         yield engine_event
                         if isinstance(engine_event, EngineError) and engine_event.fatal:
                             await connection.close()
@@ -272,10 +279,11 @@ class GptLiveEngine:
     async def answer(self, *, context: str | None = None, tools: Sequence[ToolSpec] = (),
                      instructions: str | None = None) -> None:
         """No client event creates a response: the model answers what it heard by itself. A
-        typed question, which it did not hear, comes with its passages (`context`): commentary
-        outside any delegation, which the model says. Tools and instructions have no place here."""
+        question it will not delegate (typed, so not heard, or asked in a session since lost)
+        comes with its passages (`context`): commentary outside any delegation, which the model
+        says. Tools and instructions have no place here."""
         if context is not None:
-            await self._append(protocol.written_answer(context))
+            await self._append(protocol.answer_with(context))
 
     async def cancel(self) -> None:
         """No client event stops the model: it stops by itself when the caller takes the floor.
@@ -291,11 +299,13 @@ class GptLiveEngine:
         """Nothing to send: the context is append-only."""
 
     async def tool_result(self, call: str, output: str, *, then_answer: bool = True) -> None:
-        """The delegation's result: said (commentary) or only known (thinking)."""
+        """The delegation's result: said (commentary) or only known (thinking). A delegation of a
+        session since replaced is unknown to the current one: its result goes outside any."""
+        delegation = call if call in self._delegations else None
         if then_answer:
-            await self._append(protocol.commentary(spoken_result(output), call))
+            await self._append(protocol.commentary(spoken_result(output), delegation))
         else:
-            await self._append(protocol.thinking(output, call))
+            await self._append(protocol.thinking(output, delegation))
 
     async def summarize(self, instructions: str) -> Summary | None:
         """GPT-Live has no out-of-band text response: the session records the exchanges instead."""
@@ -307,6 +317,7 @@ class GptLiveEngine:
         self._sessions += 1
         self._connection, self._session_ends_at = fresh, ends_at
         self._translator = LiveTranslator(prefix=f"live{self._sessions}")
+        self._delegations = set()
         await self._fixture_over()  # the new session plays no fixture: what waited goes to it
         # The old session's last seconds come in its `session.closed`: the events' reader, still
         # on the old connection until it closes, turns them into usage (old_translator's).
@@ -327,7 +338,10 @@ class GptLiveEngine:
     async def _end_session(self, connection: RealtimeConnection, translator: LiveTranslator) -> dict[str, Any] | None:
         """Ask the service to end the session on `connection`, wait a little for its
         `session.closed` (returned), then close the socket. The event is read by the events'
-        reader when one reads this connection (a socket takes one reader), else by one of its own."""
+        reader when one reads this connection (a socket takes one reader), else by one of its own.
+        A lost connection has nothing to wait for: its last seconds are not counted."""
+        if not connection.is_open:
+            return None
         translator.closed_by_us = True
         closing = self._closing[connection] = asyncio.get_running_loop().create_future()  # before the answer can come
         own = None

@@ -14,8 +14,9 @@ What we send
   * `session.commentary.append` with the delegation's id: a result the model should say (the
     knowledge passages, or an error to explain); `session.thinking.append`: silent context (a
     call tool done, a typed question's words, an answer stopped without the caller's voice);
-    with a null id, commentary is the greeting, a notice, or the passages for a typed question
-    (`written_answer`: the model heard no question, so it delegates none).
+    with a null id, commentary is the greeting, a notice, or the passages for a question the
+    model does not delegate (`answer_with`: a typed one, never heard, or one a lost session did
+    not answer in full).
   * `session.output_audio.fixture.play` (GPT_LIVE_GREETING=fixture): the greeting as a clip the
     service plays in place of the model (`greeting`).
   * `session.close`: the end; the server answers `session.closed` with the final usage.
@@ -179,9 +180,9 @@ def thinking(content: str, delegation_id: str | None) -> dict[str, Any]:
     return {"type": "session.thinking.append", "content": _fit(content), "delegation_id": delegation_id}
 
 
-def written_answer(context: str) -> dict[str, Any]:
-    """Have the model answer the question the caller typed, from its passages (`context`)."""
-    return commentary(f"Réponds maintenant à voix haute à la question que l'éleveur a écrite, à partir de "
+def answer_with(context: str) -> dict[str, Any]:
+    """Have the model answer the caller's last question now, from its passages (`context`)."""
+    return commentary(f"Réponds maintenant à voix haute à la dernière question de l'éleveur, à partir de "
                       f"ceci :\n{context}", None)
 
 

@@ -84,6 +84,7 @@ class LiveConnection:
         self.session: dict[str, Any] | None = None
         self.delegations: dict[str, Delegation] = {}
         self.closed_reason: str | None = None
+        self.dropped_at: float | None = None  # loop time of `drop`, for a test to put it on a call's timeline
         self._events = 0
         self._started_at = 0.0
         self._vad = EnergyVad(threshold=0.5, silence_ms=double.silence_ms)
@@ -132,6 +133,7 @@ class LiveConnection:
         self.record.sent.append(event)
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(json.dumps(event, ensure_ascii=False))
+        await self._drop_if_chosen(event)
 
     async def send_error(self, error: ClientEventError, client_event_id: str | None) -> None:
         detail = {"type": error.error_type, "code": error.code or "invalid_request", "message": error.message,
@@ -157,6 +159,7 @@ class LiveConnection:
             self.record.received.append({"type": kind})
         else:
             self.record.received.append(data)
+        await self._drop_if_chosen(data)
 
     async def _handle(self, kind: str, data: dict[str, Any], event_id: str | None) -> None:
         if kind == "session.start":
@@ -188,6 +191,7 @@ class LiveConnection:
         if (config.get("delegation") or {"type": "client"}).get("type") != "client":
             raise ClientEventError("unsupported_value", "The live double answers client delegation only.",
                                    "session.delegation")
+        await asyncio.sleep(self.double.start_seconds)
         self._started_at = time.perf_counter()
         voice = ((config.get("audio") or {}).get("output") or {}).get("voice") or "marin"
         self.session = {"id": f"sess_double_{self.index}", "expires_at": int(time.time() + self.double.session_seconds),
@@ -222,7 +226,8 @@ class LiveConnection:
             if kind == "session.commentary.append":
                 self._queue.append(Speech("answer", int(self.double.answer_seconds * 1000)))
         elif kind == "session.commentary.append":
-            kind_of = "greeting" if not self.record.spoken else "notice"
+            # A session carrying a call on (initial items) has greeted already.
+            kind_of = "greeting" if not self.record.spoken and not self.session["input"] else "notice"
             self._queue.append(Speech(kind_of, int(self.double.greeting_seconds * 1000)))
 
     async def _fixture(self, pcm24k: bytes, event_id: str | None) -> None:
@@ -382,5 +387,13 @@ class LiveConnection:
 
     async def drop(self) -> None:
         """The service going away mid-session (tests of reconnection)."""
+        self.dropped_at = asyncio.get_running_loop().time()
         self._done.set()
         await self._ws.close(1011, "live double: dropped")
+
+    async def _drop_if_chosen(self, event: dict[str, Any]) -> None:
+        """The test chose this event as the moment the service goes away (`LiveDouble.drop_when`)."""
+        chosen = self.double.drop_when
+        if chosen is not None and not self._done.is_set() and chosen(event):
+            self.double.drop_when = None
+            await self.drop()

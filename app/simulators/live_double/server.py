@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -42,7 +43,12 @@ class LiveDouble:
     - silence_ms: the silence that ends a caller's turn (energy VAD);
     - usage_interval: seconds between usage reports;
     - session_seconds: the session's duration limit, announced in `session.started`'s
-      `expires_at`; then the session closes with reason `expired`.
+      `expires_at`; then the session closes with reason `expired`;
+    - start_seconds: how long the service takes to start a session (from `session.start` to
+      `session.started`);
+    - drop_when: a test's choice of the moment the service goes away: a predicate on the events
+      of a session, those it sends and the client events it takes; the session drops right
+      after the first event it holds true for (once: then it is None again).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
@@ -50,7 +56,8 @@ class LiveDouble:
                  answer_seconds: float = 4.0, acknowledgement_seconds: float = 0.8, overlap_ms: int = 600,
                  lead_ms: int = 300, delegation_delay: float = 0.2, speaks_before_delegating: bool = False,
                  stream_lag_seconds: float = 0.3, silence_ms: int = 500, usage_interval: float = 1.0,
-                 session_seconds: float = SESSION_SECONDS) -> None:
+                 session_seconds: float = SESSION_SECONDS, start_seconds: float = 0.0,
+                 drop_when: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.host, self._requested_port = host, port
         self.api_key = api_key
         self.transcripts = list(transcripts)
@@ -63,7 +70,8 @@ class LiveDouble:
         self.speaks_before_delegating = speaks_before_delegating
         self.silence_ms = silence_ms
         self.usage_interval = usage_interval
-        self.session_seconds = session_seconds
+        self.session_seconds, self.start_seconds = session_seconds, start_seconds
+        self.drop_when = drop_when
         self.asset: VoiceAsset | None = None
         self.connections: list[LiveConnection] = []
         self.refused: list[tuple[int, str]] = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.audio.g711 import ulaw_level, ulaw_to_pcm16
-from app.engines.gpt_live import protocol
+from app.engines.gpt_live import protocol, translator
 from app.simulators.live_double import LiveDouble
 from tests.browser_client import open_page, sign_in, speech, started, stored_calls
 from tests.harness import running_line
@@ -89,7 +89,7 @@ async def test_a_spoken_question_from_a_page_is_answered_through_a_delegation():
     # The page got the model's voice at its own rate: the greeting as the double streamed it,
     # from its first sound, 100 ms of the model's μ-law for every 4 800 bytes of PCM16 at 24 kHz.
     deltas = sent_audio(live)
-    first = next(index for index, delta in enumerate(deltas) if ulaw_level(delta) >= protocol.LOUD_RMS)
+    first = next(index for index, delta in enumerate(deltas) if ulaw_level(delta) >= translator.LOUD_RMS)
     assert len(greeting) % (100 * BYTES_PER_MS) == 0
     model_greeting = b"".join(deltas[first:first + len(greeting) // (100 * BYTES_PER_MS)])
     assert len(greeting) / BYTES_PER_MS >= 1000, "all of the 1 s greeting"
@@ -162,7 +162,7 @@ async def test_the_interrupt_button_mutes_the_rest_of_what_the_model_goes_on_say
                 at_clear = len(page.audio), len(page.texts)
                 live = double.connections[0]
                 stopped = await told(live, lambda e: e["type"] == "session.thinking.append")
-                while live.session_ms < 3000 + 2 * protocol.QUIET_MS:  # the model said all of it
+                while live.session_ms < 3000 + 2 * translator.QUIET_MS:  # the model said all of it
                     await asyncio.sleep(0.05)
                 after_greeting = len(page.audio), [m["type"] for m in page.texts[at_clear[1]:]]
                 double.greeting_seconds = 1.0  # how long the typed question's answer is
@@ -174,7 +174,7 @@ async def test_the_interrupt_button_mutes_the_rest_of_what_the_model_goes_on_say
     assert live.record.errors == []
     assert stopped["delegation_id"] is None and "interrompue" in stopped["content"]
     # The model said its whole greeting; the page got none of it after the clear, nor its words.
-    said_ms = sum(100 for delta in sent_audio(live) if ulaw_level(delta) >= protocol.LOUD_RMS)
+    said_ms = sum(100 for delta in sent_audio(live) if ulaw_level(delta) >= translator.LOUD_RMS)
     assert said_ms >= 2500 and at_clear[0] / BYTES_PER_MS < said_ms - 1000
     assert after_greeting == (at_clear[0], [])
     assert live.record.spoken == ["greeting", "notice"]

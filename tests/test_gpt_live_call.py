@@ -13,7 +13,7 @@ import pytest
 from app.agent import phrases
 from app.agent.tools import NOTHING_TO_SEARCH
 from app.calllog.store import CallLogStore
-from app.engines.gpt_live import protocol
+from app.engines.gpt_live import protocol, translator
 from app.knowledge.retrieval import Retriever
 from app.simulators.live_double import LiveDouble
 from app.simulators.twilio_caller import CallScript, Utterance, place_call
@@ -96,7 +96,7 @@ async def test_a_whole_call_with_gpt_live(lead_ms):
                 and cut_burst.start_t - 0.3 <= turn.start_ms / 1000 < cut_in.start_t]
     assert in_burst[-1] == interrupted[0]
     heard_ms = sum(turn.end_ms - turn.start_ms for turn in in_burst)
-    if lead_ms > protocol.YIELD_QUIET_MS:
+    if lead_ms > translator.YIELD_QUIET_MS:
         (clear,) = result.clears
         assert clear.burst is not None and clear.t > cut_in.start_t and clear.flushed_ms > 0
         assert abs(heard_ms - clear.played_ms) <= 20 * len(in_burst) + 20, (in_burst, clear)

@@ -15,9 +15,9 @@ from app.engines.contract import (
     AnswerAudio, AnswerAudioDone, AnswerDone, AnswerStarted, AnswerTextPiece, CallerWords, EngineError, Exchange,
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
-from app.engines.gpt_live import greeting, protocol
+from app.engines.gpt_live import greeting, protocol, translator
 from app.engines.gpt_live.delegation import route
-from app.engines.gpt_live.protocol import LiveTranslator
+from app.engines.gpt_live.translator import LiveTranslator
 from app.simulators.realtime_schema import ClientEventError, StrictEventParser
 
 PARSER = StrictEventParser(ClientEvent)
@@ -125,8 +125,8 @@ def test_the_models_voice_opens_an_answer_and_quiet_ends_it():
     text = live.translate(server({"type": "session.output_transcript.delta", "event_id": "ev_t", "delta": "Réglez",
                                   "start_ms": 900, "end_ms": 1300}), 1.15)
     assert text == [AnswerTextPiece(item, "Réglez")]
-    assert live.tick(1.0 + protocol.QUIET_MS / 1000 - 0.05) == []
-    ended = live.tick(1.0 + protocol.QUIET_MS / 1000 + 0.01)
+    assert live.tick(1.0 + translator.QUIET_MS / 1000 - 0.05) == []
+    ended = live.tick(1.0 + translator.QUIET_MS / 1000 + 0.01)
     assert ended == [AnswerAudioDone(answer, item), AnswerDone(answer, "completed", (item,))]
 
 
@@ -174,7 +174,7 @@ def test_a_caller_turn_the_model_lets_pass_closes_once_they_are_quiet():
     live.translate(heard(" Attendez,", 1000, 1400), 1.5)
     live.caller_sound(2.0)  # still sound on their line, no word yet
     live.translate(heard(" je regarde.", 1400, 2100), 2.2)
-    quiet = 2.2 + protocol.CALLER_QUIET_MS / 1000
+    quiet = 2.2 + translator.CALLER_QUIET_MS / 1000
     assert live.tick(quiet - 0.05) == []
     assert live.tick(quiet + 0.01) == [SpeechStopped("live_turn_1", 2100.0, 1100.0),
                                        CallerWords("live_turn_1", "Attendez, je regarde.", final=True)]
@@ -191,7 +191,7 @@ def test_a_caller_turn_over_the_model_stays_open_while_it_talks():
     for at in (1.0, 1.5, 2.0, 2.5):
         assert kinds(live.translate(audio(LOUD), at)) == [AnswerAudio]
         assert live.tick(at + 0.05) == []
-    assert kinds(live.tick(2.5 + protocol.QUIET_MS / 1000 + 0.01)) == [AnswerAudioDone, AnswerDone, SpeechStarted]
+    assert kinds(live.tick(2.5 + translator.QUIET_MS / 1000 + 0.01)) == [AnswerAudioDone, AnswerDone, SpeechStarted]
     assert kinds(live.tick(3.2)) == [SpeechStopped, CallerWords]
 
 
@@ -229,7 +229,7 @@ def test_a_fixture_opens_an_answer_with_its_text_and_the_caller_cannot_make_it_y
     live.caller_sound(0.2)  # the service drops their audio while the fixture plays
     live.translate(server({"type": "session.output_audio.fixture.played", "event_id": "ev_d"}), 0.3)
     assert kinds(live.translate(audio(SILENT), 0.35)) == [AnswerAudio]  # not held back as a yield
-    ended = live.tick(0.1 + protocol.QUIET_MS / 1000 + 0.01)
+    ended = live.tick(0.1 + translator.QUIET_MS / 1000 + 0.01)
     assert kinds(ended) == [AnswerAudioDone, AnswerDone] and ended[1].status == "completed"
     assert kinds(live.translate(audio(LOUD), 2.0)) == [AnswerStarted, AnswerAudio]  # the model's own: no text given
 
@@ -243,7 +243,7 @@ def test_a_word_long_before_the_end_is_not_a_yield():
     live.translate(audio(LOUD), 0.0)
     live.translate(heard(" oui", 300, 500), 0.4)  # a backchannel; the model talks on
     live.translate(audio(LOUD), 3.0)
-    ended = live.tick(3.0 + protocol.QUIET_MS / 1000 + 0.01)
+    ended = live.tick(3.0 + translator.QUIET_MS / 1000 + 0.01)
     assert kinds(ended) == [AnswerAudioDone, AnswerDone, SpeechStarted]
     assert ended[1].status == "completed"
 

@@ -18,6 +18,7 @@ from app.agent import phrases
 from app.agent.background import BackgroundTasks
 from app.agent.barge_in import BargeInJudge
 from app.agent.behaviours import Behaviours
+from app.agent.noises import Noises
 from app.agent.recap import recap_of, text_recap
 from app.agent.resilience import Resilience
 from app.agent.speaker import Speaker
@@ -72,15 +73,17 @@ class CallSession:
         # (RAG_MODE=inject), or as they are. Service-driven ones answer what their model heard
         # (delegating the search): a typed question, unheard, the session searches for them.
         client_turns = engine.traits.turns == "client"
+        # A service-driven engine yields to the caller by itself: nothing to judge.
+        self._judge = BargeInJudge(settings.barge_in_min_ms if client_turns else 0,
+                                   engine.traits.speech_end_wait_ms, self._barge_in)
+        self._noises = Noises(state=self.state, judge=self._judge, speaker=self._speaker, engine=engine,
+                              metrics=self._metrics, journal=self._journal)
         self._knowledge = (KnowledgeTurns(engine, retriever, settings, self._metrics, self._journal_caller,
-                                          self._unanswered_noise)
+                                          self._noises.in_silence)
                            if client_turns and settings.rag_mode == "inject" else None)
         self._plain_answers = BackgroundTasks() if client_turns and self._knowledge is None else None
         self._typed_answers = None if client_turns else BackgroundTasks()
         self._retriever = retriever
-        # A service-driven engine yields to the caller by itself: nothing to judge.
-        self._judge = BargeInJudge(settings.barge_in_min_ms if client_turns else 0,
-                                   engine.traits.speech_end_wait_ms, self._barge_in)
         self._tools = ToolRunner(engine, retriever, self._searched_by_the_model, self._behaviours)
         self._resilience = Resilience(engine=engine, speaker=self._speaker, state=self.state, judge=self._judge,
                                       knowledge=self._knowledge, tools=self._tools, journal=self._journal,
@@ -293,25 +296,6 @@ class CallSession:
             self._knowledge.cancel_release()
         await self._interrupt()
 
-    async def _noise(self, turn: Turn, event: SpeechStopped) -> None:
-        """The sound over OCTI was a noise: OCTI carries on where it was cut, the noise unanswered."""
-        self._judge.noise(turn.item_id)
-        self.state.forget_caller_turn(turn)
-        if self._knowledge is not None:
-            self._knowledge.dismiss(turn)
-        await self._speaker.resume()
-        await self._engine.discard(turn.item_id)
-        log.info("a %.0f ms sound without words over OCTI was a noise: OCTI resumed", event.spoken_ms)
-        self._metrics.false_barge_ins.inc()
-        self._journal.event("false_barge_in", f"{event.spoken_ms:.0f} ms sans paroles", turn.start_ms)
-
-    async def _unanswered_noise(self, turn: Turn) -> None:
-        """A short sound without words while OCTI was silent: the barn, left unanswered and out
-        of the conversation."""
-        await self._engine.discard(turn.item_id)
-        log.info("a short sound without words was a noise: not answered")
-        self._journal.event("noise_unanswered", "son bref sans paroles", turn.start_ms)
-
     async def _interrupt(self, *, counted: bool = True) -> None:
         """The caller takes the floor: mute the answer under way, flush what they still hold,
         tell the engine what was heard, and cancel the answer. Only the caller's interruptions
@@ -342,7 +326,9 @@ class CallSession:
         turn = self.state.caller_turn(event.turn)
         if self._judge.judging(event.turn):
             if not self._judge.is_speech(event.spoken_ms, turn.text):
-                await self._noise(turn, event)
+                if self._knowledge is not None:
+                    self._knowledge.dismiss(turn)
+                await self._noises.over_octi(turn, event.spoken_ms)
                 return
             await self._barge_in()
         turn.end_ms = self.state.speech_end_ms = event.at_ms
@@ -357,7 +343,7 @@ class CallSession:
         """Words of a caller turn as the transcription gives them: pieces while they speak with
         a streaming model, then (or only) the whole text. Words over OCTI are a barge-in."""
         if self._judge.was_noise(event.turn):
-            self._heard_after_noise(event)
+            self._noises.heard_after(event)
             return
         turn = self.state.caller_turn(event.turn)
         if event.text.strip():
@@ -373,13 +359,6 @@ class CallSession:
             self._knowledge.words(turn, final=event.final)
         if self._judge.judging(event.turn) and turn.text.strip():
             await self._barge_in()
-
-    def _heard_after_noise(self, event: CallerWords) -> None:
-        """A noise's transcription is billed all the same; its words do not reopen it (barge_in.py)."""
-        if event.final and event.usage:
-            self.state.transcription_usage.append(event.usage)
-        if event.final and event.text.strip():
-            log.info("words came for a sound judged a noise; OCTI carried on")
 
     def _searched_by_the_model(self, retrieval: Retrieval) -> None:
         turn = self.state.last_caller_turn()

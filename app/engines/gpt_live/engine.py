@@ -2,7 +2,7 @@
 
 The model listens while it speaks and takes its own turns: no client event asks for an
 answer, cancels or cuts one; the session hears what the model did (`AnswerStarted`,
-`Yielded`, see `protocol` for the mapping). Audio is μ-law 8 kHz both ways, the telephone's
+`Yielded`, see `translator` for the mapping). Audio is μ-law 8 kHz both ways, the telephone's
 own: nothing is transcoded. Every question the model delegates comes to us as a tool call (the caller's words
 routed to search_knowledge, transfer_to_human or end_call); its result goes back on the
 delegation, as commentary to say, or as silent thinking when nothing is to be said. A result
@@ -43,7 +43,7 @@ from app.engines.contract import (
 )
 from app.engines.gpt_live import greeting, protocol
 from app.engines.gpt_live.greeting import GreetingRecorder
-from app.engines.gpt_live.protocol import LiveTranslator
+from app.engines.gpt_live.translator import LOUD_RMS, LiveTranslator, live_usage
 from app.engines.openai_realtime.connection import RealtimeConnection
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class GptLiveEngine:
     # ------------------------------------------------------------------ operations
 
     async def send_audio(self, audio: bytes) -> None:
-        if ulaw_level(audio) >= protocol.LOUD_RMS:
+        if ulaw_level(audio) >= LOUD_RMS:
             self._translator.caller_sound(perf_counter())
         await self._connection.send(protocol.append_audio(audio))
 
@@ -330,7 +330,7 @@ class GptLiveEngine:
         if closed is None:
             return None
         try:
-            return protocol.live_usage(closed["usage"], self._translator.usage)
+            return live_usage(closed["usage"], self._translator.usage)
         except MALFORMED_EVENT_ERRORS as exc:
             log.warning("malformed session.closed: %r", exc)
             return None

@@ -28,7 +28,7 @@ from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW
 from app.audio.g711 import ulaw_level
 from app.config import Settings
 from app.engines.contract import AnswerAudio, AnswerDone, AnswerStarted, AnswerTextPiece, EngineEvent, Yielded
-from app.engines.gpt_live.protocol import LOUD_RMS
+from app.engines.gpt_live.translator import LOUD_RMS
 
 FIXTURE_EVENT_ID = "octi_greeting_fixture"
 FIXTURE_MAX_MS = 30_000

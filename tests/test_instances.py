@@ -103,7 +103,9 @@ async def test_a_call_whose_webhook_and_stream_land_on_two_instances_works_and_i
             env = {"OPENAI_API_KEY": "sk-test", "OPENAI_REALTIME_URL": double.url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
                    "PUBLIC_BASE_URL": balancer.url, "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/9",
                    "DATABASE_URL": _pg_url(database), "PREWARM_TTL_SECONDS": "60", "CALLS_PER_CALLER_PER_HOUR": "1",
-                   "SILENCE_PROMPT_SECONDS": "0", "CALL_RECAP": "false", "LOG_LEVEL": "INFO"}
+                   "SILENCE_PROMPT_SECONDS": "0", "CALL_RECAP": "false", "LOG_LEVEL": "INFO",
+                   # The voicemail's recording webhook never comes here: stopping need not wait for it.
+                   "DRAIN_TIMEOUT_S": "3"}
             logs = [tmp_path / "first.log", tmp_path / "second.log"]
             async with octi_serve(ports[0], env, logs[0]), octi_serve(ports[1], env, logs[1]):
                 calling = asyncio.create_task(place_call(

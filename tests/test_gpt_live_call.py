@@ -37,6 +37,15 @@ async def stored_call(line, call_sid: str):
         return await store.get_call(await store.find_call_id(call_sid))
 
 
+async def call_until_the_answer_starts(line, double: LiveDouble, script: CallScript):
+    """The call under way (its task), and its first live session once the model starts its answer."""
+    calling = asyncio.create_task(place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
+    first = await double.wait_for_connection(timeout=10)
+    async with asyncio.timeout(30):
+        while "answer" not in first.record.spoken:
+            await asyncio.sleep(0.05)
+    return calling, first
+
 @pytest.mark.parametrize("lead_ms", [1000, 200], ids=["answer-still-queued-at-twilio", "answer-all-played"])
 async def test_a_whole_call_with_gpt_live(lead_ms):
     """`lead_ms`: how far ahead of real time the service sends its audio. The bridge tells a
@@ -127,12 +136,7 @@ async def test_a_lost_live_session_carries_the_call_on_with_its_conversation():
                         hangup_after=45, hangup_when_done_after_s=2.5)
     async with LiveDouble(transcripts=[ASKED, follow_up], greeting_seconds=1.5, answer_seconds=2.0) as double:
         async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
-            calling = asyncio.create_task(
-                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
-            first = await double.wait_for_connection(timeout=10)
-            async with asyncio.timeout(30):
-                while "answer" not in first.record.spoken:
-                    await asyncio.sleep(0.05)
+            calling, first = await call_until_the_answer_starts(line, double, script)
             await asyncio.sleep(2.5)  # the answer has been said
             await first.drop()
             second = await double.wait_for_connection(2, timeout=15)
@@ -209,12 +213,7 @@ async def test_an_answer_cut_by_a_lost_live_session_is_said_again_by_the_next():
     script = CallScript(utterances=[Utterance(QUESTION)], hangup_after=40, hangup_when_done_after_s=3.0)
     async with LiveDouble(transcripts=[ASKED], greeting_seconds=2.0, answer_seconds=6.0) as double:
         async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
-            calling = asyncio.create_task(
-                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
-            first = await double.wait_for_connection(timeout=10)
-            async with asyncio.timeout(30):
-                while "answer" not in first.record.spoken:
-                    await asyncio.sleep(0.05)
+            calling, first = await call_until_the_answer_starts(line, double, script)
             await asyncio.sleep(1.5)  # a quarter of the answer said
             await first.drop()
             result = await calling
@@ -247,12 +246,13 @@ async def test_a_question_acknowledged_in_full_before_the_live_session_is_lost_i
 async def test_the_live_session_is_renewed_before_the_end_it_announced():
     """The service announces a 14 s session (`expires_at`), far under REALTIME_SESSION_MAX_MINUTES:
     between two questions the call moves to a new session with the conversation so far, before
-    the old one expires, without a word to the caller."""
+    the old one expires, without a word to the caller. Both sessions' seconds are billed, though
+    each reports them only in its `session.closed` (no usage report in between)."""
     follow_up = "Et pour l'humidité ?"
     script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav", at=12.0)],
                         hangup_after=45, hangup_when_done_after_s=2.5)
     async with LiveDouble(transcripts=[ASKED, follow_up], greeting_seconds=1.0, answer_seconds=1.5,
-                          session_seconds=14) as double:
+                          session_seconds=14, usage_interval=3600) as double:
         async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
             assert line.settings.realtime_session_max_minutes == 60
             calling = asyncio.create_task(
@@ -278,6 +278,10 @@ async def test_the_live_session_is_renewed_before_the_end_it_announced():
     kinds = [event.type for event in detail.events]
     assert "engine_recycled" in kinds and "engine_lost" not in kinds
     assert [turn.text for turn in detail.turns if turn.role == "caller"] == [ASKED, follow_up]
+    seconds = [next(event for event in connection.record.sent if event["type"] == "session.closed")["usage"]["seconds"]
+               for connection in (first, second)]
+    price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
+    assert seconds[0] >= 5 and detail.summary.cost_usd == pytest.approx(sum(seconds) / 60 * price, abs=1e-6)
 
 
 async def test_a_caller_asking_for_the_recap_by_sms_is_texted_the_exchanges_after_the_call():
@@ -414,33 +418,6 @@ async def test_the_seconds_reported_only_in_session_closed_are_billed():
     price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
     assert detail.summary.cost_usd == pytest.approx(seconds / 60 * price, abs=1e-6)  # stored to the micro-dollar
 
-
-async def test_a_renewed_session_s_final_seconds_are_billed():
-    """The first session's seconds, reported only in its `session.closed` (no usage report in
-    between), are billed as well as the second's: renewing a session does not drop them."""
-    follow_up = "Et pour l'humidité ?"
-    script = CallScript(utterances=[Utterance(QUESTION), Utterance(AUDIO / "question_followup.wav", at=12.0)],
-                        hangup_after=40, hangup_when_done_after_s=2.0)
-    async with LiveDouble(transcripts=[ASKED, follow_up], greeting_seconds=1.0, answer_seconds=1.5,
-                          session_seconds=14, usage_interval=3600) as double:
-        async with running_line(engine="gpt-live", gpt_live_url=double.url) as line:
-            calling = asyncio.create_task(
-                place_call(line.url, public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, script=script))
-            first = await double.wait_for_connection(timeout=10)
-            async with asyncio.timeout(10):
-                while first.session is None:
-                    await asyncio.sleep(0.02)
-            double.session_seconds = 3600
-            result = await calling
-            detail = await stored_call(line, result.call_sid)
-            assert line.metrics.value("octi_engine_recycles_total") == 1
-
-    assert result.status == "completed", result.summary()
-    seconds = [next(event for event in connection.record.sent if event["type"] == "session.closed")["usage"]["seconds"]
-               for connection in double.connections]
-    assert len(seconds) == 2 and seconds[0] >= 5
-    price = line.settings.model_prices["gpt-live-1.1"]["active_minute"]
-    assert detail.summary.cost_usd == pytest.approx(sum(seconds) / 60 * price, abs=1e-6)
 
 
 async def test_octi_s_turns_in_the_call_log_are_word_for_word_what_the_model_said():

@@ -162,7 +162,7 @@ class ToolRunner:
             if not arguments["query"].strip():
                 # Nothing heard to search for: « nothing found » would have the model say the
                 # fiches have no answer, and the call log record it for the caller's last question.
-                await self._engine.tool_result(call.call, _error(NOTHING_TO_SEARCH))
+                await self._result(call.call, _error(NOTHING_TO_SEARCH))
                 return
             retrieval = await self._retriever.retrieve(arguments["query"])
             self._searched(retrieval)

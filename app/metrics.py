@@ -13,7 +13,7 @@ from pathlib import Path
 from time import perf_counter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # Bridge delays are microseconds to milliseconds; the upper buckets catch a stalled loop.
 DELAY_BUCKETS_SECONDS = (
@@ -107,13 +107,13 @@ class Metrics:
 
 
 def forget_dead_processes(directory: str | os.PathLike[str]) -> None:
-    """Drop the metric files of processes that are gone (prometheus-client names them by pid):
-    a killed process's calls would otherwise be counted as under way forever. Live processes
-    sharing the directory (other instances a supervisor runs) keep theirs."""
-    for path in Path(directory).glob("*.db"):
-        pid = path.stem.rpartition("_")[2]
+    """prometheus-client's bookkeeping for the processes that are gone (it names their files by
+    pid): their live gauges go, or a killed process's calls would be counted as under way
+    forever; their counters stay, so that totals never drop (a drop would read as a reset).
+    Live processes sharing the directory (other instances a supervisor runs) keep theirs."""
+    for pid in {path.stem.rpartition("_")[2] for path in Path(directory).glob("*.db")}:
         if pid.isdigit() and not _running(int(pid)):
-            path.unlink(missing_ok=True)
+            mark_process_dead(int(pid), str(directory))
 
 
 def _running(pid: int) -> bool:

@@ -243,7 +243,7 @@ def _gone(pid: int) -> bool:
 async def test_one_server_forgets_the_metrics_of_a_killed_process_but_not_of_a_live_one(tmp_path: Path) -> None:
     """PROMETHEUS_MULTIPROC_DIR shared by instances a supervisor runs, one server each: one was
     killed (SIGKILL) with two calls under way, another lives with one. A server starting there
-    counts the live one's call, not the dead one's."""
+    counts the live one's call, not the dead one's; the dead one's counters stay in the totals."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PYTHONPATH": str(REPO)}
@@ -275,7 +275,10 @@ async def test_one_server_forgets_the_metrics_of_a_killed_process_but_not_of_a_l
                 process.kill()
                 await process.wait()
     assert _sample(exposition, "octi_active_calls") == 1.0
-    assert dead.pid not in _worker_pids(metrics_dir) and live.pid in _worker_pids(metrics_dir)
+    assert _sample(exposition, "octi_calls_total") == 3.0  # the dead one's two calls stay counted
+    dead_files = {path.name.split("_")[0] for path in metrics_dir.glob(f"*_{dead.pid}.db")}
+    assert "gauge" not in dead_files and dead_files, dead_files  # its live gauges gone, its counters kept
+    assert live.pid in _worker_pids(metrics_dir)
 
 def _worker_pids(metrics_dir: Path) -> set[int]:
     """The processes writing metrics there (prometheus-client names its files by pid)."""

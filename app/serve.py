@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import os
 import signal
@@ -42,6 +43,13 @@ class DrainingServer(uvicorn.Server):
         self._drain_seconds = drain_seconds
         self._drain_started: float | None = None
         self.interrupted = False  # Ctrl-C/SIGINT stopped it
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # What start-up built (modules, the knowledge store, settings) lives as long as the
+        # process: the collector need not scan it again. Without this, each full collection
+        # went over 200 000 objects at 150 calls, stalling every call's audio for ~80 ms.
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.interrupted = self.interrupted or sig == signal.SIGINT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import os
 import re
@@ -20,7 +21,10 @@ import pytest
 
 from app.calllog.store import CallLogStore
 from app.simulators.twilio_caller import CallScript, place_call
-from tests.harness import AUTH_TOKEN, PUBLIC_URL, free_loopback_port, stream_tunnels
+from app.config import Settings
+from app.serve import DrainingServer
+from app.web import create_app, server_config
+from tests.harness import AUTH_TOKEN, PUBLIC_URL, free_loopback_port, loopback_socket, stream_tunnels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,3 +298,24 @@ async def _ready(url: str) -> bool:
 
 def _sample(exposition: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " "))
+
+
+async def test_what_start_up_built_is_left_out_of_the_collectors_scans(tmp_path: Path) -> None:
+    """Full collections otherwise go over every module and the knowledge store again, stalling
+    every call's audio (benchmarks/README.md, "Relay")."""
+    sock, port = loopback_socket()
+    settings = Settings(_env_file=None, openai_api_key="sk-test", data_dir=tmp_path, rag_mode="off", port=port)
+    app = create_app(settings)
+    server = DrainingServer(server_config(app, "127.0.0.1", port), app.state.service, settings.drain_timeout_s)
+    gc.unfreeze()
+    running = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            assert not running.done(), running.result()
+            await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(running, 30)
+        gc.unfreeze()
+        sock.close()

@@ -22,11 +22,13 @@ from app.channels.contract import (
     SessionReady,
     TurnEnded,
 )
+from app.agent.caller_audio import QUIET_RMS
 from app.agent.phrases import LIMIT_REACHED, TIME_UP_GOODBYE, UNAVAILABLE
 from app.agent.resilience import filler
 from app.agent.speaker import MESSAGE_MS
 from app.agent.session import CallSession
 from app.audio.formats import TELEPHONE_ULAW
+from app.audio.g711 import ulaw_level
 from app.config import Settings
 from app.engines.openai_realtime.engine import RealtimeEngine
 from app.service import engine_options
@@ -255,3 +257,50 @@ async def test_a_time_limit_is_announced_then_octi_says_goodbye_and_ends_once_it
     assert len(sent_after_limit) / 8 >= sum(r.audio_ms for r in connection.responses) - 20  # the goodbye went out whole
     assert goodbye.status == "completed"
     assert channel.shown[-1] == Notice(LIMIT_REACHED, "time_limit") and channel.ended == CallOutcome.TIMEOUT
+
+
+QUIET = TELEPHONE_ULAW.silence_byte * FRAME
+
+
+def appended_ms(connection, until: dict | None = None) -> list[float]:
+    """The audio length of each append the double received (before `until`, if given)."""
+    events = list(connection.client_events)
+    if until is not None:
+        events = events[:events.index(until)]
+    return [event["audio_ms"] for event in events if event["type"] == "input_audio_buffer.append"]
+
+
+async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_speech_frame_by_frame(double):
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    connection = await double.wait_for_connection()
+    greeting = await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    question = telephone_frames(AUDIO / "question_incubation.wav")
+    question = question[next(i for i, frame in enumerate(question) if ulaw_level(frame) >= QUIET_RMS):]
+    await channel.speak([QUIET] * 50 + question)  # a second of quiet line, then the question
+    await channel.speak([QUIET] * 75, real_time=True)  # the turn ends in this silence
+    await connection.wait_for_server(lambda e: e["type"] == "response.done" and e != greeting, timeout=10)
+    await channel.inbox.put(None)
+    await running
+
+    sent = appended_ms(connection)
+    assert sent[:10] == [100] * 10, "the quiet line before the question, 100 ms at a time"
+    assert sent[10:10 + len(question)] == [20] * len(question), "the question frame by frame"
+    assert 100 in sent[-4:], "the quiet line once the turn ended and the hangover is over"
+    frames = 50 + len(question) + 75
+    assert sum(sent) == frames * 20 and len(sent) < frames - 40, "all of it, what was gathered last at hang-up"
+    assert [r.kind for r in connection.responses if r.conversation == "auto"] == ["greeting", "answer"]
+    assert connection.errors_sent == []
+
+
+async def test_audio_gathered_before_the_end_of_a_turn_reaches_the_model_before_it(double):
+    channel = MemoryChannel()
+    session, running = await open_session(double, channel)
+    connection = await double.wait_for_connection()
+    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    await channel.speak([QUIET] * 8)  # 100 ms sent; 60 ms gathered
+    await channel.inbox.put(TurnEnded())
+    commit = await connection.wait_for(lambda e: e["type"] == "input_audio_buffer.commit", timeout=5)
+    await channel.inbox.put(None)
+    await running
+    assert appended_ms(connection, until=commit) == [100, 60]

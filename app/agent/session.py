@@ -18,6 +18,7 @@ from app.agent import phrases
 from app.agent.background import BackgroundTasks
 from app.agent.barge_in import BargeInJudge
 from app.agent.behaviours import Behaviours
+from app.agent.caller_audio import CallerAudioGate
 from app.agent.noises import Noises
 from app.agent.recap import recap_of, text_recap
 from app.agent.resilience import Resilience
@@ -59,6 +60,7 @@ class CallSession:
         self._settings = settings
         self._metrics = metrics or Metrics()
         self._to_model = make_converter(channel.audio_format, engine.input_format)
+        self._caller_audio = CallerAudioGate(channel.audio_format, engine.traits.quiet_audio_may_wait)
         self.state = CallState()
         retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                            metrics=self._metrics)
@@ -181,10 +183,16 @@ class CallSession:
 
     async def _caller_loop(self) -> None:
         async for event in self._channel.events():
+            # What reaches the engine after the audio gathered so far goes after it too. Marks,
+            # sent back with every answer chunk, only touch playback.
+            if (type(event) not in (CallerAudio, PlaybackMark)
+                    and (gathered := self._caller_audio.release()) is not None):
+                await self._resilience.send_audio(self._to_model.convert(gathered))
             match event:
                 case CallerAudio():
-                    await self._resilience.send_audio(self._to_model.convert(event.audio))
-                    self._metrics.inbound_delay.observe(perf_counter() - event.received_at)
+                    if (audio := self._caller_audio.take(event.audio)) is not None:
+                        await self._resilience.send_audio(self._to_model.convert(audio))
+                        self._metrics.inbound_delay.observe(perf_counter() - event.received_at)
                     if self._recorder is not None:
                         self._recorder.caller_audio(event.audio)
                 case PlaybackMark(name=name):
@@ -204,6 +212,8 @@ class CallSession:
                     await self._typed(text)
                 case CallerInterrupts():
                     await self._interrupt()
+        if (gathered := self._caller_audio.release()) is not None:  # all the caller said reaches it
+            await self._resilience.send_audio(self._to_model.convert(gathered))
 
     async def _typed(self, text: str) -> None:
         """A typed question: OCTI stops talking, as when the caller speaks, then answers it."""
@@ -275,6 +285,7 @@ class CallSession:
         """The caller's sound over OCTI silences the caller's playback at once. Then either it
         is a barge-in now, or (BARGE_IN_MIN_MS) OCTI only pauses until we know (barge_in.py)."""
         self._behaviours.caller_sound(True)
+        self._caller_audio.turn_open = True
         turn = self.state.caller_turn(event.turn)
         turn.start_ms = event.at_ms
         previous_question = self.state.previous_question(turn)
@@ -323,6 +334,7 @@ class CallSession:
 
     async def _on_speech_stopped(self, event: SpeechStopped) -> None:
         self._behaviours.caller_sound(False)
+        self._caller_audio.turn_open = False
         turn = self.state.caller_turn(event.turn)
         if self._judge.judging(event.turn):
             if not self._judge.is_speech(event.spoken_ms, turn.text):

@@ -27,6 +27,12 @@ def ulaw_level(data: bytes) -> int:
     return audioop.rms(audioop.ulaw2lin(data, 2), 2) if data else 0
 
 
+def pcm16_level(data: bytes) -> int:
+    """RMS of PCM16 audio: how loud a chunk is. A byte left over (a sample split between two
+    chunks) is not counted."""
+    return audioop.rms(data[: len(data) & ~1], 2) if len(data) > 1 else 0
+
+
 def pcm16_to_ulaw(data: bytes) -> bytes:
     """Encode PCM16 to μ-law. `data` must hold whole samples (an even byte count)."""
     return audioop.lin2ulaw(data, 2)

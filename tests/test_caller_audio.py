@@ -1,0 +1,73 @@
+"""Which caller audio goes to the engine at once, and which is gathered between turns."""
+
+from __future__ import annotations
+
+import audioop
+import math
+
+from app.agent.caller_audio import HANGOVER_MS, QUIET_RMS, CallerAudioGate
+from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW
+
+QUIET = b"\xff" * 160  # 20 ms of μ-law idle code
+
+
+def ulaw_tone(rms: float, samples: int = 160) -> bytes:
+    peak = rms * math.sqrt(2)
+    pcm = b"".join(int(peak * math.sin(2 * math.pi * 440 * n / 8000)).to_bytes(2, "little", signed=True)
+                   for n in range(samples))
+    return audioop.lin2ulaw(pcm, 2)
+
+
+SPEECH = ulaw_tone(1000)  # -30 dBFS, a phone voice
+HUSH = ulaw_tone(QUIET_RMS * 0.6)  # an idle line's hiss
+
+
+def feed(gate: CallerAudioGate, frames: list[bytes], start: float = 100.0) -> list[bytes | None]:
+    return [gate.take(frame, start + index * 0.02) for index, frame in enumerate(frames)]
+
+
+def test_quiet_audio_between_turns_goes_100_ms_at_a_time_in_order_and_whole():
+    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
+    frames = [bytes([0xFF - (index % 3)]) * 160 for index in range(12)]  # distinct, all near silence
+    sent = feed(gate, frames)
+    assert [len(audio) if audio else 0 for audio in sent] == [0, 0, 0, 0, 800] * 2 + [0, 0]
+    assert gate.release() == b"".join(frames[10:])
+    assert b"".join(audio for audio in sent if audio) == b"".join(frames[:10])
+    assert gate.release() is None
+
+
+def test_a_sound_goes_at_once_with_the_quiet_audio_before_it():
+    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
+    sent = feed(gate, [HUSH, HUSH, SPEECH])
+    assert sent == [None, None, HUSH + HUSH + SPEECH]
+
+
+def test_after_a_sound_every_frame_goes_alone_until_the_hangover_is_over():
+    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
+    assert gate.take(SPEECH, 100.0) == SPEECH
+    hangover = int(HANGOVER_MS / 20)
+    sent = feed(gate, [QUIET] * (hangover + 5), start=100.02)
+    assert sent[:hangover - 1] == [QUIET] * (hangover - 1)
+    assert sent[-5:].count(None) >= 4, "gathered again once the hangover is over"
+
+
+def test_every_frame_of_the_callers_turn_goes_alone_however_quiet():
+    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
+    gate.turn_open = True  # the engine heard speech: its end must be heard as soon as it comes
+    assert feed(gate, [QUIET] * 10, start=500.0) == [QUIET] * 10
+    gate.turn_open = False
+    assert feed(gate, [QUIET] * 5, start=600.0) == [None] * 4 + [QUIET * 5]
+
+
+def test_nothing_is_gathered_for_an_engine_that_takes_every_frame():
+    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=False)
+    assert feed(gate, [QUIET] * 6) == [QUIET] * 6
+    assert gate.release() is None
+
+
+def test_pcm16_chunks_of_any_length_are_judged_on_their_whole_samples():
+    gate = CallerAudioGate(REALTIME_PCM16, may_wait=True)
+    quiet = b"\x00" * 961  # 20 ms and half a sample: the rest comes with the next chunk
+    loud = audioop.ulaw2lin(SPEECH, 2) * 3
+    assert gate.take(quiet, 100.0) is None
+    assert gate.take(loud + b"\x01", 100.02) == quiet + loud + b"\x01"

@@ -96,11 +96,17 @@ async def open_session(double, channel: MemoryChannel) -> tuple[CallSession, asy
     return session, asyncio.create_task(session.run())
 
 
-async def test_model_audio_reaches_the_channel_as_whole_frames_each_followed_by_a_unique_mark(double):
-    channel = MemoryChannel()
+async def greeted(double, channel: MemoryChannel) -> tuple[CallSession, asyncio.Task, object]:
+    """A session whose greeting the model has finished, and the double's connection."""
     session, running = await open_session(double, channel)
     connection = await double.wait_for_connection()
     await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    return session, running, connection
+
+
+async def test_model_audio_reaches_the_channel_as_whole_frames_each_followed_by_a_unique_mark(double):
+    channel = MemoryChannel()
+    session, running, connection = await greeted(double, channel)
     await asyncio.sleep(0.05)
     await channel.inbox.put(None)  # hang up
     assert await running == CallOutcome.CALLER_HUNG_UP
@@ -141,9 +147,7 @@ async def test_unacknowledged_audio_is_never_counted_as_heard(double):
 
 async def test_the_session_ends_when_the_model_cannot_be_reached_again(double):
     channel = MemoryChannel()
-    session, running = await open_session(double, channel)
-    connection = await double.wait_for_connection()
-    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    session, running, connection = await greeted(double, channel)
     sent_before = len(channel.sent)
     double.refuse_connections = True
     await double.drop_all(code=1011)
@@ -177,9 +181,7 @@ async def test_an_expired_model_session_carries_on_in_a_new_one(double):
 
 async def test_a_screen_is_told_when_to_speak_what_octi_says_and_when_an_answer_ends(double):
     channel = MemoryChannel()
-    session, running = await open_session(double, channel)
-    connection = await double.wait_for_connection()
-    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    session, running, connection = await greeted(double, channel)
     await asyncio.sleep(0.05)
     await channel.inbox.put(None)
     await running
@@ -192,9 +194,7 @@ async def test_a_screen_is_told_when_to_speak_what_octi_says_and_when_an_answer_
 async def test_letting_go_of_the_button_ends_the_turn_and_brings_the_answer(double):
     """Push-to-talk: the caller's turn ends when they say so, before any silence."""
     channel = MemoryChannel()
-    session, running = await open_session(double, channel)
-    connection = await double.wait_for_connection()
-    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    session, running, connection = await greeted(double, channel)
     frames = telephone_frames(AUDIO / "question_incubation.wav")
     await channel.speak(frames[: len(frames) * 3 // 5], real_time=True)  # still speaking
     await channel.inbox.put(TurnEnded())
@@ -272,9 +272,8 @@ def appended_ms(connection, until: dict | None = None) -> list[float]:
 
 async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_speech_frame_by_frame(double):
     channel = MemoryChannel()
-    session, running = await open_session(double, channel)
-    connection = await double.wait_for_connection()
-    greeting = await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    session, running, connection = await greeted(double, channel)
+    greeting = await connection.wait_for_server(lambda e: e["type"] == "response.done")
     question = telephone_frames(AUDIO / "question_incubation.wav")
     question = question[next(i for i, frame in enumerate(question) if ulaw_level(frame) >= QUIET_RMS):]
     await channel.speak([QUIET] * 50 + question)  # a second of quiet line, then the question
@@ -295,9 +294,7 @@ async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_sp
 
 async def test_audio_gathered_before_the_end_of_a_turn_reaches_the_model_before_it(double):
     channel = MemoryChannel()
-    session, running = await open_session(double, channel)
-    connection = await double.wait_for_connection()
-    await connection.wait_for_server(lambda e: e["type"] == "response.done", timeout=10)
+    session, running, connection = await greeted(double, channel)
     await channel.speak([QUIET] * 8)  # 100 ms sent; 60 ms gathered
     await channel.inbox.put(TurnEnded())
     commit = await connection.wait_for(lambda e: e["type"] == "input_audio_buffer.commit", timeout=5)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import audioop
 import math
 
-from app.agent.caller_audio import HANGOVER_MS, QUIET_RMS, CallerAudioGate
+from app.agent.caller_audio import GATHER_MS, HANGOVER_MS, QUIET_RMS, CallerAudioGate
+from app.audio.convert import make_converter
 from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW
 
 QUIET = b"\xff" * 160  # 20 ms of μ-law idle code
@@ -20,54 +21,64 @@ def ulaw_tone(rms: float, samples: int = 160) -> bytes:
 
 SPEECH = ulaw_tone(1000)  # -30 dBFS, a phone voice
 HUSH = ulaw_tone(QUIET_RMS * 0.6)  # an idle line's hiss
+GATHERED = int(GATHER_MS / 20)  # frames in one send of quiet audio
 
 
 def feed(gate: CallerAudioGate, frames: list[bytes], start: float = 100.0) -> list[bytes | None]:
     return [gate.take(frame, start + index * 0.02) for index, frame in enumerate(frames)]
 
 
-def test_quiet_audio_between_turns_goes_100_ms_at_a_time_in_order_and_whole():
-    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
-    frames = [bytes([0xFF - (index % 3)]) * 160 for index in range(12)]  # distinct, all near silence
+def test_quiet_audio_between_turns_goes_a_few_frames_at_a_time_in_order_and_whole():
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
+    count = 2 * GATHERED + 2
+    frames = [bytes([0xFF - (index % 3)]) * 160 for index in range(count)]  # distinct, all near silence
     sent = feed(gate, frames)
-    assert [len(audio) if audio else 0 for audio in sent] == [0, 0, 0, 0, 800] * 2 + [0, 0]
-    assert gate.release() == b"".join(frames[10:])
-    assert b"".join(audio for audio in sent if audio) == b"".join(frames[:10])
+    assert [len(audio) if audio else 0 for audio in sent] == ([0] * (GATHERED - 1) + [160 * GATHERED]) * 2 + [0, 0]
+    assert gate.release() == b"".join(frames[-2:])
+    assert b"".join(audio for audio in sent if audio) == b"".join(frames[:-2])
     assert gate.release() is None
 
 
 def test_a_sound_goes_at_once_with_the_quiet_audio_before_it():
-    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
     sent = feed(gate, [HUSH, HUSH, SPEECH])
     assert sent == [None, None, HUSH + HUSH + SPEECH]
 
 
 def test_after_a_sound_every_frame_goes_alone_until_the_hangover_is_over():
-    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
     assert gate.take(SPEECH, 100.0) == SPEECH
     hangover = int(HANGOVER_MS / 20)
     sent = feed(gate, [QUIET] * (hangover + 5), start=100.02)
     assert sent[:hangover - 1] == [QUIET] * (hangover - 1)
-    assert sent[-5:].count(None) >= 4, "gathered again once the hangover is over"
+    assert sent[-4:] == [None] * 4, "gathered again once the hangover is over"
 
 
 def test_every_frame_of_the_callers_turn_goes_alone_however_quiet():
-    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=True)
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
     gate.turn_open = True  # the engine heard speech: its end must be heard as soon as it comes
     assert feed(gate, [QUIET] * 10, start=500.0) == [QUIET] * 10
     gate.turn_open = False
-    assert feed(gate, [QUIET] * 5, start=600.0) == [None] * 4 + [QUIET * 5]
+    assert feed(gate, [QUIET] * GATHERED, start=600.0) == [None] * (GATHERED - 1) + [QUIET * GATHERED]
 
 
 def test_nothing_is_gathered_for_an_engine_that_takes_every_frame():
-    gate = CallerAudioGate(TELEPHONE_ULAW, may_wait=False)
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=False)
     assert feed(gate, [QUIET] * 6) == [QUIET] * 6
     assert gate.release() is None
 
 
 def test_pcm16_chunks_of_any_length_are_judged_on_their_whole_samples():
-    gate = CallerAudioGate(REALTIME_PCM16, may_wait=True)
+    gate = CallerAudioGate(REALTIME_PCM16, REALTIME_PCM16, may_wait=True)
     quiet = b"\x00" * 961  # 20 ms and half a sample: the rest comes with the next chunk
     loud = audioop.ulaw2lin(SPEECH, 2) * 3
     assert gate.take(quiet, 100.0) is None
     assert gate.take(loud + b"\x01", 100.02) == quiet + loud + b"\x01"
+
+
+def test_what_goes_is_converted_as_one_stream_whatever_was_gathered():
+    gate = CallerAudioGate(TELEPHONE_ULAW, REALTIME_PCM16, may_wait=True)
+    frames = [HUSH] * 7 + [SPEECH] * 3 + [QUIET] * 60 + [HUSH] * 12
+    sent = [audio for audio in feed(gate, frames) if audio] + [gate.release()]
+    assert len(sent) < len(frames) - 8
+    assert b"".join(sent) == make_converter(TELEPHONE_ULAW, REALTIME_PCM16).convert(b"".join(frames))

@@ -22,7 +22,7 @@ from app.channels.contract import (
     SessionReady,
     TurnEnded,
 )
-from app.agent.caller_audio import QUIET_RMS
+from app.agent.caller_audio import GATHER_MS, QUIET_RMS
 from app.agent.phrases import LIMIT_REACHED, TIME_UP_GOODBYE, UNAVAILABLE
 from app.agent.resilience import filler
 from app.agent.speaker import MESSAGE_MS
@@ -283,9 +283,10 @@ async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_sp
     await running
 
     sent = appended_ms(connection)
-    assert sent[:10] == [100] * 10, "the quiet line before the question, 100 ms at a time"
-    assert sent[10:10 + len(question)] == [20] * len(question), "the question frame by frame"
-    assert 100 in sent[-4:], "the quiet line once the turn ended and the hangover is over"
+    before = int(1000 / GATHER_MS)
+    assert sent[:before] == [GATHER_MS] * before, "the quiet line before the question, gathered"
+    assert sent[before:before + len(question)] == [20] * len(question), "the question frame by frame"
+    assert GATHER_MS in sent[-4:], "the quiet line once the turn ended and the hangover is over"
     frames = 50 + len(question) + 75
     assert sum(sent) == frames * 20 and len(sent) < frames - 40, "all of it, what was gathered last at hang-up"
     assert [r.kind for r in connection.responses if r.conversation == "auto"] == ["greeting", "answer"]
@@ -295,9 +296,10 @@ async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_sp
 async def test_audio_gathered_before_the_end_of_a_turn_reaches_the_model_before_it(double):
     channel = MemoryChannel()
     session, running, connection = await greeted(double, channel)
-    await channel.speak([QUIET] * 8)  # 100 ms sent; 60 ms gathered
+    frames = int(GATHER_MS / 20)
+    await channel.speak([QUIET] * (frames + 3))  # one send, then 60 ms gathered
     await channel.inbox.put(TurnEnded())
     commit = await connection.wait_for(lambda e: e["type"] == "input_audio_buffer.commit", timeout=5)
     await channel.inbox.put(None)
     await running
-    assert appended_ms(connection, until=commit) == [100, 60]
+    assert appended_ms(connection, until=commit) == [GATHER_MS, 60]

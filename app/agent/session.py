@@ -27,7 +27,6 @@ from app.knowledge.retrieval import Retrieval, Retriever
 from app.agent.state import CallState, Turn
 from app.agent.tools import ToolRunner
 from app.agent.turns import KnowledgeTurns, answer_typed
-from app.audio.convert import make_converter
 from app.agent.turn_log import log_assistant_turn, log_caller_turn, log_unfinished_turns
 from app.calllog.journal import CallJournal
 from app.channels.contract import (
@@ -59,8 +58,8 @@ class CallSession:
         self._engine = engine
         self._settings = settings
         self._metrics = metrics or Metrics()
-        self._to_model = make_converter(channel.audio_format, engine.input_format)
-        self._caller_audio = CallerAudioGate(channel.audio_format, engine.traits.quiet_audio_may_wait)
+        self._caller_audio = CallerAudioGate(channel.audio_format, engine.input_format,
+                                             engine.traits.quiet_audio_may_wait)
         self.state = CallState()
         retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                            metrics=self._metrics)
@@ -185,13 +184,12 @@ class CallSession:
         async for event in self._channel.events():
             # What reaches the engine after the audio gathered so far goes after it too. Marks,
             # sent back with every answer chunk, only touch playback.
-            if (type(event) not in (CallerAudio, PlaybackMark)
-                    and (gathered := self._caller_audio.release()) is not None):
-                await self._resilience.send_audio(self._to_model.convert(gathered))
+            if type(event) not in (CallerAudio, PlaybackMark) and (gathered := self._caller_audio.release()):
+                await self._resilience.send_audio(gathered)
             match event:
                 case CallerAudio():
-                    if (audio := self._caller_audio.take(event.audio)) is not None:
-                        await self._resilience.send_audio(self._to_model.convert(audio))
+                    if audio := self._caller_audio.take(event.audio):
+                        await self._resilience.send_audio(audio)
                         self._metrics.inbound_delay.observe(perf_counter() - event.received_at)
                     if self._recorder is not None:
                         self._recorder.caller_audio(event.audio)
@@ -212,8 +210,8 @@ class CallSession:
                     await self._typed(text)
                 case CallerInterrupts():
                     await self._interrupt()
-        if (gathered := self._caller_audio.release()) is not None:  # all the caller said reaches it
-            await self._resilience.send_audio(self._to_model.convert(gathered))
+        if gathered := self._caller_audio.release():  # all the caller said reaches it
+            await self._resilience.send_audio(gathered)
 
     async def _typed(self, text: str) -> None:
         """A typed question: OCTI stops talking, as when the caller speaks, then answers it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed
@@ -83,6 +84,7 @@ class CallerTranscripts:
         if stream is not None:
             stream.committed = True
             await self.send_due_words(position)
+            self.connection.spawn(self._stream_after_commit(item_id, stream, position))
         elif noise and self.streaming:  # nothing was streamed: the empty text comes with the commit
             await self._completed(item_id, "", audio_ms)
         else:
@@ -91,15 +93,35 @@ class CallerTranscripts:
     async def send_due_words(self, position: int) -> None:
         """Words the streaming model has heard by `position`, then completions."""
         for item_id, stream in list(self._streams.items()):
-            text = stream.due(position)
-            if text:
-                await self.connection.send({"type": "conversation.item.input_audio_transcription.delta",
-                                            "item_id": item_id, "content_index": 0, "delta": text})
-            if stream.completion_due():
-                del self._streams[item_id]
-                item = self.connection.items.by_id.get(item_id)
-                audio_ms = item.audio_ms if item is not None else 0
-                await self._completed(item_id, stream.transcript, audio_ms)
+            await self._send_due(item_id, stream, position)
+
+    async def _send_due(self, item_id: str, stream: StreamedUtterance, position: int) -> None:
+        text = stream.due(position)
+        if text:
+            await self.connection.send({"type": "conversation.item.input_audio_transcription.delta",
+                                        "item_id": item_id, "content_index": 0, "delta": text})
+        if stream.completion_due() and self._streams.get(item_id) is stream:
+            del self._streams[item_id]
+            item = self.connection.items.by_id.get(item_id)
+            audio_ms = item.audio_ms if item is not None else 0
+            await self._completed(item_id, stream.transcript, audio_ms)
+
+    async def _stream_after_commit(self, item_id: str, stream: StreamedUtterance, position: int) -> None:
+        """Once the turn is committed the transcription model goes on by itself, as the
+        service's does: the words still due come at the pace of real time, whether or not more
+        audio arrives (a client may send quiet audio in bursts, or none)."""
+        units_per_second = UNITS_PER_MS * 1000
+        committed_at = time.monotonic()
+        with contextlib.suppress(ConnectionClosed):
+            while self._streams.get(item_id) is stream:
+                now = position + round((time.monotonic() - committed_at) * units_per_second)
+                due = min((spoken + stream.lag for chars, spoken in stream.words if chars > stream.sent_chars),
+                          default=now)
+                if due > now:
+                    await asyncio.sleep((due - now) / units_per_second)
+                    continue
+                await self._send_due(item_id, stream, max(now, self.connection.input_audio.total_units))
+                await asyncio.sleep(0.01)  # a turn left incomplete by its stream is not spun on
 
     def _streamed(self, item_id: str, onset: int) -> StreamedUtterance:
         transcription = self.connection.session["audio"]["input"]["transcription"] or {}

@@ -184,8 +184,8 @@ class CallSession:
         async for event in self._channel.events():
             # What reaches the engine after the audio gathered so far goes after it too. Marks,
             # sent back with every answer chunk, only touch playback.
-            if type(event) not in (CallerAudio, PlaybackMark) and (gathered := self._caller_audio.release()):
-                await self._resilience.send_audio(gathered)
+            if type(event) not in (CallerAudio, PlaybackMark):
+                await self._send_gathered()
             match event:
                 case CallerAudio():
                     if audio := self._caller_audio.take(event.audio):
@@ -210,7 +210,11 @@ class CallSession:
                     await self._typed(text)
                 case CallerInterrupts():
                     await self._interrupt()
-        if gathered := self._caller_audio.release():  # all the caller said reaches it
+        await self._send_gathered()  # all the caller said reaches the engine
+
+    async def _send_gathered(self) -> None:
+        """The quiet caller audio gathered so far (caller_audio.py), before what comes after it."""
+        if gathered := self._caller_audio.release():
             await self._resilience.send_audio(gathered)
 
     async def _typed(self, text: str) -> None:

@@ -85,6 +85,10 @@ class StreamedUtterance:
         text, self.sent_chars = self.transcript[self.sent_chars:upto], upto
         return text
 
+    def next_due(self) -> int | None:
+        """The position at which the next word not yet sent is due (None: all were sent)."""
+        return min((spoken + self.lag for chars, spoken in self.words if chars > self.sent_chars), default=None)
+
     @property
     def all_sent(self) -> bool:
         return self.sent_chars >= len(self.transcript.rstrip())

@@ -115,13 +115,13 @@ class CallerTranscripts:
         with contextlib.suppress(ConnectionClosed):
             while self._streams.get(item_id) is stream:
                 now = position + round((time.monotonic() - committed_at) * units_per_second)
-                due = min((spoken + stream.lag for chars, spoken in stream.words if chars > stream.sent_chars),
-                          default=now)
-                if due > now:
+                due = stream.next_due()
+                if due is not None and due > now:
                     await asyncio.sleep((due - now) / units_per_second)
                     continue
                 await self._send_due(item_id, stream, max(now, self.connection.input_audio.total_units))
-                await asyncio.sleep(0.01)  # a turn left incomplete by its stream is not spun on
+                if due is None:  # all sent: completed, or never to be
+                    return
 
     def _streamed(self, item_id: str, onset: int) -> StreamedUtterance:
         transcription = self.connection.session["audio"]["input"]["transcription"] or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import audioop
 import math
 
-from app.agent.caller_audio import GATHER_MS, HANGOVER_MS, QUIET_RMS, CallerAudioGate
+from app.agent.caller_audio import GATHER_MS, HANGOVER_MS, QUIET_RMS, SPEECH_GATHER_MS, CallerAudioGate
 from app.audio.convert import make_converter
 from app.audio.formats import REALTIME_PCM16, TELEPHONE_ULAW
 
@@ -54,7 +54,7 @@ def test_after_a_sound_every_frame_goes_alone_until_the_hangover_is_over():
     assert sent[-4:] == [None] * 4, "gathered again once the hangover is over"
 
 
-def test_every_frame_of_the_callers_turn_goes_alone_however_quiet():
+def test_every_quiet_frame_of_the_callers_turn_goes_at_once():
     gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
     gate.turn_open = True  # the engine heard speech: its end must be heard as soon as it comes
     assert feed(gate, [QUIET] * 10, start=500.0) == [QUIET] * 10
@@ -62,9 +62,33 @@ def test_every_frame_of_the_callers_turn_goes_alone_however_quiet():
     assert feed(gate, [QUIET] * GATHERED, start=600.0) == [None] * (GATHERED - 1) + [QUIET * GATHERED]
 
 
+def test_speech_inside_the_callers_turn_goes_a_few_frames_at_a_time_in_order_and_whole():
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
+    gate.turn_open = True  # the engine heard the turn begin; it cannot end while speech goes on
+    words = [ulaw_tone(900 + 50 * index) for index in range(5)]  # distinct, all speech
+    together = int(SPEECH_GATHER_MS / 20)
+    assert together == 2
+    assert feed(gate, words, start=500.0) == [None, words[0] + words[1], None, words[2] + words[3], None]
+    assert gate.release() == words[4]
+
+
+def test_quiet_inside_the_turn_goes_at_once_with_the_speech_held_before_it():
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
+    gate.turn_open = True
+    assert feed(gate, [SPEECH, QUIET, QUIET, SPEECH, HUSH], start=500.0) == [
+        None, SPEECH + QUIET, QUIET, None, SPEECH + HUSH]
+
+
+def test_speech_before_the_engine_reports_a_turn_goes_frame_by_frame():
+    gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=True)
+    assert feed(gate, [SPEECH] * 4) == [SPEECH] * 4, "the start of speech, as soon as it comes"
+
+
 def test_nothing_is_gathered_for_an_engine_that_takes_every_frame():
     gate = CallerAudioGate(TELEPHONE_ULAW, TELEPHONE_ULAW, may_wait=False)
     assert feed(gate, [QUIET] * 6) == [QUIET] * 6
+    gate.turn_open = True
+    assert feed(gate, [SPEECH] * 3, start=200.0) == [SPEECH] * 3
     assert gate.release() is None
 
 
@@ -79,6 +103,11 @@ def test_pcm16_chunks_of_any_length_are_judged_on_their_whole_samples():
 def test_what_goes_is_converted_as_one_stream_whatever_was_gathered():
     gate = CallerAudioGate(TELEPHONE_ULAW, REALTIME_PCM16, may_wait=True)
     frames = [HUSH] * 7 + [SPEECH] * 3 + [QUIET] * 60 + [HUSH] * 12
-    sent = [audio for audio in feed(gate, frames) if audio] + [gate.release()]
-    assert len(sent) < len(frames) - 8
+    sent = feed(gate, frames)
+    gate.turn_open = True
+    turn = [SPEECH] * 5 + [QUIET] + [SPEECH] * 3
+    sent += feed(gate, turn, start=200.0)
+    frames += turn
+    sent = [audio for audio in sent if audio] + [gate.release()]
+    assert len(sent) < len(frames) - 12
     assert b"".join(sent) == make_converter(TELEPHONE_ULAW, REALTIME_PCM16).convert(b"".join(frames))

@@ -22,7 +22,7 @@ from app.channels.contract import (
     SessionReady,
     TurnEnded,
 )
-from app.agent.caller_audio import GATHER_MS, QUIET_RMS
+from app.agent.caller_audio import GATHER_MS, QUIET_RMS, SPEECH_GATHER_MS
 from app.agent.phrases import LIMIT_REACHED, TIME_UP_GOODBYE, UNAVAILABLE
 from app.agent.resilience import filler
 from app.agent.speaker import MESSAGE_MS
@@ -270,7 +270,7 @@ def appended_ms(connection, until: dict | None = None) -> list[float]:
     return [event["audio_ms"] for event in events if event["type"] == "input_audio_buffer.append"]
 
 
-async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_speech_frame_by_frame(double):
+async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_speech_at_once(double):
     channel = MemoryChannel()
     session, running, connection = await greeted(double, channel)
     greeting = await connection.wait_for_server(lambda e: e["type"] == "response.done")
@@ -285,10 +285,37 @@ async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_sp
     sent = appended_ms(connection)
     before = int(1000 / GATHER_MS)
     assert sent[:before] == [GATHER_MS] * before, "the quiet line before the question, gathered"
-    assert sent[before:before + len(question)] == [20] * len(question), "the question frame by frame"
+    assert sent[before] == 20, "the question's first sound at once"
+    assert set(sent[before:before + len(question) // 2]) <= {20, SPEECH_GATHER_MS}, "the question, never gathered long"
     assert GATHER_MS in sent[-4:], "the quiet line once the turn ended and the hangover is over"
     frames = 50 + len(question) + 75
     assert sum(sent) == frames * 20 and len(sent) < frames - 40, "all of it, what was gathered last at hang-up"
+    assert [r.kind for r in connection.responses if r.conversation == "auto"] == ["greeting", "answer"]
+    assert connection.errors_sent == []
+
+
+async def test_the_callers_speech_goes_in_fewer_sends_once_the_model_heard_the_turn_begin(double):
+    channel = MemoryChannel()
+    session, running, connection = await greeted(double, channel)
+    greeting = await connection.wait_for_server(lambda e: e["type"] == "response.done")
+    question = telephone_frames(AUDIO / "question_incubation.wav")
+    question = question[next(i for i, frame in enumerate(question) if ulaw_level(frame) >= QUIET_RMS):]
+    speaking = asyncio.create_task(channel.speak(question + [QUIET] * 75, real_time=True))
+    await connection.wait_for_server(lambda e: e["type"] == "input_audio_buffer.speech_started", timeout=5)
+    heard_begin = len(appended_ms(connection))
+    await connection.wait_for_server(lambda e: e["type"] == "input_audio_buffer.speech_stopped", timeout=10)
+    heard_end = len(appended_ms(connection))
+    await speaking
+    await connection.wait_for_server(lambda e: e["type"] == "response.done" and e != greeting, timeout=10)
+    await channel.inbox.put(None)
+    await running
+
+    sent = appended_ms(connection)
+    assert sent[:heard_begin] == [20] * heard_begin, "until the model hears speech, every frame at once"
+    in_turn = sent[heard_begin:heard_end]
+    assert set(in_turn) <= {20, SPEECH_GATHER_MS}
+    assert len(in_turn) < 0.75 * sum(in_turn) / 20, "speech inside the turn, a few frames a send"
+    assert sum(sent) == (len(question) + 75) * 20, "all of it"
     assert [r.kind for r in connection.responses if r.conversation == "auto"] == ["greeting", "answer"]
     assert connection.errors_sent == []
 

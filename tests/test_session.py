@@ -270,12 +270,17 @@ def appended_ms(connection, until: dict | None = None) -> list[float]:
     return [event["audio_ms"] for event in events if event["type"] == "input_audio_buffer.append"]
 
 
+def spoken_question() -> list[bytes]:
+    """A question's phone frames from its first sound on."""
+    frames = telephone_frames(AUDIO / "question_incubation.wav")
+    return frames[next(i for i, frame in enumerate(frames) if ulaw_level(frame) >= QUIET_RMS):]
+
+
 async def test_quiet_audio_between_turns_reaches_the_model_in_fewer_sends_and_speech_at_once(double):
     channel = MemoryChannel()
     session, running, connection = await greeted(double, channel)
     greeting = await connection.wait_for_server(lambda e: e["type"] == "response.done")
-    question = telephone_frames(AUDIO / "question_incubation.wav")
-    question = question[next(i for i, frame in enumerate(question) if ulaw_level(frame) >= QUIET_RMS):]
+    question = spoken_question()
     await channel.speak([QUIET] * 50 + question)  # a second of quiet line, then the question
     await channel.speak([QUIET] * 75, real_time=True)  # the turn ends in this silence
     await connection.wait_for_server(lambda e: e["type"] == "response.done" and e != greeting, timeout=10)
@@ -298,8 +303,7 @@ async def test_the_callers_speech_goes_in_fewer_sends_once_the_model_heard_the_t
     channel = MemoryChannel()
     session, running, connection = await greeted(double, channel)
     greeting = await connection.wait_for_server(lambda e: e["type"] == "response.done")
-    question = telephone_frames(AUDIO / "question_incubation.wav")
-    question = question[next(i for i, frame in enumerate(question) if ulaw_level(frame) >= QUIET_RMS):]
+    question = spoken_question()
     speaking = asyncio.create_task(channel.speak(question + [QUIET] * 75, real_time=True))
     await connection.wait_for_server(lambda e: e["type"] == "input_audio_buffer.speech_started", timeout=5)
     heard_begin = len(appended_ms(connection))

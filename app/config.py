@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     review_username: str | None = None
     review_password: SecretStr | None = None  # plain, an argon2 hash, or an older "pbkdf2_sha256$…" one
     review_token: SecretStr | None = None
+    # Mixed into the review cookies' signing key, the same on every host: without it (nor a
+    # REVIEW_TOKEN), a REVIEW_PASSWORD given hashed is all it takes to sign a session cookie.
+    review_session_secret: SecretStr | None = None
     # USD per 1M tokens: text in / cached / out, audio in / cached / out; transcription models
     # per minute of audio ("audio_minute"). From the service's model pages, 2026-12.
     model_prices: dict[str, dict[str, float]] = {

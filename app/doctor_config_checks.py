@@ -71,6 +71,11 @@ def _review_access(settings: Settings) -> Finding:
         return warning("keys", f"{missing} is missing: reviewer password sign-in is off "
                        f"({'REVIEW_TOKEN still works' if signin else 'review pages disabled off loopback'})",
                        "set REVIEW_USERNAME and REVIEW_PASSWORD together")
+    if (password.startswith((PBKDF2_PREFIX, ARGON2_PREFIX)) and not _secret_set(settings.review_token)
+            and not _secret_set(settings.review_session_secret)):
+        return warning("keys", "review pages: REVIEW_PASSWORD is given hashed with neither REVIEW_TOKEN nor "
+                       "REVIEW_SESSION_SECRET: whoever reads that hash can sign reviewers' cookies",
+                       "set REVIEW_SESSION_SECRET to a long random value, the same on every host")
     if signin:
         return ok("keys", f"review pages: sign-in with {' and '.join(signin)}")
     where = {"open": "open without sign-in on this loopback-only bind",

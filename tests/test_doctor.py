@@ -386,3 +386,17 @@ def test_doctor_says_what_the_review_pages_do_without_credentials(tmp_path, host
     settings = Settings(_env_file=None, host=host, public_base_url=public_url, data_dir=tmp_path)
     [review] = [f for f in check_keys(settings) if "review pages" in f.message]
     assert says in review.message, review.message
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ({}, "whoever reads that hash can sign"),
+    ({"review_session_secret": "s" * 32}, "sign-in with REVIEW_USERNAME/REVIEW_PASSWORD"),
+    ({"review_token": "t" * 32}, "sign-in with REVIEW_USERNAME/REVIEW_PASSWORD and REVIEW_TOKEN"),
+])
+def test_doctor_warns_when_a_hashed_review_password_is_all_a_cookie_needs(tmp_path, extra, says):
+    hashed = "pbkdf2_sha256$30000$seasalt$VrX+V8drCGo68wlvy6rfu8i1d1pfkdeXA4LJkRGJodY="
+    settings = Settings(_env_file=None, host="0.0.0.0", data_dir=tmp_path, review_username="agronome",
+                        review_password=hashed, **extra)
+    [review] = [f for f in check_keys(settings) if "review pages" in f.message]
+    assert says in review.message, review.message
+    assert review.status == ("warning" if not extra else "ok")

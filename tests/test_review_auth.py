@@ -33,6 +33,7 @@ from tests.harness import free_loopback_port
 from tests.test_review_pages import (
     CHEAP_ARGON2,
     PASSWORD,
+    PASSWORD_HASH,
     TOKEN,
     USER,
     FakeReader,
@@ -302,3 +303,23 @@ def test_every_worker_accepts_the_others_sessions_and_forms(tmp_path):
     assert first.mode == "open" and second.check_csrf(first.csrf_token("nonce"), "nonce")
     local = Reviewer("local", "local", "n")
     assert second.check_form_token(local, first.form_token(local))
+
+
+def test_a_review_password_given_hashed_signs_no_cookie_without_the_session_secret(caplog):
+    """The hash in REVIEW_PASSWORD is meant to be safe to keep in a deployment's settings: with
+    REVIEW_SESSION_SECRET set, whoever reads it (and the user name) still cannot sign a cookie."""
+    with caplog.at_level(logging.WARNING, logger="app.review.auth"):
+        ReviewAuth(review_settings(review_username=USER, review_password=PASSWORD_HASH))
+    assert "REVIEW_SESSION_SECRET" in caplog.text, "the start says what is exposed"
+    caplog.clear()
+    secret = secrets.token_urlsafe(32)
+    with caplog.at_level(logging.WARNING, logger="app.review.auth"):
+        worker, other_host = (ReviewAuth(review_settings(review_username=USER, review_password=PASSWORD_HASH,
+                                                         review_session_secret=secret)) for _ in range(2))
+    assert "REVIEW_SESSION_SECRET" not in caplog.text
+    forger = ReviewAuth(review_settings(review_username=USER, review_password=PASSWORD_HASH))
+    forged = forger.issue_session(Reviewer(USER, "password"))
+    assert worker.read_session(forged) is None
+    assert worker.check_csrf(forger.csrf_token("nonce"), "nonce") is False
+    reviewer = other_host.read_session(worker.issue_session(Reviewer(USER, "password")))
+    assert reviewer is not None and reviewer.name == USER, "every host with the secret accepts the others' cookies"

@@ -112,8 +112,14 @@ class ReviewAuth:
             log.warning("review: REVIEW_USERNAME and REVIEW_PASSWORD must both be set; password sign-in is off")
         # The signing key comes from the settings as given (a plain password's hash is salted
         # afresh in each process), so that every worker and host accepts every other's cookies.
-        material = "\0".join([self.username or "", password if self._password_hash else "", token]).encode()
-        del password
+        session_secret = settings.review_session_secret.get_secret_value() if settings.review_session_secret else ""
+        parts = [self.username or "", password if self._password_hash else "", token]
+        material = "\0".join(parts + [session_secret] if session_secret else parts).encode()
+        if self._password_hash == password and not token and not session_secret:
+            log.warning("review: REVIEW_PASSWORD is given hashed and neither REVIEW_TOKEN nor "
+                        "REVIEW_SESSION_SECRET is set: whoever reads that hash can sign review cookies; "
+                        "set REVIEW_SESSION_SECRET, the same on every host")
+        del password, session_secret
         # Only a digest of the token is kept; comparisons are between digests.
         self._token_digest = hashlib.sha256(token.encode()).digest() if token else None
         if token and len(token) < 24:

@@ -59,7 +59,7 @@ class CallSession:
         self._settings = settings
         self._metrics = metrics or Metrics()
         self._caller_audio = CallerAudioGate(channel.audio_format, engine.input_format,
-                                             engine.traits.quiet_audio_may_wait)
+                                             engine.traits.caller_audio_may_wait)
         self.state = CallState()
         retriever = retriever or Retriever(None, budget_ms=settings.rag_timeout_ms, limit=settings.rag_top_k,
                                            metrics=self._metrics)

@@ -49,10 +49,11 @@ class EngineTraits:
     # How long after the caller's last sound `SpeechStopped` comes at the latest (the silence
     # turn detection waits for): a turn not ended that long after it began lasted longer.
     speech_end_wait_ms: float = 0.0
-    # Quiet caller audio between the caller's turns may reach the service a little late, gathered
-    # into fewer sends (app/agent/caller_audio.py): its turn detection starts a turn on sound,
-    # never on silence. Not so for a full-duplex model, which may take the floor in any pause.
-    quiet_audio_may_wait: bool = False
+    # Caller audio that turn detection is not waiting on may reach the service a little late,
+    # gathered into fewer sends (app/agent/caller_audio.py): quiet between the caller's turns
+    # (a turn starts on sound, never on silence), speech inside one (it ends on silence only).
+    # Not so for a full-duplex model, which may take the floor in any pause.
+    caller_audio_may_wait: bool = False
 
 
 @dataclass(frozen=True, slots=True)

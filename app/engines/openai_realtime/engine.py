@@ -94,7 +94,7 @@ class RealtimeEngine:
         end_wait_ms = self._vad_silence_ms if server_vad else models.SEMANTIC_VAD_LONGEST_WAIT_MS["auto"]
         self.traits = EngineTraits(turns="client" if options.client_turns else "service", cuts_answers=True,
                                    streams_caller_words=models.streams_transcription(settings.openai_transcribe_model),
-                                   speech_end_wait_ms=end_wait_ms, quiet_audio_may_wait=True)
+                                   speech_end_wait_ms=end_wait_ms, caller_audio_may_wait=True)
         self._auto_interrupt = protocol.turn_detection(settings)["interrupt_response"]
         self._responses = _Responses()
         self._responses.idle.set()  # no response yet: the model is idle

@@ -25,7 +25,7 @@ from app.engines.contract import (
     SpeechStarted, SpeechStopped, ToolCall, UsageReport, Yielded,
 )
 from app.engines.gpt_live import greeting
-from app.engines.gpt_live.engine import FINAL_USAGE_WAIT_SECONDS, GptLiveEngine
+from app.engines.gpt_live.engine import FINAL_USAGE_WAIT_SECONDS, FIXTURE_GRACE_SECONDS, GptLiveEngine
 from app.simulators.live_double import LiveDouble
 from app.simulators.realtime_schema import unexpected_server_keys
 from tests.test_realtime_double import read_wav, to_pcmu_8k
@@ -214,11 +214,8 @@ async def test_a_question_is_delegated_to_us_and_the_passages_are_said(double):
     assert_server_events_valid(connection)
 
 
-async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known(double, tmp_path):
-    """No client event asks for an answer or stops one: `answer` says a typed question's passages
-    (commentary without delegation), `cancel` tells the model silently that it is not heard, but
-    not while a fixture plays (it cannot be stopped); a typed question meanwhile waits for its end
-    (the service refuses appends then)."""
+async def greeted_by_a_one_second_fixture(double, tmp_path):
+    """An engine whose greeting is a loud one-second clip the service plays as a fixture."""
     configured = settings(double, gpt_live_greeting="fixture", data_dir=tmp_path, agent_greeting="Bonjour, ici OCTI.")
     loud_second = b"\x10\x90" * 4000  # μ-law 8 kHz
     greeting.save_clip(greeting.clip_path(configured, "Bonjour, ici OCTI."), loud_second, "Bonjour, ici OCTI.")
@@ -226,6 +223,15 @@ async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known
     connection = await double.wait_for_connection()
     events = engine.events()
     await engine.greet("Bonjour, ici OCTI.")
+    return engine, connection, events
+
+
+async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known(double, tmp_path):
+    """No client event asks for an answer or stops one: `answer` says a typed question's passages
+    (commentary without delegation), `cancel` tells the model silently that it is not heard, but
+    not while a fixture plays (it cannot be stopped); a typed question meanwhile waits for its end
+    (the service refuses appends then)."""
+    engine, connection, events = await greeted_by_a_one_second_fixture(double, tmp_path)
     await next_of(events, AnswerStarted)  # the fixture plays
     await engine.cancel()
     await engine.add_caller_text("Pendant l'accueil")  # waits for the fixture's end
@@ -250,6 +256,37 @@ async def test_a_typed_questions_passages_are_said_and_a_stopped_answer_is_known
                           if event["type"] == "session.output_audio.fixture.played")
     assert any(event["type"] == "session.thinking.appended" for event in connection.record.sent[fixture_played:])
     assert "« Quelle température ? »" in written and "37,7 °C" in answer and "dernière question" in answer
+
+
+async def test_what_waits_for_a_fixture_whose_end_never_comes_goes_after_its_length_and_a_grace(
+        double, tmp_path, caplog):
+    """`fixture.played` is not sent for a cancelled playback (openai.types.live): a typed question
+    held for the fixture's end must not wait for good."""
+    double.fixture_cancelled_at_ms = 300
+    engine, connection, events = await greeted_by_a_one_second_fixture(double, tmp_path)
+    await next_of(events, AnswerStarted)  # the fixture plays, then stops 300 ms in
+    asked_at = perf_counter()
+    await engine.add_caller_text("Pendant l'accueil")
+
+    def held_question_sent() -> bool:
+        return any(event["type"] == "session.thinking.append" and "Pendant l'accueil" in event["content"]
+                   for event in connection.record.received)
+
+    async def drain() -> None:  # the engine's loop, deadline included, runs as its events are read
+        async for _ in events:
+            pass
+
+    draining = asyncio.create_task(drain())
+    async with asyncio.timeout(1 + FIXTURE_GRACE_SECONDS + 3):
+        while not held_question_sent():
+            await asyncio.sleep(0.05)
+    waited = perf_counter() - asked_at
+    await engine.close()
+    draining.cancel()
+    assert "session.output_audio.fixture.played" not in [event["type"] for event in connection.record.sent]
+    assert waited > FIXTURE_GRACE_SECONDS - 0.5, "held while the fixture might still play"
+    assert connection.record.errors == [], "sent once the service takes appends again"
+    assert "never said it had played" in caplog.text
 
 
 async def test_the_model_talks_over_the_caller_a_while_then_yields(double):

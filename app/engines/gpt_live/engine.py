@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 # How often, without a server event, the engine checks whether the model went quiet.
 TICK_SECONDS = 0.1
+# `fixture.played` is not sent for cancelled playback (openai.types.live): this long after a
+# fixture should have ended, what waited for its end goes anyway.
+FIXTURE_GRACE_SECONDS = 3.0
 FINAL_USAGE_WAIT_SECONDS = 2.0  # for `session.closed` and its final usage, once the call is over
 MALFORMED_EVENT_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
@@ -104,6 +107,7 @@ class GptLiveEngine:
         self._fixture_greeting: str | None = None  # its text, until the service took the fixture
         # Appends while a fixture plays (the service refuses them), sent once it has played.
         self._held_appends: list[dict[str, Any]] = []
+        self._fixture_deadline = float("inf")  # when its end is no longer waited for
         self._recorder: GreetingRecorder | None = None  # the model's greeting, kept as its clip
         # The events' reader, and the connection it reads (the old one, a moment after a recycle).
         self._reading: tuple[RealtimeConnection, asyncio.Task[None]] | None = None
@@ -175,6 +179,9 @@ class GptLiveEngine:
                         except MALFORMED_EVENT_ERRORS as exc:
                             log.warning("dropping a malformed %s event from the live server: %r", event["type"], exc)
                     translated += translator.tick(perf_counter())
+                    if translator.fixture_playing and perf_counter() > self._fixture_deadline:
+                        log.warning("the greeting's fixture never said it had played: what waited for it goes now")
+                        await self._fixture_over()
                     for engine_event in translated:
                         if self._recorder is not None:
                             await self._record_greeting(engine_event)
@@ -217,6 +224,7 @@ class GptLiveEngine:
                 # The model did not say it: it should know it was said.
                 await self._connection.send(protocol.thinking(f"Tu as déjà salué l'éleveur : « {text} »", None))
                 self._translator.fixture_playing = True  # from now on, not only once `playing` comes
+                self._fixture_deadline = perf_counter() + clip.seconds + FIXTURE_GRACE_SECONDS
                 await self._connection.send(greeting.fixture_play(clip))
                 return
             self._recorder = GreetingRecorder(path)
@@ -242,6 +250,7 @@ class GptLiveEngine:
     async def _fixture_over(self) -> None:
         """The service takes appends again: those that waited go, in order."""
         self._translator.fixture_playing = False
+        self._fixture_deadline = float("inf")
         held, self._held_appends = self._held_appends, []
         for event in held:
             await self._connection.send(event)

@@ -41,6 +41,10 @@ class GreetingClip:
     pcm24k: bytes  # raw mono PCM16 little-endian at 24 kHz: the fixture's format
     transcript: str
 
+    @property
+    def seconds(self) -> float:
+        return REALTIME_PCM16.duration_ms(len(self.pcm24k)) / 1000
+
 
 def clip_path(settings: Settings, text: str) -> Path:
     key = hashlib.sha256(f"{settings.gpt_live_model}\n{settings.openai_voice}\n{text}".encode()).hexdigest()[:32]

@@ -241,11 +241,12 @@ class LiveConnection:
         self._yield_at = None
         self._speaking = Speech("fixture", len(audio) // 8, audio=audio)
         self.record.spoken.append("fixture")
-        playing: dict[str, Any] = {"type": "session.output_audio.fixture.playing"}
-        if event_id is not None:
-            playing["client_event_id"] = event_id
         self._fixture_event_id = event_id
-        await self.send(playing)
+        await self.send(self._fixture_event("playing"))
+
+    def _fixture_event(self, stage: str) -> dict[str, Any]:
+        echo = {} if self._fixture_event_id is None else {"client_event_id": self._fixture_event_id}
+        return {"type": f"session.output_audio.fixture.{stage}", **echo}
 
     async def _close(self, event_id: str | None, reason: str = "close_requested") -> None:
         closed: dict[str, Any] = {"type": "session.closed", "reason": reason, "session": self.session,
@@ -342,6 +343,8 @@ class LiveConnection:
                 speech.asset_ms = self._asset_ms
                 self._asset_ms += speech.ms
             self.record.spoken.append(speech.kind)
+        if speech is not None and speech.kind == "fixture" and speech.sent_ms >= self.double.fixture_cancelled_at_ms:
+            self._speaking = speech = None  # a cancelled playback: no `fixture.played`
         self._output_ms += DELTA_MS
         if speech is None:
             await self.send({"type": "session.output_audio.delta", "delta": base64.b64encode(SILENCE).decode()})
@@ -364,10 +367,7 @@ class LiveConnection:
         if speech.sent_ms >= speech.ms:
             self._speaking = None
             if speech.kind == "fixture":
-                played: dict[str, Any] = {"type": "session.output_audio.fixture.played"}
-                if self._fixture_event_id is not None:
-                    played["client_event_id"] = self._fixture_event_id
-                await self.send(played)
+                await self.send(self._fixture_event("played"))
 
     # -- usage
 

@@ -46,6 +46,8 @@ class LiveDouble:
       `expires_at`; then the session closes with reason `expired`;
     - start_seconds: how long the service takes to start a session (from `session.start` to
       `session.started`);
+    - fixture_cancelled_at_ms: a fixture's playback cancelled that far in: it stops, and its
+      `fixture.played` never comes (the types: not sent for canceled or failed playback);
     - drop_when: a test's choice of the moment the service goes away: a predicate on the events
       of a session, those it sends and the client events it takes; the session drops right
       after the first event it holds true for (once: then it is None again).
@@ -57,6 +59,7 @@ class LiveDouble:
                  lead_ms: int = 300, delegation_delay: float = 0.2, speaks_before_delegating: bool = False,
                  stream_lag_seconds: float = 0.3, silence_ms: int = 500, usage_interval: float = 1.0,
                  session_seconds: float = SESSION_SECONDS, start_seconds: float = 0.0,
+                 fixture_cancelled_at_ms: float = float("inf"),
                  drop_when: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.host, self._requested_port = host, port
         self.api_key = api_key
@@ -71,6 +74,7 @@ class LiveDouble:
         self.silence_ms = silence_ms
         self.usage_interval = usage_interval
         self.session_seconds, self.start_seconds = session_seconds, start_seconds
+        self.fixture_cancelled_at_ms = fixture_cancelled_at_ms
         self.drop_when = drop_when
         self.asset: VoiceAsset | None = None
         self.connections: list[LiveConnection] = []

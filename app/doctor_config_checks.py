@@ -57,7 +57,7 @@ def check_keys(settings: Settings) -> list[Finding]:
 
 def _review_access(settings: Settings) -> Finding:
     from app.accounts.passwords import ARGON2_PREFIX, PBKDF2_PREFIX, is_password_hash
-    from app.review.auth import mode_without_credentials
+    from app.review.auth import cookies_keyed_by_a_hash_alone, mode_without_credentials
 
     username = (settings.review_username or "").strip()
     password = settings.review_password.get_secret_value() if settings.review_password else ""
@@ -71,8 +71,7 @@ def _review_access(settings: Settings) -> Finding:
         return warning("keys", f"{missing} is missing: reviewer password sign-in is off "
                        f"({'REVIEW_TOKEN still works' if signin else 'review pages disabled off loopback'})",
                        "set REVIEW_USERNAME and REVIEW_PASSWORD together")
-    if (password.startswith((PBKDF2_PREFIX, ARGON2_PREFIX)) and not _secret_set(settings.review_token)
-            and not _secret_set(settings.review_session_secret)):
+    if cookies_keyed_by_a_hash_alone(settings):
         return warning("keys", "review pages: REVIEW_PASSWORD is given hashed with neither REVIEW_TOKEN nor "
                        "REVIEW_SESSION_SECRET: whoever reads that hash can sign reviewers' cookies",
                        "set REVIEW_SESSION_SECRET to a long random value, the same on every host")

@@ -33,10 +33,10 @@ QUIET_RMS = 58
 HANGOVER_MS = 600.0
 # Quiet audio goes this much at a time when the engine lets it wait: at 200 ms rather than 100,
 # the relay's server took 5-15 % less CPU again (benchmarks/README.md, "Relay").
-GATHER_MS = 200.0
+GATHER_MS = 200
 # Speech inside the caller's turn goes this much at a time: two Twilio frames, so a noisy line's
 # end of speech is heard at most 20 ms later, for a third fewer sends (benchmarks/README.md).
-SPEECH_GATHER_MS = 40.0
+SPEECH_GATHER_MS = 40
 
 
 class CallerAudioGate:
@@ -51,10 +51,8 @@ class CallerAudioGate:
         self._level = ulaw_level if audio_format.encoding == "pcmu" else pcm16_level
         self._to_engine = make_converter(audio_format, engine_format)
         # Whole samples, so each send is whole audio; 0: nothing is gathered.
-        def hold_bytes(ms: float) -> int:
-            return int(ms * audio_format.rate / 1000) * audio_format.bytes_per_sample if may_wait else 0
-        self._quiet_hold_bytes = hold_bytes(GATHER_MS)
-        self._speech_hold_bytes = hold_bytes(SPEECH_GATHER_MS)
+        self._quiet_hold_bytes = audio_format.frame_bytes(GATHER_MS) if may_wait else 0
+        self._speech_hold_bytes = audio_format.frame_bytes(SPEECH_GATHER_MS) if may_wait else 0
         self._gathered: list[bytes] = []
         self._gathered_bytes = 0
         self._sound_until = 0.0

@@ -213,7 +213,7 @@ class CallSession:
         await self._send_gathered()  # all the caller said reaches the engine
 
     async def _send_gathered(self) -> None:
-        """The quiet caller audio gathered so far (caller_audio.py), before what comes after it."""
+        """The caller audio gathered so far (caller_audio.py), before what comes after it."""
         if gathered := self._caller_audio.release():
             await self._resilience.send_audio(gathered)
 

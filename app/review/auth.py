@@ -46,7 +46,7 @@ from itsdangerous import BadSignature, Signer, TimestampSigner, URLSafeTimedSeri
 from app.config import Settings, kept_secret
 from app.review.limiter import SignInLimiter
 
-from app.accounts.passwords import PasswordChecks, stored_password_hash
+from app.accounts.passwords import ARGON2_PREFIX, PBKDF2_PREFIX, PasswordChecks, stored_password_hash
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,16 @@ PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarde
 
 def through_proxy(headers: Mapping[str, str]) -> bool:
     return any(name in headers for name in PROXY_HEADERS)
+
+
+def cookies_keyed_by_a_hash_alone(settings: Settings) -> bool:
+    """Whether the cookies' signing key would come from the user name and a REVIEW_PASSWORD given
+    hashed, with neither REVIEW_TOKEN nor REVIEW_SESSION_SECRET: whoever reads that hash could
+    sign a session cookie."""
+    password = settings.review_password.get_secret_value() if settings.review_password else ""
+    return (bool((settings.review_username or "").strip()) and password.startswith((PBKDF2_PREFIX, ARGON2_PREFIX))
+            and not any(secret is not None and secret.get_secret_value()
+                        for secret in (settings.review_token, settings.review_session_secret)))
 
 
 def mode_without_credentials(settings: Settings) -> Mode:
@@ -112,14 +122,15 @@ class ReviewAuth:
             log.warning("review: REVIEW_USERNAME and REVIEW_PASSWORD must both be set; password sign-in is off")
         # The signing key comes from the settings as given (a plain password's hash is salted
         # afresh in each process), so that every worker and host accepts every other's cookies.
-        session_secret = settings.review_session_secret.get_secret_value() if settings.review_session_secret else ""
         parts = [self.username or "", password if self._password_hash else "", token]
-        material = "\0".join(parts + [session_secret] if session_secret else parts).encode()
-        if self._password_hash == password and not token and not session_secret:
+        if settings.review_session_secret:  # appended only when set: other deployments keep their key
+            parts.append(settings.review_session_secret.get_secret_value())
+        material = "\0".join(parts).encode()
+        if cookies_keyed_by_a_hash_alone(settings):
             log.warning("review: REVIEW_PASSWORD is given hashed and neither REVIEW_TOKEN nor "
                         "REVIEW_SESSION_SECRET is set: whoever reads that hash can sign review cookies; "
                         "set REVIEW_SESSION_SECRET, the same on every host")
-        del password, session_secret
+        del password, parts
         # Only a digest of the token is kept; comparisons are between digests.
         self._token_digest = hashlib.sha256(token.encode()).digest() if token else None
         if token and len(token) < 24:

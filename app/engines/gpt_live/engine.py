@@ -178,8 +178,9 @@ class GptLiveEngine:
                             translated = translator.translate(event, at)
                         except MALFORMED_EVENT_ERRORS as exc:
                             log.warning("dropping a malformed %s event from the live server: %r", event["type"], exc)
-                    translated += translator.tick(perf_counter())
-                    if translator.fixture_playing and perf_counter() > self._fixture_deadline:
+                    now = perf_counter()
+                    translated += translator.tick(now)
+                    if translator.fixture_playing and now > self._fixture_deadline:
                         log.warning("the greeting's fixture never said it had played: what waited for it goes now")
                         await self._fixture_over()
                     for engine_event in translated:
